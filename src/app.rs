@@ -1,0 +1,189 @@
+//! Wiring: one [`App`] per process, running the HTTP API, the step workers, or both (by
+//! [`Role`]), on a listener it is given (port 0 in tests) and with a clean shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{
+    Server,
+    listener::{Acceptor, TcpAcceptor},
+};
+
+use crate::{
+    config::{Config, DatabaseLocation},
+    http::{self, HttpState},
+    secrets::ServiceSecrets,
+    store::{PoolSettings, Store},
+    webhook::Intake,
+    workflow::{
+        Engine,
+        engine::EngineSettings,
+        queue::{self, WorkerSettings},
+    },
+};
+
+/// What this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// HTTP API and workers in one process (the default).
+    Serve,
+    /// HTTP only.
+    Api,
+    /// Workers only; run as many as you like against one PostgreSQL.
+    Worker,
+}
+
+impl Role {
+    fn runs_http(self) -> bool {
+        matches!(self, Role::Serve | Role::Api)
+    }
+    fn runs_workers(self) -> bool {
+        matches!(self, Role::Serve | Role::Worker)
+    }
+}
+
+pub struct App {
+    config: Config,
+    role: Role,
+    store: Store,
+    secrets: ServiceSecrets,
+    acceptor: Option<TcpAcceptor>,
+}
+
+/// How long start-up waits for the database before giving up.
+const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
+
+impl App {
+    /// Connects to the database, applies migrations, loads secrets and binds `config.bind_addr`
+    /// (if the role serves HTTP).
+    pub async fn build(config: Config, role: Role) -> anyhow::Result<Self> {
+        let listener = if role.runs_http() {
+            let listener = tokio::net::TcpListener::bind(config.bind_addr)
+                .await
+                .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
+            Some(listener)
+        } else {
+            None
+        };
+        Self::build_with_listener(config, role, listener).await
+    }
+
+    /// Like [`App::build`], on a listener the caller bound (tests bind port 0).
+    pub async fn build_with_listener(
+        config: Config,
+        role: Role,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> anyhow::Result<Self> {
+        let store = connect_and_migrate(&config).await?;
+        let secrets = ServiceSecrets::load(&config)?;
+        let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
+        Ok(Self { config, role, store, secrets, acceptor })
+    }
+
+    /// The address the HTTP API listens on, if this role serves HTTP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let addr = self.acceptor.as_ref()?.local_addr().into_iter().next()?;
+        addr.as_socket_addr().copied()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking requests and jobs and waits up to
+    /// `SHUTDOWN_TIMEOUT_SECONDS` for in-flight work.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new requests or jobs are taken");
+            let _ = stop_tx.send(true);
+        });
+
+        let timeout = self.config.shutdown_timeout;
+        let http = self.acceptor.map(|acceptor| {
+            let state = Arc::new(HttpState {
+                store: self.store.clone(),
+                intake: Intake::new(
+                    self.store.clone(),
+                    self.secrets.cipher.clone(),
+                    self.config.notion_webhook_secret.clone(),
+                ),
+                api_token: self.secrets.api_token.clone(),
+            });
+            if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
+                tracing::info!(%addr, "HTTP API listening; Swagger UI at /docs");
+            }
+            let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                http::routes(state),
+                stopped(),
+                Some(timeout),
+            );
+            tokio::spawn(server)
+        });
+        let worker = self.role.runs_workers().then(|| {
+            let engine = Engine::new(
+                self.store.clone(),
+                EngineSettings {
+                    lease: self.config.step_lease,
+                    retry_base_delay: self.config.retry_base_delay,
+                    retry_max_delay: self.config.retry_max_delay,
+                    max_attempts: self.config.notion_max_retries + 1,
+                },
+            );
+            let settings = WorkerSettings {
+                name: queue::unique_worker_name(),
+                concurrency: self.config.worker_concurrency,
+                poll_interval: self.config.worker_poll_interval,
+            };
+            tracing::info!(worker = %settings.name, concurrency = settings.concurrency, "step worker started");
+            tokio::spawn(queue::run_worker(self.store.pool().clone(), engine, settings, stopped(), timeout))
+        });
+
+        if let Some(http) = http {
+            http.await.context("HTTP server task")?.context("HTTP server")?;
+        }
+        if let Some(worker) = worker {
+            worker.await.context("worker task")?.context("worker")?;
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Connects and applies migrations, waiting for a database that is still starting.
+pub async fn connect_and_migrate(config: &Config) -> anyhow::Result<Store> {
+    let settings = PoolSettings {
+        url: config.database_url(),
+        max_connections: config.database_max_connections,
+        acquire_timeout: config.database_acquire_timeout,
+        create_database: matches!(config.database, DatabaseLocation::Default),
+    };
+    let deadline = tokio::time::Instant::now() + STARTUP_DB_WAIT;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match try_connect_and_migrate(&settings).await {
+            Ok(store) => return Ok(store),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.context("the database is unreachable (DATABASE_URL)")),
+        }
+    }
+}
+
+async fn try_connect_and_migrate(settings: &PoolSettings) -> anyhow::Result<Store> {
+    let store = Store::connect(settings).await?;
+    queue::setup(store.pool()).await.context("applying the job queue's migrations")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}

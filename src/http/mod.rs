@@ -1,0 +1,58 @@
+//! The HTTP API: poem-openapi operations only. Each operation declares exactly the statuses it
+//! returns; everything else (unknown routes, bad JSON, ...) goes through [`error::render`].
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+use secrecy::SecretString;
+
+use crate::{store::Store, webhook::Intake};
+
+/// What the handlers need, shared by every request.
+pub struct HttpState {
+    pub store: Store,
+    pub intake: Intake,
+    pub api_token: SecretString,
+}
+
+/// Groups in the spec and in Swagger UI.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Notion calls these.
+    Webhook,
+    /// Liveness, readiness and metrics.
+    Health,
+}
+
+type Apis = (webhook::WebhookApi, health::HealthApi);
+
+/// The OpenAPI service: the source of both the routes and the spec.
+pub fn api_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new((webhook::WebhookApi, health::HealthApi), "cognie-sync", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Keeps Cognie flashcards in step with Notion: verified webhook intake, durable sync \
+             workflows, and the operations API. Management endpoints need `Authorization: Bearer <API_TOKEN>`.",
+        )
+}
+
+/// The generated spec, as checked in at `openapi/openapi.json`.
+pub fn spec_json() -> String {
+    api_service().spec()
+}
+
+/// All routes: the API, its spec at `/openapi.json`, Swagger UI at `/docs`.
+pub fn routes(state: Arc<HttpState>) -> impl Endpoint {
+    let api = api_service();
+    Route::new()
+        .at("/openapi.json", api.spec_endpoint())
+        .nest("/docs", api.swagger_ui())
+        .nest("/", api)
+        .data(state)
+        .catch_all_error(error::render)
+}

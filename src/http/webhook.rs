@@ -1,0 +1,292 @@
+//! `POST /api/notion/webhook/notion` and its companions.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::{Request, RequestBody, web::Data};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, Enum, ExtractParamOptions, Object, OpenApi,
+    param::{Header, Query},
+    payload::Json,
+    registry::{MetaMediaType, MetaRequest, Registry},
+    types::Type,
+};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+use super::{ApiTags, HttpState, auth::ApiToken, error::ErrorBody};
+use crate::webhook::{IntakeError, IntakeResult, event::BodyError, signature::SignatureError};
+
+/// Largest webhook body accepted (Notion's are a few KiB).
+pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+
+pub struct WebhookApi;
+
+/// What happened to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// The verification handshake's token was stored.
+    VerificationReceived,
+    /// Stored durably; its workflow has started.
+    Accepted,
+    /// This event was received before; nothing new was started.
+    Duplicate,
+    /// Stored, but its type does not affect flashcards.
+    Ignored,
+}
+
+#[derive(Debug, Object)]
+pub struct WebhookAck {
+    pub status: AckStatus,
+    /// Our id of the stored event (absent for the handshake).
+    #[oai(skip_serializing_if_is_none)]
+    pub event_id: Option<Uuid>,
+}
+
+#[derive(ApiResponse)]
+pub enum WebhookResponse {
+    /// Durable: stored (and its workflow started) before this answer was sent.
+    #[oai(status = 200)]
+    Ok(Json<WebhookAck>),
+    /// The signature is valid but the body is not a usable event (malformed JSON, no `type`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, malformed or wrong `X-Notion-Signature`, or no signing secret known yet.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The body is larger than 1 MiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// An unexpected failure; it was logged. Notion will redeliver.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The database is unavailable; nothing was stored. Notion will redeliver.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(Debug, Object)]
+pub struct Challenge {
+    pub challenge: String,
+}
+
+#[derive(ApiResponse)]
+pub enum ChallengeResponse {
+    /// The challenge, echoed.
+    #[oai(status = 200)]
+    Ok(Json<Challenge>),
+    /// No `challenge` query parameter.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+}
+
+#[derive(Debug, Object)]
+pub struct VerificationToken {
+    /// The token Notion sent in its verification handshake: paste it into Notion's webhook
+    /// settings to verify the subscription.
+    pub verification_token: String,
+    /// When it was last received.
+    pub received_at: DateTime<Utc>,
+    /// Whether incoming events are verified with `NOTION_WEBHOOK_SECRET` (`true`) or with the
+    /// first verification token ever received (`false`).
+    pub signing_secret_configured: bool,
+}
+
+#[derive(ApiResponse)]
+pub enum VerificationTokenResponse {
+    #[oai(status = 200)]
+    Ok(Json<VerificationToken>),
+    /// Missing or wrong bearer token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// No handshake has been received yet.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[OpenApi(tag = "ApiTags::Webhook")]
+impl WebhookApi {
+    /// Receive a Notion webhook.
+    ///
+    /// The body must be signed: `X-Notion-Signature: sha256=<hex HMAC-SHA256 of the raw body>`,
+    /// keyed with `NOTION_WEBHOOK_SECRET` (or, if unset, the first verification token received).
+    /// The one exception is Notion's verification handshake `{"verification_token": ...}`,
+    /// which is stored for ops to read. Accepts Notion's event envelopes and the simple form
+    /// `{"type":"page.updated","page":{"id":...}}`. A 200 means the event is durable.
+    #[oai(path = "/api/notion/webhook/notion", method = "post", operation_id = "receiveNotionWebhook")]
+    async fn receive(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        /// `sha256=` followed by the lowercase hex HMAC-SHA256 of the raw body.
+        #[oai(name = "X-Notion-Signature")]
+        signature: Header<Option<String>>,
+        body: RawWebhookBody,
+    ) -> WebhookResponse {
+        let bytes = match body.0 {
+            Ok(bytes) => bytes,
+            Err(BodyTooLarge) => {
+                tracing::warn!(reason = "payload_too_large", "Rejected Notion webhook");
+                return WebhookResponse::PayloadTooLarge(ErrorBody::new(
+                    "payload_too_large",
+                    format!("the body exceeds {MAX_WEBHOOK_BODY} bytes"),
+                ));
+            }
+        };
+        match state.intake.receive(&bytes, signature.0.as_deref()).await {
+            Ok(result) => WebhookResponse::Ok(Json(ack(result))),
+            Err(IntakeError::Unauthorized(e)) => {
+                tracing::warn!(reason = e.reason(), "Rejected Notion webhook");
+                let code = match e {
+                    SignatureError::NoSecret => "no_signing_secret",
+                    _ => "invalid_signature",
+                };
+                WebhookResponse::Unauthorized(ErrorBody::new(code, e.to_string()))
+            }
+            Err(IntakeError::BadRequest(e)) => {
+                tracing::warn!(reason = "invalid_body", error = %e, "Rejected Notion webhook");
+                let code = match e {
+                    BodyError::MalformedJson(_) => "malformed_json",
+                    BodyError::NotAnObject | BodyError::MissingType => "invalid_event",
+                };
+                WebhookResponse::BadRequest(ErrorBody::new(code, e.to_string()))
+            }
+            Err(IntakeError::Store(e)) if e.is_unavailable() => {
+                tracing::error!(error = %e, "Error processing Notion webhook");
+                WebhookResponse::Unavailable(ErrorBody::unavailable())
+            }
+            Err(IntakeError::Store(crate::store::StoreError::InvalidData(e))) => {
+                tracing::warn!(reason = "unstorable_body", error = %e, "Rejected Notion webhook");
+                WebhookResponse::BadRequest(ErrorBody::new("invalid_event", "the event contains data that cannot be stored"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Error processing Notion webhook");
+                WebhookResponse::Internal(ErrorBody::internal())
+            }
+        }
+    }
+
+    /// Echo a verification challenge (`GET ...?challenge=X` → `{"challenge":"X"}`), for checking
+    /// that the webhook endpoint is reachable.
+    #[oai(path = "/api/notion/webhook/notion/verify", method = "get", operation_id = "verifyNotionWebhook")]
+    async fn verify(&self, challenge: Query<Option<String>>) -> ChallengeResponse {
+        match challenge.0 {
+            Some(challenge) => ChallengeResponse::Ok(Json(Challenge { challenge })),
+            None => ChallengeResponse::BadRequest(ErrorBody::new(
+                "missing_challenge",
+                "the `challenge` query parameter is required",
+            )),
+        }
+    }
+
+    /// The verification token from Notion's subscription handshake, for pasting into Notion's
+    /// webhook settings ("Verify subscription").
+    #[oai(
+        path = "/api/notion/webhook/verification-token",
+        method = "get",
+        operation_id = "getWebhookVerificationToken"
+    )]
+    async fn verification_token(&self, _auth: ApiToken, state: Data<&Arc<HttpState>>) -> VerificationTokenResponse {
+        match state.intake.latest_verification_token().await {
+            Ok(Some((token, received_at))) => VerificationTokenResponse::Ok(Json(VerificationToken {
+                verification_token: token.expose_secret().to_owned(),
+                received_at,
+                signing_secret_configured: state.intake.uses_configured_secret(),
+            })),
+            Ok(None) => VerificationTokenResponse::NotFound(ErrorBody::new(
+                "no_verification_token",
+                "no verification handshake has been received yet",
+            )),
+            Err(IntakeError::Store(e)) if e.is_unavailable() => {
+                VerificationTokenResponse::Unavailable(ErrorBody::unavailable())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the verification token");
+                VerificationTokenResponse::Internal(ErrorBody::internal())
+            }
+        }
+    }
+}
+
+fn ack(result: IntakeResult) -> WebhookAck {
+    let (status, event_id) = match result {
+        IntakeResult::VerificationReceived => (AckStatus::VerificationReceived, None),
+        IntakeResult::Accepted(id) => (AckStatus::Accepted, Some(id.0)),
+        IntakeResult::Duplicate(id) => (AckStatus::Duplicate, Some(id.0)),
+        IntakeResult::Ignored(id) => (AckStatus::Ignored, Some(id.0)),
+    };
+    WebhookAck { status, event_id }
+}
+
+/// The body was over [`MAX_WEBHOOK_BODY`].
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+/// The raw request body, exactly as received (the signature covers these bytes), read with a
+/// size cap that also holds for chunked bodies without a Content-Length. Any content type is
+/// accepted: the signature, not the header, says whether the body is Notion's.
+pub struct RawWebhookBody(Result<bytes::Bytes, BodyTooLarge>);
+
+/// Documents the envelope in the spec; the handler itself reads raw bytes.
+#[derive(Debug, Object)]
+#[oai(rename = "NotionWebhookBody")]
+pub struct NotionWebhookBodyDoc {
+    /// Notion's event id (the same on every delivery attempt).
+    pub id: Option<String>,
+    /// e.g. `page.content_updated`, `data_source.content_updated`, `page.updated`.
+    #[oai(rename = "type")]
+    pub event_type: Option<String>,
+    pub timestamp: Option<String>,
+    pub attempt_number: Option<i32>,
+    /// `{"id": ..., "type": "page" | "database" | "data_source" | ...}`
+    pub entity: Option<serde_json::Value>,
+    /// Event data; `data.parent` names the page's database / data source.
+    pub data: Option<serde_json::Value>,
+    /// Simple form: `{"id": ...}` of the page.
+    pub page: Option<serde_json::Value>,
+    /// Simple form: `{"id": ...}` of the database.
+    pub database: Option<serde_json::Value>,
+    /// Present only in the one-time verification handshake.
+    pub verification_token: Option<String>,
+}
+
+impl<'a> ApiExtractor<'a> for RawWebhookBody {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        NotionWebhookBodyDoc::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: Some("The raw event, exactly as Notion sent it (the signature covers these bytes)."),
+            content: vec![MetaMediaType {
+                content_type: "application/json",
+                schema: NotionWebhookBodyDoc::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let declared = request.header("content-length").and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_WEBHOOK_BODY) {
+            return Ok(Self(Err(BodyTooLarge)));
+        }
+        match body.take()?.into_bytes_limit(MAX_WEBHOOK_BODY).await {
+            Ok(bytes) => Ok(Self(Ok(bytes))),
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => Ok(Self(Err(BodyTooLarge))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

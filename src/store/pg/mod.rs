@@ -1,0 +1,5 @@
+//! PostgreSQL SQL, one module per concern. Lowercase SQL in raw strings; functions take an
+//! executor or a pool so callers can compose transactions.
+
+pub mod events;
+pub mod runs;

@@ -1,0 +1,235 @@
+//! Workflow runs and steps: claiming a step attempt under a lease, heartbeats, and the fenced
+//! transitions that record a step's outcome and enqueue what comes next in one transaction.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::super::{
+    Store, StoreResult,
+    jobs::{INSERT_JOB_SQL, StepJob},
+};
+use crate::ids::{EventId, RunId, UserId};
+
+/// A step attempt this worker holds. Every write about it is conditional on `lease_token`, so
+/// a worker whose lease was taken over cannot record a late result (fencing).
+#[derive(Debug, Clone)]
+pub struct ClaimedStep {
+    pub run_id: RunId,
+    pub workflow: String,
+    pub step: String,
+    /// 1 for the first attempt of this step.
+    pub attempt: i32,
+    pub lease_token: Uuid,
+    pub user_id: Option<UserId>,
+    pub notion_id: Option<String>,
+    pub notion_kind: Option<String>,
+    pub event_id: Option<EventId>,
+}
+
+/// How a step attempt ended, as the engine decided.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// The step succeeded; the run continues at `next_step` now.
+    Advance { output: serde_json::Value, next_step: String },
+    /// The step succeeded and was the last: the run succeeded.
+    Succeed { output: serde_json::Value },
+    /// Run this step again at `at` (a backoff, a rate-limit wait, a debounce). The run waits,
+    /// holding no worker. `error` is recorded when the wait follows a failure.
+    Wait { at: DateTime<Utc>, error: Option<StepFailure>, output: Option<serde_json::Value> },
+    /// The run failed; a retry through the API resumes at this step.
+    Fail { failure: StepFailure },
+}
+
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub kind: String,
+    pub message: String,
+}
+
+/// The result of a fenced write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    Applied,
+    /// The lease is no longer ours (expired and taken over, or the run was cancelled).
+    LeaseLost,
+}
+
+impl Store {
+    /// Claims the current step of the job's run, if the job is still current (its `seq`
+    /// matches) and the run is runnable: pending or waiting, or running under a lease that
+    /// expired (its worker died).
+    pub async fn claim_step(&self, job: StepJob, owner: &str, lease: Duration) -> StoreResult<Option<ClaimedStep>> {
+        let token = Uuid::new_v4();
+        let row = sqlx::query(
+            r#"
+            with claimed as (
+                update workflow_runs
+                set state = 'running',
+                    lease_owner = $3,
+                    lease_token = $4,
+                    lease_expires_at = now() + make_interval(secs => $5),
+                    attempt = attempt + 1,
+                    next_run_at = null,
+                    updated_at = now()
+                where id = $1
+                  and dispatch_seq = $2
+                  and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < now()))
+                returning id, workflow, current_step, attempt, user_id, notion_id, notion_kind, event_id
+            ), step as (
+                insert into workflow_steps (run_id, name, state, attempts, started_at)
+                select id, current_step, 'running', 1, now() from claimed
+                on conflict (run_id, name) do update
+                set state = 'running', attempts = workflow_steps.attempts + 1, started_at = now(), finished_at = null
+            )
+            select * from claimed
+            "#,
+        )
+        .bind(job.run_id)
+        .bind(job.seq)
+        .bind(owner)
+        .bind(token)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ClaimedStep {
+            run_id: r.get("id"),
+            workflow: r.get("workflow"),
+            step: r.get::<Option<String>, _>("current_step").unwrap_or_default(),
+            attempt: r.get("attempt"),
+            lease_token: token,
+            user_id: r.get("user_id"),
+            notion_id: r.get("notion_id"),
+            notion_kind: r.get("notion_kind"),
+            event_id: r.get("event_id"),
+        }))
+    }
+
+    /// Extends the lease of a claimed step. `false`: the lease is gone (stop working on it).
+    pub async fn heartbeat(&self, claim: &ClaimedStep, lease: Duration) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            r#"
+            update workflow_runs
+            set lease_expires_at = now() + make_interval(secs => $3)
+            where id = $1 and lease_token = $2 and state = 'running'
+            "#,
+        )
+        .bind(claim.run_id)
+        .bind(claim.lease_token)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Records how a claimed step ended and enqueues what follows, atomically and only if the
+    /// claim still holds the lease.
+    pub async fn transition(&self, claim: &ClaimedStep, transition: &Transition) -> StoreResult<Fenced> {
+        let mut tx = self.pool.begin().await?;
+        let fenced = apply_transition(&mut tx, claim, transition).await?;
+        if fenced == Fenced::Applied {
+            tx.commit().await?;
+        }
+        Ok(fenced)
+    }
+}
+
+async fn apply_transition(
+    conn: &mut PgConnection,
+    claim: &ClaimedStep,
+    transition: &Transition,
+) -> StoreResult<Fenced> {
+    // Run-level change; `dispatch_seq` moves on whenever a new job is enqueued, so any older
+    // job for this run becomes a no-op.
+    let (state, next_step, next_at, error, finished): (&str, Option<&str>, Option<DateTime<Utc>>, Option<&StepFailure>, bool) =
+        match transition {
+            Transition::Advance { next_step, .. } => ("pending", Some(next_step.as_str()), Some(Utc::now()), None, false),
+            Transition::Succeed { .. } => ("succeeded", None, None, None, true),
+            Transition::Wait { at, error, .. } => ("waiting", None, Some(*at), error.as_ref(), false),
+            Transition::Fail { failure } => ("failed", None, None, Some(failure), true),
+        };
+    let enqueue = next_at.is_some();
+    let row = sqlx::query(
+        r#"
+        update workflow_runs
+        set state = $3,
+            current_step = coalesce($4, current_step),
+            attempt = case when $4::text is null then attempt else 0 end,
+            next_run_at = $5,
+            error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
+            last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
+            dispatch_seq = dispatch_seq + case when $8 then 1 else 0 end,
+            lease_owner = null,
+            lease_token = null,
+            lease_expires_at = null,
+            finished_at = case when $9 then now() else null end,
+            updated_at = now()
+        where id = $1 and lease_token = $2 and state = 'running'
+        returning dispatch_seq
+        "#,
+    )
+    .bind(claim.run_id)
+    .bind(claim.lease_token)
+    .bind(state)
+    .bind(next_step)
+    .bind(next_at)
+    .bind(error.map(|e| e.kind.as_str()))
+    .bind(error.map(|e| e.message.as_str()))
+    .bind(enqueue)
+    .bind(finished)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(Fenced::LeaseLost) };
+    let seq: i64 = row.get("dispatch_seq");
+
+    // Step-level record.
+    let (step_state, output) = match transition {
+        Transition::Advance { output, .. } | Transition::Succeed { output } => ("succeeded", Some(output)),
+        Transition::Wait { output, .. } => ("waiting", output.as_ref()),
+        Transition::Fail { .. } => ("failed", None),
+    };
+    sqlx::query(
+        r#"
+        update workflow_steps
+        set state = $3,
+            output = coalesce($4, output),
+            error_kind = coalesce($5, error_kind),
+            error = coalesce($6, error),
+            finished_at = case when $3 in ('succeeded', 'failed') then now() else finished_at end
+        where run_id = $1 and name = $2
+        "#,
+    )
+    .bind(claim.run_id)
+    .bind(&claim.step)
+    .bind(step_state)
+    .bind(output)
+    .bind(error.map(|e| e.kind.as_str()))
+    .bind(error.map(|e| e.message.as_str()))
+    .execute(&mut *conn)
+    .await?;
+
+    if let Some(at) = next_at {
+        let delay = (at - Utc::now()).to_std().unwrap_or_default();
+        enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
+    }
+    Ok(Fenced::Applied)
+}
+
+/// Enqueues a step job due after `delay`, on the caller's connection (and so transaction).
+pub async fn enqueue_job(conn: &mut PgConnection, job: StepJob, delay: Duration) -> StoreResult<()> {
+    let (id, payload) = job.encode();
+    sqlx::query(INSERT_JOB_SQL).bind(id).bind(payload).bind(delay.as_secs_f64()).execute(conn).await?;
+    Ok(())
+}
+
+/// The `output` of a succeeded step of a run, for the steps after it.
+pub async fn step_output(conn: &mut PgConnection, run_id: RunId, step: &str) -> StoreResult<Option<serde_json::Value>> {
+    Ok(sqlx::query_scalar(r#"select output from workflow_steps where run_id = $1 and name = $2"#)
+        .bind(run_id)
+        .bind(step)
+        .fetch_optional(conn)
+        .await?
+        .flatten())
+}

@@ -1,0 +1,285 @@
+//! Webhook bodies: Notion's real envelopes (`type`, `id`, `entity`, `data.parent`, ...), the
+//! seed guide's simple form (`{"type":"page.updated","page":{"id":...}}`, also `database.*`),
+//! and the one-time verification handshake (`{"verification_token":...}`).
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::ids::NotionId;
+
+/// What a request body turned out to be.
+#[derive(Debug)]
+pub enum ParsedBody {
+    /// The subscription's one-time verification handshake.
+    Handshake { verification_token: String },
+    /// An event (not yet signature-checked: see `intake`).
+    Event(WebhookEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("the event has no `type`")]
+    MissingType,
+}
+
+/// The kind of Notion object an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Page,
+    Database,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Page => "page",
+            EventKind::Database => "database",
+        }
+    }
+}
+
+/// A parsed event, in the fields the service uses. The raw body is kept by the caller: it is
+/// what was signed and what gets stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEvent {
+    /// Notion's event id; absent in the seed's simple form.
+    pub notion_event_id: Option<String>,
+    pub event_type: String,
+    pub entity_id: Option<NotionId>,
+    /// `entity.type` as sent (`page`, `database`, `data_source`, `block`, `comment`, ...).
+    pub entity_type: Option<String>,
+    pub parent_id: Option<NotionId>,
+    pub parent_type: Option<String>,
+    pub data_source_id: Option<NotionId>,
+    pub attempt_number: Option<i32>,
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Whether the event starts work, and on what.
+    pub disposition: Disposition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Start the event workflow for this page or database.
+    Accept { kind: EventKind, id: NotionId },
+    /// Record it, answer 200, start nothing.
+    Ignore { reason: String },
+}
+
+impl WebhookEvent {
+    /// How redeliveries of this event are recognised: Notion's event id (the same on every
+    /// `attempt_number`), or the SHA-256 of the body when there is none.
+    pub fn dedupe_key(&self, raw_body: &[u8]) -> String {
+        match &self.notion_event_id {
+            Some(id) => format!("notion:{id}"),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(raw_body))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawBody {
+    verification_token: Option<serde_json::Value>,
+    #[serde(rename = "type")]
+    event_type: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
+    timestamp: Option<String>,
+    attempt_number: Option<i64>,
+    entity: Option<RawRef>,
+    data: Option<RawData>,
+    /// Seed form: `{"type":"page.updated","page":{"id":...}}`.
+    page: Option<RawRef>,
+    /// Seed form: `{"type":"database.updated","database":{"id":...}}`.
+    database: Option<RawRef>,
+}
+
+#[derive(Deserialize)]
+struct RawRef {
+    id: Option<serde_json::Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    parent: Option<RawParent>,
+}
+
+#[derive(Deserialize)]
+struct RawParent {
+    id: Option<serde_json::Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    data_source_id: Option<serde_json::Value>,
+}
+
+/// Event types that can change a page's or database's flashcards.
+const PAGE_TYPES: &[&str] = &[
+    "page.created",
+    "page.updated",
+    "page.content_updated",
+    "page.properties_updated",
+    "page.moved",
+    "page.deleted",
+    "page.undeleted",
+];
+const DATABASE_TYPES: &[&str] = &[
+    "database.created",
+    "database.updated",
+    "database.content_updated",
+    "database.schema_updated",
+    "database.moved",
+    "database.deleted",
+    "database.undeleted",
+    "data_source.created",
+    "data_source.content_updated",
+    "data_source.schema_updated",
+    "data_source.moved",
+    "data_source.deleted",
+    "data_source.undeleted",
+];
+
+/// Parses a body. Unknown fields and values are accepted: Notion adds event types and author
+/// kinds over time, and an unknown type is recorded and ignored, not rejected.
+pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(BodyError::NotAnObject);
+    }
+    let raw: RawBody = serde_json::from_value(value).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
+
+    if raw.event_type.is_none() {
+        if let Some(serde_json::Value::String(token)) = raw.verification_token {
+            return Ok(ParsedBody::Handshake { verification_token: token });
+        }
+        return Err(BodyError::MissingType);
+    }
+    let event_type = match raw.event_type {
+        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => return Err(BodyError::MissingType),
+    };
+
+    // The real envelope names the object in `entity`; the seed's form in `page` / `database`.
+    let (entity_raw, entity_type) = match (&raw.entity, &raw.page, &raw.database) {
+        (Some(entity), _, _) => (id_text(&entity.id), entity.kind.clone()),
+        (None, Some(page), _) => (id_text(&page.id), Some("page".to_owned())),
+        (None, None, Some(db)) => (id_text(&db.id), Some("database".to_owned())),
+        _ => (None, None),
+    };
+    let entity_id = entity_raw.as_deref().and_then(|id| NotionId::parse(id).ok());
+    let parent = raw.data.and_then(|d| d.parent);
+
+    let disposition = disposition(&event_type, entity_raw.as_deref(), entity_id.as_ref());
+    Ok(ParsedBody::Event(WebhookEvent {
+        notion_event_id: id_text(&raw.id),
+        event_type,
+        entity_id,
+        entity_type,
+        parent_id: parent.as_ref().and_then(|p| id_text(&p.id)).and_then(|id| NotionId::parse(&id).ok()),
+        parent_type: parent.as_ref().and_then(|p| p.kind.clone()),
+        data_source_id: parent
+            .as_ref()
+            .and_then(|p| id_text(&p.data_source_id))
+            .and_then(|id| NotionId::parse(&id).ok()),
+        attempt_number: raw.attempt_number.and_then(|n| i32::try_from(n).ok()),
+        timestamp: raw.timestamp.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)),
+        disposition,
+    }))
+}
+
+fn disposition(event_type: &str, entity_raw: Option<&str>, entity_id: Option<&NotionId>) -> Disposition {
+    let kind = if PAGE_TYPES.contains(&event_type) {
+        EventKind::Page
+    } else if DATABASE_TYPES.contains(&event_type) {
+        EventKind::Database
+    } else {
+        return Disposition::Ignore { reason: format!("event type `{event_type}` does not affect flashcards") };
+    };
+    match (entity_id, entity_raw) {
+        (Some(id), _) => Disposition::Accept { kind, id: id.clone() },
+        (None, Some(raw)) => Disposition::Ignore { reason: format!("entity id `{raw}` is not a Notion id") },
+        (None, None) => Disposition::Ignore { reason: "the event names no page or database".to_owned() },
+    }
+}
+
+/// Ids are strings in Notion's payloads; accept numbers too rather than failing a signed event.
+fn id_text(value: &Option<serde_json::Value>) -> Option<String> {
+    match value {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(body: &str) -> WebhookEvent {
+        match parse(body.as_bytes()).expect("parses") {
+            ParsedBody::Event(e) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_real_envelope_yields_entity_parent_and_attempt() {
+        let e = event(
+            r#"{"id":"4e8d2c6a-1b3f-4a5e-8d7c-9b0a1f2e3d4c","timestamp":"2026-05-12T07:04:19.874Z",
+                "type":"page.content_updated","attempt_number":3,
+                "entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"page"},
+                "data":{"parent":{"id":"1f3c8a2e-4b7d-8012-a6e9-c1d3f5a7b9e2","type":"database",
+                        "data_source_id":"1f3c8a2e-4b7d-8034-b1f2-000c5e7a9d3b"}}}"#,
+        );
+        assert_eq!(e.notion_event_id.as_deref(), Some("4e8d2c6a-1b3f-4a5e-8d7c-9b0a1f2e3d4c"));
+        assert_eq!(e.attempt_number, Some(3));
+        assert_eq!(e.parent_type.as_deref(), Some("database"));
+        assert_eq!(e.data_source_id.unwrap().as_str(), "1f3c8a2e-4b7d-8034-b1f2-000c5e7a9d3b");
+        let page = NotionId::parse("1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1").unwrap();
+        assert_eq!(e.disposition, Disposition::Accept { kind: EventKind::Page, id: page });
+        assert!(e.timestamp.is_some());
+    }
+
+    #[test]
+    fn the_seed_form_is_accepted_for_pages_and_databases() {
+        let e = event(r#"{"type":"page.updated","page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#);
+        assert!(matches!(e.disposition, Disposition::Accept { kind: EventKind::Page, .. }));
+        let e = event(r#"{"type":"database.updated","database":{"id":"1f3c8a2e4b7d8012a6e9c1d3f5a7b9e2"}}"#);
+        assert!(matches!(e.disposition, Disposition::Accept { kind: EventKind::Database, .. }));
+    }
+
+    #[test]
+    fn unknown_types_and_non_notion_ids_are_ignored_not_rejected() {
+        let e = event(r#"{"type":"comment.created","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"comment"}}"#);
+        assert!(matches!(e.disposition, Disposition::Ignore { .. }));
+        let e = event(r#"{"type":"page.updated","page":{"id":"test"}}"#);
+        assert!(matches!(e.disposition, Disposition::Ignore { ref reason } if reason.contains("test")));
+    }
+
+    #[test]
+    fn the_handshake_is_recognised_by_its_token() {
+        let parsed = parse(br#"{"verification_token":"secret_abc"}"#).unwrap();
+        assert!(matches!(parsed, ParsedBody::Handshake { verification_token } if verification_token == "secret_abc"));
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        assert!(matches!(parse(b"{not json"), Err(BodyError::MalformedJson(_))));
+        assert_eq!(parse(b"[1,2]").unwrap_err(), BodyError::NotAnObject);
+        assert_eq!(parse(br#"{"page":{"id":"x"}}"#).unwrap_err(), BodyError::MissingType);
+    }
+
+    #[test]
+    fn dedupe_prefers_the_event_id_and_falls_back_to_the_body_hash() {
+        let with_id = event(r#"{"id":"e1","type":"page.updated","page":{"id":"x"}}"#);
+        assert_eq!(with_id.dedupe_key(b"anything"), "notion:e1");
+        let without = event(r#"{"type":"page.updated","page":{"id":"x"}}"#);
+        assert_ne!(without.dedupe_key(b"a"), without.dedupe_key(b"b"));
+        assert!(without.dedupe_key(b"a").starts_with("sha256:"));
+    }
+}

@@ -1,0 +1,182 @@
+//! The intake path: recognise the body, verify its signature, store it durably (starting its
+//! workflow in the same transaction), and only then report success.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use super::{
+    event::{self, BodyError, Disposition, ParsedBody},
+    signature::{self, SignatureError},
+};
+use crate::{
+    crypto::SecretCipher,
+    ids::EventId,
+    store::{IntakeOutcome, NewEvent, Store, StoreError},
+};
+
+/// Associated data binding a stored verification token to its purpose.
+const VERIFICATION_TOKEN_AAD: &str = "notion-webhook-verification-token";
+
+/// How long "no verification token stored yet" is remembered, so unsigned junk cannot make
+/// every request query the database.
+const MISSING_KEY_RECHECK: Duration = Duration::from_secs(1);
+
+/// What a successful delivery became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeResult {
+    VerificationReceived,
+    Accepted(EventId),
+    Duplicate(EventId),
+    Ignored(EventId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("rejected: {0}")]
+    Unauthorized(#[from] SignatureError),
+    #[error("bad request: {0}")]
+    BadRequest(#[from] BodyError),
+    #[error("the event could not be stored: {0}")]
+    Store(#[from] StoreError),
+    #[error("the stored verification token could not be read: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// The signing key, when it is learnt from the handshake rather than configured.
+#[derive(Default)]
+struct LearntKey {
+    key: Option<SecretString>,
+    missing_since: Option<Instant>,
+}
+
+pub struct Intake {
+    store: Store,
+    cipher: SecretCipher,
+    configured_secret: Option<SecretString>,
+    learnt: Mutex<LearntKey>,
+}
+
+impl Intake {
+    pub fn new(store: Store, cipher: SecretCipher, configured_secret: Option<SecretString>) -> Self {
+        Self { store, cipher, configured_secret, learnt: Mutex::default() }
+    }
+
+    /// Handles one delivery. `Ok` means it is durable (or was a handshake, also stored).
+    pub async fn receive(&self, body: &[u8], signature_header: Option<&str>) -> Result<IntakeResult, IntakeError> {
+        // The body is parsed before the signature check only to recognise the handshake, which
+        // Notion may send unsigned; nothing from an unverified body is stored or acted on.
+        let parsed = event::parse(body);
+        if let Ok(ParsedBody::Handshake { verification_token }) = &parsed {
+            self.store_verification_token(verification_token).await?;
+            return Ok(IntakeResult::VerificationReceived);
+        }
+
+        let key = self.signing_key().await?.ok_or(SignatureError::NoSecret)?;
+        signature::verify(key.expose_secret().as_bytes(), body, signature_header)?;
+
+        let ParsedBody::Event(event) = parsed? else { unreachable!("handshakes returned above") };
+        let payload = std::str::from_utf8(body).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
+        let dedupe_key = event.dedupe_key(body);
+        let (entity_id, entity_kind, ignore_reason) = match &event.disposition {
+            Disposition::Accept { kind, id } => (Some(id.as_str()), Some(kind.as_str()), None),
+            Disposition::Ignore { reason } => {
+                (event.entity_id.as_ref().map(|id| id.as_str()), event.entity_type.as_deref(), Some(reason.as_str()))
+            }
+        };
+        let new_event = NewEvent {
+            id: EventId::new(),
+            dedupe_key: &dedupe_key,
+            notion_event_id: event.notion_event_id.as_deref(),
+            event_type: &event.event_type,
+            entity_id,
+            entity_kind,
+            parent_id: event.parent_id.as_ref().map(|id| id.as_str()),
+            parent_kind: event.parent_type.as_deref(),
+            data_source_id: event.data_source_id.as_ref().map(|id| id.as_str()),
+            attempt_number: event.attempt_number,
+            event_time: event.timestamp,
+            ignore_reason,
+            payload,
+        };
+        let result = match self.store.record_event(&new_event).await? {
+            IntakeOutcome::Duplicate(id) => IntakeResult::Duplicate(id),
+            IntakeOutcome::Stored(id) if ignore_reason.is_some() => IntakeResult::Ignored(id),
+            IntakeOutcome::Stored(id) => IntakeResult::Accepted(id),
+        };
+        tracing::info!(
+            event_type = %event.event_type,
+            notion_event_id = event.notion_event_id.as_deref().unwrap_or(""),
+            attempt_number = event.attempt_number.unwrap_or(0),
+            notion_id = entity_id.unwrap_or(""),
+            outcome = result.label(),
+            ignore_reason = ignore_reason.unwrap_or(""),
+            "Received Notion webhook"
+        );
+        Ok(result)
+    }
+
+    async fn store_verification_token(&self, token: &str) -> Result<(), IntakeError> {
+        let ciphertext = self.cipher.encrypt(token, VERIFICATION_TOKEN_AAD);
+        let digest = hex::encode(Sha256::digest(token.as_bytes()));
+        self.store.record_verification_token(&ciphertext, &digest).await?;
+        tracing::info!(
+            "Received Notion webhook verification token; read it at GET /api/notion/webhook/verification-token \
+             and paste it into Notion's webhook settings"
+        );
+        Ok(())
+    }
+
+    /// The configured secret, or else the first verification token ever received.
+    async fn signing_key(&self) -> Result<Option<SecretString>, IntakeError> {
+        if let Some(secret) = &self.configured_secret {
+            return Ok(Some(secret.clone()));
+        }
+        {
+            let learnt = self.learnt.lock().expect("signing key lock poisoned");
+            if let Some(key) = &learnt.key {
+                return Ok(Some(key.clone()));
+            }
+            if learnt.missing_since.is_some_and(|at| at.elapsed() < MISSING_KEY_RECHECK) {
+                return Ok(None);
+            }
+        }
+        let stored = self.store.first_verification_token().await?;
+        let key = stored.map(|ct| self.cipher.decrypt(&ct, VERIFICATION_TOKEN_AAD)).transpose()?;
+        let mut learnt = self.learnt.lock().expect("signing key lock poisoned");
+        // The first token never changes once stored, so it can be cached for good.
+        learnt.key = key.clone();
+        learnt.missing_since = key.is_none().then(Instant::now);
+        Ok(key)
+    }
+
+    /// The latest verification token received, decrypted, with when it arrived.
+    pub async fn latest_verification_token(
+        &self,
+    ) -> Result<Option<(SecretString, chrono::DateTime<chrono::Utc>)>, IntakeError> {
+        match self.store.latest_verification_token().await? {
+            None => Ok(None),
+            Some((ct, at)) => Ok(Some((self.cipher.decrypt(&ct, VERIFICATION_TOKEN_AAD)?, at))),
+        }
+    }
+
+    /// Whether events are verified with `NOTION_WEBHOOK_SECRET` (else with the first handshake).
+    pub fn uses_configured_secret(&self) -> bool {
+        self.configured_secret.is_some()
+    }
+}
+
+impl IntakeResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            IntakeResult::VerificationReceived => "verification_received",
+            IntakeResult::Accepted(_) => "accepted",
+            IntakeResult::Duplicate(_) => "duplicate",
+            IntakeResult::Ignored(_) => "ignored",
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The durable workflow engine. Runs and steps live in our tables (see `store::pg::runs`);
+//! apalis only delivers "run the current step of run R" jobs. This module is the only place
+//! that names apalis.
+
+pub mod engine;
+pub mod queue;
+pub mod steps;
+
+pub use engine::Engine;
