@@ -172,7 +172,11 @@ pub async fn connect_and_migrate(config: &Config) -> anyhow::Result<Store> {
         match try_connect_and_migrate(&settings).await {
             Ok(store) => return Ok(store),
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                tracing::warn!(error = format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database not ready"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -63,7 +63,9 @@ pub fn main() -> ExitCode {
             Command::Serve => run(config, Role::Serve).await,
             Command::Api => run(config, Role::Api).await,
             Command::Worker => run(config, Role::Worker).await,
-            Command::Migrate => app::connect_and_migrate(&config).await.map(|_| tracing::info!("migrations applied")),
+            Command::Migrate => {
+                app::connect_and_migrate(&config).await.map(|_| tracing::info!("migrations applied"))
+            }
             Command::Openapi { .. } => unreachable!("handled above"),
         }
     });

@@ -99,10 +99,8 @@ impl Config {
     /// over `ENV_FILE`, which wins over `.env`.
     pub fn from_env() -> Result<Self, ConfigError> {
         if let Ok(path) = std::env::var("ENV_FILE") {
-            dotenvy::from_path(&path).map_err(|e| ConfigError {
-                name: "ENV_FILE",
-                reason: format!("cannot read {path}: {e}"),
-            })?;
+            dotenvy::from_path(&path)
+                .map_err(|e| ConfigError { name: "ENV_FILE", reason: format!("cannot read {path}: {e}") })?;
         }
         match dotenvy::dotenv() {
             Ok(_) => {}
@@ -124,8 +122,9 @@ impl Config {
                     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                         return Err(ConfigError {
                             name: "DATABASE_URL",
-                            reason: "must be a postgres:// URL (the embedded SQLite backend is not available yet)"
-                                .into(),
+                            reason:
+                                "must be a postgres:// URL (the embedded SQLite backend is not available yet)"
+                                    .into(),
                         });
                     }
                     DatabaseLocation::Explicit(url.into())
@@ -160,7 +159,11 @@ impl Config {
                 300.0,
                 0.0..=604_800.0,
             )?),
-            retry_base_delay: Duration::from_millis(env.parse_in("RETRY_BASE_DELAY_MS", 1_000, 1..=3_600_000)?),
+            retry_base_delay: Duration::from_millis(env.parse_in(
+                "RETRY_BASE_DELAY_MS",
+                1_000,
+                1..=3_600_000,
+            )?),
             retry_max_delay: Duration::from_millis(env.parse_in(
                 "RETRY_MAX_DELAY_MS",
                 300_000,
@@ -245,7 +248,10 @@ impl Config {
                 ("OPENAI_MODEL", self.openai_model.is_none()),
             ] {
                 if missing {
-                    return Err(ConfigError { name, reason: "required when FLASHCARD_GENERATOR=openai".into() });
+                    return Err(ConfigError {
+                        name,
+                        reason: "required when FLASHCARD_GENERATOR=openai".into(),
+                    });
                 }
             }
         }
@@ -290,10 +296,9 @@ impl Env<'_> {
     {
         match self.string(name) {
             None => Ok(default),
-            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError {
-                name,
-                reason: format!("cannot parse `{raw}`: {e}"),
-            }),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e: T::Err| ConfigError { name, reason: format!("cannot parse `{raw}`: {e}") }),
         }
     }
 

@@ -133,9 +133,14 @@ mod tests {
 
     #[test]
     fn malformed_notion_ids_are_rejected() {
-        for bad in ["", "test", "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e", "1f3c8a2e4b7d-80a1-9c5e-d2f4a6b8c0e1x",
-            "1f3c8a2e-4b7d-80a1-9c5ed2f4-a6b8c0e1", "zz3c8a2e4b7d80a19c5ed2f4a6b8c0e1"]
-        {
+        for bad in [
+            "",
+            "test",
+            "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e",
+            "1f3c8a2e4b7d-80a1-9c5e-d2f4a6b8c0e1x",
+            "1f3c8a2e-4b7d-80a1-9c5ed2f4-a6b8c0e1",
+            "zz3c8a2e4b7d80a19c5ed2f4a6b8c0e1",
+        ] {
             assert!(NotionId::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -61,7 +61,10 @@ impl ServiceSecrets {
 
 /// Reads a secret file, or creates it (mode 0600, never overwriting one that a concurrent
 /// process created first).
-fn read_or_create(path: &Path, generate: impl FnOnce() -> SecretString) -> Result<SecretString, SecretsError> {
+fn read_or_create(
+    path: &Path,
+    generate: impl FnOnce() -> SecretString,
+) -> Result<SecretString, SecretsError> {
     use secrecy::ExposeSecret;
     let io_err = |source| SecretsError::Io { path: path.to_owned(), source };
     match fs::read_to_string(path) {

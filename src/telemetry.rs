@@ -25,7 +25,8 @@ pub fn init(format: LogFormat, log_file: Option<&Path>) -> anyhow::Result<Teleme
     let mut layers: Vec<Box<dyn Layer<_> + Send + Sync>> = vec![layer(format, stdout, true)];
     if let Some(path) = log_file {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path.file_name().ok_or_else(|| anyhow::anyhow!("LOG_FILE `{}` names no file", path.display()))?;
+        let name =
+            path.file_name().ok_or_else(|| anyhow::anyhow!("LOG_FILE `{}` names no file", path.display()))?;
         std::fs::create_dir_all(dir)?;
         let appender = tracing_appender::rolling::daily(dir, name);
         let (file, guard) = NonBlockingBuilder::default().lossy(false).finish(appender);
@@ -45,6 +46,8 @@ where
     let base = tracing_subscriber::fmt::layer().with_writer(writer).with_target(false);
     match format {
         LogFormat::Pretty => base.with_ansi(ansi).boxed(),
-        LogFormat::Json => base.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Json => {
+            base.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
+        }
     }
 }

@@ -42,7 +42,10 @@ impl HealthApi {
     async fn readyz(&self, state: Data<&Arc<HttpState>>) -> ReadyResponse {
         match tokio::time::timeout(READY_TIMEOUT, state.store.is_ready()).await {
             Ok(Ok(true)) => ReadyResponse::Ready(Json(HealthStatus { status: "ok".into() })),
-            Ok(Ok(false)) => ReadyResponse::NotReady(ErrorBody::new("migrations_pending", "database migrations are not applied yet")),
+            Ok(Ok(false)) => ReadyResponse::NotReady(ErrorBody::new(
+                "migrations_pending",
+                "database migrations are not applied yet",
+            )),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "readiness check failed");
                 ReadyResponse::NotReady(ErrorBody::unavailable())

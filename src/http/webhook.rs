@@ -161,7 +161,10 @@ impl WebhookApi {
             }
             Err(IntakeError::Store(crate::store::StoreError::InvalidData(e))) => {
                 tracing::warn!(reason = "unstorable_body", error = %e, "Rejected Notion webhook");
-                WebhookResponse::BadRequest(ErrorBody::new("invalid_event", "the event contains data that cannot be stored"))
+                WebhookResponse::BadRequest(ErrorBody::new(
+                    "invalid_event",
+                    "the event contains data that cannot be stored",
+                ))
             }
             Err(e) => {
                 tracing::error!(error = %e, "Error processing Notion webhook");
@@ -190,7 +193,11 @@ impl WebhookApi {
         method = "get",
         operation_id = "getWebhookVerificationToken"
     )]
-    async fn verification_token(&self, _auth: ApiToken, state: Data<&Arc<HttpState>>) -> VerificationTokenResponse {
+    async fn verification_token(
+        &self,
+        _auth: ApiToken,
+        state: Data<&Arc<HttpState>>,
+    ) -> VerificationTokenResponse {
         match state.intake.latest_verification_token().await {
             Ok(Some((token, received_at))) => VerificationTokenResponse::Ok(Json(VerificationToken {
                 verification_token: token.expose_secret().to_owned(),

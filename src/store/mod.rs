@@ -129,9 +129,13 @@ impl Store {
 
     /// Readiness: the database answers and every migration we ship is applied.
     pub async fn is_ready(&self) -> StoreResult<bool> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar(r#"select version from _sqlx_migrations where success"#).fetch_all(&self.pool).await?;
-        Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).all(|m| applied.contains(&m.version)))
+        let applied: Vec<i64> = sqlx::query_scalar(r#"select version from _sqlx_migrations where success"#)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .all(|m| applied.contains(&m.version)))
     }
 
     pub async fn close(&self) {

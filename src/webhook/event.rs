@@ -187,7 +187,10 @@ pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
             .and_then(|p| id_text(&p.data_source_id))
             .and_then(|id| NotionId::parse(&id).ok()),
         attempt_number: raw.attempt_number.and_then(|n| i32::try_from(n).ok()),
-        timestamp: raw.timestamp.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)),
+        timestamp: raw
+            .timestamp
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
         disposition,
     }))
 }
@@ -198,7 +201,9 @@ fn disposition(event_type: &str, entity_raw: Option<&str>, entity_id: Option<&No
     } else if DATABASE_TYPES.contains(&event_type) {
         EventKind::Database
     } else {
-        return Disposition::Ignore { reason: format!("event type `{event_type}` does not affect flashcards") };
+        return Disposition::Ignore {
+            reason: format!("event type `{event_type}` does not affect flashcards"),
+        };
     };
     match (entity_id, entity_raw) {
         (Some(id), _) => Disposition::Accept { kind, id: id.clone() },
@@ -255,7 +260,9 @@ mod tests {
 
     #[test]
     fn unknown_types_and_non_notion_ids_are_ignored_not_rejected() {
-        let e = event(r#"{"type":"comment.created","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"comment"}}"#);
+        let e = event(
+            r#"{"type":"comment.created","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"comment"}}"#,
+        );
         assert!(matches!(e.disposition, Disposition::Ignore { .. }));
         let e = event(r#"{"type":"page.updated","page":{"id":"test"}}"#);
         assert!(matches!(e.disposition, Disposition::Ignore { ref reason } if reason.contains("test")));
@@ -264,7 +271,9 @@ mod tests {
     #[test]
     fn the_handshake_is_recognised_by_its_token() {
         let parsed = parse(br#"{"verification_token":"secret_abc"}"#).unwrap();
-        assert!(matches!(parsed, ParsedBody::Handshake { verification_token } if verification_token == "secret_abc"));
+        assert!(
+            matches!(parsed, ParsedBody::Handshake { verification_token } if verification_token == "secret_abc")
+        );
     }
 
     #[test]

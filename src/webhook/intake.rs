@@ -67,7 +67,11 @@ impl Intake {
     }
 
     /// Handles one delivery. `Ok` means it is durable (or was a handshake, also stored).
-    pub async fn receive(&self, body: &[u8], signature_header: Option<&str>) -> Result<IntakeResult, IntakeError> {
+    pub async fn receive(
+        &self,
+        body: &[u8],
+        signature_header: Option<&str>,
+    ) -> Result<IntakeResult, IntakeError> {
         // The body is parsed before the signature check only to recognise the handshake, which
         // Notion may send unsigned; nothing from an unverified body is stored or acted on.
         let parsed = event::parse(body);
@@ -84,9 +88,11 @@ impl Intake {
         let dedupe_key = event.dedupe_key(body);
         let (entity_id, entity_kind, ignore_reason) = match &event.disposition {
             Disposition::Accept { kind, id } => (Some(id.as_str()), Some(kind.as_str()), None),
-            Disposition::Ignore { reason } => {
-                (event.entity_id.as_ref().map(|id| id.as_str()), event.entity_type.as_deref(), Some(reason.as_str()))
-            }
+            Disposition::Ignore { reason } => (
+                event.entity_id.as_ref().map(|id| id.as_str()),
+                event.entity_type.as_deref(),
+                Some(reason.as_str()),
+            ),
         };
         let new_event = NewEvent {
             id: EventId::new(),

@@ -64,7 +64,10 @@ mod tests {
     fn a_signature_made_with_the_secret_verifies() {
         let body = br#"{"type":"page.updated"}"#;
         assert_eq!(verify(SECRET, body, Some(&sign(SECRET, body))), Ok(()));
-        assert_eq!(verify(SECRET, body, Some(&sign(SECRET, body).to_uppercase().replace("SHA256=", "sha256="))), Ok(()));
+        assert_eq!(
+            verify(SECRET, body, Some(&sign(SECRET, body).to_uppercase().replace("SHA256=", "sha256="))),
+            Ok(())
+        );
     }
 
     #[test]
@@ -73,8 +76,14 @@ mod tests {
         let good = sign(SECRET, body);
         assert_eq!(verify(SECRET, body, None), Err(SignatureError::Missing));
         assert_eq!(verify(SECRET, body, Some("")), Err(SignatureError::Malformed));
-        assert_eq!(verify(SECRET, body, Some(good.trim_start_matches("sha256="))), Err(SignatureError::Malformed));
-        assert_eq!(verify(SECRET, body, Some(&good.replace("sha256=", "sha1="))), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(SECRET, body, Some(good.trim_start_matches("sha256="))),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(SECRET, body, Some(&good.replace("sha256=", "sha1="))),
+            Err(SignatureError::Malformed)
+        );
         assert_eq!(verify(SECRET, body, Some(&good[..good.len() - 2])), Err(SignatureError::Malformed));
         assert_eq!(verify(SECRET, b"{ }", Some(&good)), Err(SignatureError::Mismatch));
         assert_eq!(verify(b"other", body, Some(&good)), Err(SignatureError::Mismatch));

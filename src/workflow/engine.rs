@@ -106,13 +106,16 @@ impl Engine {
                 None => Transition::Succeed { output },
             },
             Ok(StepOutcome::Finish { output }) => Transition::Succeed { output },
-            Err(StepError::Fatal { kind, message }) => Transition::Fail { failure: StepFailure { kind, message } },
+            Err(StepError::Fatal { kind, message }) => {
+                Transition::Fail { failure: StepFailure { kind, message } }
+            }
             Err(StepError::Retryable { kind, message, retry_after }) => {
                 let failure = StepFailure { kind, message };
                 if claim.attempt as u32 >= self.settings.max_attempts {
                     return Transition::Fail { failure };
                 }
-                let delay = retry_after.unwrap_or_else(|| self.backoff(claim.attempt as u32)).max(Duration::ZERO);
+                let delay =
+                    retry_after.unwrap_or_else(|| self.backoff(claim.attempt as u32)).max(Duration::ZERO);
                 Transition::Wait {
                     at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     error: Some(failure),
@@ -125,7 +128,8 @@ impl Engine {
     /// Exponential backoff with jitter: between half and all of base × 2^(attempt-1), capped, so
     /// retries of many runs that failed together spread out.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.settings.retry_base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let exp =
+            self.settings.retry_base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let cap = exp.min(self.settings.retry_max_delay);
         cap.mul_f64(0.5 + 0.5 * jitter())
     }

@@ -73,6 +73,10 @@ pub async fn run_worker(
 /// One job = one step attempt. Errors are recorded on the run by the engine; apalis only sees
 /// an error when the database itself failed, and the run's lease then lets another worker
 /// take the step over.
-async fn handle_job(job: StepJob, engine: Data<Arc<Engine>>, worker: WorkerContext) -> Result<(), BoxDynError> {
+async fn handle_job(
+    job: StepJob,
+    engine: Data<Arc<Engine>>,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
     engine.execute(job, worker.name()).await.map_err(|e| Box::new(e) as BoxDynError)
 }

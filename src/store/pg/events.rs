@@ -119,9 +119,11 @@ impl Store {
 
     /// The first token ever received: the signing key when none is configured.
     pub async fn first_verification_token(&self) -> StoreResult<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar(r#"select token_ciphertext from webhook_verification_tokens order by id limit 1"#)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            r#"select token_ciphertext from webhook_verification_tokens order by id limit 1"#,
+        )
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// The most recently received token (what ops paste into Notion's UI), with when.

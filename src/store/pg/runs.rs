@@ -61,7 +61,12 @@ impl Store {
     /// Claims the current step of the job's run, if the job is still current (its `seq`
     /// matches) and the run is runnable: pending or waiting, or running under a lease that
     /// expired (its worker died).
-    pub async fn claim_step(&self, job: StepJob, owner: &str, lease: Duration) -> StoreResult<Option<ClaimedStep>> {
+    pub async fn claim_step(
+        &self,
+        job: StepJob,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<ClaimedStep>> {
         let token = Uuid::new_v4();
         let row = sqlx::query(
             r#"
@@ -143,13 +148,20 @@ async fn apply_transition(
 ) -> StoreResult<Fenced> {
     // Run-level change; `dispatch_seq` moves on whenever a new job is enqueued, so any older
     // job for this run becomes a no-op.
-    let (state, next_step, next_at, error, finished): (&str, Option<&str>, Option<DateTime<Utc>>, Option<&StepFailure>, bool) =
-        match transition {
-            Transition::Advance { next_step, .. } => ("pending", Some(next_step.as_str()), Some(Utc::now()), None, false),
-            Transition::Succeed { .. } => ("succeeded", None, None, None, true),
-            Transition::Wait { at, error, .. } => ("waiting", None, Some(*at), error.as_ref(), false),
-            Transition::Fail { failure } => ("failed", None, None, Some(failure), true),
-        };
+    let (state, next_step, next_at, error, finished): (
+        &str,
+        Option<&str>,
+        Option<DateTime<Utc>>,
+        Option<&StepFailure>,
+        bool,
+    ) = match transition {
+        Transition::Advance { next_step, .. } => {
+            ("pending", Some(next_step.as_str()), Some(Utc::now()), None, false)
+        }
+        Transition::Succeed { .. } => ("succeeded", None, None, None, true),
+        Transition::Wait { at, error, .. } => ("waiting", None, Some(*at), error.as_ref(), false),
+        Transition::Fail { failure } => ("failed", None, None, Some(failure), true),
+    };
     let enqueue = next_at.is_some();
     let row = sqlx::query(
         r#"
@@ -225,7 +237,11 @@ pub async fn enqueue_job(conn: &mut PgConnection, job: StepJob, delay: Duration)
 }
 
 /// The `output` of a succeeded step of a run, for the steps after it.
-pub async fn step_output(conn: &mut PgConnection, run_id: RunId, step: &str) -> StoreResult<Option<serde_json::Value>> {
+pub async fn step_output(
+    conn: &mut PgConnection,
+    run_id: RunId,
+    step: &str,
+) -> StoreResult<Option<serde_json::Value>> {
     Ok(sqlx::query_scalar(r#"select output from workflow_steps where run_id = $1 and name = $2"#)
         .bind(run_id)
         .bind(step)

@@ -29,7 +29,11 @@ pub enum StepError {
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {
-            StepError::Retryable { kind: "database_unavailable".into(), message: e.to_string(), retry_after: None }
+            StepError::Retryable {
+                kind: "database_unavailable".into(),
+                message: e.to_string(),
+                retry_after: None,
+            }
         } else {
             StepError::Retryable { kind: "database_error".into(), message: e.to_string(), retry_after: None }
         }

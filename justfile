@@ -1,0 +1,25 @@
+# Entry points for developers and CI. `just` with no arguments lists them.
+
+default:
+    @just --list
+
+# Run the service (HTTP API + workers) with the embedded default storage.
+run:
+    cargo run --release
+
+# Run every test (needs PostgreSQL at TEST_DATABASE_URL, default the local server).
+test:
+    cargo test
+
+# Lint: clippy with warnings as errors, and the format check.
+lint:
+    cargo clippy --all-targets -- -D warnings
+    cargo fmt --check
+
+# Regenerate openapi/openapi.json from the code (a test fails when it drifts).
+openapi:
+    cargo run --quiet -- openapi --output openapi/openapi.json
+
+# Everything CI runs.
+ci:
+    bash .ci/run

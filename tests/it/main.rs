@@ -1,0 +1,9 @@
+//! The one integration-test binary: the real server on port 0, a fresh PostgreSQL database per
+//! test, real HTTP and real signatures.
+
+mod support;
+
+mod http_contract;
+mod openapi;
+mod webhook_intake;
+mod workflow_pickup;

@@ -1,0 +1,309 @@
+//! `POST /api/notion/webhook/notion`: signatures, formats, dedupe, limits, durability.
+
+use std::time::{Duration, Instant};
+
+use futures::stream;
+
+use crate::support::{
+    TestApp,
+    app::{expect_error, expect_json},
+    db::TestDb,
+    fixtures,
+    proxy::DbProxy,
+};
+
+const EVENTS: &str = "select count(*) from webhook_events";
+const RUNS: &str = "select count(*) from workflow_runs";
+
+#[tokio::test]
+async fn every_signed_fixture_verifies_with_its_stored_signature() {
+    let app = TestApp::spawn().await;
+    let signatures = fixtures::signatures();
+    for (file, signature) in &signatures.by_file {
+        let response = app.post_webhook(fixtures::bytes(file), Some(signature)).await;
+        let body = expect_json(response, 200).await;
+        let expected = match file.as_str() {
+            "webhook_verification.json" => "verification_received",
+            "webhook_comment_created.json" => "ignored",
+            _ => "accepted",
+        };
+        assert_eq!(body["status"], expected, "{file}: {body}");
+    }
+    // 11 signed fixtures: the handshake is stored apart, the comment is recorded but starts
+    // nothing, and each of the other nine starts one event workflow.
+    assert_eq!(app.count(EVENTS).await, 10);
+    assert_eq!(app.count("select count(*) from webhook_events where outcome = 'ignored'").await, 1);
+    assert_eq!(app.count("select count(*) from workflow_runs where workflow = 'notion_event'").await, 9);
+}
+
+#[tokio::test]
+async fn an_accepted_event_is_stored_with_its_workflow_before_the_answer() {
+    let app = TestApp::spawn_with(|s| {
+        // No worker activity should be needed for the rows to exist: keep the step waiting.
+        s.insert("WORKER_POLL_INTERVAL_MS", "60000".into());
+    })
+    .await;
+    let file = "webhook_page_content_updated.json";
+    let response = app.post_webhook(fixtures::bytes(file), Some(&fixtures::signatures().by_file[file])).await;
+    let body = expect_json(response, 200).await;
+    assert_eq!(body["status"], "accepted");
+    let event_id: uuid::Uuid = body["event_id"].as_str().expect("event_id").parse().expect("uuid");
+
+    let (event_type, entity_id, parent_kind, data_source, attempt): (String, String, String, String, i32) = sqlx::query_as(
+        "select event_type, entity_id, parent_kind, data_source_id, attempt_number from webhook_events where id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(&app.db)
+    .await
+    .expect("the event row exists as soon as the 200 is sent");
+    assert_eq!(event_type, "page.content_updated");
+    assert_eq!(entity_id, "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1");
+    assert_eq!(parent_kind, "database");
+    assert_eq!(data_source, "1f3c8a2e-4b7d-8034-b1f2-000c5e7a9d3b");
+    assert_eq!(attempt, 1);
+
+    let run: (String, String, String) =
+        sqlx::query_as("select workflow, current_step, trigger from workflow_runs where event_id = $1")
+            .bind(event_id)
+            .fetch_one(&app.db)
+            .await
+            .expect("the event's workflow run exists");
+    assert_eq!(run, ("notion_event".into(), "discover_users".into(), "webhook".into()));
+    assert_eq!(app.count("select count(*) from apalis.jobs where job_type = 'cognie_sync.steps'").await, 1);
+}
+
+#[tokio::test]
+async fn bad_signatures_are_rejected_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let file = "webhook_page_content_updated.json";
+    let body = fixtures::bytes(file);
+    let good = fixtures::signatures().by_file[file].clone();
+    let tampered_body = String::from_utf8(body.clone()).expect("utf-8").replace("Maya", "Mallory");
+    let cases: Vec<(&str, Vec<u8>, Option<String>)> = vec![
+        ("tampered signature", body.clone(), Some(format!("sha256={}", "0".repeat(64)))),
+        ("tampered body", tampered_body.into_bytes(), Some(good.clone())),
+        ("missing signature", body.clone(), None),
+        ("empty signature", body.clone(), Some(String::new())),
+        ("no sha256= prefix", body.clone(), Some(good.trim_start_matches("sha256=").to_owned())),
+        ("wrong prefix", body.clone(), Some(good.replace("sha256=", "sha512="))),
+        ("truncated digest", body.clone(), Some(good[..good.len() - 1].to_owned())),
+        (
+            "signed with another secret",
+            body.clone(),
+            Some(cognie_sync::webhook::signature::sign(b"other", &body)),
+        ),
+    ];
+    for (case, body, signature) in cases {
+        let response = app.post_webhook(body, signature.as_deref()).await;
+        let error = expect_error(response, 401, "invalid_signature").await;
+        assert!(
+            !error["message"].as_str().unwrap_or("").contains(&fixtures::secret()),
+            "{case}: leaks the secret"
+        );
+    }
+    assert_eq!(app.count(EVENTS).await, 0);
+    assert_eq!(app.count(RUNS).await, 0);
+}
+
+#[tokio::test]
+async fn a_redelivered_event_starts_work_once() {
+    let app = TestApp::spawn().await;
+    let body = br#"{"id":"evt-redelivered","type":"page.content_updated","attempt_number":1,"entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"page"}}"#;
+    let first = expect_json(app.post_signed(body).await, 200).await;
+    assert_eq!(first["status"], "accepted");
+    // Notion's retry: same event id, a later attempt number, so different bytes.
+    let retry = String::from_utf8_lossy(body).replace("\"attempt_number\":1", "\"attempt_number\":2");
+    let second = expect_json(app.post_signed(retry.as_bytes()).await, 200).await;
+    assert_eq!(second["status"], "duplicate");
+    assert_eq!(second["event_id"], first["event_id"], "a duplicate names the stored event");
+    let third = expect_json(app.post_signed(body).await, 200).await;
+    assert_eq!(third["status"], "duplicate");
+    assert_eq!(app.count(EVENTS).await, 1);
+    assert_eq!(app.count(RUNS).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_event_start_work_once() {
+    let app = TestApp::spawn().await;
+    let body = br#"{"id":"evt-race","type":"page.updated","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"page"}}"#;
+    let responses = futures::future::join_all((0..16).map(|_| app.post_signed(body))).await;
+    let mut statuses = Vec::new();
+    for response in responses {
+        statuses.push(expect_json(response, 200).await["status"].as_str().expect("status").to_owned());
+    }
+    assert_eq!(statuses.iter().filter(|s| *s == "accepted").count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 15, "{statuses:?}");
+    assert_eq!(app.count(RUNS).await, 1);
+}
+
+#[tokio::test]
+async fn the_seed_simple_form_is_accepted_and_deduplicated_by_body() {
+    let app = TestApp::spawn().await;
+    let body = br#"{"type": "page.updated", "page": {"id": "1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#;
+    let first = expect_json(app.post_signed(body).await, 200).await;
+    assert_eq!(first["status"], "accepted");
+    assert_eq!(expect_json(app.post_signed(body).await, 200).await["status"], "duplicate");
+    let other = br#"{"type": "database.updated", "database": {"id": "1f3c8a2e4b7d8012a6e9c1d3f5a7b9e2"}}"#;
+    assert_eq!(expect_json(app.post_signed(other).await, 200).await["status"], "accepted");
+    let kinds: Vec<String> = sqlx::query_scalar("select notion_kind from workflow_runs order by created_at")
+        .fetch_all(&app.db)
+        .await
+        .expect("runs");
+    assert_eq!(kinds, ["page", "database"]);
+    // The seed guide's own curl example names a page "test": not a Notion id, so nothing can
+    // be synced; it is recorded and answered, not rejected.
+    let seed = br#"{"type": "page.updated", "page": {"id": "test"}}"#;
+    assert_eq!(expect_json(app.post_signed(seed).await, 200).await["status"], "ignored");
+}
+
+#[tokio::test]
+async fn unknown_event_types_are_recorded_and_ignored() {
+    let app = TestApp::spawn().await;
+    let body = br#"{"id":"evt-view","type":"view.created","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"view"}}"#;
+    let ack = expect_json(app.post_signed(body).await, 200).await;
+    assert_eq!(ack["status"], "ignored");
+    let (outcome, reason): (String, String) = sqlx::query_as(
+        "select outcome, ignore_reason from webhook_events where notion_event_id = 'evt-view'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("the ignored event is recorded");
+    assert_eq!(outcome, "ignored");
+    assert!(reason.contains("view.created"), "{reason}");
+    assert_eq!(app.count(RUNS).await, 0);
+}
+
+#[tokio::test]
+async fn malformed_json_with_a_valid_signature_is_a_400() {
+    let app = TestApp::spawn().await;
+    expect_error(app.post_signed(b"{\"type\": \"page.updated\",").await, 400, "malformed_json").await;
+    expect_error(app.post_signed(b"[]").await, 400, "invalid_event").await;
+    expect_error(app.post_signed(br#"{"page":{"id":"x"}}"#).await, 400, "invalid_event").await;
+    // Unsigned junk learns nothing about parsing: it is a 401.
+    expect_error(app.post_webhook(b"{not json".to_vec(), None).await, 401, "invalid_signature").await;
+    assert_eq!(app.count(EVENTS).await, 0);
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_refused_with_or_without_content_length() {
+    let app = TestApp::spawn().await;
+    let limit = 1024 * 1024;
+    let oversized = vec![b' '; limit + 1];
+    let sig = app.sign(&oversized);
+    expect_error(app.post_webhook(oversized.clone(), Some(&sig)).await, 413, "payload_too_large").await;
+
+    // Chunked, so there is no Content-Length to trust.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        oversized.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunked = reqwest::Body::wrap_stream(stream::iter(chunks));
+    expect_error(app.post_webhook(chunked, Some(&sig)).await, 413, "payload_too_large").await;
+
+    // Exactly at the limit is accepted (padding after the JSON is still valid JSON).
+    let mut at_limit =
+        br#"{"id":"evt-big","type":"page.updated","page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#
+            .to_vec();
+    at_limit.resize(limit, b' ');
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        at_limit.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let sig = app.sign(&at_limit);
+    let response = app.post_webhook(reqwest::Body::wrap_stream(stream::iter(chunks)), Some(&sig)).await;
+    assert_eq!(expect_json(response, 200).await["status"], "accepted");
+}
+
+#[tokio::test]
+async fn the_handshake_is_stored_encrypted_and_readable_by_ops() {
+    let app = TestApp::spawn().await;
+    let token = fixtures::secret();
+    let ack =
+        expect_json(app.post_webhook(fixtures::bytes("webhook_verification.json"), None).await, 200).await;
+    assert_eq!(ack["status"], "verification_received");
+
+    let stored: Vec<u8> = sqlx::query_scalar("select token_ciphertext from webhook_verification_tokens")
+        .fetch_one(&app.db)
+        .await
+        .expect("stored");
+    assert!(!String::from_utf8_lossy(&stored).contains(&token), "the token is stored in plaintext");
+
+    expect_error(app.get("/api/notion/webhook/verification-token").await, 401, "unauthorized").await;
+    let wrong = app
+        .client
+        .get(app.url("/api/notion/webhook/verification-token"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("GET");
+    expect_error(wrong, 401, "unauthorized").await;
+    let body = expect_json(app.get_authorized("/api/notion/webhook/verification-token").await, 200).await;
+    assert_eq!(body["verification_token"], token.as_str());
+    assert_eq!(body["signing_secret_configured"], true);
+    assert!(body["received_at"].is_string());
+}
+
+#[tokio::test]
+async fn without_a_configured_secret_the_first_handshake_token_signs_events() {
+    let app = TestApp::spawn_with(|s| {
+        s.remove("NOTION_WEBHOOK_SECRET");
+    })
+    .await;
+    let file = "webhook_page_created.json";
+    let signature = fixtures::signatures().by_file[file].clone();
+    expect_error(
+        app.get_authorized("/api/notion/webhook/verification-token").await,
+        404,
+        "no_verification_token",
+    )
+    .await;
+    // Fail closed: no secret known yet.
+    expect_error(app.post_webhook(fixtures::bytes(file), Some(&signature)).await, 401, "no_signing_secret")
+        .await;
+
+    expect_json(app.post_webhook(fixtures::bytes("webhook_verification.json"), None).await, 200).await;
+    // The negative answer above is cached for about a second.
+    crate::support::eventually("the learnt token to verify the fixture", Duration::from_secs(5), || async {
+        let response = app.post_webhook(fixtures::bytes(file), Some(&signature)).await;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+
+    // A later, unsolicited handshake cannot replace the signing key.
+    let attacker = br#"{"verification_token":"secret_attacker"}"#;
+    expect_json(app.post_webhook(attacker.to_vec(), None).await, 200).await;
+    let forged =
+        br#"{"id":"evt-forged","type":"page.updated","page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#;
+    let forged_sig = cognie_sync::webhook::signature::sign(b"secret_attacker", forged);
+    expect_error(app.post_webhook(forged.to_vec(), Some(&forged_sig)).await, 401, "invalid_signature").await;
+    // Ops see the newest token (to paste into Notion) and that events use the first one.
+    let body = expect_json(app.get_authorized("/api/notion/webhook/verification-token").await, 200).await;
+    assert_eq!(body["verification_token"], "secret_attacker");
+    assert_eq!(body["signing_secret_configured"], false);
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_503_quickly_and_recovers_without_restart() {
+    let database = TestDb::create().await;
+    let proxy = DbProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
+    let app = TestApp::spawn_on(database, Some(proxy.addr), |_| {}).await;
+    let body = |n: u32| {
+        format!(
+            r#"{{"id":"evt-outage-{n}","type":"page.updated","page":{{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}}}"#
+        )
+    };
+    expect_json(app.post_signed(body(1).as_bytes()).await, 200).await;
+
+    proxy.cut();
+    let started = Instant::now();
+    expect_error(app.post_signed(body(2).as_bytes()).await, 503, "database_unavailable").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "503 took {:?}", started.elapsed());
+    expect_error(app.get("/readyz").await, 503, "database_unavailable").await;
+
+    proxy.restore();
+    crate::support::eventually("webhooks to be accepted again", Duration::from_secs(10), || async {
+        let response = app.post_signed(body(2).as_bytes()).await;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    expect_json(app.get("/readyz").await, 200).await;
+    // Only what was answered 200 is stored: events 1 and 2, once each.
+    assert_eq!(app.count(EVENTS).await, 2);
+    assert_eq!(app.count(RUNS).await, 2);
+}
