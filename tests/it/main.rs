@@ -3,7 +3,9 @@
 
 mod support;
 
+mod flashcards_generation;
 mod http_contract;
+mod notion_client;
 mod openapi;
 mod webhook_intake;
 mod workflow_pickup;

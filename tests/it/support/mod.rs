@@ -3,6 +3,8 @@
 
 pub mod app;
 pub mod db;
+pub mod fake_notion;
+pub mod fake_openai;
 pub mod fixtures;
 pub mod proxy;
 

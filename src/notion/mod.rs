@@ -1,0 +1,1 @@
+//! The Notion REST client: pages, blocks, data sources, OAuth, errors. Depends on nothing internal.

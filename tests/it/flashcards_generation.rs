@@ -1,0 +1,1 @@
+//! Flashcard generators against the fixtures and a fake OpenAI-compatible server.

@@ -1,0 +1,1 @@
+//! The Notion client against the fake Notion: pagination, recursion, errors, OAuth.

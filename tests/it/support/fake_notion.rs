@@ -1,0 +1,1 @@
+//! A fake Notion API for tests: serves the fixtures and content tests build, injects faults.
