@@ -12,13 +12,17 @@ use poem::{
 use crate::{
     config::{Config, DatabaseLocation},
     http::{self, HttpState},
+    ratelimit::RateLimiter,
     secrets::ServiceSecrets,
-    store::{PoolSettings, Store},
+    store::{PoolSettings, Store, pg::sync::DebounceWindow},
     webhook::Intake,
     workflow::{
         Engine,
+        definition::Definitions,
         engine::EngineSettings,
         queue::{self, WorkerSettings},
+        steps::StepDeps,
+        sweeper,
     },
 };
 
@@ -47,6 +51,7 @@ pub struct App {
     role: Role,
     store: Store,
     secrets: ServiceSecrets,
+    definitions: Definitions,
     acceptor: Option<TcpAcceptor>,
 }
 
@@ -74,10 +79,11 @@ impl App {
         role: Role,
         listener: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Self> {
+        let definitions = Definitions::load(config.workflow_file.as_deref(), config.notion_max_retries)?;
         let store = connect_and_migrate(&config).await?;
         let secrets = ServiceSecrets::load(&config)?;
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
-        Ok(Self { config, role, store, secrets, acceptor })
+        Ok(Self { config, role, store, secrets, definitions, acceptor })
     }
 
     /// The address the HTTP API listens on, if this role serves HTTP.
@@ -128,15 +134,21 @@ impl App {
             tokio::spawn(server)
         });
         let worker = self.role.runs_workers().then(|| {
+            let deps = StepDeps {
+                store: self.store.clone(),
+                limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),
+                debounce: DebounceWindow { quiet: self.config.debounce, max_wait: self.config.debounce_max_wait },
+            };
             let engine = Engine::new(
-                self.store.clone(),
+                deps,
+                self.definitions.clone(),
                 EngineSettings {
                     lease: self.config.step_lease,
                     retry_base_delay: self.config.retry_base_delay,
                     retry_max_delay: self.config.retry_max_delay,
-                    max_attempts: self.config.notion_max_retries + 1,
                 },
             );
+            tokio::spawn(sweeper::run(self.store.clone(), (self.config.step_lease / 2).max(Duration::from_millis(200)), stopped()));
             let settings = WorkerSettings {
                 name: queue::unique_worker_name(),
                 concurrency: self.config.worker_concurrency,

@@ -83,6 +83,8 @@ pub struct Config {
     pub step_lease: Duration,
     /// How long a graceful shutdown waits for in-flight requests and steps.
     pub shutdown_timeout: Duration,
+    /// Another workflow definition file instead of the built-in `workflows/notion_sync.toml`.
+    pub workflow_file: Option<PathBuf>,
 }
 
 /// A setting that failed validation. The message always names the variable.
@@ -216,6 +218,7 @@ impl Config {
             )?),
             step_lease: Duration::from_secs(env.parse_in("STEP_LEASE_SECONDS", 10, 1..=3_600)?),
             shutdown_timeout: Duration::from_secs(env.parse_in("SHUTDOWN_TIMEOUT_SECONDS", 20, 0..=3_600)?),
+            workflow_file: env.string("WORKFLOW_FILE").map(PathBuf::from),
         };
         config.validate()?;
         Ok(config)

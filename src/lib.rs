@@ -12,6 +12,7 @@ pub mod flashcards;
 pub mod http;
 pub mod ids;
 pub mod notion;
+pub mod ratelimit;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -1,17 +1,24 @@
 //! Executes one step attempt: claim it under a lease (fenced by the job's sequence number),
 //! keep the lease alive while the step runs, classify the outcome, and record it together with
-//! whatever comes next (next step, retry, wait, failure) in one transaction.
+//! whatever comes next (next step, retry, wait, failure) in one fenced transaction.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use chrono::Utc;
+use futures::FutureExt;
 use tracing::Instrument;
 
-use super::steps::{self, StepError, StepOutcome};
+use super::{
+    definition::{Definitions, SYNC_WORKFLOW, StepPolicy},
+    steps::{self, StepDeps, StepError, StepOutcome},
+};
 use crate::store::{
-    Store, StoreError,
+    StoreError,
     jobs::StepJob,
-    pg::runs::{ClaimedStep, Fenced, StepFailure, Transition},
+    pg::{
+        runs::{self, ClaimedStep, StepFailure, Transition},
+        sync,
+    },
 };
 
 /// Engine settings (from the configuration).
@@ -20,34 +27,22 @@ pub struct EngineSettings {
     pub lease: Duration,
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
-    /// Attempts a step gets before its run fails.
-    pub max_attempts: u32,
 }
 
 pub struct Engine {
-    store: Store,
+    deps: StepDeps,
+    definitions: Definitions,
     settings: EngineSettings,
 }
 
-/// The order of steps in each workflow. Steps are identified by name, so a stored run always
-/// resumes at the step it names.
-fn next_step(workflow: &str, step: &str) -> Option<&'static str> {
-    match (workflow, step) {
-        ("notion_sync", "debounce") => Some("fetch"),
-        ("notion_sync", "fetch") => Some("generate"),
-        ("notion_sync", "generate") => Some("persist"),
-        _ => None,
-    }
-}
-
 impl Engine {
-    pub fn new(store: Store, settings: EngineSettings) -> Arc<Self> {
-        Arc::new(Self { store, settings })
+    pub fn new(deps: StepDeps, definitions: Definitions, settings: EngineSettings) -> Arc<Self> {
+        Arc::new(Self { deps, definitions, settings })
     }
 
     /// Runs the current step of the job's run, if the job is still current.
     pub async fn execute(&self, job: StepJob, worker: &str) -> Result<(), StoreError> {
-        let Some(claim) = self.store.claim_step(job, worker, self.settings.lease).await? else {
+        let Some(claim) = self.deps.store.claim_step(job, worker, self.settings.lease).await? else {
             tracing::debug!(run_id = %job.run_id, seq = job.seq, "stale step job skipped");
             return Ok(());
         };
@@ -57,76 +52,164 @@ impl Engine {
             workflow = %claim.workflow,
             step = %claim.step,
             attempt = claim.attempt,
+            user_id = claim.user_id.map(|u| u.to_string()).unwrap_or_default(),
             notion_id = claim.notion_id.as_deref().unwrap_or(""),
         );
         self.run_claimed(claim).instrument(span).await
     }
 
     async fn run_claimed(&self, claim: ClaimedStep) -> Result<(), StoreError> {
-        let outcome = {
-            let work = steps::run(&self.store, &claim);
-            tokio::pin!(work);
-            let mut beat = tokio::time::interval(self.settings.lease / 3);
-            beat.tick().await;
-            loop {
-                tokio::select! {
-                    outcome = &mut work => break outcome,
-                    _ = beat.tick() => {
-                        match self.store.heartbeat(&claim, self.settings.lease).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                tracing::warn!("lease lost (taken over or cancelled); abandoning the attempt");
-                                return Ok(());
-                            }
-                            // A database hiccup: keep working; the lease may still hold.
-                            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                        }
-                    }
-                }
-            }
+        let policy = self.definitions.policy(&claim.step);
+        if claim.attempt as u32 > policy.max_attempts {
+            // Only lease takeovers get here (a worker died mid-step, again and again).
+            let failure = StepFailure {
+                kind: "attempts_exhausted".into(),
+                message: format!("the step was started {} times without finishing", claim.attempt - 1),
+            };
+            return self.record(&claim, Transition::Fail { failure }).await;
+        }
+        if steps::is_transactional(&claim.step) {
+            self.run_transactional(claim, policy).await
+        } else {
+            let outcome = self.run_external(&claim, &policy).await;
+            let Some(outcome) = outcome else { return Ok(()) };
+            let transition = self.decide(&claim, &policy, outcome);
+            self.record(&claim, transition).await
+        }
+    }
+
+    /// A step whose effects commit with its transition, under the run's row lock.
+    async fn run_transactional(&self, claim: ClaimedStep, policy: StepPolicy) -> Result<(), StoreError> {
+        let Some(mut tx) = self.deps.store.begin_fenced(&claim).await? else {
+            tracing::warn!("lease lost before the step started");
+            return Ok(());
         };
-        let transition = self.decide(&claim, outcome);
-        match self.store.transition(&claim, &transition).await? {
-            Fenced::Applied => {
-                log_transition(&transition);
-                Ok(())
-            }
-            Fenced::LeaseLost => {
-                tracing::warn!("the step's lease was lost before its result was recorded; result discarded");
-                Ok(())
+        let work = AssertUnwindSafe(steps::run_in_tx(&mut tx, &claim, &self.deps)).catch_unwind();
+        let outcome = match tokio::time::timeout(policy.timeout, work).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_panic)) => Err(StepError::retryable("step_panicked", "the step panicked; see the log")),
+            Err(_) => Err(StepError::retryable(
+                "step_timeout",
+                format!("the step took longer than {:?}", policy.timeout),
+            )),
+        };
+        if outcome.is_err() {
+            // Undo the step's partial writes; the failure is recorded in a transaction of its own.
+            drop(tx);
+            let transition = self.decide(&claim, &policy, outcome);
+            return self.record(&claim, transition).await;
+        }
+        let transition = self.decide(&claim, &policy, outcome);
+        runs::apply_transition(&mut tx, &claim, &transition).await?;
+        self.after_transition(&mut tx, &claim, &transition).await?;
+        tx.commit().await?;
+        log_transition(&transition);
+        Ok(())
+    }
+
+    /// A step that calls out: no transaction is held; the lease is kept alive by heartbeats.
+    /// `None`: the lease was lost, so the outcome no longer matters.
+    async fn run_external(
+        &self,
+        claim: &ClaimedStep,
+        policy: &StepPolicy,
+    ) -> Option<Result<StepOutcome, StepError>> {
+        let work = AssertUnwindSafe(steps::run(claim, &self.deps)).catch_unwind();
+        let work = tokio::time::timeout(policy.timeout, work);
+        tokio::pin!(work);
+        let mut beat = tokio::time::interval(self.settings.lease / 3);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut work => {
+                    return Some(match result {
+                        Ok(Ok(outcome)) => outcome,
+                        Ok(Err(_panic)) => Err(StepError::retryable("step_panicked", "the step panicked; see the log")),
+                        Err(_) => Err(StepError::retryable("step_timeout", format!("the step took longer than {:?}", policy.timeout))),
+                    });
+                }
+                _ = beat.tick() => match self.deps.store.heartbeat(claim, self.settings.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("lease lost (taken over or cancelled); abandoning the attempt");
+                        return None;
+                    }
+                    // A database hiccup: keep working; the lease may well still hold.
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                },
             }
         }
+    }
+
+    /// Records a transition in a fenced transaction of its own.
+    async fn record(&self, claim: &ClaimedStep, transition: Transition) -> Result<(), StoreError> {
+        let Some(mut tx) = self.deps.store.begin_fenced(claim).await? else {
+            tracing::warn!("the step's lease was lost before its result was recorded; result discarded");
+            return Ok(());
+        };
+        runs::apply_transition(&mut tx, claim, &transition).await?;
+        self.after_transition(&mut tx, claim, &transition).await?;
+        tx.commit().await?;
+        log_transition(&transition);
+        Ok(())
+    }
+
+    /// Effects of a run ending: the next sync of the same content may be waiting for it.
+    async fn after_transition(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        claim: &ClaimedStep,
+        transition: &Transition,
+    ) -> Result<(), StoreError> {
+        let terminal = matches!(transition, Transition::Succeed { .. } | Transition::Fail { .. });
+        if let (true, Some(user), Some(notion_id)) =
+            (terminal && claim.workflow == SYNC_WORKFLOW, claim.user_id, claim.notion_id.as_deref())
+        {
+            sync::wake_next_sync(conn, user, notion_id).await?;
+        }
+        Ok(())
     }
 
     /// Turns a step's outcome into the run's next state.
-    fn decide(&self, claim: &ClaimedStep, outcome: Result<StepOutcome, StepError>) -> Transition {
+    fn decide(
+        &self,
+        claim: &ClaimedStep,
+        policy: &StepPolicy,
+        outcome: Result<StepOutcome, StepError>,
+    ) -> Transition {
         match outcome {
-            Ok(StepOutcome::Done { output }) => match next_step(&claim.workflow, &claim.step) {
-                Some(next) => Transition::Advance { output, next_step: next.to_owned() },
-                None => Transition::Succeed { output },
-            },
+            Ok(StepOutcome::Done { output }) => {
+                match self.definitions.next_step(&claim.workflow, &claim.step) {
+                    Some(next) => Transition::Advance { output, next_step: next.to_owned() },
+                    None => Transition::Succeed { output },
+                }
+            }
             Ok(StepOutcome::Finish { output }) => Transition::Succeed { output },
+            Ok(StepOutcome::Wait { until, progress }) => {
+                Transition::Wait { at: until, error: None, output: progress, spend_attempt: false }
+            }
             Err(StepError::Fatal { kind, message }) => {
                 Transition::Fail { failure: StepFailure { kind, message } }
             }
-            Err(StepError::Retryable { kind, message, retry_after }) => {
+            Err(StepError::Retryable { kind, message, retry_after, progress }) => {
                 let failure = StepFailure { kind, message };
-                if claim.attempt as u32 >= self.settings.max_attempts {
+                if claim.attempt as u32 >= policy.max_attempts {
                     return Transition::Fail { failure };
                 }
-                let delay =
-                    retry_after.unwrap_or_else(|| self.backoff(claim.attempt as u32)).max(Duration::ZERO);
+                // A server's Retry-After wins over our backoff: never sooner than it asked.
+                let delay = retry_after.unwrap_or_else(|| self.backoff(claim.attempt as u32));
                 Transition::Wait {
                     at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     error: Some(failure),
-                    output: None,
+                    output: progress,
+                    spend_attempt: true,
                 }
             }
         }
     }
 
-    /// Exponential backoff with jitter: between half and all of base × 2^(attempt-1), capped, so
-    /// retries of many runs that failed together spread out.
+    /// Exponential backoff with jitter: between half and all of base × 2^(attempt-1), capped,
+    /// so the retries of many runs that failed together spread out.
     fn backoff(&self, attempt: u32) -> Duration {
         let exp =
             self.settings.retry_base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));

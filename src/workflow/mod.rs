@@ -2,8 +2,10 @@
 //! apalis only delivers "run the current step of run R" jobs. This module is the only place
 //! that names apalis.
 
+pub mod definition;
 pub mod engine;
 pub mod queue;
 pub mod steps;
+pub mod sweeper;
 
 pub use engine::Engine;

@@ -8,4 +8,5 @@ mod http_contract;
 mod notion_client;
 mod openapi;
 mod webhook_intake;
+mod workflow_engine;
 mod workflow_pickup;

@@ -2,4 +2,6 @@
 //! executor or a pool so callers can compose transactions.
 
 pub mod events;
+pub mod ratelimit;
 pub mod runs;
+pub mod sync;

@@ -37,8 +37,15 @@ pub enum Transition {
     /// The step succeeded and was the last: the run succeeded.
     Succeed { output: serde_json::Value },
     /// Run this step again at `at` (a backoff, a rate-limit wait, a debounce). The run waits,
-    /// holding no worker. `error` is recorded when the wait follows a failure.
-    Wait { at: DateTime<Utc>, error: Option<StepFailure>, output: Option<serde_json::Value> },
+    /// holding no worker. `error` is recorded when the wait follows a failure; `output` keeps
+    /// the step's progress (e.g. a half-done crawl). Only a failure spends an attempt: waiting
+    /// for a rate-limit slot or a debounce deadline does not.
+    Wait {
+        at: DateTime<Utc>,
+        error: Option<StepFailure>,
+        output: Option<serde_json::Value>,
+        spend_attempt: bool,
+    },
     /// The run failed; a retry through the API resumes at this step.
     Fail { failure: StepFailure },
 }
@@ -132,16 +139,33 @@ impl Store {
     /// Records how a claimed step ended and enqueues what follows, atomically and only if the
     /// claim still holds the lease.
     pub async fn transition(&self, claim: &ClaimedStep, transition: &Transition) -> StoreResult<Fenced> {
-        let mut tx = self.pool.begin().await?;
+        let Some(mut tx) = self.begin_fenced(claim).await? else { return Ok(Fenced::LeaseLost) };
         let fenced = apply_transition(&mut tx, claim, transition).await?;
-        if fenced == Fenced::Applied {
-            tx.commit().await?;
-        }
+        tx.commit().await?;
         Ok(fenced)
+    }
+
+    /// Opens a transaction that holds the claimed run's row lock, if the claim still holds the
+    /// lease. Writes made in it commit only together with the step's transition, and no other
+    /// worker can take the step over while it is open.
+    pub async fn begin_fenced(
+        &self,
+        claim: &ClaimedStep,
+    ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<i32> = sqlx::query_scalar(
+            r#"select 1 from workflow_runs where id = $1 and lease_token = $2 and state = 'running' for update"#,
+        )
+        .bind(claim.run_id)
+        .bind(claim.lease_token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(held.map(|_| tx))
     }
 }
 
-async fn apply_transition(
+/// Applies a transition on a connection inside a fenced transaction (see [`Store::begin_fenced`]).
+pub async fn apply_transition(
     conn: &mut PgConnection,
     claim: &ClaimedStep,
     transition: &Transition,
@@ -168,7 +192,7 @@ async fn apply_transition(
         update workflow_runs
         set state = $3,
             current_step = coalesce($4, current_step),
-            attempt = case when $4::text is null then attempt else 0 end,
+            attempt = case when $4::text is not null then 0 when $10 then attempt else attempt - 1 end,
             next_run_at = $5,
             error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
             last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
@@ -191,6 +215,7 @@ async fn apply_transition(
     .bind(error.map(|e| e.message.as_str()))
     .bind(enqueue)
     .bind(finished)
+    .bind(spends_attempt(transition))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };
@@ -206,6 +231,7 @@ async fn apply_transition(
         r#"
         update workflow_steps
         set state = $3,
+            attempts = attempts - case when $7 then 0 else 1 end,
             output = coalesce($4, output),
             error_kind = coalesce($5, error_kind),
             error = coalesce($6, error),
@@ -219,6 +245,7 @@ async fn apply_transition(
     .bind(output)
     .bind(error.map(|e| e.kind.as_str()))
     .bind(error.map(|e| e.message.as_str()))
+    .bind(spends_attempt(transition))
     .execute(&mut *conn)
     .await?;
 
@@ -227,6 +254,11 @@ async fn apply_transition(
         enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
     }
     Ok(Fenced::Applied)
+}
+
+/// Whether the attempt that just ended counts against the step's attempts.
+fn spends_attempt(transition: &Transition) -> bool {
+    !matches!(transition, Transition::Wait { spend_attempt: false, .. })
 }
 
 /// Enqueues a step job due after `delay`, on the caller's connection (and so transaction).
@@ -248,4 +280,46 @@ pub async fn step_output(
         .fetch_optional(conn)
         .await?
         .flatten())
+}
+
+impl Store {
+    /// Steps whose worker stopped heartbeating (it died, or lost the database for longer than
+    /// its lease): make them runnable again with a fresh job. The dead worker's job, if apalis
+    /// ever re-delivers it, carries a stale sequence number and does nothing.
+    pub async fn redispatch_expired_leases(&self, limit: i64) -> StoreResult<Vec<RunId>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            r#"
+            with expired as (
+                select id from workflow_runs
+                where state = 'running' and lease_expires_at < now()
+                order by lease_expires_at
+                limit $1
+                for update skip locked
+            )
+            update workflow_runs r
+            set state = 'pending',
+                dispatch_seq = r.dispatch_seq + 1,
+                lease_owner = null,
+                lease_token = null,
+                lease_expires_at = null,
+                next_run_at = now(),
+                updated_at = now()
+            from expired
+            where r.id = expired.id
+            returning r.id, r.dispatch_seq
+            "#,
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            let run_id: RunId = row.get("id");
+            enqueue_job(&mut tx, StepJob { run_id, seq: row.get("dispatch_seq") }, Duration::ZERO).await?;
+            ids.push(run_id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
 }

@@ -1,13 +1,43 @@
-//! `discover_users`: find the users subscribed to the event's page or database and start one
-//! sync per (user, content). Subscriptions arrive with the Notion integration; until then no
-//! user can be subscribed, so every event run ends here with nothing to do.
+//! `discover_users`: find every user subscribed to what the event touched (the page itself,
+//! or the database / data source it belongs to) and start one sync per (user, content), or
+//! join the sync already collecting events in debounce for that key. No subscriber: the run
+//! succeeds with nothing to do.
 
 use serde_json::json;
+use sqlx::PgConnection;
 
-use super::{StepError, StepOutcome};
-use crate::store::{Store, pg::runs::ClaimedStep};
+use super::{StepDeps, StepError, StepOutcome};
+use crate::store::pg::{
+    runs::ClaimedStep,
+    sync::{self, SyncTrigger},
+};
 
-pub async fn run(_store: &Store, claim: &ClaimedStep) -> Result<StepOutcome, StepError> {
-    tracing::info!(notion_id = claim.notion_id.as_deref().unwrap_or(""), "no subscribers for this content");
-    Ok(StepOutcome::Finish { output: json!({ "users": [], "sync_runs": [] }) })
+pub async fn run(
+    conn: &mut PgConnection,
+    claim: &ClaimedStep,
+    deps: &StepDeps,
+) -> Result<StepOutcome, StepError> {
+    let event_id =
+        claim.event_id.ok_or_else(|| StepError::fatal("event_missing", "the run names no event"))?;
+    let target = sync::event_target(conn, event_id)
+        .await?
+        .ok_or_else(|| StepError::fatal("event_missing", format!("event {event_id} no longer exists")))?;
+    let subscribers = sync::subscribers(conn, &target).await?;
+    if subscribers.is_empty() {
+        tracing::info!(event_type = %target.event_type, "no subscribers for this content");
+    }
+    let mut syncs = Vec::with_capacity(subscribers.len());
+    for target in &subscribers {
+        let run_id = sync::start_or_join_sync(
+            conn,
+            target,
+            SyncTrigger::Webhook,
+            Some(event_id),
+            Some(claim.run_id),
+            deps.debounce,
+        )
+        .await?;
+        syncs.push(json!({ "user_id": target.user_id, "notion_id": target.notion_id, "kind": target.kind, "run_id": run_id }));
+    }
+    Ok(StepOutcome::Done { output: json!({ "syncs": syncs }) })
 }

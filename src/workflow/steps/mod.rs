@@ -1,52 +1,108 @@
 //! The steps. Each classifies its own failures where they happen: retryable (with an optional
 //! earliest retry time) or fatal.
+//!
+//! Steps that only touch the database (`discover_users`, `debounce`, `persist`) run inside the
+//! transaction that also records their outcome, under the run's row lock: their effects commit
+//! exactly when the step succeeds, and a worker whose lease was taken over cannot apply them.
+//! Steps that call out (`fetch`, `generate`) run outside it, under a heartbeated lease.
 
+pub mod debounce;
 pub mod discover_users;
 
 use std::time::Duration;
 
-use crate::store::{Store, StoreError, pg::runs::ClaimedStep};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 
-/// A step that finished.
+use crate::{
+    ratelimit::RateLimiter,
+    store::{Store, StoreError, pg::runs::ClaimedStep, pg::sync::DebounceWindow},
+};
+
+/// What the steps need besides the claim.
+pub struct StepDeps {
+    pub store: Store,
+    pub limiter: RateLimiter,
+    pub debounce: DebounceWindow,
+}
+
+/// A step that finished or must wait.
 #[derive(Debug)]
 pub enum StepOutcome {
     /// Continue with the workflow's next step (or finish, after the last one).
     Done { output: serde_json::Value },
-    /// Nothing more to do: the run succeeded early (e.g. no subscribers, nothing changed).
+    /// Nothing more to do: the run succeeded early (e.g. nothing changed).
     Finish { output: serde_json::Value },
+    /// Not yet: run this step again at `until`, without spending an attempt (a debounce
+    /// deadline, a rate-limit slot). `progress` is kept for the next attempt.
+    Wait { until: DateTime<Utc>, progress: Option<serde_json::Value> },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     /// Worth trying again: network errors, timeouts, 429/5xx, the database being unavailable.
+    /// `progress` is kept for the next attempt.
     #[error("{kind}: {message}")]
-    Retryable { kind: String, message: String, retry_after: Option<Duration> },
+    Retryable {
+        kind: String,
+        message: String,
+        retry_after: Option<Duration>,
+        progress: Option<serde_json::Value>,
+    },
     /// Trying again cannot help (401/403/404, invalid content, missing token).
     #[error("{kind}: {message}")]
     Fatal { kind: String, message: String },
 }
 
-impl From<StoreError> for StepError {
-    fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            StepError::Retryable {
-                kind: "database_unavailable".into(),
-                message: e.to_string(),
-                retry_after: None,
-            }
-        } else {
-            StepError::Retryable { kind: "database_error".into(), message: e.to_string(), retry_after: None }
+impl StepError {
+    pub fn retryable(kind: &str, message: impl Into<String>) -> Self {
+        StepError::Retryable {
+            kind: kind.to_owned(),
+            message: message.into(),
+            retry_after: None,
+            progress: None,
         }
+    }
+
+    pub fn fatal(kind: &str, message: impl Into<String>) -> Self {
+        StepError::Fatal { kind: kind.to_owned(), message: message.into() }
     }
 }
 
-/// Runs the claimed step.
-pub async fn run(store: &Store, claim: &ClaimedStep) -> Result<StepOutcome, StepError> {
-    match (claim.workflow.as_str(), claim.step.as_str()) {
-        ("notion_event", "discover_users") => discover_users::run(store, claim).await,
-        (workflow, step) => Err(StepError::Fatal {
-            kind: "unknown_step".into(),
-            message: format!("workflow `{workflow}` has no step `{step}` in this version of cognie-sync"),
-        }),
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        let kind = if e.is_unavailable() { "database_unavailable" } else { "database_error" };
+        StepError::retryable(kind, e.to_string())
     }
+}
+
+/// Whether the step runs inside its outcome's transaction.
+pub fn is_transactional(step: &str) -> bool {
+    matches!(step, "discover_users" | "debounce")
+}
+
+/// Runs a transactional step on the fenced transaction.
+pub async fn run_in_tx(
+    conn: &mut PgConnection,
+    claim: &ClaimedStep,
+    deps: &StepDeps,
+) -> Result<StepOutcome, StepError> {
+    match (claim.workflow.as_str(), claim.step.as_str()) {
+        ("notion_event", "discover_users") => discover_users::run(conn, claim, deps).await,
+        ("notion_sync", "debounce") => debounce::run(conn, claim, deps).await,
+        (workflow, step) => Err(unknown_step(workflow, step)),
+    }
+}
+
+/// Runs a step that calls out to other services.
+pub async fn run(claim: &ClaimedStep, _deps: &StepDeps) -> Result<StepOutcome, StepError> {
+    // fetch and generate arrive with the Notion client and the flashcard generators.
+    Err(unknown_step(&claim.workflow, &claim.step))
+}
+
+fn unknown_step(workflow: &str, step: &str) -> StepError {
+    StepError::fatal(
+        "unknown_step",
+        format!("workflow `{workflow}` has no step `{step}` in this version of cognie-sync"),
+    )
 }

@@ -131,6 +131,29 @@ impl TestApp {
         self.client.get(self.url(path)).bearer_auth(API_TOKEN).send().await.expect("GET")
     }
 
+    /// A user with a Notion token, straight into the database (the users API is tested on its own).
+    pub async fn insert_user(&self, email: &str) -> uuid::Uuid {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query("insert into users (id, email) values ($1, $2)")
+            .bind(id)
+            .bind(email)
+            .execute(&self.db)
+            .await
+            .expect("insert user");
+        id
+    }
+
+    pub async fn insert_subscription(&self, user: uuid::Uuid, notion_id: &str, kind: &str) {
+        sqlx::query("insert into subscriptions (id, user_id, notion_id, kind) values ($1, $2, $3, $4)")
+            .bind(uuid::Uuid::now_v7())
+            .bind(user)
+            .bind(notion_id)
+            .bind(kind)
+            .execute(&self.db)
+            .await
+            .expect("insert subscription");
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.expect("count query")
     }

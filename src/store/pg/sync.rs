@@ -1,0 +1,317 @@
+//! Sync runs: who is subscribed to what an event touched, starting or joining the debounced
+//! sync per (user, content), and ordering syncs of the same content one after another.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row};
+
+use super::{
+    super::{StoreResult, jobs::StepJob},
+    runs::enqueue_job,
+};
+use crate::ids::{EventId, RunId, UserId};
+
+/// What a webhook event touched, as stored at intake.
+#[derive(Debug, Clone)]
+pub struct EventTarget {
+    pub entity_id: Option<String>,
+    pub entity_kind: Option<String>,
+    pub parent_id: Option<String>,
+    pub data_source_id: Option<String>,
+    pub event_type: String,
+}
+
+/// One sync to run: `user` re-syncs `notion_id` (a page or a database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTarget {
+    pub user_id: UserId,
+    pub notion_id: String,
+    pub kind: String,
+}
+
+/// Why a sync starts, and so how its debounce behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncTrigger {
+    /// A webhook event: trailing debounce.
+    Webhook,
+    /// A new subscription's first sync: no debounce.
+    Subscription,
+    /// `POST /api/notion/sync`: no debounce.
+    Manual,
+    /// The reconciliation sweep found a change webhooks missed.
+    Reconcile,
+}
+
+impl SyncTrigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            SyncTrigger::Webhook => "webhook",
+            SyncTrigger::Subscription => "subscription",
+            SyncTrigger::Manual => "manual",
+            SyncTrigger::Reconcile => "reconcile",
+        }
+    }
+
+    fn debounced(self) -> bool {
+        matches!(self, SyncTrigger::Webhook | SyncTrigger::Reconcile)
+    }
+}
+
+/// The debounce window (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct DebounceWindow {
+    pub quiet: Duration,
+    pub max_wait: Duration,
+}
+
+pub async fn event_target(conn: &mut PgConnection, event_id: EventId) -> StoreResult<Option<EventTarget>> {
+    let row = sqlx::query(
+        r#"select entity_id, entity_kind, parent_id, data_source_id, event_type from webhook_events where id = $1"#,
+    )
+    .bind(event_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| EventTarget {
+        entity_id: r.get("entity_id"),
+        entity_kind: r.get("entity_kind"),
+        parent_id: r.get("parent_id"),
+        data_source_id: r.get("data_source_id"),
+        event_type: r.get("event_type"),
+    }))
+}
+
+/// Everyone subscribed to what the event touched, and what each of them must re-sync:
+/// - a subscriber of the page itself re-syncs the page;
+/// - a subscriber of the page's database (by database id or one of its data source ids)
+///   re-syncs just that row page, which is all that changed;
+/// - a subscriber of a database that a database / data-source event names re-syncs the
+///   database (rows may have been added or removed).
+pub async fn subscribers(conn: &mut PgConnection, target: &EventTarget) -> StoreResult<Vec<SyncTarget>> {
+    let Some(entity) = target.entity_id.as_deref() else { return Ok(Vec::new()) };
+    let rows = sqlx::query(
+        r#"
+        select distinct s.user_id,
+               case when s.notion_id = $1 then s.notion_id
+                    when $2 = 'page' then $1
+                    else s.notion_id end as sync_id,
+               case when s.notion_id = $1 then s.kind
+                    when $2 = 'page' then 'page'
+                    else 'database' end as sync_kind
+        from subscriptions s
+        where s.notion_id = $1
+           or (s.kind = 'database' and (
+                   s.notion_id = $3
+                or s.notion_id = $4
+                or $1 = any(s.data_source_ids)
+                or $3 = any(s.data_source_ids)
+                or $4 = any(s.data_source_ids)))
+        order by s.user_id
+        "#,
+    )
+    .bind(entity)
+    .bind(target.entity_kind.as_deref().unwrap_or("page"))
+    .bind(target.parent_id.as_deref())
+    .bind(target.data_source_id.as_deref())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SyncTarget {
+            user_id: r.get("user_id"),
+            notion_id: r.get("sync_id"),
+            kind: r.get("sync_kind"),
+        })
+        .collect())
+}
+
+/// Starts the sync for `target`, or joins the one already collecting events in debounce for
+/// it (pushing its deadline out, within the cap). Returns the run. Runs on the caller's
+/// transaction, so the fan-out commits with the step that caused it.
+pub async fn start_or_join_sync(
+    conn: &mut PgConnection,
+    target: &SyncTarget,
+    trigger: SyncTrigger,
+    event_id: Option<EventId>,
+    parent_id: Option<RunId>,
+    window: DebounceWindow,
+) -> StoreResult<RunId> {
+    let quiet = if trigger.debounced() { window.quiet.as_secs_f64() } else { 0.0 };
+    let max_wait = window.max_wait.as_secs_f64();
+    // A concurrent insert of the same key can win between our two statements; a few rounds
+    // settle it (the loser then finds the winner's run and joins it).
+    for _ in 0..5 {
+        let joined = sqlx::query(
+            r#"
+            update workflow_runs
+            set debounce_until = case
+                    when trigger in ('manual', 'subscription') or $3 = 0 then least(debounce_until, now())
+                    else least(now() + make_interval(secs => $3), debounce_started_at + make_interval(secs => $4))
+                end,
+                next_run_at = case
+                    when trigger in ('manual', 'subscription') or $3 = 0 then least(debounce_until, now())
+                    else least(now() + make_interval(secs => $3), debounce_started_at + make_interval(secs => $4))
+                end,
+                state = 'waiting',
+                dispatch_seq = dispatch_seq + 1,
+                updated_at = now()
+            where workflow = 'notion_sync' and user_id = $1 and notion_id = $2
+              and current_step = 'debounce' and state in ('pending', 'waiting')
+            returning id, dispatch_seq, next_run_at
+            "#,
+        )
+        .bind(target.user_id)
+        .bind(&target.notion_id)
+        .bind(quiet)
+        .bind(max_wait)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = joined {
+            let run_id: RunId = row.get("id");
+            link_event(conn, run_id, event_id).await?;
+            enqueue_at(conn, StepJob { run_id, seq: row.get("dispatch_seq") }, row.get("next_run_at"))
+                .await?;
+            return Ok(run_id);
+        }
+
+        let run_id = RunId::new();
+        let inserted = sqlx::query(
+            r#"
+            insert into workflow_runs (id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger,
+                parent_id, dispatch_seq, debounce_started_at, debounce_until, next_run_at)
+            values ($1, 'notion_sync', 'waiting', 'debounce', $2, $3, $4, $5, $6, 1, now(),
+                now() + make_interval(secs => $7), now() + make_interval(secs => $7))
+            on conflict (user_id, notion_id)
+                where workflow = 'notion_sync' and current_step = 'debounce' and state in ('pending', 'waiting')
+                do nothing
+            returning next_run_at
+            "#,
+        )
+        .bind(run_id)
+        .bind(target.user_id)
+        .bind(&target.notion_id)
+        .bind(&target.kind)
+        .bind(trigger.as_str())
+        .bind(parent_id)
+        .bind(quiet)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = inserted {
+            link_event(conn, run_id, event_id).await?;
+            enqueue_at(conn, StepJob { run_id, seq: 1 }, row.get("next_run_at")).await?;
+            return Ok(run_id);
+        }
+    }
+    Err(sqlx::Error::Protocol("could not start or join a sync after repeated conflicts".into()).into())
+}
+
+async fn link_event(conn: &mut PgConnection, run_id: RunId, event_id: Option<EventId>) -> StoreResult<()> {
+    if let Some(event_id) = event_id {
+        sqlx::query(
+            r#"insert into workflow_run_events (run_id, event_id) values ($1, $2) on conflict do nothing"#,
+        )
+        .bind(run_id)
+        .bind(event_id)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn enqueue_at(conn: &mut PgConnection, job: StepJob, at: DateTime<Utc>) -> StoreResult<()> {
+    let delay = (at - Utc::now()).to_std().unwrap_or_default();
+    enqueue_job(conn, job, delay).await
+}
+
+/// The debounce state of a sync run: its deadline, and whether an earlier sync of the same
+/// content is still past debounce and unfinished (this one must run after it).
+pub async fn debounce_state(
+    conn: &mut PgConnection,
+    run_id: RunId,
+) -> StoreResult<(Option<DateTime<Utc>>, bool)> {
+    let row = sqlx::query(
+        r#"
+        select r.debounce_until,
+               exists (
+                   select 1 from workflow_runs o
+                   where o.workflow = 'notion_sync' and o.user_id = r.user_id and o.notion_id = r.notion_id
+                     and o.id <> r.id and o.current_step <> 'debounce'
+                     and o.state in ('pending', 'running', 'waiting')
+               ) as blocked
+        from workflow_runs r
+        where r.id = $1
+        "#,
+    )
+    .bind(run_id)
+    .fetch_one(conn)
+    .await?;
+    Ok((row.get("debounce_until"), row.get("blocked")))
+}
+
+/// A sync of (user, content) ended: wake the next one, which may be waiting for it.
+pub async fn wake_next_sync(conn: &mut PgConnection, user_id: UserId, notion_id: &str) -> StoreResult<()> {
+    let woken = sqlx::query(
+        r#"
+        update workflow_runs
+        set next_run_at = greatest(now(), debounce_until), dispatch_seq = dispatch_seq + 1, updated_at = now()
+        where workflow = 'notion_sync' and user_id = $1 and notion_id = $2
+          and current_step = 'debounce' and state = 'waiting'
+          and next_run_at > greatest(now(), debounce_until)
+        returning id, dispatch_seq, next_run_at
+        "#,
+    )
+    .bind(user_id)
+    .bind(notion_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = woken {
+        enqueue_at(
+            conn,
+            StepJob { run_id: row.get("id"), seq: row.get("dispatch_seq") },
+            row.get("next_run_at"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// How many webhook events a run stands for.
+pub async fn coalesced_event_count(conn: &mut PgConnection, run_id: RunId) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(r#"select count(*) from workflow_run_events where run_id = $1"#)
+        .bind(run_id)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// If another sync of the same content is collecting events in debounce, moves this run's
+/// events onto it and returns its id.
+pub async fn merge_into_other_debouncing_sync(
+    conn: &mut PgConnection,
+    run_id: RunId,
+) -> StoreResult<Option<RunId>> {
+    let other: Option<RunId> = sqlx::query_scalar(
+        r#"
+        select o.id from workflow_runs o
+        join workflow_runs r on r.id = $1
+        where o.workflow = 'notion_sync' and o.user_id = r.user_id and o.notion_id = r.notion_id
+          and o.id <> r.id and o.current_step = 'debounce' and o.state in ('pending', 'waiting')
+        "#,
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(other) = other {
+        sqlx::query(
+            r#"
+            insert into workflow_run_events (run_id, event_id)
+            select $2, event_id from workflow_run_events where run_id = $1
+            on conflict do nothing
+            "#,
+        )
+        .bind(run_id)
+        .bind(other)
+        .execute(conn)
+        .await?;
+    }
+    Ok(other)
+}

@@ -1,0 +1,159 @@
+//! The engine: fan-out to subscribers, debounce, and the order of syncs of one content.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{TestApp, app::expect_json, eventually};
+
+const PAGE: &str = "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1";
+const DATABASE: &str = "1f3c8a2e-4b7d-8012-a6e9-c1d3f5a7b9e2";
+const DATA_SOURCE: &str = "1f3c8a2e-4b7d-8034-b1f2-000c5e7a9d3b";
+
+/// A signed `page.content_updated` for PAGE (a row of DATABASE), with a unique event id.
+fn page_event(n: usize) -> Vec<u8> {
+    json!({
+        "id": format!("evt-{n}-{}", uuid::Uuid::new_v4()),
+        "type": "page.content_updated",
+        "entity": {"id": PAGE, "type": "page"},
+        "data": {"parent": {"id": DATABASE, "type": "database", "data_source_id": DATA_SOURCE}}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The sync runs' (user, notion id, number of coalesced events), once no sync is debouncing.
+async fn settled_syncs(app: &TestApp) -> Vec<(uuid::Uuid, String, i64)> {
+    eventually("every sync to leave debounce", Duration::from_secs(15), || async {
+        let debouncing = app
+            .count("select count(*) from workflow_runs where workflow = 'notion_sync' and current_step = 'debounce'")
+            .await;
+        let pending_events = app
+            .count("select count(*) from workflow_runs where workflow = 'notion_event' and state <> 'succeeded'")
+            .await;
+        (debouncing == 0 && pending_events == 0).then_some(())
+    })
+    .await;
+    sqlx::query_as(
+        "select r.user_id, r.notion_id, count(e.event_id) from workflow_runs r
+         left join workflow_run_events e on e.run_id = r.id
+         where r.workflow = 'notion_sync' group by r.id order by r.created_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("syncs")
+}
+
+#[tokio::test]
+async fn an_event_starts_one_sync_per_subscriber_of_the_page_or_its_database() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "0".into());
+    })
+    .await;
+    let by_page = app.insert_user("page@example.com").await;
+    let by_database = app.insert_user("db@example.com").await;
+    let unrelated = app.insert_user("other@example.com").await;
+    app.insert_subscription(by_page, PAGE, "page").await;
+    app.insert_subscription(by_database, DATABASE, "database").await;
+    app.insert_subscription(unrelated, "1f3c8a2e-4b7d-8000-0000-000000000000", "page").await;
+
+    expect_json(app.post_signed(&page_event(1)).await, 200).await;
+
+    let mut syncs = settled_syncs(&app).await;
+    syncs.sort();
+    let mut expected = vec![(by_page, PAGE.to_owned(), 1), (by_database, PAGE.to_owned(), 1)];
+    expected.sort();
+    assert_eq!(syncs, expected, "each subscriber re-syncs the page that changed, once");
+    let parents = app
+        .count(
+            "select count(*) from workflow_runs s join workflow_runs e on e.id = s.parent_id
+             where s.workflow = 'notion_sync' and e.workflow = 'notion_event'",
+        )
+        .await;
+    assert_eq!(parents, 2, "sync runs name the event run that started them");
+}
+
+#[tokio::test]
+async fn a_data_source_event_re_syncs_the_subscribed_database() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "0".into());
+    })
+    .await;
+    let user = app.insert_user("db@example.com").await;
+    app.insert_subscription(user, DATABASE, "database").await;
+    let event = json!({
+        "id": "evt-ds", "type": "data_source.content_updated",
+        "entity": {"id": DATA_SOURCE, "type": "data_source"},
+        "data": {"parent": {"id": DATABASE, "type": "database"}}
+    });
+    expect_json(app.post_signed(event.to_string().as_bytes()).await, 200).await;
+    let syncs = settled_syncs(&app).await;
+    assert_eq!(syncs, vec![(user, DATABASE.to_owned(), 1)]);
+    let kind: String =
+        sqlx::query_scalar("select notion_kind from workflow_runs where workflow = 'notion_sync'")
+            .fetch_one(&app.db)
+            .await
+            .expect("sync");
+    assert_eq!(kind, "database");
+}
+
+#[tokio::test]
+async fn rapid_edits_coalesce_into_one_sync_that_keeps_every_event() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "1".into());
+        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "30".into());
+    })
+    .await;
+    let user = app.insert_user("u@example.com").await;
+    app.insert_subscription(user, PAGE, "page").await;
+
+    for n in 0..5 {
+        expect_json(app.post_signed(&page_event(n)).await, 200).await;
+    }
+    let syncs = settled_syncs(&app).await;
+    assert_eq!(syncs, vec![(user, PAGE.to_owned(), 5)], "five quick edits, one sync");
+
+    // The sync left debounce no sooner than DEBOUNCE_SECONDS after the last event.
+    let quiet: f64 = sqlx::query_scalar(
+        "select extract(epoch from (s.finished_at - (select max(received_at) from webhook_events)))::float8
+         from workflow_steps s join workflow_runs r on r.id = s.run_id
+         where r.workflow = 'notion_sync' and s.name = 'debounce'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("debounce step");
+    assert!(quiet >= 0.95, "debounce ended {quiet:.2}s after the last event, expected >= 1s");
+}
+
+#[tokio::test]
+async fn debounce_never_defers_a_sync_past_the_max_wait() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "1".into());
+        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "2".into());
+    })
+    .await;
+    let user = app.insert_user("u@example.com").await;
+    app.insert_subscription(user, PAGE, "page").await;
+
+    // An edit every 300 ms for 4 s: the quiet period never comes.
+    let start = tokio::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        expect_json(app.post_signed(&page_event(n)).await, 200).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let syncs = settled_syncs(&app).await;
+    assert!(syncs.len() >= 2, "the cap must have released a sync while edits continued: {syncs:?}");
+    let total: i64 = syncs.iter().map(|s| s.2).sum();
+    assert_eq!(total, n as i64, "every event is kept on exactly one sync");
+    let longest: f64 = sqlx::query_scalar(
+        "select max(extract(epoch from (s.finished_at - r.debounce_started_at)))::float8
+         from workflow_steps s join workflow_runs r on r.id = s.run_id
+         where r.workflow = 'notion_sync' and s.name = 'debounce' and s.state = 'succeeded'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("debounce steps");
+    assert!(longest < 2.0 + 1.0, "a sync waited {longest:.2}s in debounce; the cap is 2s");
+}
