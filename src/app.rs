@@ -96,6 +96,10 @@ impl App {
         &self.store
     }
 
+    fn debounce_window(&self) -> DebounceWindow {
+        DebounceWindow { quiet: self.config.debounce, max_wait: self.config.debounce_max_wait }
+    }
+
     /// Runs until `shutdown` resolves, then stops taking requests and jobs and waits up to
     /// `SHUTDOWN_TIMEOUT_SECONDS` for in-flight work.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -113,6 +117,7 @@ impl App {
         });
 
         let timeout = self.config.shutdown_timeout;
+        let debounce = self.debounce_window();
         let http = self.acceptor.map(|acceptor| {
             let state = Arc::new(HttpState {
                 store: self.store.clone(),
@@ -122,6 +127,8 @@ impl App {
                     self.config.notion_webhook_secret.clone(),
                 ),
                 api_token: self.secrets.api_token.clone(),
+                cipher: self.secrets.cipher.clone(),
+                debounce,
             });
             if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
                 tracing::info!(%addr, "HTTP API listening; Swagger UI at /docs");
@@ -137,7 +144,7 @@ impl App {
             let deps = StepDeps {
                 store: self.store.clone(),
                 limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),
-                debounce: DebounceWindow { quiet: self.config.debounce, max_wait: self.config.debounce_max_wait },
+                debounce,
             };
             let engine = Engine::new(
                 deps,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod users;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -12,13 +13,19 @@ use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 use secrecy::SecretString;
 
-use crate::{store::Store, webhook::Intake};
+use crate::{
+    crypto::SecretCipher,
+    store::{Store, pg::sync::DebounceWindow},
+    webhook::Intake,
+};
 
 /// What the handlers need, shared by every request.
 pub struct HttpState {
     pub store: Store,
     pub intake: Intake,
     pub api_token: SecretString,
+    pub cipher: SecretCipher,
+    pub debounce: DebounceWindow,
 }
 
 /// Groups in the spec and in Swagger UI.
@@ -26,15 +33,17 @@ pub struct HttpState {
 pub enum ApiTags {
     /// Notion calls these.
     Webhook,
+    /// Users, their Notion connection and subscriptions (the Cognie app calls these).
+    Users,
     /// Liveness, readiness and metrics.
     Health,
 }
 
-type Apis = (webhook::WebhookApi, health::HealthApi);
+type Apis = (webhook::WebhookApi, users::UsersApi, health::HealthApi);
 
 /// The OpenAPI service: the source of both the routes and the spec.
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((webhook::WebhookApi, health::HealthApi), "cognie-sync", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((webhook::WebhookApi, users::UsersApi, health::HealthApi), "cognie-sync", env!("CARGO_PKG_VERSION"))
         .description(
             "Keeps Cognie flashcards in step with Notion: verified webhook intake, durable sync \
              workflows, and the operations API. Management endpoints need `Authorization: Bearer <API_TOKEN>`.",

@@ -5,3 +5,4 @@ pub mod events;
 pub mod ratelimit;
 pub mod runs;
 pub mod sync;
+pub mod users;

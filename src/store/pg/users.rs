@@ -1,0 +1,205 @@
+//! Users, their (encrypted) Notion tokens, and subscriptions.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection};
+
+use super::{
+    super::{Store, StoreError, StoreResult},
+    sync::{self, DebounceWindow, SyncTarget, SyncTrigger},
+};
+use crate::ids::{NotionId, RunId, UserId};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: UserId,
+    pub email: String,
+    pub notion_connected: bool,
+    pub notion_workspace_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SubscriptionRow {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub notion_id: String,
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+    pub last_synced_at: Option<DateTime<Utc>>,
+}
+
+/// A user's Notion credentials as stored: decrypt with the user id as associated data.
+#[derive(Debug, Clone)]
+pub struct StoredNotionToken {
+    pub ciphertext: Vec<u8>,
+}
+
+/// The OAuth details stored with a token.
+#[derive(Debug, Clone, Default)]
+pub struct NotionWorkspace {
+    pub workspace_id: Option<String>,
+    pub workspace_name: Option<String>,
+    pub bot_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("a user with this email already exists")]
+    DuplicateEmail,
+    #[error("no such user")]
+    UnknownUser,
+    #[error("the user is already subscribed to this content")]
+    DuplicateSubscription,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for UserError {
+    fn from(e: sqlx::Error) -> Self {
+        UserError::Store(e.into())
+    }
+}
+
+impl Store {
+    pub async fn create_user(&self, email: &str) -> Result<UserRow, UserError> {
+        let result = sqlx::query_as::<_, UserRow>(
+            r#"
+            insert into users (id, email) values ($1, $2)
+            returning id, email, notion_token_ciphertext is not null as notion_connected, notion_workspace_name, created_at
+            "#,
+        )
+        .bind(UserId::new())
+        .bind(email)
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Ok(user) => Ok(user),
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("users_email_key") => {
+                Err(UserError::DuplicateEmail)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user(&self, id: UserId) -> StoreResult<Option<UserRow>> {
+        Ok(sqlx::query_as::<_, UserRow>(
+            r#"
+            select id, email, notion_token_ciphertext is not null as notion_connected, notion_workspace_name, created_at
+            from users where id = $1
+            "#,
+        )
+        .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Stores an (already encrypted) Notion token for the user. `false`: no such user.
+    pub async fn set_notion_token(
+        &self,
+        id: UserId,
+        ciphertext: &[u8],
+        workspace: &NotionWorkspace,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            r#"
+            update users
+            set notion_token_ciphertext = $2, notion_workspace_id = $3, notion_workspace_name = $4,
+                notion_bot_id = $5, notion_connected_at = now(), updated_at = now()
+            where id = $1
+            "#,
+        )
+        .bind(id)
+        .bind(ciphertext)
+        .bind(&workspace.workspace_id)
+        .bind(&workspace.workspace_name)
+        .bind(&workspace.bot_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>> {
+        let ciphertext: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar(r#"select notion_token_ciphertext from users where id = $1"#)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(ciphertext.flatten().map(|ciphertext| StoredNotionToken { ciphertext }))
+    }
+
+    /// Subscribes the user and starts the first sync, in one transaction.
+    pub async fn subscribe(
+        &self,
+        user_id: UserId,
+        notion_id: &NotionId,
+        kind: &str,
+        window: DebounceWindow,
+    ) -> Result<(SubscriptionRow, RunId), UserError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query_as::<_, SubscriptionRow>(
+            r#"
+            insert into subscriptions (id, user_id, notion_id, kind) values ($1, $2, $3, $4)
+            returning id, user_id, notion_id, kind, created_at, last_synced_at
+            "#,
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(user_id)
+        .bind(notion_id.as_str())
+        .bind(kind)
+        .fetch_one(&mut *tx)
+        .await;
+        let subscription = match inserted {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("subscriptions_user_notion_key") => {
+                return Err(UserError::DuplicateSubscription);
+            }
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("subscriptions_user_id_fkey") => {
+                return Err(UserError::UnknownUser);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let target = SyncTarget { user_id, notion_id: notion_id.to_string(), kind: kind.to_owned() };
+        let run_id = start_sync(&mut tx, &target, SyncTrigger::Subscription, window).await?;
+        tx.commit().await?;
+        Ok((subscription, run_id))
+    }
+
+    pub async fn subscriptions(&self, user_id: UserId) -> StoreResult<Vec<SubscriptionRow>> {
+        Ok(sqlx::query_as::<_, SubscriptionRow>(
+            r#"
+            select id, user_id, notion_id, kind, created_at, last_synced_at
+            from subscriptions where user_id = $1 order by created_at, id
+            "#,
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// `false`: there was no such subscription.
+    pub async fn unsubscribe(&self, user_id: UserId, notion_id: &NotionId) -> StoreResult<bool> {
+        let deleted = sqlx::query(r#"delete from subscriptions where user_id = $1 and notion_id = $2"#)
+            .bind(user_id)
+            .bind(notion_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
+    /// Starts (or joins) a sync without debounce: a manual sync.
+    pub async fn start_manual_sync(&self, target: &SyncTarget, window: DebounceWindow) -> StoreResult<RunId> {
+        let mut tx = self.pool.begin().await?;
+        let run_id = start_sync(&mut tx, target, SyncTrigger::Manual, window).await?;
+        tx.commit().await?;
+        Ok(run_id)
+    }
+}
+
+async fn start_sync(
+    conn: &mut PgConnection,
+    target: &SyncTarget,
+    trigger: SyncTrigger,
+    window: DebounceWindow,
+) -> StoreResult<RunId> {
+    sync::start_or_join_sync(conn, target, trigger, None, None, window).await
+}

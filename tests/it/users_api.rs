@@ -1,0 +1,163 @@
+//! Users, Notion tokens and subscriptions through the API.
+
+use serde_json::json;
+
+use crate::support::{
+    TestApp,
+    app::{API_TOKEN, expect_error, expect_json},
+};
+
+async fn post(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
+    app.client.post(app.url(path)).bearer_auth(API_TOKEN).json(&body).send().await.expect("POST")
+}
+
+#[tokio::test]
+async fn a_user_is_created_read_and_unique_by_email() {
+    let app = TestApp::spawn().await;
+    let user = expect_json(post(&app, "/api/users", json!({"email": "Maya@example.com"})).await, 201).await;
+    assert_eq!(user["email"], "Maya@example.com");
+    assert_eq!(user["notion_connected"], false);
+    assert!(user["created_at"].is_string());
+    let id = user["id"].as_str().expect("id");
+
+    let fetched = expect_json(app.get_authorized(&format!("/api/users/{id}")).await, 200).await;
+    assert_eq!(fetched, user);
+    expect_error(post(&app, "/api/users", json!({"email": "maya@EXAMPLE.com"})).await, 409, "email_taken")
+        .await;
+    expect_error(post(&app, "/api/users", json!({"email": "not-an-email"})).await, 400, "invalid_email")
+        .await;
+    expect_error(post(&app, "/api/users", json!({"mail": "x@y.z"})).await, 400, "bad_request").await;
+    let unknown = uuid::Uuid::new_v4();
+    expect_error(app.get_authorized(&format!("/api/users/{unknown}")).await, 404, "user_not_found").await;
+    expect_error(app.get_authorized("/api/users/not-a-uuid").await, 400, "bad_request").await;
+}
+
+#[tokio::test]
+async fn a_notion_token_is_stored_encrypted_and_never_returned() {
+    let app = TestApp::spawn().await;
+    let user = expect_json(post(&app, "/api/users", json!({"email": "t@example.com"})).await, 201).await;
+    let id = user["id"].as_str().expect("id");
+    let token = "ntn_secret_token_1234567890";
+    let put = app
+        .client
+        .put(app.url(&format!("/api/users/{id}/notion-token")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), 204);
+    let fetched = expect_json(app.get_authorized(&format!("/api/users/{id}")).await, 200).await;
+    assert_eq!(fetched["notion_connected"], true);
+    assert!(!fetched.to_string().contains(token));
+
+    let stored: Vec<u8> = sqlx::query_scalar("select notion_token_ciphertext from users")
+        .fetch_one(&app.db)
+        .await
+        .expect("stored");
+    assert!(!String::from_utf8_lossy(&stored).contains(token), "token stored in plaintext");
+
+    let unknown = uuid::Uuid::new_v4();
+    let put = app
+        .client
+        .put(app.url(&format!("/api/users/{unknown}/notion-token")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .expect("PUT");
+    expect_error(put, 404, "user_not_found").await;
+}
+
+#[tokio::test]
+async fn subscribing_starts_the_first_sync_and_ids_are_canonical() {
+    let app = TestApp::spawn().await;
+    let user = expect_json(post(&app, "/api/users", json!({"email": "s@example.com"})).await, 201).await;
+    let id = user["id"].as_str().expect("id");
+    let path = format!("/api/users/{id}/subscriptions");
+
+    let created = expect_json(
+        post(&app, &path, json!({"notion_id": "1F3C8A2E4B7D80A19C5ED2F4A6B8C0E1", "kind": "page"})).await,
+        201,
+    )
+    .await;
+    assert_eq!(created["notion_id"], "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1");
+    assert_eq!(created["kind"], "page");
+    let run_id: uuid::Uuid = created["run_id"].as_str().expect("run id").parse().expect("uuid");
+    let (workflow, trigger): (String, String) =
+        sqlx::query_as("select workflow, trigger from workflow_runs where id = $1")
+            .bind(run_id)
+            .fetch_one(&app.db)
+            .await
+            .expect("the first sync exists");
+    assert_eq!((workflow.as_str(), trigger.as_str()), ("notion_sync", "subscription"));
+
+    let dashed = json!({"notion_id": "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1", "kind": "page"});
+    expect_error(post(&app, &path, dashed).await, 409, "already_subscribed").await;
+    expect_error(
+        post(&app, &path, json!({"notion_id": "nope", "kind": "page"})).await,
+        400,
+        "invalid_notion_id",
+    )
+    .await;
+    expect_error(
+        post(&app, &path, json!({"notion_id": "1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1", "kind": "block"})).await,
+        400,
+        "bad_request",
+    )
+    .await;
+    let unknown = format!("/api/users/{}/subscriptions", uuid::Uuid::new_v4());
+    expect_error(
+        post(&app, &unknown, json!({"notion_id": "1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1", "kind": "page"})).await,
+        404,
+        "user_not_found",
+    )
+    .await;
+
+    let list = expect_json(app.get_authorized(&path).await, 200).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["items"][0]["notion_id"], "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1");
+
+    let delete = |notion_id: &'static str| {
+        let url = app.url(&format!("{path}/{notion_id}"));
+        let client = app.client.clone();
+        async move { client.delete(url).bearer_auth(API_TOKEN).send().await.expect("DELETE") }
+    };
+    assert_eq!(delete("1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1").await.status(), 204);
+    expect_error(delete("1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1").await, 404, "subscription_not_found").await;
+    let list = expect_json(app.get_authorized(&path).await, 200).await;
+    assert_eq!(list["items"], json!([]));
+}
+
+/// Walks the generated spec: every operation that declares the bearer scheme answers 401,
+/// with the error body, when called without the token.
+#[tokio::test]
+async fn every_management_operation_requires_the_api_token() {
+    let app = TestApp::spawn().await;
+    let spec: serde_json::Value = serde_json::from_str(&cognie_sync::http::spec_json()).expect("spec");
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            if op["security"].as_array().is_none_or(Vec::is_empty) {
+                continue;
+            }
+            let concrete = path
+                .replace("{user_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{run_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{notion_id}", "1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1")
+                .replace("{page_id}", "1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1");
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let response = app
+                .client
+                .request(method.clone(), app.url(&concrete))
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), 401, "{method} {path} without a token");
+            expect_error(response, 401, "unauthorized").await;
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "expected the management operations in the spec, found {checked}");
+}
