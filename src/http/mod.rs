@@ -1,11 +1,27 @@
 //! The HTTP API: poem-openapi operations only. Each operation declares exactly the statuses it
 //! returns; everything else (unknown routes, bad JSON, ...) goes through [`error::render`].
 
+/// Maps a store failure to the 503 / 500 pair every endpoint shares (declared before the
+/// modules that use it). Needs `StoreError` and `ErrorBody` in scope.
+macro_rules! store_failure {
+    ($response:ident, $err:expr) => {{
+        let err: &StoreError = &$err;
+        if err.is_unavailable() {
+            $response::Unavailable(ErrorBody::unavailable())
+        } else {
+            tracing::error!(error = %err, "request failed");
+            $response::Internal(ErrorBody::internal())
+        }
+    }};
+}
+
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod notion;
 pub mod users;
 pub mod webhook;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -35,15 +51,21 @@ pub enum ApiTags {
     Webhook,
     /// Users, their Notion connection and subscriptions (the Cognie app calls these).
     Users,
+    /// Syncing with Notion: manual syncs, sync status, connecting a Notion account.
+    Notion,
+    /// Ops: workflow runs, retries, cancellation, queue statistics.
+    Workflows,
     /// Liveness, readiness and metrics.
     Health,
 }
 
-type Apis = (webhook::WebhookApi, users::UsersApi, health::HealthApi);
+type Apis =
+    (webhook::WebhookApi, users::UsersApi, notion::NotionApi, workflows::WorkflowsApi, health::HealthApi);
 
 /// The OpenAPI service: the source of both the routes and the spec.
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((webhook::WebhookApi, users::UsersApi, health::HealthApi), "cognie-sync", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new(
+        (webhook::WebhookApi, users::UsersApi, notion::NotionApi, workflows::WorkflowsApi, health::HealthApi), "cognie-sync", env!("CARGO_PKG_VERSION"))
         .description(
             "Keeps Cognie flashcards in step with Notion: verified webhook intake, durable sync \
              workflows, and the operations API. Management endpoints need `Authorization: Bearer <API_TOKEN>`.",

@@ -172,19 +172,6 @@ pub enum ListSubscriptionsResponse {
     Unavailable(Json<ErrorBody>),
 }
 
-/// Maps a store failure to the 503 / 500 pair every endpoint shares.
-macro_rules! store_failure {
-    ($response:ident, $err:expr) => {{
-        let err: &StoreError = &$err;
-        if err.is_unavailable() {
-            $response::Unavailable(ErrorBody::unavailable())
-        } else {
-            tracing::error!(error = %err, "request failed");
-            $response::Internal(ErrorBody::internal())
-        }
-    }};
-}
-
 fn user_not_found(id: Uuid) -> Json<ErrorBody> {
     ErrorBody::new("user_not_found", format!("no user {id}"))
 }

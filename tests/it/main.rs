@@ -7,6 +7,7 @@ mod flashcards_generation;
 mod http_contract;
 mod notion_client;
 mod openapi;
+mod ops_api;
 mod users_api;
 mod webhook_intake;
 mod workflow_engine;

@@ -1,0 +1,346 @@
+//! What ops read and do: list and inspect runs, retry and cancel them, queue statistics.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder, Row};
+
+use super::{
+    super::{Store, StoreError, StoreResult, jobs::StepJob},
+    runs::enqueue_job,
+    sync,
+};
+use crate::ids::{EventId, RunId, UserId};
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, FromRow)]
+pub struct RunRow {
+    pub id: RunId,
+    pub workflow: String,
+    pub state: String,
+    pub current_step: Option<String>,
+    pub user_id: Option<UserId>,
+    pub notion_id: Option<String>,
+    pub notion_kind: Option<String>,
+    pub trigger: String,
+    pub parent_id: Option<RunId>,
+    pub attempt: i32,
+    pub error_kind: Option<String>,
+    pub last_error: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const RUN_COLUMNS: &str = "id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger, parent_id, \
+     attempt, error_kind, last_error, next_run_at, created_at, updated_at, finished_at";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct StepRow {
+    pub name: String,
+    pub state: String,
+    pub attempts: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ActionRow {
+    pub action: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    pub run: RunRow,
+    pub steps: Vec<StepRow>,
+    pub event_ids: Vec<EventId>,
+    pub actions: Vec<ActionRow>,
+}
+
+/// Filters of `GET /api/workflows` (all optional, combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub state: Option<String>,
+    pub step: Option<String>,
+    pub workflow: Option<String>,
+    pub user_id: Option<UserId>,
+    pub notion_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A position in the newest-first list: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: RunId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no such run")]
+    NotFound,
+    /// The run is in a state the action does not apply to.
+    #[error("the run is {0}")]
+    WrongState(String),
+    /// Retrying would put a second sync of the same content into debounce.
+    #[error("another sync of the same content is already collecting events")]
+    SyncAlreadyDebouncing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ActionError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_one_debouncing_sync_key") => {
+                ActionError::SyncAlreadyDebouncing
+            }
+            _ => ActionError::Store(e.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    pub runs: BTreeMap<String, i64>,
+    pub steps: BTreeMap<String, BTreeMap<String, i64>>,
+    pub oldest_pending_age_seconds: Option<f64>,
+}
+
+impl Store {
+    /// Runs matching `filter`, newest first, after `cursor`; at most `limit`.
+    pub async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<RunCursor>,
+        limit: i64,
+    ) -> StoreResult<Vec<RunRow>> {
+        let mut q: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("select {RUN_COLUMNS} from workflow_runs where true"));
+        push_filter(&mut q, filter);
+        if let Some(c) = cursor {
+            q.push(" and (created_at, id) < (").push_bind(c.created_at).push(", ").push_bind(c.id).push(")");
+        }
+        q.push(" order by created_at desc, id desc limit ").push_bind(limit);
+        Ok(q.build_query_as::<RunRow>().fetch_all(&self.pool).await?)
+    }
+
+    pub async fn run_detail(&self, id: RunId) -> StoreResult<Option<RunDetail>> {
+        let Some(run) = sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(format!(
+            "select {RUN_COLUMNS} from workflow_runs where id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let steps = sqlx::query_as::<_, StepRow>(
+            r#"
+            select name, state, attempts, started_at, finished_at, error_kind, error
+            from workflow_steps where run_id = $1
+            order by started_at nulls last, name
+            "#,
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let event_ids: Vec<EventId> = sqlx::query_scalar(
+            r#"
+            select e.event_id from workflow_run_events e join webhook_events w on w.id = e.event_id
+            where e.run_id = $1 order by w.received_at, e.event_id
+            "#,
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let actions = sqlx::query_as::<_, ActionRow>(
+            r#"select action, actor, at from workflow_run_actions where run_id = $1 order by at, id"#,
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(RunDetail { run, steps, event_ids, actions }))
+    }
+
+    /// Resumes a failed or cancelled run at the step it stopped at.
+    pub async fn retry_run(&self, id: RunId, actor: &str) -> Result<(), ActionError> {
+        let mut tx = self.pool.begin().await?;
+        retry_in(&mut tx, id, actor).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Cancels a run that has not finished. A waiting run stops at once; a running step's
+    /// worker loses its lease, so its result is discarded.
+    pub async fn cancel_run(&self, id: RunId, actor: &str) -> Result<(), ActionError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            r#"
+            update workflow_runs
+            set state = 'cancelled', dispatch_seq = dispatch_seq + 1, next_run_at = null,
+                lease_owner = null, lease_token = null, lease_expires_at = null,
+                finished_at = now(), updated_at = now()
+            where id = $1 and state in ('pending', 'running', 'waiting')
+            returning workflow, user_id, notion_id, current_step
+            "#,
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Err(state_error(&mut tx, id).await) };
+        sqlx::query(
+            r#"
+            update workflow_steps set state = 'cancelled', finished_at = now()
+            where run_id = $1 and name = $2 and state in ('pending', 'running', 'waiting')
+            "#,
+        )
+        .bind(id)
+        .bind(row.get::<Option<String>, _>("current_step"))
+        .execute(&mut *tx)
+        .await?;
+        record_action(&mut tx, id, "cancel", actor).await?;
+        let (workflow, user, notion_id): (String, Option<UserId>, Option<String>) =
+            (row.get("workflow"), row.get("user_id"), row.get("notion_id"));
+        if let (true, Some(user), Some(notion_id)) = (workflow == "notion_sync", user, notion_id) {
+            sync::wake_next_sync(&mut tx, user, &notion_id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
+    /// `limit` runs per call, oldest first.
+    pub async fn retry_failed(
+        &self,
+        filter: &RunFilter,
+        dry_run: bool,
+        limit: i64,
+        actor: &str,
+    ) -> StoreResult<(Vec<RunId>, Vec<RunId>)> {
+        let mut q: QueryBuilder<Postgres> =
+            QueryBuilder::new("select id from workflow_runs where state = 'failed'");
+        push_filter(&mut q, &RunFilter { state: None, ..filter.clone() });
+        q.push(" order by created_at, id limit ").push_bind(limit);
+        let matched: Vec<RunId> = q.build_query_scalar().fetch_all(&self.pool).await?;
+        if dry_run {
+            return Ok((matched, Vec::new()));
+        }
+        let mut retried = Vec::with_capacity(matched.len());
+        for id in &matched {
+            // One transaction per run: a run that cannot be retried (it changed meanwhile, or
+            // its content already has a debouncing sync) does not hold up the others.
+            match self.retry_run(*id, actor).await {
+                Ok(()) => retried.push(*id),
+                Err(ActionError::Store(e)) => return Err(e),
+                Err(e) => tracing::info!(run_id = %id, reason = %e, "not retried"),
+            }
+        }
+        Ok((matched, retried))
+    }
+
+    pub async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        let mut stats = QueueStats::default();
+        for state in ["pending", "running", "waiting", "succeeded", "failed", "cancelled"] {
+            stats.runs.insert(state.to_owned(), 0);
+        }
+        let runs = sqlx::query(r#"select state, count(*) as n from workflow_runs group by state"#)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in runs {
+            stats.runs.insert(row.get("state"), row.get("n"));
+        }
+        let steps =
+            sqlx::query(r#"select name, state, count(*) as n from workflow_steps group by name, state"#)
+                .fetch_all(&self.pool)
+                .await?;
+        for row in steps {
+            stats.steps.entry(row.get("name")).or_default().insert(row.get("state"), row.get("n"));
+        }
+        stats.oldest_pending_age_seconds = sqlx::query_scalar(
+            r#"
+            select extract(epoch from now() - min(coalesce(next_run_at, created_at)))::float8
+            from workflow_runs where state = 'pending'
+            "#,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(stats)
+    }
+}
+
+fn push_filter(q: &mut QueryBuilder<Postgres>, f: &RunFilter) {
+    if let Some(state) = &f.state {
+        q.push(" and state = ").push_bind(state.clone());
+    }
+    if let Some(step) = &f.step {
+        q.push(" and current_step = ").push_bind(step.clone());
+    }
+    if let Some(workflow) = &f.workflow {
+        q.push(" and workflow = ").push_bind(workflow.clone());
+    }
+    if let Some(user) = f.user_id {
+        q.push(" and user_id = ").push_bind(user);
+    }
+    if let Some(notion_id) = &f.notion_id {
+        q.push(" and notion_id = ").push_bind(notion_id.clone());
+    }
+    if let Some(since) = f.since {
+        q.push(" and created_at >= ").push_bind(since);
+    }
+}
+
+async fn retry_in(conn: &mut PgConnection, id: RunId, actor: &str) -> Result<(), ActionError> {
+    let row = sqlx::query(
+        r#"
+        update workflow_runs
+        set state = 'pending', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = now(),
+            finished_at = null, updated_at = now()
+        where id = $1 and state in ('failed', 'cancelled')
+        returning dispatch_seq, current_step
+        "#,
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Err(state_error(conn, id).await) };
+    sqlx::query(
+        r#"update workflow_steps set state = 'pending', finished_at = null where run_id = $1 and name = $2"#,
+    )
+    .bind(id)
+    .bind(row.get::<Option<String>, _>("current_step"))
+    .execute(&mut *conn)
+    .await?;
+    enqueue_job(conn, StepJob { run_id: id, seq: row.get("dispatch_seq") }, std::time::Duration::ZERO)
+        .await?;
+    record_action(conn, id, "retry", actor).await?;
+    Ok(())
+}
+
+/// Why an action matched no row: the run is missing, or in the wrong state.
+async fn state_error(conn: &mut PgConnection, id: RunId) -> ActionError {
+    match sqlx::query_scalar::<_, String>(r#"select state from workflow_runs where id = $1"#)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    {
+        Ok(Some(state)) => ActionError::WrongState(state),
+        Ok(None) => ActionError::NotFound,
+        Err(e) => e.into(),
+    }
+}
+
+async fn record_action(conn: &mut PgConnection, id: RunId, action: &str, actor: &str) -> StoreResult<()> {
+    sqlx::query(r#"insert into workflow_run_actions (run_id, action, actor) values ($1, $2, $3)"#)
+        .bind(id)
+        .bind(action)
+        .bind(actor)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

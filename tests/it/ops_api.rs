@@ -1,0 +1,259 @@
+//! Ops through the API: list, inspect, retry, cancel, bulk retry, queue stats.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{
+    TestApp,
+    app::{API_TOKEN, expect_error, expect_json},
+    eventually,
+};
+
+const PAGE: &str = "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1";
+
+async fn post(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
+    app.client.post(app.url(path)).bearer_auth(API_TOKEN).json(&body).send().await.expect("POST")
+}
+
+fn event(n: usize) -> Vec<u8> {
+    json!({"id": format!("evt-ops-{n}"), "type": "page.updated", "entity": {"id": PAGE, "type": "page"}})
+        .to_string()
+        .into_bytes()
+}
+
+/// A run that failed at `discover_users`, as a failure would leave it.
+async fn insert_failed_event_run(app: &TestApp, n: usize) -> uuid::Uuid {
+    let body = expect_json(app.post_signed(&event(1000 + n)).await, 200).await;
+    let event_id: uuid::Uuid = body["event_id"].as_str().expect("event").parse().expect("uuid");
+    let run_id: uuid::Uuid = eventually("the event run to finish", Duration::from_secs(10), || async {
+        sqlx::query_scalar("select id from workflow_runs where event_id = $1 and state = 'succeeded'")
+            .bind(event_id)
+            .fetch_optional(&app.db)
+            .await
+            .expect("query")
+    })
+    .await;
+    sqlx::query(
+        "update workflow_runs set state = 'failed', error_kind = 'database_unavailable', last_error = 'boom',
+         finished_at = now() where id = $1",
+    )
+    .bind(run_id)
+    .execute(&app.db)
+    .await
+    .expect("fail the run");
+    sqlx::query("update workflow_steps set state = 'failed', error = 'boom' where run_id = $1")
+        .bind(run_id)
+        .execute(&app.db)
+        .await
+        .expect("fail the step");
+    run_id
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_with_filters_and_cursor_pagination() {
+    let app = TestApp::spawn().await;
+    for n in 0..5 {
+        expect_json(app.post_signed(&event(n)).await, 200).await;
+    }
+    let page1 =
+        expect_json(app.get_authorized("/api/workflows?workflow=notion_event&limit=2").await, 200).await;
+    let items = page1["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert!(items[0]["created_at"].as_str() >= items[1]["created_at"].as_str(), "newest first");
+    for field in ["id", "workflow", "state", "current_step", "trigger", "attempt", "created_at", "updated_at"]
+    {
+        assert!(!items[0][field].is_null(), "run field {field} missing: {}", items[0]);
+    }
+    let mut seen: Vec<String> = items.iter().map(|r| r["id"].as_str().expect("id").to_owned()).collect();
+    let mut cursor = page1["next_cursor"].as_str().map(str::to_owned);
+    while let Some(c) = cursor {
+        let page = expect_json(
+            app.get_authorized(&format!("/api/workflows?workflow=notion_event&limit=2&cursor={c}")).await,
+            200,
+        )
+        .await;
+        seen.extend(
+            page["items"].as_array().expect("items").iter().map(|r| r["id"].as_str().expect("id").to_owned()),
+        );
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (5, 5), "every run once across pages");
+
+    let filtered = expect_json(
+        app.get_authorized(&format!("/api/workflows?notion_id={}", PAGE.replace('-', ""))).await,
+        200,
+    )
+    .await;
+    assert_eq!(filtered["items"].as_array().map(Vec::len), Some(5), "notion_id accepts the undashed form");
+    let none = expect_json(app.get_authorized("/api/workflows?state=cancelled").await, 200).await;
+    assert_eq!(none["items"], json!([]));
+    assert!(none["next_cursor"].is_null());
+    expect_error(app.get_authorized("/api/workflows?state=exploded").await, 400, "invalid_filter").await;
+    expect_error(app.get_authorized("/api/workflows?cursor=nope").await, 400, "invalid_cursor").await;
+    expect_error(app.get_authorized("/api/workflows?limit=0").await, 400, "invalid_limit").await;
+}
+
+#[tokio::test]
+async fn a_failed_run_is_retried_at_its_failed_step_and_the_action_is_recorded() {
+    let app = TestApp::spawn().await;
+    let run_id = insert_failed_event_run(&app, 1).await;
+    let detail = expect_json(app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+    assert_eq!(detail["state"], "failed");
+    assert_eq!(detail["steps"][0]["name"], "discover_users");
+    assert_eq!(detail["steps"][0]["error"], "boom");
+    assert_eq!(detail["event_ids"].as_array().map(Vec::len), Some(1));
+
+    let accepted =
+        expect_json(post(&app, &format!("/api/workflows/{run_id}/retry"), json!({})).await, 202).await;
+    assert_eq!(accepted["run_id"], run_id.to_string());
+    let detail = eventually("the retried run to succeed", Duration::from_secs(10), || async {
+        let d = expect_json(app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+        (d["state"] == "succeeded").then_some(d)
+    })
+    .await;
+    assert_eq!(detail["steps"][0]["state"], "succeeded");
+    assert_eq!(detail["steps"][0]["attempts"], 2, "the first attempt plus the retry");
+    assert_eq!(detail["actions"][0]["action"], "retry");
+    assert_eq!(detail["actions"][0]["actor"], "api");
+
+    expect_error(
+        post(&app, &format!("/api/workflows/{run_id}/retry"), json!({})).await,
+        409,
+        "invalid_state",
+    )
+    .await;
+    let unknown = uuid::Uuid::new_v4();
+    expect_error(
+        post(&app, &format!("/api/workflows/{unknown}/retry"), json!({})).await,
+        404,
+        "run_not_found",
+    )
+    .await;
+    expect_error(app.get_authorized(&format!("/api/workflows/{unknown}")).await, 404, "run_not_found").await;
+}
+
+#[tokio::test]
+async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "60".into());
+        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "120".into());
+    })
+    .await;
+    let user = app.insert_user("c@example.com").await;
+    app.insert_subscription(user, PAGE, "page").await;
+    expect_json(app.post_signed(&event(1)).await, 200).await;
+    let run_id: uuid::Uuid = eventually("a sync waiting in debounce", Duration::from_secs(10), || async {
+        sqlx::query_scalar(
+            "select id from workflow_runs where workflow = 'notion_sync' and state = 'waiting'",
+        )
+        .fetch_optional(&app.db)
+        .await
+        .expect("query")
+    })
+    .await;
+
+    expect_json(post(&app, &format!("/api/workflows/{run_id}/cancel"), json!({})).await, 202).await;
+    let detail = expect_json(app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+    assert_eq!(detail["state"], "cancelled");
+    assert!(detail["finished_at"].is_string());
+    expect_error(
+        post(&app, &format!("/api/workflows/{run_id}/cancel"), json!({})).await,
+        409,
+        "invalid_state",
+    )
+    .await;
+
+    expect_json(post(&app, &format!("/api/workflows/{run_id}/retry"), json!({})).await, 202).await;
+    let detail = expect_json(app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+    assert!(["pending", "waiting", "running"].contains(&detail["state"].as_str().unwrap_or("")), "{detail}");
+    assert_eq!(detail["current_step"], "debounce");
+    let actions: Vec<&str> =
+        detail["actions"].as_array().expect("actions").iter().filter_map(|a| a["action"].as_str()).collect();
+    assert_eq!(actions, ["cancel", "retry"]);
+}
+
+#[tokio::test]
+async fn failed_runs_are_retried_in_bulk_with_filters_and_dry_run() {
+    let app = TestApp::spawn().await;
+    let a = insert_failed_event_run(&app, 1).await;
+    let b = insert_failed_event_run(&app, 2).await;
+
+    let dry =
+        expect_json(post(&app, "/api/workflows/retry-failed", json!({"dry_run": true})).await, 200).await;
+    assert_eq!((dry["matched"].as_u64(), dry["retried"].as_u64()), (Some(2), Some(0)));
+    let mut ids: Vec<String> =
+        dry["run_ids"].as_array().expect("ids").iter().map(|v| v.as_str().expect("id").to_owned()).collect();
+    ids.sort();
+    let mut expected = vec![a.to_string(), b.to_string()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        app.count("select count(*) from workflow_runs where state = 'failed'").await,
+        2,
+        "dry run changes nothing"
+    );
+
+    let none =
+        expect_json(post(&app, "/api/workflows/retry-failed", json!({"step": "persist"})).await, 200).await;
+    assert_eq!(none["matched"], 0);
+    expect_error(
+        post(&app, "/api/workflows/retry-failed", json!({"step": "nope"})).await,
+        400,
+        "invalid_filter",
+    )
+    .await;
+
+    let done =
+        expect_json(post(&app, "/api/workflows/retry-failed", json!({"step": "discover_users"})).await, 200)
+            .await;
+    assert_eq!((done["matched"].as_u64(), done["retried"].as_u64()), (Some(2), Some(2)));
+    eventually("both retried runs to succeed", Duration::from_secs(10), || async {
+        (app.count("select count(*) from workflow_runs where state = 'succeeded'").await == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn queue_stats_count_runs_and_steps_by_state() {
+    let app = TestApp::spawn().await;
+    for n in 0..3 {
+        expect_json(app.post_signed(&event(n)).await, 200).await;
+    }
+    let stats = eventually("three succeeded runs in the stats", Duration::from_secs(10), || async {
+        let s = expect_json(app.get_authorized("/api/queue/stats").await, 200).await;
+        (s["runs"]["succeeded"] == 3).then_some(s)
+    })
+    .await;
+    for state in ["pending", "running", "waiting", "failed", "cancelled"] {
+        assert_eq!(stats["runs"][state], 0, "{state}: {stats}");
+    }
+    assert_eq!(stats["steps"]["discover_users"]["succeeded"], 3);
+    assert!(stats["oldest_pending_age_seconds"].is_null());
+}
+
+#[tokio::test]
+async fn a_manual_sync_skips_debounce() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "60".into());
+        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "120".into());
+    })
+    .await;
+    let user = app.insert_user("m@example.com").await;
+    let accepted =
+        expect_json(post(&app, "/api/notion/sync", json!({"user_id": user, "notion_id": PAGE})).await, 202)
+            .await;
+    let run_id = accepted["run_id"].as_str().expect("run id").to_owned();
+    let detail = eventually("the manual sync to leave debounce", Duration::from_secs(10), || async {
+        let d = expect_json(app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+        (d["current_step"] != "debounce").then_some(d)
+    })
+    .await;
+    assert_eq!(detail["trigger"], "manual");
+    let unknown = json!({"user_id": uuid::Uuid::new_v4(), "notion_id": PAGE});
+    expect_error(post(&app, "/api/notion/sync", unknown).await, 404, "user_not_found").await;
+    let bad = json!({"user_id": user, "notion_id": "x"});
+    expect_error(post(&app, "/api/notion/sync", bad).await, 400, "invalid_notion_id").await;
+}
