@@ -8,6 +8,7 @@ mod http_contract;
 mod notion_client;
 mod openapi;
 mod ops_api;
+mod processes;
 mod users_api;
 mod webhook_intake;
 mod workflow_engine;

@@ -2,6 +2,7 @@
 //! executor or a pool so callers can compose transactions.
 
 pub mod events;
+pub mod flashcards;
 pub mod ops;
 pub mod ratelimit;
 pub mod runs;

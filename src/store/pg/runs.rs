@@ -95,6 +95,9 @@ impl Store {
                 select id, current_step, 'running', 1, now() from claimed
                 on conflict (run_id, name) do update
                 set state = 'running', attempts = workflow_steps.attempts + 1, started_at = now(), finished_at = null
+            ), history as (
+                insert into workflow_step_attempts (lease_token, run_id, step, worker)
+                select $4, id, current_step, $3 from claimed
             )
             select * from claimed
             "#,
@@ -246,6 +249,25 @@ pub async fn apply_transition(
     .bind(error.map(|e| e.kind.as_str()))
     .bind(error.map(|e| e.message.as_str()))
     .bind(spends_attempt(transition))
+    .execute(&mut *conn)
+    .await?;
+
+    let outcome = match transition {
+        Transition::Advance { .. } | Transition::Succeed { .. } => "succeeded",
+        Transition::Wait { error: None, .. } => "waiting",
+        Transition::Wait { error: Some(_), .. } => "retrying",
+        Transition::Fail { .. } => "failed",
+    };
+    sqlx::query(
+        r#"
+        update workflow_step_attempts set finished_at = now(), outcome = $2, error_kind = $3, error = $4
+        where lease_token = $1
+        "#,
+    )
+    .bind(claim.lease_token)
+    .bind(outcome)
+    .bind(error.map(|e| e.kind.as_str()))
+    .bind(error.map(|e| e.message.as_str()))
     .execute(&mut *conn)
     .await?;
 

@@ -6,6 +6,7 @@ pub mod db;
 pub mod fake_notion;
 pub mod fake_openai;
 pub mod fixtures;
+pub mod process;
 pub mod proxy;
 
 use std::{future::Future, time::Duration};
