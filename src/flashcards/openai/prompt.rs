@@ -1,0 +1,104 @@
+//! What the model is told: the instructions, and the content as text with every block's id, and
+//! the index that maps the ids it may cite back to their pages.
+
+use std::collections::HashMap;
+
+use super::super::{
+    CardSource, Content, GenerateError,
+    content::{block_id, is_foreign_container, walk},
+    properties::row_back,
+    render::{plain_text, render_blocks_marked},
+};
+
+pub(super) const SYSTEM_PROMPT: &str = r#"You write flashcards for spaced-repetition study from a student's Notion notes.
+
+In the notes, each page starts with a line "=== Page [<page id>] <title> ===". Each block starts with its id in brackets, e.g. "[1f3c8a2e-4b7d-8105-86e7-f8a9b0c1d2e5] text". Lines starting with "▸" are toggles: the author's own question, with the answer indented below it.
+
+Answer with one JSON object and nothing else, in exactly this shape:
+{"cards": [{"front": "<question>", "back": "<answer>", "source_block_id": "<id>"}]}
+
+Rules:
+- Each toggle is a card: its text is the front and its indented content the back.
+- Add cards for other important facts in the notes. Each card tests one fact or idea; never add facts that the notes do not state.
+- "front" is a short question or prompt; "back" is its complete answer. Both are plain text and never empty.
+- "source_block_id" is copied exactly from the brackets: the id of the block the card comes from (for a toggle, the toggle's id; for a card about a page's properties, the page id).
+- At most one card per source_block_id.
+- If nothing in the notes is worth a card, answer {"cards": []}."#;
+
+/// The notes as the model reads them; `None` if there is no text at all (nothing to ask).
+pub(super) fn user_prompt(content: &Content) -> Option<String> {
+    let mut out = String::from("Notes:\n");
+    let mut has_text = false;
+    for page in content.pages.iter().filter(|page| !page.gone) {
+        let id = page.page_id().unwrap_or_default();
+        let title = plain_text(page.title());
+        let title = title.trim();
+        out.push_str(&format!("\n=== Page [{id}] {title} ===\n"));
+        let properties = if page.is_row() { row_back(page) } else { String::new() };
+        if !properties.is_empty() {
+            out.push_str("Properties:\n");
+            out.push_str(&properties);
+            out.push_str("\n\n");
+        }
+        let body = render_blocks_marked(&page.blocks);
+        if !body.is_empty() {
+            out.push_str(&body);
+            out.push('\n');
+        }
+        has_text |= !title.is_empty() || !properties.is_empty() || !body.is_empty();
+    }
+    has_text.then_some(out)
+}
+
+/// A block or page the model may cite.
+#[derive(Debug, Clone)]
+pub(super) struct Source {
+    /// The id as the content spells it.
+    pub id: String,
+    pub page_id: String,
+    pub kind: CardSource,
+    /// Document order: pages in order, each page before its blocks, blocks depth first.
+    pub position: usize,
+}
+
+/// Every id in the content (pages not gone, and their blocks outside child pages), by a key
+/// that ignores dashes and case, so `1F3C…` or an undashed id resolves to the content's spelling.
+#[derive(Debug, Default)]
+pub(super) struct SourceIndex {
+    by_key: HashMap<String, Source>,
+}
+
+impl SourceIndex {
+    pub fn build(content: &Content) -> Result<Self, GenerateError> {
+        let mut index = Self::default();
+        let mut position = 0;
+        for page in content.pages.iter().filter(|page| !page.gone) {
+            let page_id = page
+                .page_id()
+                .ok_or_else(|| GenerateError::InvalidContent("a page object has no `id`".into()))?;
+            let kind = if page.is_row() { CardSource::Row } else { CardSource::Block };
+            index.insert(page_id, page_id, kind, &mut position);
+            walk(&page.blocks, &mut |block| {
+                if let Some(id) = block_id(block).filter(|_| !is_foreign_container(block)) {
+                    index.insert(id, page_id, CardSource::Block, &mut position);
+                }
+            });
+        }
+        Ok(index)
+    }
+
+    fn insert(&mut self, id: &str, page_id: &str, kind: CardSource, position: &mut usize) {
+        let source = Source { id: id.to_owned(), page_id: page_id.to_owned(), kind, position: *position };
+        *position += 1;
+        self.by_key.entry(key(id)).or_insert(source);
+    }
+
+    /// The source an id cited by the model names, if it is in the content.
+    pub fn resolve(&self, cited: &str) -> Option<&Source> {
+        self.by_key.get(&key(cited))
+    }
+}
+
+fn key(id: &str) -> String {
+    id.trim().chars().filter(|c| *c != '-').flat_map(char::to_lowercase).collect()
+}

@@ -1,0 +1,197 @@
+use serde_json::json;
+
+use super::{output::parse_cards, prompt::*, *};
+use crate::flashcards::{
+    CardSource, ContentPage,
+    test_fixtures::{PAGE_ID, T_EQ, T_GLYCO, T_KREBS, fixture, fixture_content},
+};
+
+fn config() -> OpenAiConfig {
+    OpenAiConfig {
+        base_url: "https://api.example.com/v1/".to_owned(),
+        api_key: SecretString::from("sk-test-secret"),
+        model: "gpt-test".to_owned(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+#[test]
+fn the_prompt_holds_the_page_text_with_every_block_id() {
+    let notes = user_prompt(&fixture_content()).expect("the fixture has text");
+
+    assert!(notes.contains(&format!("=== Page [{PAGE_ID}] Cellular Respiration ===")), "{notes}");
+    assert!(notes.contains("Properties:\nStatus: Ready\nSync to flashcards: Yes\nTags: Biology, Exam 1"));
+    assert!(notes.contains(&format!("[{T_GLYCO}] ▸ What is the net ATP yield of glycolysis?")));
+    assert!(notes.contains("  [1f3c8a2e-4b7d-8203-ae3f-2c3d4e5f6a73] - Also called the citric acid cycle"));
+    assert!(notes.contains("[1f3c8a2e-4b7d-8107-a809-b0c1d2e3f4a7] ### ▸ Electron transport chain"));
+    assert!(notes.contains("[1f3c8a2e-4b7d-810c-bd5e-a5b6c7d8e9fc] ```python"));
+    assert!(notes.contains("$C_6H_{12}O_6 + 6O_2 \\rightarrow 6CO_2 + 6H_2O$"));
+    assert!(!notes.contains("1f3c8a2e-4b7d-81c2-a4e6-f8b0d2c4e6a8"), "child pages are not part of the notes");
+    assert!(SYSTEM_PROMPT.contains("JSON"), "json_object mode requires the word JSON in the messages");
+}
+
+#[test]
+fn there_is_nothing_to_ask_when_every_page_is_gone_or_empty() {
+    let mut gone = fixture_content();
+    gone.pages[0].gone = true;
+    let empty =
+        Content { pages: vec![ContentPage { page: json!({"id": PAGE_ID}), blocks: vec![], gone: false }] };
+
+    assert!(user_prompt(&gone).is_none());
+    assert!(user_prompt(&empty).is_none());
+    assert!(user_prompt(&Content::default()).is_none());
+}
+
+fn answer(cards: serde_json::Value) -> String {
+    json!({"cards": cards}).to_string()
+}
+
+#[test]
+fn valid_answers_become_cards_in_document_order_with_the_contents_id_spelling() {
+    let index = SourceIndex::build(&fixture_content()).unwrap();
+    let answer = answer(json!([
+        {"front": "Overall equation?", "back": "C6H12O6 + 6O2 -> 6CO2 + 6H2O", "source_block_id": T_EQ},
+        {"front": " Where is the Krebs cycle? ", "back": "Mitochondrial matrix", "source_block_id": T_KREBS.to_uppercase()},
+        {"front": "Tags?", "back": "Biology, Exam 1", "source_block_id": PAGE_ID.replace('-', "")},
+        {"front": "Again?", "back": "dropped", "source_block_id": T_KREBS},
+    ]));
+
+    let cards = parse_cards(&answer, &index).unwrap();
+
+    let summary: Vec<(&str, &str, CardSource, &str)> = cards
+        .iter()
+        .map(|c| (c.source_page_id.as_str(), c.source_block_id.as_str(), c.source, c.front.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (PAGE_ID, PAGE_ID, CardSource::Row, "Tags?"),
+            (PAGE_ID, T_KREBS, CardSource::Block, "Where is the Krebs cycle?"),
+            (PAGE_ID, T_EQ, CardSource::Block, "Overall equation?"),
+        ]
+    );
+}
+
+#[test]
+fn a_fenced_json_answer_is_accepted() {
+    let index = SourceIndex::build(&fixture_content()).unwrap();
+    let fenced =
+        format!("```json\n{}\n```", answer(json!([{"front": "Q", "back": "A", "source_block_id": T_GLYCO}])));
+
+    assert_eq!(parse_cards(&fenced, &index).unwrap().len(), 1);
+}
+
+#[test]
+fn invalid_answers_are_retryable_invalid_output() {
+    let index = SourceIndex::build(&fixture_content()).unwrap();
+    let cases = [
+        ("not JSON", "Sure! Here are your cards: ...".to_owned()),
+        ("no cards array", json!({"flashcards": []}).to_string()),
+        ("empty front", answer(json!([{"front": " ", "back": "A", "source_block_id": T_GLYCO}]))),
+        ("missing back", answer(json!([{"front": "Q", "source_block_id": T_GLYCO}]))),
+        (
+            "unknown id",
+            answer(
+                json!([{"front": "Q", "back": "A", "source_block_id": "1f3c8a2e-0000-0000-0000-000000000000"}]),
+            ),
+        ),
+        ("no id", answer(json!([{"front": "Q", "back": "A"}]))),
+        (
+            "a child page's id",
+            answer(
+                json!([{"front": "Q", "back": "A", "source_block_id": "1f3c8a2e-4b7d-81c2-a4e6-f8b0d2c4e6a8"}]),
+            ),
+        ),
+    ];
+
+    for (what, answer) in cases {
+        let err = parse_cards(&answer, &index).expect_err(what);
+        assert_eq!(err.error_kind(), "generator_invalid_output", "{what}: {err}");
+        assert!(err.is_retryable(), "{what}");
+    }
+}
+
+#[test]
+fn rows_from_a_query_can_be_cited_by_their_page_id() {
+    let rows = fixture("data_source_query.json")["results"].as_array().unwrap().clone();
+    let content = Content {
+        pages: rows.into_iter().map(|page| ContentPage { page, blocks: vec![], gone: false }).collect(),
+    };
+    let index = SourceIndex::build(&content).unwrap();
+    let photosynthesis = "1f3c8a2e-4b7d-80b7-8d3a-e5f7a9c1b3d5";
+
+    let cards =
+        parse_cards(&answer(json!([{"front": "Q", "back": "A", "source_block_id": photosynthesis}])), &index)
+            .unwrap();
+
+    assert_eq!((cards[0].source_page_id.as_str(), cards[0].source), (photosynthesis, CardSource::Row));
+}
+
+#[test]
+fn the_endpoint_is_the_base_url_plus_chat_completions() {
+    let generator = OpenAiGenerator::new(config()).unwrap();
+
+    assert_eq!(generator.endpoint.as_str(), "https://api.example.com/v1/chat/completions");
+}
+
+type Edit = Box<dyn Fn(&mut OpenAiConfig)>;
+
+#[test]
+fn bad_settings_are_refused_naming_the_setting() {
+    let cases: [(&str, Edit); 5] = [
+        ("OPENAI_BASE_URL", Box::new(|c| c.base_url = "not a url".into())),
+        ("OPENAI_BASE_URL", Box::new(|c| c.base_url = "ftp://example.com/v1".into())),
+        ("OPENAI_API_KEY", Box::new(|c| c.api_key = SecretString::from(" "))),
+        ("OPENAI_MODEL", Box::new(|c| c.model = String::new())),
+        ("OpenAI timeout", Box::new(|c| c.timeout = Duration::ZERO)),
+    ];
+
+    for (setting, change) in cases {
+        let mut config = config();
+        change(&mut config);
+        assert_eq!(OpenAiGenerator::new(config).unwrap_err().setting, setting);
+    }
+}
+
+#[test]
+fn the_key_never_shows_in_debug_output_or_provider_messages() {
+    let generator = OpenAiGenerator::new(config()).unwrap();
+
+    assert!(!format!("{generator:?}").contains("sk-test-secret"));
+    let body = br#"{"error":{"message":"Model not found for key sk-test-secret"}}"#;
+    let err = generator.status_error(StatusCode::BAD_REQUEST, None, body);
+    assert_eq!(
+        err.to_string(),
+        "the flashcard model rejected the request (HTTP 400): Model not found for key [redacted]"
+    );
+    let err = generator.status_error(
+        StatusCode::UNAUTHORIZED,
+        None,
+        br#"{"error":{"message":"Incorrect API key provided: sk-tes***cret"}}"#,
+    );
+    assert!(!err.to_string().contains("sk-tes"), "{err}");
+}
+
+#[test]
+fn a_404_points_at_the_model_and_base_url_settings() {
+    let generator = OpenAiGenerator::new(config()).unwrap();
+
+    let err = generator.status_error(StatusCode::NOT_FOUND, None, b"404 page not found");
+
+    assert_eq!(
+        err.to_string(),
+        "the flashcard model rejected the request (HTTP 404): 404 page not found; check OPENAI_MODEL, \
+         and OPENAI_BASE_URL (it includes the version path, e.g. /v1)"
+    );
+}
+
+#[test]
+fn retry_after_is_read_in_seconds() {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(RETRY_AFTER, "17".parse().unwrap());
+    assert_eq!(retry_after(&headers), Some(Duration::from_secs(17)));
+    headers.insert(RETRY_AFTER, "0.5".parse().unwrap());
+    assert_eq!(retry_after(&headers), Some(Duration::from_millis(500)));
+    headers.insert(RETRY_AFTER, "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap());
+    assert_eq!(retry_after(&headers), None);
+}
