@@ -1,7 +1,8 @@
 //! The HTTP client: one method per Notion endpoint the sync reads, each making exactly one request.
 //!
 //! The client does not retry, wait or paginate on its own: every request must first pass the
-//! caller's per-user rate limiter, and a retry is a workflow decision.
+//! caller's per-user rate limiter, and a retry is a workflow decision. Pagination and recursion
+//! are driven by [`super::Crawl`].
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use super::error::NotionError;
+use super::{crawl::CrawlRequest, error::NotionError};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.notion.com";
 /// Data sources arrived with 2025-09-03; it is the official SDK's default.
@@ -154,6 +155,26 @@ impl NotionClient {
     ) -> Result<ListPage, NotionError> {
         let value = self.query_raw(token, "databases", database_id, start_cursor, filter).await?;
         ListPage::from_value(value)
+    }
+
+    /// Makes the one request a crawl step names and returns Notion's answer as is, ready for
+    /// [`super::Crawl::apply`]. List answers are checked like [`ListPage::from_value`] does.
+    pub async fn execute(&self, token: &str, request: &CrawlRequest) -> Result<Value, NotionError> {
+        let value = match request {
+            CrawlRequest::RetrievePage { page_id } => return self.retrieve_page(token, page_id).await,
+            CrawlRequest::RetrieveDatabase { id } => return self.retrieve_database(token, id).await,
+            CrawlRequest::ListChildren { block_id, cursor } => {
+                self.list_block_children_raw(token, block_id, cursor.as_deref()).await?
+            }
+            CrawlRequest::QueryDataSource { id, cursor } => {
+                self.query_raw(token, "data_sources", id, cursor.as_deref(), None).await?
+            }
+            CrawlRequest::QueryDatabase { id, cursor } => {
+                self.query_raw(token, "databases", id, cursor.as_deref(), None).await?
+            }
+        };
+        ListPage::from_value(value.clone())?;
+        Ok(value)
     }
 
     async fn list_block_children_raw(
