@@ -1,0 +1,489 @@
+//! A resumable crawl of a page or a database: which request to make next, and what the answers
+//! add up to. Pure: no I/O, no clock.
+//!
+//! The fetch step may make only one request at a time, each after the user's rate limiter lets
+//! it, possibly minutes apart and in another worker process. So the crawl is a value: ask
+//! [`Crawl::next_request`], make that one call, hand the answer to [`Crawl::apply`], save the
+//! crawl (it is `serde`-serialisable), and repeat until `next_request` is `None`; then
+//! [`Crawl::finish`]. The format is stored between requests: if a deploy makes an old stored
+//! crawl unreadable, start a new one; it only records progress.
+//!
+//! What is walked:
+//! - a page: the page object, then its block children (cursor pagination), recursing into every
+//!   block with `has_children: true` except `child_page` and `child_database`, which are other
+//!   pages: they are kept as blocks, not entered;
+//! - a database, 2025-09-03 ([`ApiFlavor::DataSources`]): the database (for its
+//!   `data_sources`), each data source's rows (paginated), then each row page's blocks as above;
+//!   the rows already are the page objects, so they are not retrieved again;
+//! - a database, 2022-06-28 ([`ApiFlavor::LegacyDatabase`]): the database query, then rows' blocks.
+//!
+//! Each block list is requested exactly once and, within a page, in document order: first the
+//! children of the blocks just received, then the next page of the list.
+//!
+//! Gone: a root page or database whose object says `in_trash` or `archived` ends the crawl at
+//! once with [`FetchedContent::gone`] set. A 404 is the caller's to interpret; if it decides the
+//! object is gone, [`Crawl::apply_not_found`] records that and the crawl carries on without it.
+
+mod assemble;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::ListPage;
+
+/// Which database API the crawl speaks; it must match the client's `Notion-Version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiFlavor {
+    /// 2025-09-03 and later: retrieve the database, then query each of its data sources.
+    DataSources,
+    /// 2022-06-28: query the database itself.
+    LegacyDatabase,
+}
+
+/// Exactly one Notion call, with its arguments. [`super::NotionClient::execute`] makes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum CrawlRequest {
+    RetrievePage { page_id: String },
+    ListChildren { block_id: String, cursor: Option<String> },
+    RetrieveDatabase { id: String },
+    QueryDataSource { id: String, cursor: Option<String> },
+    QueryDatabase { id: String, cursor: Option<String> },
+}
+
+/// Everything a finished crawl read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchedContent {
+    /// The root is gone: the page or database is in the trash (`in_trash` or `archived`), or
+    /// the caller reported it not found. For a trashed page, `pages` holds its object (marked
+    /// gone); when it was not found, `pages` is empty.
+    pub gone: bool,
+    /// The database object, for a data-source crawl of a database (title, `data_sources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Value>,
+    /// The root page, or the database's rows in query order.
+    pub pages: Vec<FetchedPage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchedPage {
+    /// The page object as Notion sent it, minus the response's `request_id`, which changes on
+    /// every call and would make identical content look different.
+    pub page: Value,
+    /// In the trash, or reported not found while its blocks were read. Its `blocks` are empty.
+    #[serde(default)]
+    pub gone: bool,
+    /// Top-level blocks in document order. A block whose children were read carries them,
+    /// recursively, in a `"children"` array; `child_page`/`child_database` blocks carry none.
+    pub blocks: Vec<Value>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CrawlError {
+    /// `apply` was given the answer to a different request than the one the crawl is waiting
+    /// for: a bug, or a stale worker. Nothing was recorded.
+    #[error("the crawl is waiting for {expected:?}, not for the answer to {given:?}")]
+    OutOfStep { expected: Option<CrawlRequest>, given: CrawlRequest },
+    /// The answer does not have the shape the crawl needs. Nothing was recorded, so the same
+    /// request can be made again.
+    #[error("Notion's answer to {request:?} cannot be used: {detail}")]
+    MalformedResponse { request: CrawlRequest, detail: String },
+    #[error("the crawl still has requests to make")]
+    Unfinished,
+}
+
+impl CrawlError {
+    /// `notion_malformed_response` (retryable, like the client's) or `notion_crawl_misuse`.
+    pub fn error_kind(&self) -> &'static str {
+        match self {
+            Self::MalformedResponse { .. } => "notion_malformed_response",
+            Self::OutOfStep { .. } | Self::Unfinished => "notion_crawl_misuse",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::MalformedResponse { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crawl {
+    /// Work left, as a stack: the last task is the next request.
+    todo: Vec<Task>,
+    /// The whole crawl is about one page, so "gone" ends it rather than skipping a row.
+    single_page: bool,
+    gone: bool,
+    database: Option<Value>,
+    pages: Vec<PageState>,
+    /// Every block received, in arrival order; children point at their parent.
+    nodes: Vec<Node>,
+    /// Row pages already taken (dashless, lowercase ids): a query paginated while rows change
+    /// can repeat one, and its blocks must still be read only once.
+    seen_rows: BTreeSet<String>,
+    requests_applied: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Task {
+    request: CrawlRequest,
+    into: Target,
+}
+
+/// Where an answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Target {
+    RootPage,
+    Database,
+    /// Query results: row pages. `root` when the query is the crawl's root (legacy database, a
+    /// bare data source), so that a 404 on it means the root is gone.
+    Rows {
+        root: bool,
+    },
+    /// A block list: the top level of page `page`, or the children of node `parent`.
+    Children {
+        page: usize,
+        parent: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PageState {
+    page: Value,
+    gone: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Node {
+    page: usize,
+    parent: Option<usize>,
+    block: Value,
+    /// Its children were requested, so it gets a `children` array.
+    expanded: bool,
+    /// Reported not found after it was listed: left out, with everything under it.
+    dropped: bool,
+}
+
+impl Crawl {
+    /// Crawls one page and all its blocks.
+    pub fn page(page_id: &str) -> Self {
+        let mut crawl = Self::empty(true);
+        crawl.push(CrawlRequest::RetrievePage { page_id: page_id.to_owned() }, Target::RootPage);
+        crawl
+    }
+
+    /// Crawls every row page of a database, and each row's blocks.
+    pub fn database(database_id: &str, api: ApiFlavor) -> Self {
+        let mut crawl = Self::empty(false);
+        let id = database_id.to_owned();
+        match api {
+            ApiFlavor::DataSources => crawl.push(CrawlRequest::RetrieveDatabase { id }, Target::Database),
+            ApiFlavor::LegacyDatabase => {
+                crawl.push(CrawlRequest::QueryDatabase { id, cursor: None }, Target::Rows { root: true })
+            }
+        }
+        crawl
+    }
+
+    /// Crawls every row page of one data source (2025-09-03), e.g. from a `data_source.*` event.
+    pub fn data_source(data_source_id: &str) -> Self {
+        let mut crawl = Self::empty(false);
+        let request = CrawlRequest::QueryDataSource { id: data_source_id.to_owned(), cursor: None };
+        crawl.push(request, Target::Rows { root: true });
+        crawl
+    }
+
+    fn empty(single_page: bool) -> Self {
+        Self {
+            todo: Vec::new(),
+            single_page,
+            gone: false,
+            database: None,
+            pages: Vec::new(),
+            nodes: Vec::new(),
+            seen_rows: BTreeSet::new(),
+            requests_applied: 0,
+        }
+    }
+
+    /// The one request to make next, or `None` when the crawl is complete.
+    pub fn next_request(&self) -> Option<CrawlRequest> {
+        self.todo.last().map(|task| task.request.clone())
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.todo.is_empty()
+    }
+
+    /// How many answers were recorded so far (for logs and progress).
+    pub fn requests_applied(&self) -> u64 {
+        self.requests_applied
+    }
+
+    /// Records Notion's answer to `request`, which must be the current [`Self::next_request`].
+    /// On error nothing changes, so the request can be made again.
+    pub fn apply(&mut self, request: &CrawlRequest, response: Value) -> Result<(), CrawlError> {
+        let task = self.current(request)?;
+        let malformed = |detail: String| CrawlError::MalformedResponse { request: request.clone(), detail };
+        match task.into {
+            Target::RootPage => {
+                let page = read_object(response, "page").map_err(malformed)?;
+                self.finish_task();
+                self.add_root_page(page);
+            }
+            Target::Database => {
+                let (database, sources) = read_database(response).map_err(malformed)?;
+                self.finish_task();
+                self.add_database(database, sources);
+            }
+            Target::Rows { .. } => {
+                let list = read_list(response, "page").map_err(malformed)?;
+                self.finish_task();
+                self.push_continuation(request, &list, task.into);
+                self.add_rows(list.results);
+            }
+            Target::Children { page, parent } => {
+                let list = read_list(response, "block").map_err(malformed)?;
+                self.finish_task();
+                self.push_continuation(request, &list, task.into);
+                self.add_blocks(page, parent, list.results);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that Notion answered `request` (the current one) with 404, when the caller has
+    /// decided that means "gone": for the root, the crawl ends with [`FetchedContent::gone`];
+    /// for a row page, that page is marked gone; for a nested block (deleted since its parent
+    /// was listed), it is left out with everything under it; for a data source of a database,
+    /// that source is skipped. Pending requests under what vanished are dropped.
+    pub fn apply_not_found(&mut self, request: &CrawlRequest) -> Result<(), CrawlError> {
+        let task = self.current(request)?;
+        self.finish_task();
+        match task.into {
+            Target::RootPage | Target::Database | Target::Rows { root: true } => self.end_as_gone(),
+            Target::Rows { root: false } => {}
+            Target::Children { page, parent: None } => {
+                if self.single_page {
+                    self.end_as_gone();
+                } else {
+                    self.pages[page].gone = true;
+                    self.todo.retain(|t| !matches!(t.into, Target::Children { page: p, .. } if p == page));
+                }
+            }
+            Target::Children { parent: Some(node), .. } => {
+                self.nodes[node].dropped = true;
+                let nodes = &self.nodes;
+                self.todo.retain(|t| match t.into {
+                    Target::Children { parent: Some(p), .. } => !is_within(nodes, p, node),
+                    _ => true,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The content read, once [`Self::next_request`] is `None`.
+    pub fn finish(self) -> Result<FetchedContent, CrawlError> {
+        if !self.todo.is_empty() {
+            return Err(CrawlError::Unfinished);
+        }
+        Ok(assemble::assemble(self))
+    }
+
+    fn current(&self, given: &CrawlRequest) -> Result<Task, CrawlError> {
+        match self.todo.last() {
+            Some(task) if task.request == *given => Ok(task.clone()),
+            other => Err(CrawlError::OutOfStep {
+                expected: other.map(|t| t.request.clone()),
+                given: given.clone(),
+            }),
+        }
+    }
+
+    fn finish_task(&mut self) {
+        self.todo.pop();
+        self.requests_applied += 1;
+    }
+
+    fn push(&mut self, request: CrawlRequest, into: Target) {
+        self.todo.push(Task { request, into });
+    }
+
+    fn end_as_gone(&mut self) {
+        self.gone = true;
+        self.todo.clear();
+    }
+
+    fn add_root_page(&mut self, page: Value) {
+        let gone = is_trashed(&page);
+        let id = object_id(&page).to_owned();
+        self.pages.push(PageState { page, gone });
+        if gone {
+            self.end_as_gone();
+        } else {
+            let index = self.pages.len() - 1;
+            self.push(
+                CrawlRequest::ListChildren { block_id: id, cursor: None },
+                Target::Children { page: index, parent: None },
+            );
+        }
+    }
+
+    fn add_database(&mut self, database: Value, sources: Vec<String>) {
+        let gone = is_trashed(&database);
+        self.database = Some(database);
+        if gone {
+            self.end_as_gone();
+            return;
+        }
+        // Reversed onto the stack so the first data source is queried first.
+        for id in sources.into_iter().rev() {
+            self.push(CrawlRequest::QueryDataSource { id, cursor: None }, Target::Rows { root: false });
+        }
+    }
+
+    /// Queues the next page of the same list; it runs after everything queued for this page.
+    fn push_continuation(&mut self, request: &CrawlRequest, list: &ListPage, into: Target) {
+        let Some(next) = list.next_cursor.clone().filter(|_| list.has_more) else { return };
+        let request = match request.clone() {
+            CrawlRequest::ListChildren { block_id, .. } => {
+                CrawlRequest::ListChildren { block_id, cursor: Some(next) }
+            }
+            CrawlRequest::QueryDataSource { id, .. } => {
+                CrawlRequest::QueryDataSource { id, cursor: Some(next) }
+            }
+            CrawlRequest::QueryDatabase { id, .. } => CrawlRequest::QueryDatabase { id, cursor: Some(next) },
+            CrawlRequest::RetrievePage { .. } | CrawlRequest::RetrieveDatabase { .. } => return,
+        };
+        self.push(request, into);
+    }
+
+    fn add_rows(&mut self, rows: Vec<Value>) {
+        let mut expand = Vec::new();
+        for row in rows {
+            // A query can also return nested data sources ("page_or_data_source"); only pages
+            // have content.
+            if row.get("object").and_then(Value::as_str) != Some("page") {
+                continue;
+            }
+            let id = object_id(&row).to_owned();
+            if !self.seen_rows.insert(id_key(&id)) {
+                continue;
+            }
+            let gone = is_trashed(&row);
+            self.pages.push(PageState { page: row, gone });
+            if !gone {
+                expand.push((id, self.pages.len() - 1));
+            }
+        }
+        for (block_id, page) in expand.into_iter().rev() {
+            self.push(
+                CrawlRequest::ListChildren { block_id, cursor: None },
+                Target::Children { page, parent: None },
+            );
+        }
+    }
+
+    fn add_blocks(&mut self, page: usize, parent: Option<usize>, blocks: Vec<Value>) {
+        let mut expand = Vec::new();
+        for block in blocks {
+            let node = self.nodes.len();
+            let expanded = should_descend(&block);
+            if expanded {
+                expand.push((object_id(&block).to_owned(), node));
+            }
+            self.nodes.push(Node { page, parent, block, expanded, dropped: false });
+        }
+        // Reversed onto the stack: the first block's children are read first.
+        for (block_id, node) in expand.into_iter().rev() {
+            self.push(
+                CrawlRequest::ListChildren { block_id, cursor: None },
+                Target::Children { page, parent: Some(node) },
+            );
+        }
+    }
+}
+
+/// `child_page` and `child_database` blocks have children, but those are another page's content.
+fn should_descend(block: &Value) -> bool {
+    let has_children = block.get("has_children").and_then(Value::as_bool).unwrap_or(false);
+    let block_type = block.get("type").and_then(Value::as_str).unwrap_or("");
+    has_children && !matches!(block_type, "child_page" | "child_database")
+}
+
+/// Notion 2025-09-03 sends both `in_trash` and the deprecated `archived`; older answers only the latter.
+fn is_trashed(object: &Value) -> bool {
+    ["in_trash", "archived"].iter().any(|key| object.get(key).and_then(Value::as_bool) == Some(true))
+}
+
+/// Whether node `node` is `ancestor` or lies under it.
+fn is_within(nodes: &[Node], mut node: usize, ancestor: usize) -> bool {
+    loop {
+        if node == ancestor {
+            return true;
+        }
+        match nodes[node].parent {
+            Some(parent) => node = parent,
+            None => return false,
+        }
+    }
+}
+
+/// Only called on values `read_*` checked to have a string `id`.
+fn object_id(value: &Value) -> &str {
+    value.get("id").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Notion accepts both spellings of an id; compare them in one.
+fn id_key(id: &str) -> String {
+    id.chars().filter(|c| *c != '-').flat_map(char::to_lowercase).collect()
+}
+
+fn has_string_id(value: &Value) -> bool {
+    value.get("id").and_then(Value::as_str).is_some_and(|id| !id.is_empty())
+}
+
+/// A page or database object, without the per-response `request_id`.
+fn read_object(mut value: Value, object: &str) -> Result<Value, String> {
+    let Some(map) = value.as_object_mut() else { return Err(format!("expected a {object} object")) };
+    match map.get("object").and_then(Value::as_str) {
+        Some(found) if found != object => return Err(format!("expected a {object} object, got `{found}`")),
+        _ => {}
+    }
+    map.remove("request_id");
+    if !has_string_id(&value) {
+        return Err(format!("the {object} object has no id"));
+    }
+    Ok(value)
+}
+
+fn read_database(value: Value) -> Result<(Value, Vec<String>), String> {
+    let database = read_object(value, "database")?;
+    let Some(sources) = database.get("data_sources").and_then(Value::as_array) else {
+        return Err("the database has no `data_sources`: is the client on Notion-Version 2025-09-03?".into());
+    };
+    let ids = sources
+        .iter()
+        .map(|source| source.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("a data source has no id")?;
+    Ok((database, ids))
+}
+
+/// A list whose items all have ids (the only field the crawl relies on).
+fn read_list(value: Value, item: &str) -> Result<ListPage, String> {
+    let list = ListPage::from_value(value).map_err(|e| match e {
+        super::NotionError::MalformedResponse { detail, .. } => detail,
+        other => other.to_string(),
+    })?;
+    if let Some(position) = list.results.iter().position(|v| !has_string_id(v)) {
+        return Err(format!("{item} #{position} of the list has no id"));
+    }
+    Ok(list)
+}

@@ -1,0 +1,473 @@
+//! The crawl over the fixture page "Cellular Respiration", answered from the fixture files as the
+//! real API answered them (block children in pages of 8).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const PAGE: &str = "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1";
+const PHOTOSYNTHESIS: &str = "1f3c8a2e-4b7d-80b7-8d3a-e5f7a9c1b3d5";
+const DATABASE: &str = "1f3c8a2e-4b7d-8012-a6e9-c1d3f5a7b9e2";
+const DATA_SOURCE: &str = "1f3c8a2e-4b7d-8034-b1f2-000c5e7a9d3b";
+const SECOND_DATA_SOURCE: &str = "1f3c8a2e-4b7d-8056-92c4-000d6f8b0a4c";
+const PAGE_2_CURSOR: &str = "1f3c8a2e-4b7d-8109-8a2b-d2e3f4a5b6c9";
+const T_GLYCO: &str = "1f3c8a2e-4b7d-8105-86e7-f8a9b0c1d2e5";
+const T_KREBS: &str = "1f3c8a2e-4b7d-8106-97f8-a9b0c1d2e3f6";
+const H3_ETC: &str = "1f3c8a2e-4b7d-8107-a809-b0c1d2e3f4a7";
+const T_EQ: &str = "1f3c8a2e-4b7d-810e-9f70-c7d8e9f0a11e";
+const CHILD_PAGE: &str = "1f3c8a2e-4b7d-81c2-a4e6-f8b0d2c4e6a8";
+
+macro_rules! fixture {
+    ($name:literal) => {
+        serde_json::from_str::<Value>(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/notion/",
+            $name
+        )))
+        .expect("fixture is JSON")
+    };
+}
+
+fn list(results: Vec<Value>, next_cursor: Option<&str>) -> Value {
+    json!({"object": "list", "results": results, "next_cursor": next_cursor, "has_more": next_cursor.is_some(),
+           "type": "block", "block": {}, "request_id": "r"})
+}
+
+fn children(block_id: &str, cursor: Option<&str>) -> CrawlRequest {
+    CrawlRequest::ListChildren { block_id: block_id.to_owned(), cursor: cursor.map(str::to_owned) }
+}
+
+/// What the real API answers for the fixture page; the rows of the fixture database too.
+fn fixture_answer(request: &CrawlRequest) -> Value {
+    match request {
+        CrawlRequest::RetrievePage { page_id } if page_id == PAGE => fixture!("page_retrieve.json"),
+        CrawlRequest::ListChildren { block_id, cursor } => match (block_id.as_str(), cursor.as_deref()) {
+            (PAGE, None) => fixture!("blocks_children_page_1.json"),
+            (PAGE, Some(PAGE_2_CURSOR)) => fixture!("blocks_children_page_2.json"),
+            (T_GLYCO, None) => fixture!("blocks_children_toggle_glycolysis.json"),
+            (T_KREBS, None) => fixture!("blocks_children_toggle_krebs.json"),
+            (H3_ETC, None) => fixture!("blocks_children_heading_etc.json"),
+            (T_EQ, None) => fixture!("blocks_children_toggle_equation.json"),
+            (PHOTOSYNTHESIS, None) => list(vec![], None),
+            other => panic!("the crawl asked for children it should not: {other:?}"),
+        },
+        other => panic!("no fixture answers {other:?}"),
+    }
+}
+
+/// Runs `crawl` to the end, answering with `answer`; returns the content and the requests made.
+fn drive(mut crawl: Crawl, answer: impl Fn(&CrawlRequest) -> Value) -> (FetchedContent, Vec<CrawlRequest>) {
+    let mut made = Vec::new();
+    while let Some(request) = crawl.next_request() {
+        assert!(made.len() < 100, "the crawl does not end: {made:?}");
+        crawl.apply(&request, answer(&request)).expect("the answer is accepted");
+        made.push(request);
+    }
+    assert_eq!(crawl.requests_applied(), made.len() as u64);
+    (crawl.finish().expect("finished"), made)
+}
+
+fn ids(blocks: &[Value]) -> Vec<&str> {
+    blocks.iter().map(|b| b["id"].as_str().expect("block id")).collect()
+}
+
+fn all_block_ids<'a>(blocks: &'a [Value], into: &mut Vec<&'a str>) {
+    for block in blocks {
+        into.push(block["id"].as_str().expect("block id"));
+        if let Some(kids) = block.get("children").and_then(Value::as_array) {
+            all_block_ids(kids, into);
+        }
+    }
+}
+
+fn fixture_database(sources: &[&str]) -> Value {
+    json!({
+        "object": "database", "id": DATABASE, "title": [], "in_trash": false, "archived": false,
+        "data_sources": sources.iter().map(|id| json!({"id": id, "name": "Study notes"})).collect::<Vec<_>>(),
+        "request_id": "r"
+    })
+}
+
+#[test]
+fn the_fixture_page_is_read_in_document_order_and_each_list_is_requested_once() {
+    let (_, made) = drive(Crawl::page(PAGE), fixture_answer);
+    assert_eq!(
+        made,
+        vec![
+            CrawlRequest::RetrievePage { page_id: PAGE.to_owned() },
+            children(PAGE, None),
+            children(T_GLYCO, None),
+            children(T_KREBS, None),
+            children(H3_ETC, None),
+            children(PAGE, Some(PAGE_2_CURSOR)),
+            children(T_EQ, None),
+        ]
+    );
+}
+
+#[test]
+fn the_fixture_page_assembles_into_its_documented_tree() {
+    let (content, _) = drive(Crawl::page(PAGE), fixture_answer);
+    assert!(!content.gone);
+    assert_eq!(content.database, None);
+    let [page] = content.pages.as_slice() else { panic!("one page expected: {content:?}") };
+    assert!(!page.gone);
+    assert_eq!(page.page["id"], PAGE);
+
+    let ids_json = fixture!("ids.json");
+    let expected_top: Vec<&str> = [
+        "h1", "intro", "callout", "h2", "t_glyco", "t_krebs", "h3_etc", "bul1", "bul2", "num1", "todo",
+        "code", "div", "t_eq", "mention", "empty",
+    ]
+    .iter()
+    .map(|key| ids_json["blocks"][key].as_str().expect("id in ids.json"))
+    .chain([CHILD_PAGE])
+    .collect();
+    assert_eq!(ids(&page.blocks), expected_top);
+
+    let by_id = |id: &str| page.blocks.iter().find(|b| b["id"] == id).expect("top-level block");
+    assert_eq!(by_id(T_GLYCO)["children"], fixture!("blocks_children_toggle_glycolysis.json")["results"]);
+    assert_eq!(by_id(T_KREBS)["children"], fixture!("blocks_children_toggle_krebs.json")["results"]);
+    assert_eq!(by_id(H3_ETC)["children"], fixture!("blocks_children_heading_etc.json")["results"]);
+    assert_eq!(by_id(T_EQ)["children"], fixture!("blocks_children_toggle_equation.json")["results"]);
+    assert_eq!(
+        ids(by_id(T_KREBS)["children"].as_array().expect("array")),
+        ["1f3c8a2e-4b7d-8202-9d2e-1b2c3d4e5f62", "1f3c8a2e-4b7d-8203-ae3f-2c3d4e5f6a73"]
+    );
+
+    let child_page = by_id(CHILD_PAGE);
+    assert_eq!(child_page["type"], "child_page");
+    assert_eq!(child_page["has_children"], true);
+    assert!(child_page.get("children").is_none(), "a child page is another page: not entered");
+    assert!(by_id(PAGE_2_CURSOR).get("children").is_none(), "blocks without children get no array");
+}
+
+#[test]
+fn every_block_of_the_fixture_page_appears_exactly_once() {
+    let (content, _) = drive(Crawl::page(PAGE), fixture_answer);
+    let mut seen = Vec::new();
+    all_block_ids(&content.pages[0].blocks, &mut seen);
+    let unique: BTreeSet<&str> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), 17 + 5);
+    assert_eq!(unique.len(), seen.len(), "a block appears twice: {seen:?}");
+}
+
+#[test]
+fn the_stored_page_object_drops_the_per_response_request_id() {
+    let (content, _) = drive(Crawl::page(PAGE), fixture_answer);
+    let mut expected = fixture!("page_retrieve.json");
+    expected.as_object_mut().expect("object").remove("request_id");
+    assert_eq!(content.pages[0].page, expected);
+}
+
+#[test]
+fn a_crawl_saved_and_restored_between_every_request_ends_with_the_same_content() {
+    let (uninterrupted, expected_requests) = drive(Crawl::page(PAGE), fixture_answer);
+
+    let mut stored = serde_json::to_string(&Crawl::page(PAGE)).expect("serialises");
+    let mut made = Vec::new();
+    loop {
+        let mut crawl: Crawl = serde_json::from_str(&stored).expect("deserialises");
+        let Some(request) = crawl.next_request() else {
+            assert_eq!(crawl.finish().expect("finished"), uninterrupted);
+            break;
+        };
+        crawl.apply(&request, fixture_answer(&request)).expect("accepted");
+        made.push(request);
+        stored = serde_json::to_string(&crawl).expect("serialises");
+    }
+    assert_eq!(made, expected_requests);
+}
+
+#[test]
+fn fetched_content_round_trips_through_serde() {
+    let (content, _) = drive(Crawl::page(PAGE), fixture_answer);
+    let text = serde_json::to_string(&content).expect("serialises");
+    assert_eq!(serde_json::from_str::<FetchedContent>(&text).expect("deserialises"), content);
+}
+
+#[test]
+fn a_page_in_the_trash_ends_the_crawl_as_gone_without_reading_its_blocks() {
+    for flag in ["in_trash", "archived"] {
+        let mut page = fixture!("page_retrieve.json");
+        page[flag] = json!(true);
+        let (content, made) = drive(Crawl::page(PAGE), |_| page.clone());
+        assert_eq!(made.len(), 1, "{flag}: only the page is retrieved");
+        assert!(content.gone, "{flag}");
+        assert!(content.pages[0].gone, "{flag}");
+        assert!(content.pages[0].blocks.is_empty());
+    }
+}
+
+#[test]
+fn a_root_page_reported_not_found_ends_the_crawl_as_gone() {
+    let mut crawl = Crawl::page(PAGE);
+    let request = crawl.next_request().expect("a first request");
+    crawl.apply_not_found(&request).expect("recorded");
+    assert_eq!(crawl.next_request(), None);
+    let content = crawl.finish().expect("finished");
+    assert!(content.gone);
+    assert!(content.pages.is_empty());
+}
+
+#[test]
+fn a_page_whose_blocks_are_not_found_after_it_was_read_is_gone() {
+    let mut crawl = Crawl::page(PAGE);
+    crawl
+        .apply(&CrawlRequest::RetrievePage { page_id: PAGE.into() }, fixture!("page_retrieve.json"))
+        .unwrap();
+    crawl.apply_not_found(&children(PAGE, None)).expect("recorded");
+    let content = crawl.finish().expect("finished");
+    assert!(content.gone);
+}
+
+#[test]
+fn a_nested_block_deleted_during_the_crawl_is_left_out_and_the_rest_is_read() {
+    let mut crawl = Crawl::page(PAGE);
+    let mut made = Vec::new();
+    while let Some(request) = crawl.next_request() {
+        if request == children(T_KREBS, None) {
+            crawl.apply_not_found(&request).expect("recorded");
+        } else {
+            crawl.apply(&request, fixture_answer(&request)).expect("accepted");
+        }
+        made.push(request);
+    }
+    assert_eq!(made.len(), 7, "nothing skipped but the deleted block: {made:?}");
+    let content = crawl.finish().expect("finished");
+    assert!(!content.gone);
+    let top = ids(&content.pages[0].blocks);
+    assert_eq!(top.len(), 16);
+    assert!(!top.contains(&T_KREBS));
+    assert!(top.contains(&T_EQ));
+}
+
+#[test]
+fn the_answer_to_another_request_is_refused_and_changes_nothing() {
+    let mut crawl = Crawl::page(PAGE);
+    let before = crawl.clone();
+    let wrong = children(PAGE, None);
+    let err = crawl.apply(&wrong, fixture!("blocks_children_page_1.json")).expect_err("out of step");
+    assert_eq!(
+        err,
+        CrawlError::OutOfStep {
+            expected: Some(CrawlRequest::RetrievePage { page_id: PAGE.into() }),
+            given: wrong.clone()
+        }
+    );
+    assert_eq!(err.error_kind(), "notion_crawl_misuse");
+    assert!(crawl.apply_not_found(&wrong).is_err());
+    assert_eq!(crawl, before);
+}
+
+#[test]
+fn a_malformed_answer_is_refused_and_the_same_request_can_be_made_again() {
+    let mut crawl = Crawl::page(PAGE);
+    crawl
+        .apply(&CrawlRequest::RetrievePage { page_id: PAGE.into() }, fixture!("page_retrieve.json"))
+        .unwrap();
+    let before = crawl.clone();
+    let request = children(PAGE, None);
+    for bad in [
+        json!({"object": "error"}),
+        json!({"results": [], "has_more": true, "next_cursor": null}),
+        json!({"results": [{"object": "block", "has_children": true}], "has_more": false}),
+        json!([1, 2]),
+    ] {
+        let err = crawl.apply(&request, bad.clone()).expect_err("malformed");
+        assert!(err.is_retryable(), "{bad}");
+        assert_eq!(err.error_kind(), "notion_malformed_response");
+        assert_eq!(crawl, before, "{bad}");
+    }
+    crawl.apply(&request, fixture!("blocks_children_page_1.json")).expect("the retry is accepted");
+}
+
+#[test]
+fn a_page_answer_that_is_not_a_page_is_refused() {
+    let mut crawl = Crawl::page(PAGE);
+    let request = crawl.next_request().unwrap();
+    let err = crawl.apply(&request, fixture!("error_404_object_not_found.json")).expect_err("not a page");
+    assert!(matches!(err, CrawlError::MalformedResponse { .. }), "{err:?}");
+}
+
+#[test]
+fn finishing_early_is_refused() {
+    assert_eq!(Crawl::page(PAGE).finish(), Err(CrawlError::Unfinished));
+}
+
+#[test]
+fn child_databases_and_partial_blocks_are_not_entered() {
+    let blocks = vec![
+        json!({"object": "block", "id": "db", "type": "child_database", "has_children": true}),
+        json!({"object": "block", "id": "partial"}),
+        json!({"object": "block", "id": "cols", "type": "column_list", "has_children": true}),
+    ];
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::RetrievePage { .. } => json!({"object": "page", "id": "p", "in_trash": false}),
+        CrawlRequest::ListChildren { block_id, .. } if block_id == "p" => list(blocks.clone(), None),
+        CrawlRequest::ListChildren { block_id, .. } if block_id == "cols" => {
+            list(vec![json!({"object": "block", "id": "col1", "type": "column", "has_children": true})], None)
+        }
+        CrawlRequest::ListChildren { block_id, .. } if block_id == "col1" => list(
+            vec![json!({"object": "block", "id": "para", "type": "paragraph", "has_children": false})],
+            None,
+        ),
+        other => panic!("unexpected {other:?}"),
+    };
+    let (content, made) = drive(Crawl::page("p"), answer);
+    assert_eq!(made.len(), 4);
+    let blocks = &content.pages[0].blocks;
+    assert!(blocks[0].get("children").is_none());
+    assert!(blocks[1].get("children").is_none());
+    assert_eq!(blocks[2]["children"][0]["children"][0]["id"], "para");
+}
+
+#[test]
+fn a_long_child_list_is_followed_cursor_by_cursor_in_order() {
+    let block = |id: &str| json!({"object": "block", "id": id, "type": "paragraph", "has_children": false});
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::RetrievePage { .. } => json!({"object": "page", "id": "p"}),
+        CrawlRequest::ListChildren { cursor: None, .. } => list(vec![block("a"), block("b")], Some("c")),
+        CrawlRequest::ListChildren { cursor: Some(c), .. } if c == "c" => {
+            list(vec![block("c"), block("d")], Some("e"))
+        }
+        CrawlRequest::ListChildren { cursor: Some(c), .. } if c == "e" => list(vec![block("e")], None),
+        other => panic!("unexpected {other:?}"),
+    };
+    let (content, made) = drive(Crawl::page("p"), answer);
+    assert_eq!(made.len(), 4);
+    assert_eq!(ids(&content.pages[0].blocks), ["a", "b", "c", "d", "e"]);
+}
+
+#[test]
+fn a_database_is_read_through_its_data_sources_without_retrieving_rows_again() {
+    let rows = fixture!("data_source_query.json")["results"].as_array().expect("rows").clone();
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::RetrieveDatabase { id } if id == DATABASE => {
+            fixture_database(&[DATA_SOURCE, SECOND_DATA_SOURCE])
+        }
+        // The first data source answers in two pages, the second is empty.
+        CrawlRequest::QueryDataSource { id, cursor: None } if id == DATA_SOURCE => {
+            json!({"object": "list", "results": [rows[0]], "next_cursor": PHOTOSYNTHESIS, "has_more": true})
+        }
+        CrawlRequest::QueryDataSource { id, cursor: Some(c) } if id == DATA_SOURCE && c == PHOTOSYNTHESIS => {
+            json!({"object": "list", "results": [rows[1]], "next_cursor": null, "has_more": false})
+        }
+        CrawlRequest::QueryDataSource { id, cursor: None } if id == SECOND_DATA_SOURCE => list(vec![], None),
+        other => fixture_answer(other),
+    };
+    let (content, made) = drive(Crawl::database(DATABASE, ApiFlavor::DataSources), answer);
+
+    assert!(!made.iter().any(|r| matches!(r, CrawlRequest::RetrievePage { .. })), "{made:?}");
+    assert_eq!(made[0], CrawlRequest::RetrieveDatabase { id: DATABASE.into() });
+    assert_eq!(made[1], CrawlRequest::QueryDataSource { id: DATA_SOURCE.into(), cursor: None });
+    assert_eq!(made.len(), 1 + 2 + 1 + 6 + 1, "database, 2 + 1 queries, 6 lists for a row, 1 for the other");
+    assert_eq!(content.database.as_ref().map(|d| &d["id"]), Some(&json!(DATABASE)));
+    assert!(content.database.as_ref().is_some_and(|d| d.get("request_id").is_none()));
+    let pages: Vec<&str> = content.pages.iter().map(|p| p.page["id"].as_str().expect("id")).collect();
+    assert_eq!(pages, [PAGE, PHOTOSYNTHESIS]);
+    assert_eq!(content.pages[0].blocks.len(), 17);
+    assert!(content.pages[1].blocks.is_empty());
+}
+
+#[test]
+fn a_legacy_database_is_queried_directly() {
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::QueryDatabase { id, cursor: None } if id == DATABASE => {
+            fixture!("database_query_legacy_2022-06-28.json")
+        }
+        other => fixture_answer(other),
+    };
+    let (content, made) = drive(Crawl::database(DATABASE, ApiFlavor::LegacyDatabase), answer);
+    assert_eq!(made[0], CrawlRequest::QueryDatabase { id: DATABASE.into(), cursor: None });
+    assert_eq!(made.len(), 1 + 6 + 1);
+    assert_eq!(content.database, None);
+    assert_eq!(content.pages.len(), 2);
+    assert_eq!(content.pages[0].page["parent"]["type"], "database_id");
+}
+
+#[test]
+fn a_row_repeated_by_a_shifting_query_is_read_once() {
+    let rows = fixture!("data_source_query.json")["results"].as_array().expect("rows").clone();
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::QueryDataSource { cursor: None, .. } => {
+            json!({"object": "list", "results": [rows[0], rows[1]], "next_cursor": "more", "has_more": true})
+        }
+        CrawlRequest::QueryDataSource { cursor: Some(_), .. } => {
+            json!({"object": "list", "results": [rows[1]], "next_cursor": null, "has_more": false})
+        }
+        other => fixture_answer(other),
+    };
+    let (content, made) = drive(Crawl::data_source(DATA_SOURCE), answer);
+    assert_eq!(content.pages.len(), 2);
+    assert_eq!(made.iter().filter(|r| **r == children(PHOTOSYNTHESIS, None)).count(), 1);
+}
+
+#[test]
+fn a_trashed_row_is_kept_as_gone_and_its_blocks_are_not_read() {
+    let mut rows = fixture!("data_source_query.json");
+    rows["results"][0]["in_trash"] = json!(true);
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::QueryDataSource { .. } => rows.clone(),
+        other => fixture_answer(other),
+    };
+    let (content, made) = drive(Crawl::data_source(DATA_SOURCE), answer);
+    assert_eq!(made.len(), 2, "the query and the live row's blocks: {made:?}");
+    assert!(!content.gone);
+    assert!(content.pages[0].gone);
+    assert!(!content.pages[1].gone);
+}
+
+#[test]
+fn a_row_whose_blocks_are_not_found_is_gone_and_the_others_are_read() {
+    let mut crawl = Crawl::data_source(DATA_SOURCE);
+    let query = crawl.next_request().unwrap();
+    crawl.apply(&query, fixture!("data_source_query.json")).unwrap();
+    assert_eq!(crawl.next_request(), Some(children(PAGE, None)));
+    crawl.apply_not_found(&children(PAGE, None)).expect("recorded");
+    while let Some(request) = crawl.next_request() {
+        crawl.apply(&request, fixture_answer(&request)).unwrap();
+    }
+    let content = crawl.finish().unwrap();
+    assert!(!content.gone);
+    assert!(content.pages[0].gone);
+    assert!(!content.pages[1].gone);
+}
+
+#[test]
+fn a_data_source_reported_not_found_is_skipped_but_the_database_is_not_gone() {
+    let mut crawl = Crawl::database(DATABASE, ApiFlavor::DataSources);
+    crawl
+        .apply(&CrawlRequest::RetrieveDatabase { id: DATABASE.into() }, fixture_database(&[DATA_SOURCE]))
+        .unwrap();
+    let query = crawl.next_request().unwrap();
+    crawl.apply_not_found(&query).unwrap();
+    let content = crawl.finish().unwrap();
+    assert!(!content.gone);
+    assert!(content.pages.is_empty());
+}
+
+#[test]
+fn a_database_in_the_trash_ends_the_crawl_as_gone() {
+    let mut database = fixture_database(&[DATA_SOURCE]);
+    database["in_trash"] = json!(true);
+    let (content, made) = drive(Crawl::database(DATABASE, ApiFlavor::DataSources), |_| database.clone());
+    assert_eq!(made.len(), 1);
+    assert!(content.gone);
+}
+
+#[test]
+fn a_database_without_data_sources_is_refused_with_a_hint_about_the_version() {
+    let mut crawl = Crawl::database(DATABASE, ApiFlavor::DataSources);
+    let request = crawl.next_request().unwrap();
+    let err = crawl.apply(&request, json!({"object": "database", "id": DATABASE})).expect_err("malformed");
+    assert!(err.to_string().contains("2025-09-03"), "{err}");
+}
+
+#[test]
+fn crawl_requests_serialise_with_a_readable_tag() {
+    let value = serde_json::to_value(children("b", Some("c"))).unwrap();
+    assert_eq!(value, json!({"call": "list_children", "block_id": "b", "cursor": "c"}));
+}
