@@ -10,8 +10,10 @@ use poem::{
 };
 
 use crate::{
-    config::{Config, DatabaseLocation},
+    config::{Config, DatabaseLocation, GeneratorKind},
+    flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
     http::{self, HttpState},
+    notion::{NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
     store::{PoolSettings, Store, pg::sync::DebounceWindow},
@@ -52,11 +54,41 @@ pub struct App {
     store: Store,
     secrets: ServiceSecrets,
     definitions: Definitions,
+    notion: NotionClient,
+    /// The flashcard generator and the name it goes by in content hashes.
+    generator: (Generator, String),
     acceptor: Option<TcpAcceptor>,
 }
 
 /// How long start-up waits for the database before giving up.
 const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
+/// Every Notion request's whole-request timeout.
+const NOTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The configured flashcard generator, and its name in content hashes.
+fn build_generator(config: &Config) -> anyhow::Result<(Generator, String)> {
+    Ok(match config.flashcard_generator {
+        GeneratorKind::Rules => (Generator::Rules(RulesGenerator), "rules".to_owned()),
+        GeneratorKind::OpenAi => {
+            let (Some(base_url), Some(api_key), Some(model)) =
+                (config.openai_base_url.clone(), config.openai_api_key.clone(), config.openai_model.clone())
+            else {
+                anyhow::bail!(
+                    "FLASHCARD_GENERATOR=openai needs OPENAI_BASE_URL, OPENAI_API_KEY and OPENAI_MODEL"
+                );
+            };
+            let id = format!("openai:{model}");
+            let generator = OpenAiGenerator::new(OpenAiConfig {
+                base_url,
+                api_key,
+                model,
+                timeout: OpenAiConfig::DEFAULT_TIMEOUT,
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (Generator::OpenAi(generator), id)
+        }
+    })
+}
 
 impl App {
     /// Connects to the database, applies migrations, loads secrets and binds `config.bind_addr`
@@ -80,10 +112,16 @@ impl App {
         listener: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Self> {
         let definitions = Definitions::load(config.workflow_file.as_deref(), config.notion_max_retries)?;
+        let notion = NotionClient::new(NotionClientConfig {
+            base_url: config.notion_api_base_url.clone(),
+            version: config.notion_version.clone(),
+            timeout: NOTION_TIMEOUT,
+        })?;
+        let generator = build_generator(&config)?;
         let store = connect_and_migrate(&config).await?;
         let secrets = ServiceSecrets::load(&config)?;
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
-        Ok(Self { config, role, store, secrets, definitions, acceptor })
+        Ok(Self { config, role, store, secrets, definitions, notion, generator, acceptor })
     }
 
     /// The address the HTTP API listens on, if this role serves HTTP.
@@ -145,6 +183,10 @@ impl App {
                 store: self.store.clone(),
                 limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),
                 debounce,
+                notion: self.notion.clone(),
+                cipher: self.secrets.cipher.clone(),
+                generator: self.generator.0.clone(),
+                generator_id: self.generator.1.clone(),
             };
             let engine = Engine::new(
                 deps,

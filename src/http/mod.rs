@@ -16,6 +16,7 @@ macro_rules! store_failure {
 }
 
 pub mod auth;
+pub mod cursor;
 pub mod error;
 pub mod health;
 pub mod notion;

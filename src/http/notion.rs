@@ -2,15 +2,27 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
-use super::{ApiTags, HttpState, auth::ApiToken, error::ErrorBody, workflows::Accepted};
+use super::{
+    ApiTags, HttpState,
+    auth::ApiToken,
+    error::ErrorBody,
+    workflows::{Accepted, Run},
+};
 use crate::{
     ids::{NotionId, UserId},
-    store::{StoreError, pg::sync::SyncTarget},
+    store::{
+        StoreError,
+        pg::{ops::RunFilter, sync::SyncTarget},
+    },
 };
+
+/// How many recent runs the sync status lists.
+const STATUS_RUNS: i64 = 20;
 
 pub struct NotionApi;
 
@@ -30,6 +42,37 @@ pub enum ManualSyncResponse {
     BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(Debug, Object)]
+pub struct SyncStatusBody {
+    /// Canonical form.
+    pub page_id: String,
+    /// The state of the latest sync run (`never_synced` when there is none).
+    pub state: String,
+    /// When the content was last synced successfully (for any user).
+    pub last_synced_at: Option<DateTime<Utc>>,
+    /// Live flashcards from this page (or this database's rows).
+    pub flashcards: i64,
+    /// Recent sync runs, latest first.
+    pub runs: Vec<Run>,
+}
+
+#[derive(ApiResponse)]
+pub enum SyncStatusResponse {
+    #[oai(status = 200)]
+    Ok(Json<SyncStatusBody>),
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// Nothing is known about this page: no subscription, sync or card.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     #[oai(status = 500)]
@@ -78,5 +121,48 @@ impl NotionApi {
             Ok(run_id) => ManualSyncResponse::Accepted(Json(Accepted { run_id: run_id.0 })),
             Err(e) => store_failure!(ManualSyncResponse, e),
         }
+    }
+
+    /// The sync status of a page or database: state of the latest sync, when it last synced,
+    /// its live flashcards, and its recent sync runs.
+    #[oai(path = "/api/notion/sync-status/:page_id", method = "get", operation_id = "getSyncStatus")]
+    async fn sync_status(
+        &self,
+        _auth: ApiToken,
+        state: Data<&Arc<HttpState>>,
+        page_id: Path<String>,
+    ) -> SyncStatusResponse {
+        let id = match NotionId::parse(&page_id.0) {
+            Ok(id) => id,
+            Err(e) => {
+                return SyncStatusResponse::BadRequest(ErrorBody::new("invalid_notion_id", e.to_string()));
+            }
+        };
+        let status = match state.store.sync_status(id.as_str()).await {
+            Ok(status) => status,
+            Err(e) => return store_failure!(SyncStatusResponse, e),
+        };
+        if !status.known {
+            return SyncStatusResponse::NotFound(ErrorBody::new(
+                "unknown_page",
+                format!("nothing is known about {id}"),
+            ));
+        }
+        let filter = RunFilter {
+            workflow: Some("notion_sync".into()),
+            notion_id: Some(id.to_string()),
+            ..RunFilter::default()
+        };
+        let runs = match state.store.list_runs(&filter, None, STATUS_RUNS).await {
+            Ok(runs) => runs,
+            Err(e) => return store_failure!(SyncStatusResponse, e),
+        };
+        SyncStatusResponse::Ok(Json(SyncStatusBody {
+            page_id: id.to_string(),
+            state: runs.first().map_or_else(|| "never_synced".to_owned(), |r| r.state.clone()),
+            last_synced_at: status.last_synced_at,
+            flashcards: status.live_cards,
+            runs: runs.into_iter().map(Run::from).collect(),
+        }))
     }
 }

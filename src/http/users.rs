@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 use uuid::Uuid;
 
 use super::{ApiTags, HttpState, auth::ApiToken, error::ErrorBody};
@@ -172,6 +176,42 @@ pub enum ListSubscriptionsResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+#[derive(Debug, Object)]
+pub struct Flashcard {
+    pub id: Uuid,
+    pub front: String,
+    pub back: String,
+    /// The page the card comes from (a row page for database rows).
+    pub source_page_id: String,
+    /// The toggle / heading block, or the row page, the card is made from.
+    pub source_block_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+pub struct FlashcardList {
+    pub items: Vec<Flashcard>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum ListFlashcardsResponse {
+    #[oai(status = 200)]
+    Ok(Json<FlashcardList>),
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
 fn user_not_found(id: Uuid) -> Json<ErrorBody> {
     ErrorBody::new("user_not_found", format!("no user {id}"))
 }
@@ -306,6 +346,75 @@ impl UsersApi {
             })),
             Err(e) => store_failure!(ListSubscriptionsResponse, e),
         }
+    }
+
+    /// The user's live flashcards (retired ones are not listed), oldest first, optionally only
+    /// those from one page or database.
+    #[oai(path = "/api/users/:user_id/flashcards", method = "get", operation_id = "listFlashcards")]
+    async fn list_flashcards(
+        &self,
+        _auth: ApiToken,
+        state: Data<&Arc<HttpState>>,
+        user_id: Path<Uuid>,
+        /// A page id, or a database id (its rows' cards).
+        notion_id: Query<Option<String>>,
+        /// Page size, 1 to 500 (default 100).
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ListFlashcardsResponse {
+        let notion_id = match notion_id.0.as_deref().map(NotionId::parse).transpose() {
+            Ok(id) => id,
+            Err(e) => {
+                return ListFlashcardsResponse::BadRequest(ErrorBody::new("invalid_notion_id", e.to_string()));
+            }
+        };
+        let limit = limit.0.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return ListFlashcardsResponse::BadRequest(ErrorBody::new(
+                "invalid_limit",
+                "`limit` must be 1 to 500",
+            ));
+        }
+        let cursor = match cursor.0.as_deref().map(super::cursor::decode).transpose() {
+            Ok(cursor) => cursor,
+            Err(()) => {
+                return ListFlashcardsResponse::BadRequest(ErrorBody::new(
+                    "invalid_cursor",
+                    "`cursor` is not one we issued",
+                ));
+            }
+        };
+        let user = UserId(user_id.0);
+        match state.store.user(user).await {
+            Ok(None) => return ListFlashcardsResponse::NotFound(user_not_found(user_id.0)),
+            Err(e) => return store_failure!(ListFlashcardsResponse, e),
+            Ok(Some(_)) => {}
+        }
+        let rows = match state
+            .store
+            .live_cards(user, notion_id.as_ref().map(NotionId::as_str), cursor, i64::from(limit) + 1)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => return store_failure!(ListFlashcardsResponse, e),
+        };
+        let (items, next_cursor) = super::cursor::page(rows, limit as usize, |r| (r.created_at, r.id));
+        ListFlashcardsResponse::Ok(Json(FlashcardList {
+            items: items
+                .into_iter()
+                .map(|r| Flashcard {
+                    id: r.id,
+                    front: r.front,
+                    back: r.back,
+                    source_page_id: r.source_page_id,
+                    source_block_id: r.source_block_id,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                })
+                .collect(),
+            next_cursor,
+        }))
     }
 
     /// Unsubscribe. The flashcards already made are kept.

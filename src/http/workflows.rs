@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -246,8 +245,8 @@ impl WorkflowsApi {
                 format!("`limit` must be 1 to {MAX_LIMIT}"),
             ));
         }
-        let cursor = match cursor.0.as_deref().map(decode_cursor).transpose() {
-            Ok(cursor) => cursor,
+        let cursor = match cursor.0.as_deref().map(super::cursor::decode).transpose() {
+            Ok(cursor) => cursor.map(|(created_at, id)| RunCursor { created_at, id: RunId(id) }),
             Err(()) => {
                 return ListRunsResponse::BadRequest(ErrorBody::new(
                     "invalid_cursor",
@@ -256,14 +255,12 @@ impl WorkflowsApi {
             }
         };
         match state.store.list_runs(&filter, cursor, i64::from(limit) + 1).await {
-            Ok(mut rows) => {
-                let next_cursor = (rows.len() > limit as usize).then(|| {
-                    rows.truncate(limit as usize);
-                    rows.last().map(|r| encode_cursor(RunCursor { created_at: r.created_at, id: r.id }))
-                });
+            Ok(rows) => {
+                let (rows, next_cursor) =
+                    super::cursor::page(rows, limit as usize, |r| (r.created_at, r.id.0));
                 ListRunsResponse::Ok(Json(RunList {
                     items: rows.into_iter().map(Run::from).collect(),
-                    next_cursor: next_cursor.flatten(),
+                    next_cursor,
                 }))
             }
             Err(e) => store_failure!(ListRunsResponse, e),
@@ -394,23 +391,6 @@ fn filter_from(
         user_id: user_id.map(UserId),
         notion_id,
         since,
-    })
-}
-
-fn encode_cursor(c: RunCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        c.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        c.id
-    ))
-}
-
-fn decode_cursor(raw: &str) -> Result<RunCursor, ()> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).map_err(|_| ())?).map_err(|_| ())?;
-    let (at, id) = text.split_once('|').ok_or(())?;
-    Ok(RunCursor {
-        created_at: DateTime::parse_from_rfc3339(at).map_err(|_| ())?.with_timezone(&Utc),
-        id: id.parse().map_err(|_| ())?,
     })
 }
 

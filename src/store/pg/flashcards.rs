@@ -173,6 +173,11 @@ pub async fn last_content_hash(
 }
 
 impl Store {
+    pub async fn last_content_hash(&self, user: UserId, notion_id: &str) -> StoreResult<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        last_content_hash(&mut conn, user, notion_id).await
+    }
+
     /// A user's live cards, oldest first, optionally only those from one page or database,
     /// after `cursor` (created_at, id); at most `limit`.
     pub async fn live_cards(
@@ -200,5 +205,39 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+/// What `GET /api/notion/sync-status/{page_id}` reports about one page or database.
+#[derive(Debug, Clone)]
+pub struct SyncStatus {
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub live_cards: i64,
+    pub known: bool,
+}
+
+impl Store {
+    /// Sync facts about `notion_id` across users: when it last synced, how many live cards it
+    /// has, and whether the service knows it at all (a subscription, a sync or a card).
+    pub async fn sync_status(&self, notion_id: &str) -> StoreResult<SyncStatus> {
+        let row = sqlx::query(
+            r#"
+            select
+                (select max(last_synced_at) from sync_state where notion_id = $1) as last_synced_at,
+                (select count(*) from flashcards
+                 where retired_at is null and (source_page_id = $1 or container_id = $1)) as live_cards,
+                exists (select 1 from subscriptions where notion_id = $1)
+                    or exists (select 1 from workflow_runs where notion_id = $1 and workflow = 'notion_sync')
+                    or exists (select 1 from flashcards where source_page_id = $1 or container_id = $1) as known
+            "#,
+        )
+        .bind(notion_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SyncStatus {
+            last_synced_at: row.get("last_synced_at"),
+            live_cards: row.get("live_cards"),
+            known: row.get("known"),
+        })
     }
 }

@@ -122,6 +122,12 @@ impl Store {
         }))
     }
 
+    /// The stored output of a step of a run (its result, or its saved progress).
+    pub async fn step_output(&self, run_id: RunId, step: &str) -> StoreResult<Option<serde_json::Value>> {
+        let mut conn = self.pool.acquire().await?;
+        step_output(&mut conn, run_id, step).await
+    }
+
     /// Extends the lease of a claimed step. `false`: the lease is gone (stop working on it).
     pub async fn heartbeat(&self, claim: &ClaimedStep, lease: Duration) -> StoreResult<bool> {
         let updated = sqlx::query(

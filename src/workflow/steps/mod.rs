@@ -8,6 +8,9 @@
 
 pub mod debounce;
 pub mod discover_users;
+pub mod fetch;
+pub mod generate;
+pub mod persist;
 
 use std::time::Duration;
 
@@ -15,6 +18,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::{
+    crypto::SecretCipher,
+    flashcards::{Content, Generator},
+    ids::UserId,
+    notion::NotionClient,
     ratelimit::RateLimiter,
     store::{Store, StoreError, pg::runs::ClaimedStep, pg::sync::DebounceWindow},
 };
@@ -24,6 +31,12 @@ pub struct StepDeps {
     pub store: Store,
     pub limiter: RateLimiter,
     pub debounce: DebounceWindow,
+    pub notion: NotionClient,
+    /// Decrypts users' Notion tokens.
+    pub cipher: SecretCipher,
+    pub generator: Generator,
+    /// Names the generator (and model) in content hashes, so switching regenerates cards.
+    pub generator_id: String,
 }
 
 /// A step that finished or must wait.
@@ -78,7 +91,28 @@ impl From<StoreError> for StepError {
 
 /// Whether the step runs inside its outcome's transaction.
 pub fn is_transactional(step: &str) -> bool {
-    matches!(step, "discover_users" | "debounce")
+    matches!(step, "discover_users" | "debounce" | "persist")
+}
+
+/// The (user, content) a sync run is about.
+fn sync_key(claim: &ClaimedStep) -> Result<(UserId, &str), StepError> {
+    match (claim.user_id, claim.notion_id.as_deref()) {
+        (Some(user), Some(notion_id)) => Ok((user, notion_id)),
+        _ => Err(StepError::fatal("run_invalid", "a sync run must name a user and a Notion id")),
+    }
+}
+
+/// The content the fetch step read, as the generators take it.
+async fn fetched_content(deps: &StepDeps, claim: &ClaimedStep) -> Result<Content, StepError> {
+    let output = deps
+        .store
+        .step_output(claim.run_id, "fetch")
+        .await?
+        .and_then(|o| o.get("content").cloned())
+        .ok_or_else(|| StepError::fatal("step_output_missing", "the fetch step left no content"))?;
+    serde_json::from_value(output).map_err(|e| {
+        StepError::fatal("step_output_invalid", format!("the fetched content cannot be read: {e}"))
+    })
 }
 
 /// Runs a transactional step on the fenced transaction.
@@ -90,14 +124,18 @@ pub async fn run_in_tx(
     match (claim.workflow.as_str(), claim.step.as_str()) {
         ("notion_event", "discover_users") => discover_users::run(conn, claim, deps).await,
         ("notion_sync", "debounce") => debounce::run(conn, claim, deps).await,
+        ("notion_sync", "persist") => persist::run(conn, claim, deps).await,
         (workflow, step) => Err(unknown_step(workflow, step)),
     }
 }
 
 /// Runs a step that calls out to other services.
-pub async fn run(claim: &ClaimedStep, _deps: &StepDeps) -> Result<StepOutcome, StepError> {
-    // fetch and generate arrive with the Notion client and the flashcard generators.
-    Err(unknown_step(&claim.workflow, &claim.step))
+pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
+    match (claim.workflow.as_str(), claim.step.as_str()) {
+        ("notion_sync", "fetch") => fetch::run(claim, deps).await,
+        ("notion_sync", "generate") => generate::run(claim, deps).await,
+        (workflow, step) => Err(unknown_step(workflow, step)),
+    }
 }
 
 fn unknown_step(workflow: &str, step: &str) -> StepError {

@@ -1,0 +1,110 @@
+//! `fetch`: read the page and all its blocks (or the database's rows and their blocks) with the
+//! user's Notion token, one request at a time, each through the shared per-user rate limiter.
+//!
+//! The crawl is resumable: when the limiter says "not before T", or a request fails in a way
+//! worth retrying, the crawl's progress is saved with the step and the step is rescheduled,
+//! holding no worker. Waiting for a slot spends no attempt; a failure does.
+
+use serde_json::{Value, json};
+
+use super::{StepDeps, StepError, StepOutcome};
+use crate::{
+    notion::{ApiFlavor, Crawl, CrawlError, LEGACY_NOTION_VERSION, NotionError},
+    ratelimit::Grant,
+    store::pg::runs::ClaimedStep,
+};
+
+pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
+    let (user, notion_id) = super::sync_key(claim)?;
+    let stored = deps.store.notion_token(user).await?.ok_or_else(|| {
+        StepError::fatal(
+            "notion_token_missing",
+            "the user has no Notion token; connect Notion or PUT a token",
+        )
+    })?;
+    let token = deps
+        .cipher
+        .decrypt(&stored.ciphertext, &user.to_string())
+        .map_err(|e| StepError::fatal("notion_token_undecryptable", e.to_string()))?;
+    let token = secrecy::ExposeSecret::expose_secret(&token);
+
+    let mut crawl =
+        match deps.store.step_output(claim.run_id, "fetch").await?.and_then(|o| o.get("progress").cloned()) {
+            Some(saved) => serde_json::from_value(saved).map_err(|e| {
+                StepError::fatal("fetch_progress_invalid", format!("saved crawl progress is unreadable: {e}"))
+            })?,
+            None if claim.notion_kind.as_deref() == Some("database") => {
+                Crawl::database(notion_id, flavor(deps))
+            }
+            None => Crawl::page(notion_id),
+        };
+
+    while let Some(request) = crawl.next_request() {
+        match deps.limiter.acquire(user).await? {
+            Grant::Granted => {}
+            Grant::WaitUntil(until) => {
+                tracing::debug!(%until, requests = crawl.requests_applied(), "rate limit reached; fetch continues later");
+                return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl)) });
+            }
+        }
+        match deps.notion.execute(token, &request).await {
+            Ok(answer) => crawl.apply(&request, answer).map_err(|e| crawl_error(e, &crawl))?,
+            // Gone: the root ends the crawl as "gone" (its cards are retired); a nested block
+            // deleted meanwhile is left out.
+            Err(e) if e.is_not_found() => {
+                crawl.apply_not_found(&request).map_err(|e| crawl_error(e, &crawl))?
+            }
+            Err(e) => return Err(notion_error(e, deps, user, &crawl).await),
+        }
+    }
+    let requests = crawl.requests_applied();
+    let content = crawl.finish().map_err(|e| StepError::fatal(e.error_kind(), e.to_string()))?;
+    tracing::info!(requests, pages = content.pages.len(), gone = content.gone, "fetched from Notion");
+    Ok(StepOutcome::Done { output: json!({ "content": content }) })
+}
+
+fn flavor(deps: &StepDeps) -> ApiFlavor {
+    if deps.notion.version() == LEGACY_NOTION_VERSION {
+        ApiFlavor::LegacyDatabase
+    } else {
+        ApiFlavor::DataSources
+    }
+}
+
+fn progress(crawl: &Crawl) -> Value {
+    json!({ "progress": crawl })
+}
+
+fn crawl_error(e: CrawlError, crawl: &Crawl) -> StepError {
+    if e.is_retryable() {
+        StepError::Retryable {
+            kind: e.error_kind().to_owned(),
+            message: e.to_string(),
+            retry_after: None,
+            progress: Some(progress(crawl)),
+        }
+    } else {
+        StepError::fatal(e.error_kind(), e.to_string())
+    }
+}
+
+/// Classifies a failed request. A 429 also blocks the user's limiter for `Retry-After`, so
+/// every worker holds off, not just this step.
+async fn notion_error(e: NotionError, deps: &StepDeps, user: crate::ids::UserId, crawl: &Crawl) -> StepError {
+    if e.status() == Some(429) {
+        let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
+        if let Err(block) = deps.limiter.block(user, wait).await {
+            tracing::warn!(error = %block, "could not record Notion's Retry-After on the limiter");
+        }
+    }
+    if e.is_retryable() {
+        StepError::Retryable {
+            kind: e.error_kind().to_owned(),
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+            progress: Some(progress(crawl)),
+        }
+    } else {
+        StepError::fatal(e.error_kind(), e.to_string())
+    }
+}

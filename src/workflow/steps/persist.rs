@@ -1,0 +1,108 @@
+//! `persist`: upsert the cards by their source, retire the cards whose source is gone, and
+//! record the sync, on the step's fenced transaction. Running it twice has the same effect as
+//! once. Logs `Internal sync completed` (the seed guide's grep) with the counts.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+
+use super::{StepDeps, StepError, StepOutcome};
+use crate::{
+    flashcards::{Card, CardSource},
+    notion::FetchedContent,
+    store::pg::{
+        flashcards::{self, NewCard, SyncScope},
+        runs::{self, ClaimedStep},
+    },
+};
+
+#[derive(Deserialize)]
+struct Generated {
+    content_hash: String,
+    cards: Vec<Card>,
+}
+
+pub async fn run(
+    conn: &mut PgConnection,
+    claim: &ClaimedStep,
+    _deps: &StepDeps,
+) -> Result<StepOutcome, StepError> {
+    let (user, notion_id) = super::sync_key(claim)?;
+    let fetched: FetchedContent = output(conn, claim, "fetch", "content").await?;
+    let generated: Generated = output(conn, claim, "generate", "").await?;
+
+    let database = claim.notion_kind.as_deref() == Some("database");
+    let scope = SyncScope {
+        pages: if fetched.gone || !database {
+            vec![notion_id.to_owned()]
+        } else {
+            fetched.pages.iter().filter_map(|p| page_id(&p.page)).map(str::to_owned).collect()
+        },
+        container: database.then(|| notion_id.to_owned()),
+    };
+    let containers: std::collections::HashMap<&str, Option<String>> =
+        fetched.pages.iter().filter_map(|p| Some((page_id(&p.page)?, database_of(&p.page)))).collect();
+    let cards: Vec<NewCard> = generated
+        .cards
+        .iter()
+        .map(|card| NewCard {
+            source_page_id: card.source_page_id.clone(),
+            source_block_id: card.source_block_id.clone(),
+            source_kind: match card.source {
+                CardSource::Block => "block",
+                CardSource::Row => "row",
+            }
+            .to_owned(),
+            container_id: containers.get(card.source_page_id.as_str()).cloned().flatten(),
+            front: card.front.clone(),
+            back: card.back.clone(),
+        })
+        .collect();
+
+    let counts = flashcards::persist_cards(conn, user, claim.run_id, &scope, &cards).await?;
+    let data_sources: Vec<String> = fetched
+        .database
+        .as_ref()
+        .and_then(|db| db.get("data_sources"))
+        .and_then(Value::as_array)
+        .map(|sources| sources.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    flashcards::record_sync(conn, user, notion_id, claim.run_id, &generated.content_hash, &data_sources)
+        .await?;
+    tracing::info!(
+        created = counts.created,
+        updated = counts.updated,
+        retired = counts.retired,
+        unchanged = counts.unchanged,
+        gone = fetched.gone,
+        "Internal sync completed"
+    );
+    Ok(StepOutcome::Done { output: json!(counts) })
+}
+
+/// A previous step's output (or one field of it), as stored.
+async fn output<T: serde::de::DeserializeOwned>(
+    conn: &mut PgConnection,
+    claim: &ClaimedStep,
+    step: &str,
+    field: &str,
+) -> Result<T, StepError> {
+    let value = runs::step_output(conn, claim.run_id, step).await?.ok_or_else(|| {
+        StepError::fatal("step_output_missing", format!("the `{step}` step left no output"))
+    })?;
+    let value = if field.is_empty() { value } else { value.get(field).cloned().unwrap_or(Value::Null) };
+    serde_json::from_value(value).map_err(|e| {
+        StepError::fatal("step_output_invalid", format!("the `{step}` step's output cannot be read: {e}"))
+    })
+}
+
+fn page_id(page: &Value) -> Option<&str> {
+    page.get("id").and_then(Value::as_str)
+}
+
+/// The database a row page belongs to (2025-09-03 pages name both the data source and the
+/// database; older ones only the database).
+fn database_of(page: &Value) -> Option<String> {
+    let parent = page.get("parent")?;
+    parent.get("database_id").and_then(Value::as_str).map(str::to_owned)
+}

@@ -1,0 +1,381 @@
+//! Whole syncs against the fake Notion: subscribe, edit, delete; retries, permanent failures,
+//! the rate limit, and the last edit never lost.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    TestApp,
+    app::{API_TOKEN, expect_json},
+    eventually,
+    fake_notion::{FakeNotion, Fault, ids},
+    fixtures,
+};
+
+const TOKEN: &str = "ntn_test_token_for_maya";
+
+struct Env {
+    app: TestApp,
+    notion: FakeNotion,
+    user: String,
+}
+
+/// The fixture page served by a fake Notion, and a user with a token for it.
+async fn setup(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Env {
+    let notion = FakeNotion::start().await;
+    notion.load_fixture_page();
+    notion.allow_token(TOKEN);
+    let base = notion.base_url();
+    let app = TestApp::spawn_with(|s| {
+        s.insert("NOTION_API_BASE_URL", base);
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+        adjust(s);
+    })
+    .await;
+    let user = expect_json(post(&app, "/api/users", json!({"email": "maya@example.com"})).await, 201).await;
+    let user = user["id"].as_str().expect("id").to_owned();
+    let put = app
+        .client
+        .put(app.url(&format!("/api/users/{user}/notion-token")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"token": TOKEN}))
+        .send()
+        .await
+        .expect("PUT token");
+    assert_eq!(put.status(), 204);
+    Env { app, notion, user }
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    app.client.post(app.url(path)).bearer_auth(API_TOKEN).json(&body).send().await.expect("POST")
+}
+
+impl Env {
+    async fn subscribe(&self, notion_id: &str, kind: &str) -> String {
+        let path = format!("/api/users/{}/subscriptions", self.user);
+        let created =
+            expect_json(post(&self.app, &path, json!({"notion_id": notion_id, "kind": kind})).await, 201)
+                .await;
+        created["run_id"].as_str().expect("run id").to_owned()
+    }
+
+    /// Waits for the run to end and returns it with its steps.
+    async fn finished(&self, run_id: &str) -> Value {
+        eventually(&format!("run {run_id} to end"), Duration::from_secs(30), || async {
+            let run =
+                expect_json(self.app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+            ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap_or("")).then_some(run)
+        })
+        .await
+    }
+
+    async fn cards(&self) -> Vec<Value> {
+        let list =
+            expect_json(self.app.get_authorized(&format!("/api/users/{}/flashcards", self.user)).await, 200)
+                .await;
+        list["items"].as_array().expect("items").clone()
+    }
+
+    /// Sends a signed `page.content_updated` for the fixture page.
+    async fn page_edited(&self) {
+        let body = json!({
+            "id": format!("evt-{}", uuid::Uuid::new_v4()),
+            "type": "page.content_updated",
+            "entity": {"id": ids::PAGE, "type": "page"},
+            "data": {"parent": {"id": ids::DATABASE, "type": "database", "data_source_id": ids::DATA_SOURCE}}
+        });
+        let ack = expect_json(self.app.post_signed(body.to_string().as_bytes()).await, 200).await;
+        assert_eq!(ack["status"], "accepted");
+    }
+
+    /// The sync runs of the fixture page, oldest first.
+    async fn sync_runs(&self) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "select id::text, state from workflow_runs where workflow = 'notion_sync' order by created_at",
+        )
+        .fetch_all(&self.app.db)
+        .await
+        .expect("runs")
+    }
+
+    /// Waits until `n` sync runs exist and all have ended.
+    async fn syncs_settled(&self, n: usize) -> Vec<(String, String)> {
+        eventually(&format!("{n} finished syncs"), Duration::from_secs(30), || async {
+            let runs = self.sync_runs().await;
+            (runs.len() == n && runs.iter().all(|(_, s)| s == "succeeded" || s == "failed")).then_some(runs)
+        })
+        .await
+    }
+}
+
+/// The fixture page's top-level blocks, as served.
+fn fixture_blocks() -> Vec<Value> {
+    ["blocks_children_page_1.json", "blocks_children_page_2.json"]
+        .iter()
+        .flat_map(|f| {
+            let doc: Value = serde_json::from_slice(&fixtures::bytes(f)).expect("fixture");
+            doc["results"].as_array().expect("results").clone()
+        })
+        .collect()
+}
+
+fn rich_text(text: &str) -> Value {
+    json!([{"type": "text", "text": {"content": text, "link": null},
+            "annotations": {"bold": false, "italic": false, "strikethrough": false, "underline": false, "code": false, "color": "default"},
+            "plain_text": text, "href": null}])
+}
+
+fn toggle(id: &str, front: &str) -> Value {
+    json!({"object": "block", "id": id, "parent": {"type": "page_id", "page_id": ids::PAGE},
+           "created_time": "2026-05-12T07:00:00.000Z", "last_edited_time": "2026-05-12T07:00:00.000Z",
+           "has_children": true, "archived": false, "in_trash": false, "type": "toggle",
+           "toggle": {"rich_text": rich_text(front), "color": "default"}})
+}
+
+fn paragraph(id: &str, text: &str) -> Value {
+    json!({"object": "block", "id": id, "has_children": false, "archived": false, "in_trash": false,
+           "type": "paragraph", "paragraph": {"rich_text": rich_text(text), "color": "default"}})
+}
+
+fn fronts(cards: &[Value]) -> Vec<String> {
+    let mut fronts: Vec<String> =
+        cards.iter().map(|c| c["front"].as_str().expect("front").to_owned()).collect();
+    fronts.sort();
+    fronts
+}
+
+#[tokio::test]
+async fn subscribing_to_the_fixture_page_makes_its_four_cards() {
+    let env = setup(|_| {}).await;
+    let run_id = env.subscribe(ids::PAGE, "page").await;
+    let run = env.finished(&run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let steps: Vec<&str> =
+        run["steps"].as_array().expect("steps").iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(steps, ["debounce", "fetch", "generate", "persist"]);
+
+    let cards = env.cards().await;
+    assert_eq!(
+        fronts(&cards),
+        [
+            "Electron transport chain",
+            "What is the net ATP yield of glycolysis?",
+            "What is the overall equation of aerobic respiration?",
+            "Where does the Krebs cycle take place?",
+        ]
+    );
+    let glyco = cards.iter().find(|c| c["source_block_id"] == ids::T_GLYCO).expect("glycolysis card");
+    assert!(glyco["back"].as_str().expect("back").contains("2 ATP"), "{glyco}");
+    assert_eq!(glyco["source_page_id"], ids::PAGE);
+
+    let status =
+        expect_json(env.app.get_authorized(&format!("/api/notion/sync-status/{}", ids::PAGE)).await, 200)
+            .await;
+    assert_eq!(status["state"], "succeeded");
+    assert_eq!(status["flashcards"], 4);
+    assert!(status["last_synced_at"].is_string());
+    assert_eq!(status["runs"][0]["id"], run_id.as_str());
+    // The fixture page took 1 page + 2 block pages + 4 toggles' children.
+    assert_eq!(env.notion.requests_for_token(TOKEN).len(), 7);
+}
+
+#[tokio::test]
+async fn edits_update_cards_in_place_deletions_retire_them_and_new_toggles_add_cards() {
+    let env = setup(|_| {}).await;
+    env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    let before: HashMap<String, Value> = env
+        .cards()
+        .await
+        .into_iter()
+        .map(|c| (c["source_block_id"].as_str().expect("id").to_owned(), c))
+        .collect();
+
+    // Edit the Krebs toggle's question, delete the equation toggle, add a new toggle.
+    let new_toggle = "1f3c8a2e-4b7d-8999-9999-000000000001";
+    let blocks: Vec<Value> = fixture_blocks()
+        .into_iter()
+        .filter(|b| b["id"] != ids::T_EQ)
+        .map(|mut b| {
+            if b["id"] == ids::T_KREBS {
+                b["toggle"]["rich_text"] = rich_text("Where exactly does the Krebs cycle run?");
+            }
+            b
+        })
+        .chain([toggle(new_toggle, "What does NADH carry?")])
+        .collect();
+    env.notion.set_children(ids::PAGE, blocks);
+    env.notion
+        .set_children(new_toggle, vec![paragraph("1f3c8a2e-4b7d-8999-9999-000000000002", "Electrons.")]);
+    env.page_edited().await;
+    env.syncs_settled(2).await;
+
+    let after: HashMap<String, Value> = env
+        .cards()
+        .await
+        .into_iter()
+        .map(|c| (c["source_block_id"].as_str().expect("id").to_owned(), c))
+        .collect();
+    assert!(!after.contains_key(ids::T_EQ), "the deleted toggle's card is retired");
+    assert_eq!(after[new_toggle]["front"], "What does NADH carry?");
+    assert_eq!(after[new_toggle]["back"], "Electrons.");
+    let krebs = &after[ids::T_KREBS];
+    assert_eq!(krebs["id"], before[ids::T_KREBS]["id"], "edited in place: same card");
+    assert_eq!(krebs["front"], "Where exactly does the Krebs cycle run?");
+    assert_ne!(krebs["updated_at"], before[ids::T_KREBS]["updated_at"]);
+    assert_eq!(after[ids::T_GLYCO], before[ids::T_GLYCO], "an untouched card is untouched");
+    let retired = env.app.count("select count(*) from flashcards where retired_at is not null").await;
+    assert_eq!(retired, 1);
+}
+
+#[tokio::test]
+async fn an_unchanged_page_is_fetched_but_nothing_is_written() {
+    let env = setup(|_| {}).await;
+    env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    let before = env.cards().await;
+    env.page_edited().await;
+    let runs = env.syncs_settled(2).await;
+    let second = env.finished(&runs[1].0).await;
+    assert_eq!(second["state"], "succeeded");
+    let steps: Vec<&str> =
+        second["steps"].as_array().expect("steps").iter().filter_map(|s| s["name"].as_str()).collect();
+    assert!(!steps.contains(&"persist"), "persist must be skipped when nothing changed: {steps:?}");
+    assert_eq!(env.cards().await, before);
+}
+
+#[tokio::test]
+async fn a_deleted_page_retires_its_cards() {
+    let env = setup(|_| {}).await;
+    env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(env.cards().await.len(), 4);
+    env.notion.trash_page(ids::PAGE);
+    let body =
+        json!({"id": "evt-deleted", "type": "page.deleted", "entity": {"id": ids::PAGE, "type": "page"}});
+    expect_json(env.app.post_signed(body.to_string().as_bytes()).await, 200).await;
+    env.syncs_settled(2).await;
+    assert_eq!(env.cards().await, Vec::<Value>::new());
+    assert_eq!(env.app.count("select count(*) from flashcards where retired_at is not null").await, 4);
+}
+
+#[tokio::test]
+async fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
+    let env = setup(|_| {}).await;
+    env.notion.inject_times("/v1/blocks", Fault::Status(500), 2);
+    env.notion.inject_times("/v1/pages", Fault::RateLimited { retry_after_secs: 1 }, 1);
+    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let fetch =
+        run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").expect("fetch").clone();
+    assert!(fetch["attempts"].as_i64().expect("attempts") >= 3, "two 500s and a 429 were retried: {fetch}");
+    assert_eq!(env.cards().await.len(), 4);
+
+    // Nothing was sent with the token within a second of the 429.
+    let requests = env.notion.requests_for_token(TOKEN);
+    let limited = requests.iter().position(|r| r.status == 429).expect("the 429 was recorded");
+    let next = &requests[limited + 1];
+    let gap = next.at.duration_since(requests[limited].at);
+    assert!(gap >= Duration::from_millis(950), "Retry-After: 1 honoured; next request after {gap:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_token_fails_the_run_at_once_and_an_ops_retry_resumes_it() {
+    let env = setup(|_| {}).await;
+    env.notion.revoke_token(TOKEN);
+    let run_id = env.subscribe(ids::PAGE, "page").await;
+    let run = env.finished(&run_id).await;
+    assert_eq!(run["state"], "failed");
+    assert_eq!(run["current_step"], "fetch");
+    assert_eq!(run["error_kind"], "notion_unauthorized");
+    let fetch =
+        run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").expect("fetch").clone();
+    assert_eq!(fetch["attempts"], 1, "a permanent failure is not retried: {fetch}");
+
+    env.notion.allow_token(TOKEN);
+    expect_json(post(&env.app, &format!("/api/workflows/{run_id}/retry"), json!({})).await, 202).await;
+    let run = eventually("the retried run to succeed", Duration::from_secs(30), || async {
+        let r = expect_json(env.app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+        (r["state"] == "succeeded").then_some(r)
+    })
+    .await;
+    let debounce = run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "debounce")
+        .expect("debounce")
+        .clone();
+    assert_eq!(debounce["attempts"], 1, "the retry resumed at fetch, not from the start");
+    assert_eq!(env.cards().await.len(), 4);
+}
+
+#[tokio::test]
+async fn an_edit_during_a_sync_causes_one_more_sync_so_the_last_edit_is_never_lost() {
+    let env = setup(|s| {
+        s.insert("DEBOUNCE_SECONDS", "0.2".into());
+    })
+    .await;
+    // The first sync's fetch is slow: the edit below lands while it is past debounce.
+    env.notion.inject_times("/v1/blocks", Fault::Delay(Duration::from_millis(1500)), 1);
+    let first = env.subscribe(ids::PAGE, "page").await;
+    eventually("the first sync to be fetching", Duration::from_secs(10), || async {
+        let r = expect_json(env.app.get_authorized(&format!("/api/workflows/{first}")).await, 200).await;
+        (r["current_step"] == "fetch").then_some(())
+    })
+    .await;
+    let blocks: Vec<Value> = fixture_blocks()
+        .into_iter()
+        .map(|mut b| {
+            if b["id"] == ids::T_KREBS {
+                b["toggle"]["rich_text"] = rich_text("Krebs cycle: where?");
+            }
+            b
+        })
+        .collect();
+    env.notion.set_children(ids::PAGE, blocks);
+    env.page_edited().await;
+
+    let runs = env.syncs_settled(2).await;
+    assert!(runs.iter().all(|(_, s)| s == "succeeded"), "{runs:?}");
+    let cards = env.cards().await;
+    let krebs = cards.iter().find(|c| c["source_block_id"] == ids::T_KREBS).expect("krebs card");
+    assert_eq!(krebs["front"], "Krebs cycle: where?", "the last edit is synced");
+    // The second sync started fetching only after the first had finished.
+    let (first_done, second_fetch): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "select (select finished_at from workflow_runs where id = $1::uuid),
+                (select s.started_at from workflow_steps s where s.run_id = $2::uuid and s.name = 'fetch')",
+        )
+        .bind(&runs[0].0)
+        .bind(&runs[1].0)
+        .fetch_one(&env.app.db)
+        .await
+        .expect("times");
+    assert!(second_fetch >= first_done, "syncs of one page run one after another");
+}
+
+#[tokio::test]
+async fn a_database_subscription_syncs_every_row_and_learns_its_data_sources() {
+    let env = setup(|_| {}).await;
+    env.notion.load_fixture_database();
+    let run = env.finished(&env.subscribe(ids::DATABASE, "database").await).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let cards = env.cards().await;
+    assert!(cards.len() >= 2, "row cards and toggle cards from the rows: {cards:?}");
+    let by_database = expect_json(
+        env.app
+            .get_authorized(&format!("/api/users/{}/flashcards?notion_id={}", env.user, ids::DATABASE))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        by_database["items"].as_array().map(Vec::len),
+        Some(cards.len()),
+        "the database's cards are listed by its id"
+    );
+    let sources: Vec<String> = sqlx::query_scalar("select unnest(data_source_ids) from subscriptions")
+        .fetch_all(&env.app.db)
+        .await
+        .expect("sources");
+    assert_eq!(sources, [ids::DATA_SOURCE]);
+}
