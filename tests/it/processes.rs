@@ -122,3 +122,162 @@ async fn an_api_process_and_two_worker_processes_share_the_work_without_running_
     assert_eq!(claims, events, "one claim per event run: {workers:?}");
     drop((api, worker_a, worker_b));
 }
+
+const TOKEN: &str = "ntn_process_test_token";
+
+/// A user with a Notion token and a subscription to `notion_id`, through `api`'s HTTP API.
+async fn subscribed_user(client: &reqwest::Client, api: &ServiceProcess, pages: &[&str]) -> Vec<String> {
+    let bearer = crate::support::app::API_TOKEN;
+    let user: serde_json::Value = client
+        .post(api.url("/api/users"))
+        .bearer_auth(bearer)
+        .json(&json!({"email": "p@example.com"}))
+        .send()
+        .await
+        .expect("create user")
+        .json()
+        .await
+        .expect("user json");
+    let user = user["id"].as_str().expect("id").to_owned();
+    let put = client
+        .put(api.url(&format!("/api/users/{user}/notion-token")))
+        .bearer_auth(bearer)
+        .json(&json!({"token": TOKEN}))
+        .send()
+        .await
+        .expect("PUT token");
+    assert_eq!(put.status(), 204);
+    let mut runs = Vec::new();
+    for page in pages {
+        let created: serde_json::Value = client
+            .post(api.url(&format!("/api/users/{user}/subscriptions")))
+            .bearer_auth(bearer)
+            .json(&json!({"notion_id": page, "kind": "page"}))
+            .send()
+            .await
+            .expect("subscribe")
+            .json()
+            .await
+            .expect("subscription json");
+        runs.push(created["run_id"].as_str().expect("run id").to_owned());
+    }
+    runs
+}
+
+async fn run_state(pool: &PgPool, run_id: &str) -> (String, Option<String>) {
+    sqlx::query_as("select state, current_step from workflow_runs where id = $1::uuid")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+        .expect("run")
+}
+
+#[tokio::test]
+async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_once() {
+    use crate::support::fake_notion::{FakeNotion, Fault, ids};
+    let notion = FakeNotion::start().await;
+    notion.load_fixture_page();
+    notion.allow_token(TOKEN);
+    // The first block listing hangs, so the process is surely mid-fetch when it dies.
+    notion.inject_times("/v1/blocks", Fault::Delay(Duration::from_secs(30)), 1);
+
+    let db = TestDb::create().await;
+    let data_dir = TempDir::new();
+    let (mut settings, pool) = shared_setup(&db, &data_dir).await;
+    settings.insert("NOTION_API_BASE_URL", notion.base_url());
+    settings.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    settings.insert("STEP_LEASE_SECONDS", "2".into());
+
+    let first = ServiceProcess::start("serve", &settings);
+    let client = reqwest::Client::new();
+    let run_id = subscribed_user(&client, &first, &[ids::PAGE]).await.remove(0);
+    eventually("the sync to be fetching", Duration::from_secs(20), || async {
+        let blocks_requested = notion.count("/v1/blocks") > 0;
+        (blocks_requested && run_state(&pool, &run_id).await == ("running".into(), Some("fetch".into())))
+            .then_some(())
+    })
+    .await;
+    first.kill9();
+
+    let second = ServiceProcess::start("serve", &settings);
+    eventually("the run to complete after the restart", Duration::from_secs(30), || async {
+        (run_state(&pool, &run_id).await.0 == "succeeded").then_some(())
+    })
+    .await;
+
+    let cards: i64 = sqlx::query_scalar("select count(*) from flashcards where retired_at is null")
+        .fetch_one(&pool)
+        .await
+        .expect("cards");
+    assert_eq!(cards, 4, "exactly the page's cards, once");
+    let fetch_claims: Vec<(Option<String>, String)> = sqlx::query_as(
+        "select outcome, worker from workflow_step_attempts where run_id = $1::uuid and step = 'fetch' order by started_at",
+    )
+    .bind(&run_id)
+    .fetch_all(&pool)
+    .await
+    .expect("claims");
+    assert_eq!(fetch_claims.len(), 2, "{fetch_claims:?}");
+    assert_eq!(fetch_claims[0].0, None, "the killed attempt never finished");
+    assert_eq!(fetch_claims[1].0.as_deref(), Some("succeeded"));
+    assert_ne!(fetch_claims[0].1, fetch_claims[1].1, "the restarted process took over under a new name");
+    let persisted: i64 = sqlx::query_scalar(
+        "select count(*) from workflow_step_attempts where run_id = $1::uuid and step = 'persist' and outcome = 'succeeded'",
+    )
+    .bind(&run_id)
+    .fetch_one(&pool)
+    .await
+    .expect("persist");
+    assert_eq!(persisted, 1);
+    assert!(second.log_contains("took over steps whose worker stopped heartbeating"));
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_across_worker_processes() {
+    use crate::support::fake_notion::{FakeNotion, ids};
+    let notion = FakeNotion::start().await;
+    notion.load_fixture_page();
+    notion.allow_token(TOKEN);
+    // A second, small page of the same user: 2 requests (the page, its empty children).
+    let second_page = "1f3c8a2e-4b7d-80aa-aaaa-000000000002";
+    let mut page: serde_json::Value =
+        serde_json::from_slice(&fixtures::bytes("page_retrieve.json")).expect("page");
+    page["id"] = json!(second_page);
+    notion.add_page(page);
+    notion.set_children(second_page, vec![]);
+
+    let db = TestDb::create().await;
+    let data_dir = TempDir::new();
+    let (mut settings, pool) = shared_setup(&db, &data_dir).await;
+    settings.insert("NOTION_API_BASE_URL", notion.base_url());
+    settings.insert("NOTION_RATE_LIMIT_PER_MINUTE", "5".into());
+    settings.insert("DEBOUNCE_SECONDS", "0".into());
+
+    let api = ServiceProcess::start("api", &settings);
+    let worker_a = ServiceProcess::start("worker", &settings);
+    let worker_b = ServiceProcess::start("worker", &settings);
+    let client = reqwest::Client::new();
+    let runs = subscribed_user(&client, &api, &[ids::PAGE, second_page]).await;
+
+    // 9 requests at 5 per minute: the second window is needed.
+    eventually("both syncs to finish", Duration::from_secs(150), || async {
+        let mut done = true;
+        for run in &runs {
+            done &= run_state(&pool, run).await.0 == "succeeded";
+        }
+        done.then_some(())
+    })
+    .await;
+    let sent = notion.requests_for_token(TOKEN).len();
+    assert_eq!(sent, 9);
+    let busiest = notion.max_requests_in_window(TOKEN, Duration::from_secs(60));
+    assert!(busiest <= 5, "{busiest} requests with one token inside 60 s; the limit is 5");
+    let waits: i64 = sqlx::query_scalar(
+        "select count(*) from workflow_step_attempts where step = 'fetch' and outcome = 'waiting'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("waits");
+    assert!(waits >= 1, "a fetch waited for the limiter instead of holding a worker");
+    drop((api, worker_a, worker_b));
+}
