@@ -366,7 +366,10 @@ impl UsersApi {
         let notion_id = match notion_id.0.as_deref().map(NotionId::parse).transpose() {
             Ok(id) => id,
             Err(e) => {
-                return ListFlashcardsResponse::BadRequest(ErrorBody::new("invalid_notion_id", e.to_string()));
+                return ListFlashcardsResponse::BadRequest(ErrorBody::new(
+                    "invalid_notion_id",
+                    e.to_string(),
+                ));
             }
         };
         let limit = limit.0.unwrap_or(100);

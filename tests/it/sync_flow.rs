@@ -379,3 +379,52 @@ async fn a_database_subscription_syncs_every_row_and_learns_its_data_sources() {
         .expect("sources");
     assert_eq!(sources, [ids::DATA_SOURCE]);
 }
+
+#[tokio::test]
+async fn retry_delays_grow_exponentially() {
+    let env = setup(|s| {
+        s.insert("RETRY_BASE_DELAY_MS", "200".into());
+        s.insert("RETRY_MAX_DELAY_MS", "5000".into());
+        s.insert("NOTION_MAX_RETRIES", "5".into());
+    })
+    .await;
+    env.notion.inject_times("/v1/pages", Fault::Status(503), 3);
+    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let times: Vec<_> = env
+        .notion
+        .requests_for_token(TOKEN)
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/pages"))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(times.len(), 4, "three failures, then success");
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1].duration_since(w[0])).collect();
+    // Jittered between half and all of 200 ms × 2^(n-1).
+    for (n, (gap, floor)) in gaps.iter().zip([100, 200, 400]).enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(floor),
+            "retry {} came after {gap:?}, before its backoff",
+            n + 1
+        );
+        assert!(
+            *gap < Duration::from_millis(floor * 2 + 1500),
+            "retry {} came after {gap:?}: far too late",
+            n + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_step_that_always_fails_stops_after_its_attempts() {
+    let env = setup(|s| {
+        s.insert("NOTION_MAX_RETRIES", "2".into());
+    })
+    .await;
+    env.notion.inject_always("/v1/pages", Fault::Status(500));
+    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(run["state"], "failed");
+    assert_eq!(run["error_kind"], "notion_server_error");
+    tokio::time::sleep(Duration::from_millis(800)).await; // would expose a hot loop
+    assert_eq!(env.notion.count("/v1/pages"), 3, "NOTION_MAX_RETRIES=2: three attempts, then stop");
+}
