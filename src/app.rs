@@ -23,6 +23,7 @@ use crate::{
         definition::Definitions,
         engine::EngineSettings,
         queue::{self, WorkerSettings},
+        retention,
         steps::StepDeps,
         sweeper,
     },
@@ -198,6 +199,7 @@ impl App {
                 },
             );
             tokio::spawn(sweeper::run(self.store.clone(), (self.config.step_lease / 2).max(Duration::from_millis(200)), stopped()));
+            tokio::spawn(retention::run(self.store.clone(), self.config.retention, stopped()));
             let settings = WorkerSettings {
                 name: queue::unique_worker_name(),
                 concurrency: self.config.worker_concurrency,

@@ -9,6 +9,7 @@ mod notion_client;
 mod openapi;
 mod ops_api;
 mod processes;
+mod queue;
 mod sync_flow;
 mod users_api;
 mod webhook_intake;

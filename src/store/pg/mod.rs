@@ -5,6 +5,7 @@ pub mod events;
 pub mod flashcards;
 pub mod ops;
 pub mod ratelimit;
+pub mod retention;
 pub mod runs;
 pub mod sync;
 pub mod users;
