@@ -13,6 +13,7 @@ use crate::{
     config::{Config, DatabaseLocation, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
     http::{self, HttpState},
+    metrics::Metrics,
     notion::{NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
@@ -157,6 +158,8 @@ impl App {
 
         let timeout = self.config.shutdown_timeout;
         let debounce = self.debounce_window();
+        // One registry per process, shared by the API and the workers.
+        let metrics = Arc::new(Metrics::default());
         let http = self.acceptor.map(|acceptor| {
             let state = Arc::new(HttpState {
                 store: self.store.clone(),
@@ -168,6 +171,7 @@ impl App {
                 api_token: self.secrets.api_token.clone(),
                 cipher: self.secrets.cipher.clone(),
                 debounce,
+                metrics: metrics.clone(),
             });
             if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
                 tracing::info!(%addr, "HTTP API listening; Swagger UI at /docs");
@@ -188,6 +192,7 @@ impl App {
                 cipher: self.secrets.cipher.clone(),
                 generator: self.generator.0.clone(),
                 generator_id: self.generator.1.clone(),
+                metrics: metrics.clone(),
             };
             let engine = Engine::new(
                 deps,

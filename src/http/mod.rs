@@ -43,6 +43,7 @@ pub struct HttpState {
     pub api_token: SecretString,
     pub cipher: SecretCipher,
     pub debounce: DebounceWindow,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Groups in the spec and in Swagger UI.
