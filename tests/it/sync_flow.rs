@@ -400,16 +400,12 @@ async fn retry_delays_grow_exponentially() {
         .collect();
     assert_eq!(times.len(), 4, "three failures, then success");
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1].duration_since(w[0])).collect();
-    // Jittered between half and all of 200 ms × 2^(n-1).
+    // Jittered between half and all of 200 ms × 2^(n-1): never sooner than half. (No upper
+    // bound: on a loaded machine a pickup can be late, and lateness is not what this tests.)
     for (n, (gap, floor)) in gaps.iter().zip([100, 200, 400]).enumerate() {
         assert!(
             *gap >= Duration::from_millis(floor),
             "retry {} came after {gap:?}, before its backoff",
-            n + 1
-        );
-        assert!(
-            *gap < Duration::from_millis(floor * 2 + 1500),
-            "retry {} came after {gap:?}: far too late",
             n + 1
         );
     }
