@@ -12,7 +12,7 @@ use poem::{
 use crate::{
     config::{Config, DatabaseLocation, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
-    http::{self, HttpState},
+    http::{self, HttpState, oauth::NotionConnect},
     notion::{NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
@@ -167,6 +167,7 @@ impl App {
                 api_token: self.secrets.api_token.clone(),
                 cipher: self.secrets.cipher.clone(),
                 debounce,
+                oauth: NotionConnect::new(&self.config, self.notion.clone(), &self.secrets.cipher),
             });
             if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
                 tracing::info!(%addr, "HTTP API listening; Swagger UI at /docs");
