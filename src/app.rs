@@ -13,7 +13,7 @@ use crate::{
     config::{Config, DatabaseLocation, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
     http::{self, HttpState, oauth::NotionConnect},
-    notion::{NotionClient, NotionClientConfig},
+    notion::{ApiFlavor, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
     store::{PoolSettings, Store, pg::sync::DebounceWindow},
@@ -23,6 +23,7 @@ use crate::{
         definition::Definitions,
         engine::EngineSettings,
         queue::{self, WorkerSettings},
+        reconcile::{self, Reconciler},
         steps::StepDeps,
         sweeper,
     },
@@ -199,6 +200,20 @@ impl App {
                 },
             );
             tokio::spawn(sweeper::run(self.store.clone(), (self.config.step_lease / 2).max(Duration::from_millis(200)), stopped()));
+            let reconciler = Reconciler {
+                store: self.store.clone(),
+                limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),
+                notion: self.notion.clone(),
+                cipher: self.secrets.cipher.clone(),
+                debounce,
+                flavor: if self.notion.version() == LEGACY_NOTION_VERSION {
+                    ApiFlavor::LegacyDatabase
+                } else {
+                    ApiFlavor::DataSources
+                },
+                interval: self.config.reconcile_interval,
+            };
+            tokio::spawn(reconcile::run(reconciler, stopped()));
             let settings = WorkerSettings {
                 name: queue::unique_worker_name(),
                 concurrency: self.config.worker_concurrency,

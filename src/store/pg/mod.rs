@@ -6,6 +6,7 @@ pub mod flashcards;
 pub mod oauth;
 pub mod ops;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod runs;
 pub mod sync;
 pub mod users;
