@@ -20,6 +20,10 @@ lint:
 openapi:
     cargo run --quiet -- openapi --output openapi/openapi.json
 
+# Webhook ingest benchmark: durable webhooks/s of the release service next to pgbench (see bench/ingest.sh for settings).
+bench-ingest:
+    bash bench/ingest.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -13,6 +13,7 @@ use crate::{
     config::{Config, DatabaseLocation, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
     http::{self, HttpState, oauth::NotionConnect},
+    metrics::Metrics,
     notion::{ApiFlavor, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
@@ -24,6 +25,7 @@ use crate::{
         engine::EngineSettings,
         queue::{self, WorkerSettings},
         reconcile::{self, Reconciler},
+        retention,
         steps::StepDeps,
         sweeper,
     },
@@ -157,6 +159,8 @@ impl App {
 
         let timeout = self.config.shutdown_timeout;
         let debounce = self.debounce_window();
+        // One registry per process, shared by the API and the workers.
+        let metrics = Arc::new(Metrics::default());
         let http = self.acceptor.map(|acceptor| {
             let state = Arc::new(HttpState {
                 store: self.store.clone(),
@@ -168,6 +172,7 @@ impl App {
                 api_token: self.secrets.api_token.clone(),
                 cipher: self.secrets.cipher.clone(),
                 debounce,
+                metrics: metrics.clone(),
                 oauth: NotionConnect::new(&self.config, self.notion.clone(), &self.secrets.cipher),
             });
             if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
@@ -189,6 +194,7 @@ impl App {
                 cipher: self.secrets.cipher.clone(),
                 generator: self.generator.0.clone(),
                 generator_id: self.generator.1.clone(),
+                metrics: metrics.clone(),
             };
             let engine = Engine::new(
                 deps,
@@ -200,6 +206,7 @@ impl App {
                 },
             );
             tokio::spawn(sweeper::run(self.store.clone(), (self.config.step_lease / 2).max(Duration::from_millis(200)), stopped()));
+            tokio::spawn(retention::run(self.store.clone(), self.config.retention, stopped()));
             let reconciler = Reconciler {
                 store: self.store.clone(),
                 limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod flashcards;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod notion;
 pub mod ratelimit;
 pub mod secrets;

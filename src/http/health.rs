@@ -3,7 +3,10 @@
 use std::{sync::Arc, time::Duration};
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use super::{ApiTags, HttpState, error::ErrorBody};
 
@@ -52,5 +55,16 @@ impl HealthApi {
             }
             Err(_) => ReadyResponse::NotReady(ErrorBody::unavailable()),
         }
+    }
+
+    /// Prometheus metrics (text exposition format): webhooks by outcome, step durations,
+    /// Notion requests by status, rate-limit waits, runs by state, queue depth, process metrics.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self, state: Data<&Arc<HttpState>>) -> PlainText<String> {
+        let queue = match tokio::time::timeout(READY_TIMEOUT, state.store.queue_stats()).await {
+            Ok(Ok(stats)) => Some(stats),
+            _ => None,
+        };
+        PlainText(state.metrics.render(queue.as_ref()))
     }
 }

@@ -44,6 +44,7 @@ pub struct HttpState {
     pub api_token: SecretString,
     pub cipher: SecretCipher,
     pub debounce: DebounceWindow,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// OAuth "Connect Notion".
     pub oauth: oauth::NotionConnect,
 }

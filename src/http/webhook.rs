@@ -130,6 +130,7 @@ impl WebhookApi {
         let bytes = match body.0 {
             Ok(bytes) => bytes,
             Err(BodyTooLarge) => {
+                state.metrics.webhook("rejected", "payload_too_large");
                 tracing::warn!(reason = "payload_too_large", "Rejected Notion webhook");
                 return WebhookResponse::PayloadTooLarge(ErrorBody::new(
                     "payload_too_large",
@@ -138,8 +139,12 @@ impl WebhookApi {
             }
         };
         match state.intake.receive(&bytes, signature.0.as_deref()).await {
-            Ok(result) => WebhookResponse::Ok(Json(ack(result))),
+            Ok(result) => {
+                state.metrics.webhook(result.label(), "");
+                WebhookResponse::Ok(Json(ack(result)))
+            }
             Err(IntakeError::Unauthorized(e)) => {
+                state.metrics.webhook("rejected", e.reason());
                 tracing::warn!(reason = e.reason(), "Rejected Notion webhook");
                 let code = match e {
                     SignatureError::NoSecret => "no_signing_secret",
@@ -148,6 +153,7 @@ impl WebhookApi {
                 WebhookResponse::Unauthorized(ErrorBody::new(code, e.to_string()))
             }
             Err(IntakeError::BadRequest(e)) => {
+                state.metrics.webhook("rejected", "invalid_body");
                 tracing::warn!(reason = "invalid_body", error = %e, "Rejected Notion webhook");
                 let code = match e {
                     BodyError::MalformedJson(_) => "malformed_json",
@@ -156,10 +162,12 @@ impl WebhookApi {
                 WebhookResponse::BadRequest(ErrorBody::new(code, e.to_string()))
             }
             Err(IntakeError::Store(e)) if e.is_unavailable() => {
+                state.metrics.webhook("error", "database_unavailable");
                 tracing::error!(error = %e, "Error processing Notion webhook");
                 WebhookResponse::Unavailable(ErrorBody::unavailable())
             }
             Err(IntakeError::Store(crate::store::StoreError::InvalidData(e))) => {
+                state.metrics.webhook("rejected", "unstorable_body");
                 tracing::warn!(reason = "unstorable_body", error = %e, "Rejected Notion webhook");
                 WebhookResponse::BadRequest(ErrorBody::new(
                     "invalid_event",
@@ -167,6 +175,7 @@ impl WebhookApi {
                 ))
             }
             Err(e) => {
+                state.metrics.webhook("error", "internal");
                 tracing::error!(error = %e, "Error processing Notion webhook");
                 WebhookResponse::Internal(ErrorBody::internal())
             }

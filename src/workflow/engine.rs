@@ -59,6 +59,16 @@ impl Engine {
     }
 
     async fn run_claimed(&self, claim: ClaimedStep) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        if let Some(outcome) = self.run_policed(claim.clone()).await? {
+            self.deps.metrics.step_finished(&claim.step, outcome, started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Runs the claimed step under its policy. `Some(outcome)`: how the attempt ended, as
+    /// recorded; `None`: the lease was lost and nothing was recorded.
+    async fn run_policed(&self, claim: ClaimedStep) -> Result<Option<&'static str>, StoreError> {
         let policy = self.definitions.policy(&claim.step);
         if claim.attempt as u32 > policy.max_attempts {
             // Only lease takeovers get here (a worker died mid-step, again and again).
@@ -69,20 +79,22 @@ impl Engine {
             return self.record(&claim, Transition::Fail { failure }).await;
         }
         if steps::is_transactional(&claim.step) {
-            self.run_transactional(claim, policy).await
-        } else {
-            let outcome = self.run_external(&claim, &policy).await;
-            let Some(outcome) = outcome else { return Ok(()) };
-            let transition = self.decide(&claim, &policy, outcome);
-            self.record(&claim, transition).await
+            return self.run_transactional(claim, policy).await;
         }
+        let Some(outcome) = self.run_external(&claim, &policy).await else { return Ok(None) };
+        let transition = self.decide(&claim, &policy, outcome);
+        self.record(&claim, transition).await
     }
 
     /// A step whose effects commit with its transition, under the run's row lock.
-    async fn run_transactional(&self, claim: ClaimedStep, policy: StepPolicy) -> Result<(), StoreError> {
+    async fn run_transactional(
+        &self,
+        claim: ClaimedStep,
+        policy: StepPolicy,
+    ) -> Result<Option<&'static str>, StoreError> {
         let Some(mut tx) = self.deps.store.begin_fenced(&claim).await? else {
             tracing::warn!("lease lost before the step started");
-            return Ok(());
+            return Ok(None);
         };
         let work = AssertUnwindSafe(steps::run_in_tx(&mut tx, &claim, &self.deps)).catch_unwind();
         let outcome = match tokio::time::timeout(policy.timeout, work).await {
@@ -93,18 +105,13 @@ impl Engine {
                 format!("the step took longer than {:?}", policy.timeout),
             )),
         };
-        if outcome.is_err() {
-            // Undo the step's partial writes; the failure is recorded in a transaction of its own.
+        let transition = self.decide(&claim, &policy, outcome);
+        if matches!(transition, Transition::Wait { error: Some(_), .. } | Transition::Fail { .. }) {
+            // A failure: undo the step's partial writes and record it in a transaction of its own.
             drop(tx);
-            let transition = self.decide(&claim, &policy, outcome);
             return self.record(&claim, transition).await;
         }
-        let transition = self.decide(&claim, &policy, outcome);
-        runs::apply_transition(&mut tx, &claim, &transition).await?;
-        self.after_transition(&mut tx, &claim, &transition).await?;
-        tx.commit().await?;
-        log_transition(&transition);
-        Ok(())
+        self.commit(tx, &claim, &transition).await.map(Some)
     }
 
     /// A step that calls out: no transaction is held; the lease is kept alive by heartbeats.
@@ -142,16 +149,30 @@ impl Engine {
     }
 
     /// Records a transition in a fenced transaction of its own.
-    async fn record(&self, claim: &ClaimedStep, transition: Transition) -> Result<(), StoreError> {
-        let Some(mut tx) = self.deps.store.begin_fenced(claim).await? else {
+    async fn record(
+        &self,
+        claim: &ClaimedStep,
+        transition: Transition,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let Some(tx) = self.deps.store.begin_fenced(claim).await? else {
             tracing::warn!("the step's lease was lost before its result was recorded; result discarded");
-            return Ok(());
+            return Ok(None);
         };
-        runs::apply_transition(&mut tx, claim, &transition).await?;
-        self.after_transition(&mut tx, claim, &transition).await?;
+        self.commit(tx, claim, &transition).await.map(Some)
+    }
+
+    /// Applies the transition and its consequences on the fenced transaction, and commits.
+    async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        claim: &ClaimedStep,
+        transition: &Transition,
+    ) -> Result<&'static str, StoreError> {
+        runs::apply_transition(&mut tx, claim, transition).await?;
+        self.after_transition(&mut tx, claim, transition).await?;
         tx.commit().await?;
-        log_transition(&transition);
-        Ok(())
+        log_transition(transition);
+        Ok(runs::outcome_label(transition))
     }
 
     /// Effects of a run ending: the next sync of the same content may be waiting for it.

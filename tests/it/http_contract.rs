@@ -40,3 +40,39 @@ async fn swagger_ui_and_the_spec_are_served() {
     assert!(spec["paths"]["/api/notion/webhook/notion"]["post"].is_object());
     assert!(spec["components"]["securitySchemes"]["ApiToken"].is_object(), "bearer scheme for Authorize");
 }
+
+#[tokio::test]
+async fn metrics_move_when_things_happen() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        let response = app.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("metrics text")
+    };
+    let before = scrape().await;
+    assert!(before.contains("# TYPE cognie_webhooks_total counter"));
+    assert!(before.contains("cognie_workflow_runs{state=\"pending\"} 0"), "{before}");
+    assert!(before.contains("process_resident_memory_bytes"));
+
+    let body =
+        br#"{"id":"evt-metrics","type":"page.updated","page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#;
+    expect_json(app.post_signed(body).await, 200).await;
+    expect_json(app.post_signed(body).await, 200).await;
+    expect_error(app.post_webhook(body.to_vec(), Some("sha256=00")).await, 401, "invalid_signature").await;
+
+    let after = crate::support::eventually(
+        "the event run to show in the metrics",
+        std::time::Duration::from_secs(10),
+        || async {
+            let text = scrape().await;
+            text.contains("cognie_workflow_runs{state=\"succeeded\"} 1").then_some(text)
+        },
+    )
+    .await;
+    assert!(after.contains("cognie_webhooks_total{outcome=\"accepted\",reason=\"\"} 1"), "{after}");
+    assert!(after.contains("cognie_webhooks_total{outcome=\"duplicate\",reason=\"\"} 1"));
+    assert!(after.contains("cognie_webhooks_total{outcome=\"rejected\",reason=\"signature_malformed\"} 1"));
+    assert!(
+        after.contains("cognie_step_duration_seconds_count{step=\"discover_users\",outcome=\"succeeded\"} 1")
+    );
+}

@@ -10,6 +10,7 @@ mod oauth_and_reconcile;
 mod openapi;
 mod ops_api;
 mod processes;
+mod queue;
 mod sync_flow;
 mod users_api;
 mod webhook_intake;

@@ -7,6 +7,7 @@ pub mod oauth;
 pub mod ops;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod retention;
 pub mod runs;
 pub mod sync;
 pub mod users;

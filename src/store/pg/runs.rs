@@ -258,12 +258,6 @@ pub async fn apply_transition(
     .execute(&mut *conn)
     .await?;
 
-    let outcome = match transition {
-        Transition::Advance { .. } | Transition::Succeed { .. } => "succeeded",
-        Transition::Wait { error: None, .. } => "waiting",
-        Transition::Wait { error: Some(_), .. } => "retrying",
-        Transition::Fail { .. } => "failed",
-    };
     sqlx::query(
         r#"
         update workflow_step_attempts set finished_at = now(), outcome = $2, error_kind = $3, error = $4
@@ -271,7 +265,7 @@ pub async fn apply_transition(
         "#,
     )
     .bind(claim.lease_token)
-    .bind(outcome)
+    .bind(outcome_label(transition))
     .bind(error.map(|e| e.kind.as_str()))
     .bind(error.map(|e| e.message.as_str()))
     .execute(&mut *conn)
@@ -282,6 +276,16 @@ pub async fn apply_transition(
         enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
     }
     Ok(Fenced::Applied)
+}
+
+/// How an attempt ended, as recorded in its history and metrics.
+pub fn outcome_label(transition: &Transition) -> &'static str {
+    match transition {
+        Transition::Advance { .. } | Transition::Succeed { .. } => "succeeded",
+        Transition::Wait { error: None, .. } => "waiting",
+        Transition::Wait { error: Some(_), .. } => "retrying",
+        Transition::Fail { .. } => "failed",
+    }
 }
 
 /// Whether the attempt that just ended counts against the step's attempts.

@@ -43,11 +43,17 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         match deps.limiter.acquire(user).await? {
             Grant::Granted => {}
             Grant::WaitUntil(until) => {
+                deps.metrics.rate_limit_wait();
                 tracing::debug!(%until, requests = crawl.requests_applied(), "rate limit reached; fetch continues later");
                 return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl)) });
             }
         }
-        match deps.notion.execute(token, &request).await {
+        let answer = deps.notion.execute(token, &request).await;
+        deps.metrics.notion_request(match &answer {
+            Ok(_) => Some(200),
+            Err(e) => e.status(),
+        });
+        match answer {
             Ok(answer) => crawl.apply(&request, answer).map_err(|e| crawl_error(e, &crawl))?,
             // Gone: the root ends the crawl as "gone" (its cards are retired); a nested block
             // deleted meanwhile is left out.

@@ -37,6 +37,7 @@ pub struct StepDeps {
     pub generator: Generator,
     /// Names the generator (and model) in content hashes, so switching regenerates cards.
     pub generator_id: String,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// A step that finished or must wait.

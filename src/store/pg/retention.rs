@@ -1,0 +1,102 @@
+//! Pruning, so the database does not grow forever: apalis's finished job rows (our tables hold
+//! the history; their rows only slow the queue down) and, after the retention period, finished
+//! runs with their steps and attempts, and old webhook events.
+
+use std::time::Duration;
+
+use super::super::{Store, StoreResult};
+
+/// Rows removed per statement, so pruning never holds long locks.
+const BATCH: i64 = 5_000;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub jobs: u64,
+    pub runs: u64,
+    pub events: u64,
+}
+
+impl Store {
+    /// Deletes apalis job rows that finished more than `grace` ago.
+    pub async fn prune_finished_jobs(&self, grace: Duration) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                r#"
+                delete from apalis.jobs
+                where id in (
+                    select id from apalis.jobs
+                    where status in ('Done', 'Failed', 'Killed') and done_at < now() - make_interval(secs => $1)
+                    limit $2
+                    for update skip locked
+                )
+                "#,
+            )
+            .bind(grace.as_secs_f64())
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes finished runs (with their steps, attempts and links) and webhook events older
+    /// than `retention`.
+    pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned> {
+        let mut pruned = Pruned::default();
+        loop {
+            let deleted = sqlx::query(
+                r#"
+                delete from workflow_runs
+                where id in (
+                    select id from workflow_runs
+                    where state in ('succeeded', 'failed', 'cancelled')
+                      and finished_at < now() - make_interval(secs => $1)
+                    limit $2
+                    for update skip locked
+                )
+                "#,
+            )
+            .bind(retention.as_secs_f64())
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            pruned.runs += deleted;
+            if deleted < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let deleted = sqlx::query(
+                r#"
+                delete from webhook_events
+                where id in (
+                    select e.id from webhook_events e
+                    where e.received_at < now() - make_interval(secs => $1)
+                      and not exists (
+                          select 1 from workflow_run_events l join workflow_runs r on r.id = l.run_id
+                          where l.event_id = e.id and r.state in ('pending', 'running', 'waiting')
+                      )
+                    limit $2
+                    for update skip locked
+                )
+                "#,
+            )
+            .bind(retention.as_secs_f64())
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            pruned.events += deleted;
+            if deleted < BATCH as u64 {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+}

@@ -1,0 +1,38 @@
+//! The periodic pruning job (see `store::pg::retention`): apalis's finished job rows every
+//! minute, history older than `RETENTION_DAYS` every hour. Idempotent and safe to run in every
+//! worker process at once (rows are claimed with SKIP LOCKED).
+
+use std::time::Duration;
+
+use crate::store::Store;
+
+/// How long a finished job row is kept: long enough to look at while debugging a live issue.
+const JOB_GRACE: Duration = Duration::from_secs(60);
+const JOB_EVERY: Duration = Duration::from_secs(60);
+const HISTORY_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Runs until `shutdown` resolves.
+pub async fn run(store: Store, retention: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut jobs = tokio::time::interval(JOB_EVERY);
+    let mut history = tokio::time::interval(HISTORY_EVERY);
+    jobs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    history.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = jobs.tick() => match store.prune_finished_jobs(JOB_GRACE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(jobs = n, "pruned finished job rows"),
+                Err(e) => tracing::warn!(error = %e, "pruning job rows failed; will retry"),
+            },
+            _ = history.tick() => match store.prune_history(retention).await {
+                Ok(p) if p.runs + p.events > 0 => {
+                    tracing::info!(runs = p.runs, events = p.events, "pruned history older than RETENTION_DAYS")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
+            },
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The job queue's own upkeep: the index-friendly `apalis.get_jobs`, and pruning.
+
+use std::time::Duration;
+
+use cognie_sync::store::Store;
+
+use crate::support::TestApp;
+
+/// `count` job rows of `job_type` in `status`, finished or due `age` ago.
+async fn insert_jobs(app: &TestApp, job_type: &str, status: &str, count: i64, age: &str) {
+    sqlx::query(
+        "insert into apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at, priority, metadata)
+         select 'J' || $2 || lpad(g::text, 20, '0') || $1, $1, '\\x7b7d'::bytea, $2, 1, 1,
+                now() - $4::interval, case when $2 = 'Pending' then null else now() - $4::interval end, 0, ''::hstore
+         from generate_series(1, $3) g",
+    )
+    .bind(job_type)
+    .bind(status)
+    .bind(count)
+    .bind(age)
+    .execute(&app.db)
+    .await
+    .expect("insert jobs");
+}
+
+#[tokio::test]
+async fn job_fetch_claims_due_jobs_and_uses_the_primary_key_with_a_large_backlog() {
+    let app = TestApp::spawn().await;
+    // A backlog: apalis's own get_jobs hash-joins over a full scan here (its generic plan
+    // assumes a large batch); ours must look the claimed ids up by primary key.
+    insert_jobs(&app, "plan_test", "Pending", 100_000, "1 minute").await;
+    sqlx::query("analyze apalis.jobs").execute(&app.db).await.expect("analyze");
+
+    // The installed function's body, planned as PostgreSQL plans it inside the function:
+    // a generic plan with the arguments as parameters.
+    let body: String = sqlx::query_scalar("select prosrc from pg_proc where proname = 'get_jobs'")
+        .fetch_one(&app.db)
+        .await
+        .expect("get_jobs exists");
+    let statement = body
+        .replace("worker_id", "$1")
+        .replace("v_job_type", "$2")
+        .replace("v_job_count", "$3")
+        .trim()
+        .trim_end_matches(';')
+        .to_owned();
+    let mut conn = app.db.acquire().await.expect("connection");
+    sqlx::query("set plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("set");
+    sqlx::query(sqlx::AssertSqlSafe(format!("prepare fetch_plan(text, text, int) as {statement}")))
+        .execute(&mut *conn)
+        .await
+        .expect("prepare");
+    let plan: Vec<String> = sqlx::query_scalar("explain execute fetch_plan('w', 'plan_test', 10)")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain");
+    sqlx::query("deallocate fetch_plan").execute(&mut *conn).await.expect("deallocate");
+    sqlx::query("reset plan_cache_mode").execute(&mut *conn).await.expect("reset");
+    drop(conn);
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan"), "the fetch scans the whole table:\n{plan}");
+    assert!(plan.contains("jobs_pkey"), "claimed ids are looked up by primary key:\n{plan}");
+
+    sqlx::query(
+        "insert into apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         values ('w1', 'plan_test', 'test', '', now()), ('w2', 'plan_test', 'test', '', now())",
+    )
+    .execute(&app.db)
+    .await
+    .expect("workers");
+    let claimed: Vec<String> = sqlx::query_scalar("select id from apalis.get_jobs('w1', 'plan_test', 10)")
+        .fetch_all(&app.db)
+        .await
+        .expect("fetch");
+    assert_eq!(claimed.len(), 10);
+    let queued: i64 = sqlx::query_scalar(
+        "select count(*) from apalis.jobs where job_type = 'plan_test' and status = 'Queued' and lock_by = 'w1'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("count");
+    assert_eq!(queued, 10);
+    let again: Vec<String> = sqlx::query_scalar("select id from apalis.get_jobs('w2', 'plan_test', 100)")
+        .fetch_all(&app.db)
+        .await
+        .expect("fetch");
+    assert_eq!(again.len(), 100);
+    assert!(again.iter().all(|id| !claimed.contains(id)), "a claimed job is never handed out twice");
+}
+
+#[tokio::test]
+async fn finished_job_rows_are_pruned_and_pending_ones_kept() {
+    let app = TestApp::spawn().await;
+    insert_jobs(&app, "prune_test", "Done", 12_000, "10 minutes").await;
+    insert_jobs(&app, "prune_test", "Pending", 5, "1 second").await;
+    let store = Store::from_pool(app.db.clone());
+    // The app's own pruning job may take some of them first: what matters is what is left.
+    store.prune_finished_jobs(Duration::from_secs(60)).await.expect("prune");
+    assert_eq!(app.count("select count(*) from apalis.jobs where job_type = 'prune_test'").await, 5);
+    let pending = app
+        .count("select count(*) from apalis.jobs where job_type = 'prune_test' and status = 'Pending'")
+        .await;
+    assert_eq!(pending, 5);
+}
+
+#[tokio::test]
+async fn history_older_than_the_retention_is_pruned() {
+    let app = TestApp::spawn().await;
+    for (n, (state, age)) in
+        [("succeeded", "40 days"), ("failed", "40 days"), ("succeeded", "1 day"), ("waiting", "40 days")]
+            .iter()
+            .enumerate()
+    {
+        sqlx::query(
+            "insert into workflow_runs (id, workflow, state, trigger, created_at, finished_at)
+             values ($1, 'notion_event', $2, 'webhook', now() - $3::interval,
+                     case when $2 = 'waiting' then null else now() - $3::interval end)",
+        )
+        .bind(uuid::Uuid::from_u128(n as u128 + 1))
+        .bind(state)
+        .bind(age)
+        .execute(&app.db)
+        .await
+        .expect("run");
+    }
+    let store = Store::from_pool(app.db.clone());
+    // The app's own pruning job may take some of them first: what matters is what is left.
+    store.prune_history(Duration::from_secs(30 * 86_400)).await.expect("prune");
+    let left: Vec<String> = sqlx::query_scalar("select state from workflow_runs order by id")
+        .fetch_all(&app.db)
+        .await
+        .expect("runs");
+    assert_eq!(
+        left,
+        ["succeeded", "waiting"],
+        "the finished runs older than 30 days are gone, the rest kept"
+    );
+}
