@@ -219,6 +219,7 @@ impl App {
                     ApiFlavor::DataSources
                 },
                 interval: self.config.reconcile_interval,
+                metrics: metrics.clone(),
             };
             tokio::spawn(reconcile::run(reconciler, stopped()));
             let settings = WorkerSettings {

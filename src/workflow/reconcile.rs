@@ -24,7 +24,7 @@
 //! `last_edited_time` moves), which retires its cards. Rows deleted from a database without
 //! their webhook are retired at the next full sync of the database.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use crate::{
     crypto::SecretCipher,
     ids::{NotionId, UserId},
+    metrics::Metrics,
     notion::{ApiFlavor, ListPage, NotionClient, NotionError},
     ratelimit::{Grant, RateLimiter},
     store::{
@@ -62,6 +63,8 @@ pub struct Reconciler {
     pub flavor: ApiFlavor,
     /// `RECONCILE_INTERVAL_SECONDS`.
     pub interval: Duration,
+    /// Counts the sweep's Notion requests with the fetch step's.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What one sweep did.
@@ -300,7 +303,12 @@ impl Reconciler {
         if let Grant::WaitUntil(_) = self.limiter.acquire(user).await? {
             return Ok(Call::RateLimited);
         }
-        match request().await {
+        let answer = request().await;
+        self.metrics.notion_request(match &answer {
+            Ok(_) => Some(200),
+            Err(e) => e.status(),
+        });
+        match answer {
             Ok(value) => Ok(Call::Done(value)),
             Err(e) if e.status() == Some(429) => {
                 self.limiter.block(user, e.retry_after().unwrap_or(Duration::from_secs(1))).await?;
