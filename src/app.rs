@@ -12,9 +12,9 @@ use poem::{
 use crate::{
     config::{Config, DatabaseLocation, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
-    http::{self, HttpState},
+    http::{self, HttpState, oauth::NotionConnect},
     metrics::Metrics,
-    notion::{NotionClient, NotionClientConfig},
+    notion::{ApiFlavor, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
     store::{PoolSettings, Store, pg::sync::DebounceWindow},
@@ -24,6 +24,7 @@ use crate::{
         definition::Definitions,
         engine::EngineSettings,
         queue::{self, WorkerSettings},
+        reconcile::{self, Reconciler},
         retention,
         steps::StepDeps,
         sweeper,
@@ -172,6 +173,7 @@ impl App {
                 cipher: self.secrets.cipher.clone(),
                 debounce,
                 metrics: metrics.clone(),
+                oauth: NotionConnect::new(&self.config, self.notion.clone(), &self.secrets.cipher),
             });
             if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
                 tracing::info!(%addr, "HTTP API listening; Swagger UI at /docs");
@@ -205,6 +207,21 @@ impl App {
             );
             tokio::spawn(sweeper::run(self.store.clone(), (self.config.step_lease / 2).max(Duration::from_millis(200)), stopped()));
             tokio::spawn(retention::run(self.store.clone(), self.config.retention, stopped()));
+            let reconciler = Reconciler {
+                store: self.store.clone(),
+                limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),
+                notion: self.notion.clone(),
+                cipher: self.secrets.cipher.clone(),
+                debounce,
+                flavor: if self.notion.version() == LEGACY_NOTION_VERSION {
+                    ApiFlavor::LegacyDatabase
+                } else {
+                    ApiFlavor::DataSources
+                },
+                interval: self.config.reconcile_interval,
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(reconcile::run(reconciler, stopped()));
             let settings = WorkerSettings {
                 name: queue::unique_worker_name(),
                 concurrency: self.config.worker_concurrency,

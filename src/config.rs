@@ -48,6 +48,8 @@ pub struct Config {
     pub notion_client_id: Option<String>,
     pub notion_client_secret: Option<SecretString>,
     pub notion_redirect_uri: Option<String>,
+    /// How long an OAuth `state` issued by `GET /api/notion/auth` stays valid.
+    pub oauth_state_ttl: Duration,
     pub notion_rate_limit_per_minute: u32,
     pub notion_max_retries: u32,
     pub notion_api_base_url: String,
@@ -146,6 +148,7 @@ impl Config {
             notion_client_id: env.string("NOTION_CLIENT_ID"),
             notion_client_secret: env.secret("NOTION_CLIENT_SECRET"),
             notion_redirect_uri: env.url_opt("NOTION_REDIRECT_URI")?,
+            oauth_state_ttl: Duration::from_secs(env.parse_in("OAUTH_STATE_TTL_SECONDS", 600, 1..=86_400)?),
             notion_rate_limit_per_minute: env.parse_in("NOTION_RATE_LIMIT_PER_MINUTE", 3, 1..=100_000)?,
             notion_max_retries: env.parse_in("NOTION_MAX_RETRIES", 3, 0..=100)?,
             notion_api_base_url: env
@@ -257,6 +260,21 @@ impl Config {
                     });
                 }
             }
+        }
+        let oauth = [
+            ("NOTION_CLIENT_ID", self.notion_client_id.is_some()),
+            ("NOTION_CLIENT_SECRET", self.notion_client_secret.is_some()),
+            ("NOTION_REDIRECT_URI", self.notion_redirect_uri.is_some()),
+        ];
+        if oauth.iter().any(|(_, set)| *set)
+            && let Some((name, _)) = oauth.iter().find(|(_, set)| !*set)
+        {
+            return Err(ConfigError {
+                name,
+                reason: "NOTION_CLIENT_ID, NOTION_CLIENT_SECRET and NOTION_REDIRECT_URI are needed together \
+                         for OAuth \"Connect Notion\""
+                    .into(),
+            });
         }
         if matches!(self.database, DatabaseLocation::Explicit(_)) && self.token_encryption_key.is_none() {
             return Err(ConfigError {
@@ -394,6 +412,8 @@ mod tests {
         assert_eq!(err.name, "OPENAI_BASE_URL");
         let err = config(&[("TLS_CERT_PATH", "/c.pem")]).unwrap_err();
         assert_eq!(err.name, "TLS_KEY_PATH");
+        let err = config(&[("NOTION_CLIENT_ID", "id"), ("NOTION_REDIRECT_URI", "https://x/cb")]).unwrap_err();
+        assert_eq!(err.name, "NOTION_CLIENT_SECRET");
     }
 
     #[test]

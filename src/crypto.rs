@@ -1,13 +1,16 @@
 //! Encryption at rest for secrets we must be able to read back (Notion tokens, the webhook
 //! verification token): AES-256-GCM with a fresh random nonce per value and the owner bound as
-//! associated data, so a ciphertext copied onto another row does not decrypt.
+//! associated data, so a ciphertext copied onto another row does not decrypt. Other keys the
+//! service needs (e.g. for signing OAuth `state`) are derived from the same key per purpose.
 
 use aes_gcm::{
     Aes256Gcm, Nonce,
     aead::{Aead, Generate, Key, KeyInit, Payload},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
 
 const NONCE_LEN: usize = 12;
 
@@ -15,6 +18,8 @@ const NONCE_LEN: usize = 12;
 #[derive(Clone)]
 pub struct SecretCipher {
     cipher: Aes256Gcm,
+    /// HMAC-SHA256 keyed with the same key, for [`SecretCipher::derive_key`].
+    derivation: Hmac<Sha256>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +35,17 @@ impl SecretCipher {
     pub fn from_base64_key(key: &SecretString) -> Result<Self, CryptoError> {
         let bytes = BASE64.decode(key.expose_secret().trim()).map_err(|_| CryptoError::BadKey)?;
         let key = Key::<Aes256Gcm>::try_from(&bytes[..]).map_err(|_| CryptoError::BadKey)?;
-        Ok(Self { cipher: Aes256Gcm::new(&key) })
+        let derivation = Hmac::<Sha256>::new_from_slice(&bytes).map_err(|_| CryptoError::BadKey)?;
+        Ok(Self { cipher: Aes256Gcm::new(&key), derivation })
+    }
+
+    /// A 32-byte key for one purpose, derived from `TOKEN_ENCRYPTION_KEY` as
+    /// HMAC-SHA256(key, `purpose`): every instance sharing the key derives the same one, keys
+    /// for different purposes are independent, and none reveals the encryption key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = self.derivation.clone();
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// A new random key, base64-encoded, for the embedded default's data directory.
@@ -83,6 +98,17 @@ mod tests {
         assert_eq!(cipher.decrypt(&stored, "user-1").unwrap().expose_secret(), "secret_abc");
         assert!(cipher.decrypt(&stored, "user-2").is_err(), "another owner must not decrypt it");
         assert_ne!(stored, cipher.encrypt("secret_abc", "user-1"), "nonces must differ");
+    }
+
+    #[test]
+    fn derived_keys_are_stable_per_purpose_and_differ_between_purposes_and_keys() {
+        let key = SecretCipher::generate_base64_key();
+        let a = SecretCipher::from_base64_key(&key).unwrap();
+        let b = SecretCipher::from_base64_key(&key).unwrap();
+        assert_eq!(a.derive_key("oauth-state"), b.derive_key("oauth-state"));
+        assert_ne!(a.derive_key("oauth-state"), a.derive_key("something-else"));
+        let other = SecretCipher::from_base64_key(&SecretCipher::generate_base64_key()).unwrap();
+        assert_ne!(a.derive_key("oauth-state"), other.derive_key("oauth-state"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod cursor;
 pub mod error;
 pub mod health;
 pub mod notion;
+pub mod oauth;
 pub mod users;
 pub mod webhook;
 pub mod workflows;
@@ -44,6 +45,8 @@ pub struct HttpState {
     pub cipher: SecretCipher,
     pub debounce: DebounceWindow,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// OAuth "Connect Notion".
+    pub oauth: oauth::NotionConnect,
 }
 
 /// Groups in the spec and in Swagger UI.
@@ -61,13 +64,19 @@ pub enum ApiTags {
     Health,
 }
 
-type Apis =
-    (webhook::WebhookApi, users::UsersApi, notion::NotionApi, workflows::WorkflowsApi, health::HealthApi);
+type Apis = (
+    webhook::WebhookApi,
+    users::UsersApi,
+    notion::NotionApi,
+    oauth::OAuthApi,
+    workflows::WorkflowsApi,
+    health::HealthApi,
+);
 
 /// The OpenAPI service: the source of both the routes and the spec.
 pub fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (webhook::WebhookApi, users::UsersApi, notion::NotionApi, workflows::WorkflowsApi, health::HealthApi), "cognie-sync", env!("CARGO_PKG_VERSION"))
+        (webhook::WebhookApi, users::UsersApi, notion::NotionApi, oauth::OAuthApi, workflows::WorkflowsApi, health::HealthApi), "cognie-sync", env!("CARGO_PKG_VERSION"))
         .description(
             "Keeps Cognie flashcards in step with Notion: verified webhook intake, durable sync \
              workflows, and the operations API. Management endpoints need `Authorization: Bearer <API_TOKEN>`.",

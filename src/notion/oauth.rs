@@ -1,8 +1,9 @@
-//! The OAuth code exchange for public integrations (`POST /v1/oauth/token`).
+//! OAuth for public integrations: the authorize URL the user is sent to, and the code
+//! exchange (`POST /v1/oauth/token`).
 
 use std::fmt;
 
-use reqwest::Method;
+use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -57,6 +58,21 @@ impl fmt::Debug for OAuthToken {
 }
 
 impl NotionClient {
+    /// `{base}/v1/oauth/authorize?client_id=…&response_type=code&owner=user&redirect_uri=…&state=…`:
+    /// where the user grants the integration access (Notion asks for no scope; access is the
+    /// integration's capabilities plus the pages the user picks). Notion then redirects the
+    /// browser to `redirect_uri` with `code` and `state`.
+    pub fn oauth_authorize_url(&self, client_id: &str, redirect_uri: &str, state: &str) -> Url {
+        let mut url = self.url(&["oauth", "authorize"]);
+        url.query_pairs_mut()
+            .append_pair("client_id", client_id)
+            .append_pair("response_type", "code")
+            .append_pair("owner", "user")
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("state", state);
+        url
+    }
+
     /// Exchanges the temporary `code` from the OAuth redirect for an access token, with HTTP
     /// Basic auth `client_id:client_secret`. `redirect_uri` must be the one sent in the
     /// authorize URL. A code works once: a second exchange is `notion_oauth_invalid_grant`.
@@ -98,6 +114,20 @@ mod tests {
             "/tests/fixtures/notion/oauth_token_response.json"
         )))
         .expect("the fixture is a token response")
+    }
+
+    #[test]
+    fn the_authorize_url_has_every_parameter_notion_requires() {
+        let client = NotionClient::new(super::super::NotionClientConfig::default()).expect("client");
+        let url = client.oauth_authorize_url("client-1", "https://app.example.com/cb?x=1", "s.t");
+        assert_eq!(url.origin().ascii_serialization(), "https://api.notion.com");
+        assert_eq!(url.path(), "/v1/oauth/authorize");
+        let pairs: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs["client_id"], "client-1");
+        assert_eq!(pairs["response_type"], "code");
+        assert_eq!(pairs["owner"], "user");
+        assert_eq!(pairs["redirect_uri"], "https://app.example.com/cb?x=1");
+        assert_eq!(pairs["state"], "s.t");
     }
 
     #[test]

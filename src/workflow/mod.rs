@@ -5,6 +5,7 @@
 pub mod definition;
 pub mod engine;
 pub mod queue;
+pub mod reconcile;
 pub mod retention;
 pub mod steps;
 pub mod sweeper;

@@ -6,6 +6,7 @@ mod support;
 mod flashcards_generation;
 mod http_contract;
 mod notion_client;
+mod oauth_and_reconcile;
 mod openapi;
 mod ops_api;
 mod processes;

@@ -3,8 +3,10 @@
 
 pub mod events;
 pub mod flashcards;
+pub mod oauth;
 pub mod ops;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod retention;
 pub mod runs;
 pub mod sync;

@@ -1,0 +1,391 @@
+//! Reconciliation: webhooks can be lost (Notion gives up after about a day, and drops events
+//! while a subscription is paused), so worker processes periodically compare each subscription
+//! with Notion and start a sync for content edited since it was last read.
+//!
+//! Every `RECONCILE_INTERVAL_SECONDS`, one worker process at a time (an advisory lock) sweeps
+//! the subscriptions that are due (see `Store::due_subscriptions`), longest unchecked first.
+//! For each, with the user's token and one rate-limiter slot per request (a user with no free
+//! slot is skipped until the next sweep):
+//! - a page: `GET /v1/pages/{id}`; edited since the last successful sync read it → sync it;
+//! - a database: query each data source for rows edited since the last full sync of the
+//!   database read it; rows not read since by a sync of their own are synced one by one (as
+//!   a webhook for them would), or the whole database when there are many.
+//!
+//! "Read it" comes from the run history: the latest successful sync of that content whose
+//! fetch succeeded started reading no earlier than its debounce deadline. So a sync that found
+//! nothing changed counts, a row synced by its own webhook counts, and nothing in the sync
+//! steps has to record anything. Notion's `last_edited_time` is rounded down to the minute, so
+//! an edit counts as read only if the read started a minute (plus a margin for clock skew)
+//! after it: a page read in the same minute as its last edit is synced once more, which is
+//! the price of never missing the edit that followed in that minute.
+//!
+//! Never read (or the runs were pruned): synced without asking Notion. Content Notion no
+//! longer shows us (404, 403, 401) is left alone and logged; a trashed page is synced (its
+//! `last_edited_time` moves), which retires its cards. Rows deleted from a database without
+//! their webhook are retired at the next full sync of the database.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::{
+    crypto::SecretCipher,
+    ids::{NotionId, UserId},
+    metrics::Metrics,
+    notion::{ApiFlavor, ListPage, NotionClient, NotionError},
+    ratelimit::{Grant, RateLimiter},
+    store::{
+        Store, StoreResult,
+        pg::{
+            reconcile::DueSubscription,
+            sync::{DebounceWindow, SyncTarget},
+        },
+    },
+};
+
+/// Notion's `last_edited_time` has minute precision; plus a margin for the clocks.
+const SETTLE: Duration = Duration::from_secs(65);
+/// Subscriptions fetched from the database per round trip of a sweep.
+const BATCH: i64 = 200;
+/// At most this many subscriptions per sweep; the rest are first in line next time.
+const MAX_PER_SWEEP: usize = 10_000;
+/// More changed rows than this in one database: sync the whole database instead.
+const MAX_ROW_SYNCS: usize = 20;
+
+/// What a sweep needs.
+pub struct Reconciler {
+    pub store: Store,
+    pub limiter: RateLimiter,
+    pub notion: NotionClient,
+    pub cipher: SecretCipher,
+    pub debounce: DebounceWindow,
+    pub flavor: ApiFlavor,
+    /// `RECONCILE_INTERVAL_SECONDS`.
+    pub interval: Duration,
+    /// Counts the sweep's Notion requests with the fetch step's.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Subscriptions compared with Notion (or found never read).
+    pub checked: usize,
+    /// Syncs started or joined.
+    pub started: usize,
+    /// Users skipped because their rate limiter had no free slot.
+    pub rate_limited_users: usize,
+    /// Subscriptions Notion would not show us, or that failed to be checked.
+    pub failed: usize,
+}
+
+/// Sweeps every `interval` (the first one interval after start-up) until `shutdown` resolves.
+pub async fn run(reconciler: Reconciler, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let start = tokio::time::Instant::now() + reconciler.interval;
+    let mut tick = tokio::time::interval_at(start, reconciler.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => match reconciler.sweep().await {
+                Ok(Some(report)) if report != SweepReport::default() => tracing::info!(
+                    checked = report.checked,
+                    started = report.started,
+                    rate_limited_users = report.rate_limited_users,
+                    failed = report.failed,
+                    "reconciliation started {} syncs", report.started
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconciliation sweep failed; will retry"),
+            },
+        }
+    }
+}
+
+/// The verdict on one subscription.
+enum Verdict {
+    /// Nothing edited since it was read.
+    UpToDate,
+    /// Start these syncs.
+    Sync(Vec<SyncTarget>),
+    /// No rate-limit slot for this user now.
+    RateLimited,
+    /// Could not be checked (logged).
+    Failed,
+}
+
+/// The outcome of one rate-limited Notion call.
+enum Call<T> {
+    Done(T),
+    RateLimited,
+    Failed(NotionError),
+}
+
+impl Reconciler {
+    /// One sweep, if no other process is sweeping (`None` then).
+    pub async fn sweep(&self) -> StoreResult<Option<SweepReport>> {
+        let Some(lock) = self.store.try_sweep_lock().await? else {
+            tracing::debug!("another process is reconciling");
+            return Ok(None);
+        };
+        let report = self.sweep_locked().await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "could not release the reconciliation lock; its connection is closed instead");
+        }
+        report.map(Some)
+    }
+
+    async fn sweep_locked(&self) -> StoreResult<SweepReport> {
+        let mut report = SweepReport::default();
+        let mut skipped: Vec<UserId> = Vec::new();
+        let mut seen = 0;
+        // Half an interval: a subscription another process checked moments ago is not due, one
+        // checked in the previous sweep is.
+        let min_age = self.interval / 2;
+        while seen < MAX_PER_SWEEP {
+            let batch = self.store.due_subscriptions(min_age, &skipped, BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for subscription in batch {
+                seen += 1;
+                if skipped.contains(&subscription.user_id) {
+                    continue;
+                }
+                let verdict = self.check(&subscription).await?;
+                let targets = match verdict {
+                    Verdict::RateLimited => {
+                        skipped.push(subscription.user_id);
+                        report.rate_limited_users += 1;
+                        continue;
+                    }
+                    Verdict::UpToDate => Vec::new(),
+                    Verdict::Failed => {
+                        report.failed += 1;
+                        Vec::new()
+                    }
+                    Verdict::Sync(targets) => targets,
+                };
+                report.checked += 1;
+                let runs = self.store.finish_reconcile(subscription.id, &targets, self.debounce).await?;
+                report.started += runs.len();
+                for (target, run) in targets.iter().zip(&runs) {
+                    tracing::info!(
+                        user_id = %target.user_id,
+                        notion_id = %target.notion_id,
+                        run_id = %run,
+                        "reconciliation found an edit no webhook announced; syncing"
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn check(&self, subscription: &DueSubscription) -> StoreResult<Verdict> {
+        let user = subscription.user_id;
+        let token = match self.cipher.decrypt(&subscription.token_ciphertext, &user.to_string()) {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(user_id = %user, error = %e, "reconciliation cannot use the user's Notion token");
+                return Ok(Verdict::Failed);
+            }
+        };
+        let token = secrecy::ExposeSecret::expose_secret(&token);
+        let read = self.store.last_read_at(user, std::slice::from_ref(&subscription.notion_id)).await?;
+        let Some(&read_at) = read.get(&subscription.notion_id) else {
+            // Never read by a successful sync (or its runs were pruned): sync it.
+            return Ok(Verdict::Sync(vec![target(
+                subscription,
+                &subscription.notion_id,
+                &subscription.kind,
+            )]));
+        };
+        let verdict = if subscription.kind == "database" {
+            self.check_database(subscription, token, read_at).await?
+        } else {
+            match self.call(user, || self.notion.retrieve_page(token, &subscription.notion_id)).await? {
+                Call::Done(page) if edited_since(&page, read_at) => {
+                    Verdict::Sync(vec![target(subscription, &subscription.notion_id, "page")])
+                }
+                Call::Done(_) => Verdict::UpToDate,
+                Call::RateLimited => Verdict::RateLimited,
+                Call::Failed(e) => failed(subscription, &e),
+            }
+        };
+        Ok(verdict)
+    }
+
+    async fn check_database(
+        &self,
+        subscription: &DueSubscription,
+        token: &str,
+        read_at: DateTime<Utc>,
+    ) -> StoreResult<Verdict> {
+        let user = subscription.user_id;
+        let database_id = subscription.notion_id.as_str();
+        let whole = || Verdict::Sync(vec![target(subscription, database_id, "database")]);
+        // Rows edited at or after this may not have been read by the last full sync.
+        let since = read_at - chrono::Duration::from_std(SETTLE).unwrap_or_default();
+        let filter = json!({
+            "timestamp": "last_edited_time",
+            "last_edited_time": {"on_or_after": since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}
+        });
+
+        let mut pages: Vec<ListPage> = Vec::new();
+        if self.flavor == ApiFlavor::LegacyDatabase {
+            let query = || self.notion.query_database_legacy(token, database_id, None, Some(filter.clone()));
+            match self.call(user, query).await? {
+                Call::Done(page) => pages.push(page),
+                Call::RateLimited => return Ok(Verdict::RateLimited),
+                Call::Failed(e) => return Ok(failed(subscription, &e)),
+            }
+        } else {
+            let mut sources = subscription.data_source_ids.clone();
+            if sources.is_empty() {
+                let database =
+                    match self.call(user, || self.notion.retrieve_database(token, database_id)).await? {
+                        Call::Done(database) => database,
+                        Call::RateLimited => return Ok(Verdict::RateLimited),
+                        Call::Failed(e) => return Ok(failed(subscription, &e)),
+                    };
+                if edited_since(&database, read_at) {
+                    return Ok(whole());
+                }
+                sources = data_source_ids(&database);
+            }
+            for source in &sources {
+                let query = || self.notion.query_data_source(token, source, None, Some(filter.clone()));
+                match self.call(user, query).await? {
+                    Call::Done(page) => pages.push(page),
+                    Call::RateLimited => return Ok(Verdict::RateLimited),
+                    Call::Failed(e) => return Ok(failed(subscription, &e)),
+                }
+            }
+        }
+
+        if pages.iter().any(|p| p.has_more) {
+            return Ok(whole());
+        }
+        // Notion filters by time; the check is repeated here against the exact read time.
+        let edited: Vec<(String, &Value)> = pages
+            .iter()
+            .flat_map(|p| &p.results)
+            .filter(|row| edited_since(row, read_at))
+            .filter_map(|row| Some((NotionId::parse(row.get("id")?.as_str()?).ok()?.to_string(), row)))
+            .collect();
+        if edited.len() > MAX_ROW_SYNCS {
+            return Ok(whole());
+        }
+        if edited.is_empty() {
+            return Ok(Verdict::UpToDate);
+        }
+        // A row synced on its own since its edit (its webhook arrived) needs nothing.
+        let ids: Vec<String> = edited.iter().map(|(id, _)| id.clone()).collect();
+        let rows_read = self.store.last_read_at(user, &ids).await?;
+        let targets: Vec<SyncTarget> = edited
+            .iter()
+            .filter(|(id, row)| rows_read.get(id).is_none_or(|at| edited_since(row, *at)))
+            .map(|(id, _)| target(subscription, id, "page"))
+            .collect();
+        Ok(if targets.is_empty() { Verdict::UpToDate } else { Verdict::Sync(targets) })
+    }
+
+    /// One Notion request, after taking a slot from the user's rate limiter. A 429 blocks the
+    /// limiter for `Retry-After`, as it does for the fetch step.
+    async fn call<T, F, Fut>(&self, user: UserId, request: F) -> StoreResult<Call<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, NotionError>>,
+    {
+        if let Grant::WaitUntil(_) = self.limiter.acquire(user).await? {
+            return Ok(Call::RateLimited);
+        }
+        let answer = request().await;
+        self.metrics.notion_request(match &answer {
+            Ok(_) => Some(200),
+            Err(e) => e.status(),
+        });
+        match answer {
+            Ok(value) => Ok(Call::Done(value)),
+            Err(e) if e.status() == Some(429) => {
+                self.limiter.block(user, e.retry_after().unwrap_or(Duration::from_secs(1))).await?;
+                Ok(Call::RateLimited)
+            }
+            Err(e) => Ok(Call::Failed(e)),
+        }
+    }
+}
+
+fn target(subscription: &DueSubscription, notion_id: &str, kind: &str) -> SyncTarget {
+    SyncTarget { user_id: subscription.user_id, notion_id: notion_id.to_owned(), kind: kind.to_owned() }
+}
+
+fn failed(subscription: &DueSubscription, e: &NotionError) -> Verdict {
+    let (user, notion_id, kind) = (subscription.user_id, &subscription.notion_id, e.error_kind());
+    if e.is_retryable() {
+        tracing::warn!(user_id = %user, notion_id, error_kind = kind, error = %e, "reconciliation could not check; next sweep tries again");
+    } else {
+        tracing::info!(user_id = %user, notion_id, error_kind = kind, error = %e, "reconciliation: Notion does not show this content to the user");
+    }
+    Verdict::Failed
+}
+
+/// Whether Notion's object may have been edited after a read that started at `read_at`.
+/// Without a readable `last_edited_time`, assume so.
+pub fn edited_since(object: &Value, read_at: DateTime<Utc>) -> bool {
+    match last_edited_time(object) {
+        Some(edited) => edited + chrono::Duration::from_std(SETTLE).unwrap_or_default() > read_at,
+        None => true,
+    }
+}
+
+fn last_edited_time(object: &Value) -> Option<DateTime<Utc>> {
+    let raw = object.get("last_edited_time")?.as_str()?;
+    DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+}
+
+fn data_source_ids(database: &Value) -> Vec<String> {
+    database
+        .get("data_sources")
+        .and_then(Value::as_array)
+        .map(|sources| sources.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(raw: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(raw).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn an_edit_counts_as_read_only_once_its_minute_has_closed_before_the_read() {
+        let page = json!({"object": "page", "last_edited_time": "2026-05-12T07:04:00.000Z"});
+        // Read within the edit's minute: a later edit in that minute shows the same time.
+        assert!(edited_since(&page, at("2026-05-12T07:04:30Z")));
+        assert!(edited_since(&page, at("2026-05-12T07:05:04Z")));
+        // Read after the minute (and the margin) closed: anything newer shows a later minute.
+        assert!(!edited_since(&page, at("2026-05-12T07:05:06Z")));
+        assert!(!edited_since(&page, at("2026-05-13T00:00:00Z")));
+        // Edited after the read.
+        assert!(edited_since(&page, at("2026-05-12T06:00:00Z")));
+    }
+
+    #[test]
+    fn without_a_readable_time_an_object_counts_as_edited() {
+        assert!(edited_since(&json!({"object": "page"}), Utc::now()));
+        assert!(edited_since(&json!({"last_edited_time": "yesterday"}), Utc::now()));
+    }
+
+    #[test]
+    fn data_source_ids_come_from_the_database_object() {
+        let database = json!({"data_sources": [{"id": "a", "name": "A"}, {"id": "b"}]});
+        assert_eq!(data_source_ids(&database), ["a", "b"]);
+        assert!(data_source_ids(&json!({"object": "database"})).is_empty());
+    }
+}

@@ -1,0 +1,647 @@
+//! OAuth "Connect Notion" against the fake Notion's token endpoint; reconciliation of edits no
+//! webhook announced; and no Notion token in a database dump or in the service's logs.
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, DurationRound, Utc};
+use cognie_sync::crypto::SecretCipher;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::support::{
+    TestApp,
+    app::{API_TOKEN, TempDir, base_settings, expect_error, expect_json},
+    db::TestDb,
+    eventually,
+    fake_notion::{FakeNotion, Fault, ids},
+    fixtures,
+    process::ServiceProcess,
+};
+
+const CLIENT_ID: &str = "4c9e2a7b-oauth-client-id";
+const CLIENT_SECRET: &str = "secret_client_Xq7pV2mN9rT4wK8z";
+const REDIRECT_URI: &str = "https://cognie.example.com/api/notion/auth/callback";
+const TOKEN: &str = "ntn_reconcile_test_token";
+
+// ----- OAuth -----
+
+struct OAuthEnv {
+    app: TestApp,
+    notion: FakeNotion,
+    key: String,
+    /// Does not follow redirects, so the 302 itself can be read.
+    browser: reqwest::Client,
+}
+
+async fn oauth_env(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> OAuthEnv {
+    let notion = FakeNotion::start().await;
+    notion.set_oauth_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
+    let key = SecretCipher::generate_base64_key().expose_secret().to_owned();
+    let (base, k) = (notion.base_url(), key.clone());
+    let app = TestApp::spawn_with(|s| {
+        s.insert("NOTION_API_BASE_URL", base);
+        s.insert("NOTION_CLIENT_ID", CLIENT_ID.into());
+        s.insert("NOTION_CLIENT_SECRET", CLIENT_SECRET.into());
+        s.insert("NOTION_REDIRECT_URI", REDIRECT_URI.into());
+        s.insert("TOKEN_ENCRYPTION_KEY", k);
+        adjust(s);
+    })
+    .await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    OAuthEnv { app, notion, key, browser }
+}
+
+async fn create_user(app: &TestApp, email: &str) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/users"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"email": email}))
+        .send()
+        .await
+        .expect("POST /api/users");
+    expect_json(response, 201).await["id"].as_str().expect("id").to_owned()
+}
+
+impl OAuthEnv {
+    async fn authorize(&self, query: &str) -> reqwest::Response {
+        self.browser
+            .get(self.app.url(&format!("/api/notion/auth{query}")))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("GET /api/notion/auth")
+    }
+
+    /// Starts the flow for `user`: the 302's Location, parsed.
+    async fn start(&self, user: &str) -> (reqwest::Url, HashMap<String, String>) {
+        let response = self.authorize(&format!("?user_id={user}")).await;
+        assert_eq!(response.status(), 302, "expected a redirect to Notion");
+        let location = response.headers()["location"].to_str().expect("ASCII Location").to_owned();
+        let url = reqwest::Url::parse(&location).expect("Location is a URL");
+        let params = url.query_pairs().into_owned().collect();
+        (url, params)
+    }
+
+    async fn state_for(&self, user: &str) -> String {
+        self.start(user).await.1["state"].clone()
+    }
+
+    /// What the user's browser does when Notion redirects it back.
+    async fn callback(&self, query: &[(&str, &str)]) -> reqwest::Response {
+        self.browser
+            .get(self.app.url("/api/notion/auth/callback"))
+            .query(query)
+            .send()
+            .await
+            .expect("GET callback")
+    }
+
+    async fn stored_token(&self, user: &str) -> Option<Vec<u8>> {
+        sqlx::query_scalar("select notion_token_ciphertext from users where id = $1::uuid")
+            .bind(user)
+            .fetch_one(&self.app.db)
+            .await
+            .expect("user row")
+    }
+
+    fn exchanges(&self) -> usize {
+        self.notion.count("/v1/oauth/token")
+    }
+}
+
+#[tokio::test]
+async fn connecting_notion_through_oauth_stores_the_token_encrypted_with_its_workspace() {
+    let env = oauth_env(|_| {}).await;
+    let user = create_user(&env.app, "maya@example.com").await;
+
+    let (url, params) = env.start(&user).await;
+    assert_eq!(url.origin(), reqwest::Url::parse(&env.notion.base_url()).expect("base").origin());
+    assert_eq!(url.path(), "/v1/oauth/authorize");
+    assert_eq!(params["client_id"], CLIENT_ID);
+    assert_eq!(params["redirect_uri"], REDIRECT_URI);
+    assert_eq!(params["response_type"], "code");
+    assert_eq!(params["owner"], "user");
+    assert!(params["state"].len() > 40, "a signed state: {params:?}");
+
+    env.notion.add_oauth_code("code-from-notion-1");
+    let response = env.callback(&[("code", "code-from-notion-1"), ("state", &params["state"])]).await;
+    let body = expect_json(response, 200).await;
+    assert_eq!(body, json!({"status": "connected", "user_id": user, "workspace_name": "Maya's Study Space"}));
+
+    let shown = expect_json(env.app.get_authorized(&format!("/api/users/{user}")).await, 200).await;
+    assert_eq!(shown["notion_connected"], true);
+    let (workspace_id, workspace_name, bot_id): (Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "select notion_workspace_id, notion_workspace_name, notion_bot_id from users where id = $1::uuid",
+        )
+        .bind(&user)
+        .fetch_one(&env.app.db)
+        .await
+        .expect("user");
+    assert_eq!(workspace_id.as_deref(), Some("5c2d8e4f-1a3b-4c6d-9e7f-2a4b6c8d0e1f"));
+    assert_eq!(workspace_name.as_deref(), Some("Maya's Study Space"));
+    assert_eq!(bot_id.as_deref(), Some("1e7d2a9b-3c4f-81a5-b8c2-0027d4e9f6a1"));
+
+    // Encrypted under the service key with the user bound: it decrypts to the token Notion
+    // issued, only as this user's.
+    let stored = env.stored_token(&user).await.expect("a token is stored");
+    let cipher = SecretCipher::from_base64_key(&env.key.clone().into()).expect("key");
+    let token = cipher.decrypt(&stored, &user).expect("decrypts as the user's");
+    assert!(token.expose_secret().starts_with("ntn_fake"), "the token the fake issued");
+    assert!(!String::from_utf8_lossy(&stored).contains(token.expose_secret()));
+    assert!(cipher.decrypt(&stored, &uuid::Uuid::new_v4().to_string()).is_err());
+    let exchange = env.notion.requests().into_iter().find(|r| r.path == "/v1/oauth/token").expect("exchange");
+    assert_eq!(exchange.body.as_ref().expect("JSON body")["redirect_uri"], REDIRECT_URI);
+}
+
+#[tokio::test]
+async fn a_tampered_state_or_one_rewritten_for_another_user_is_refused() {
+    let env = oauth_env(|_| {}).await;
+    let maya = create_user(&env.app, "maya@example.com").await;
+    let eve = create_user(&env.app, "eve@example.com").await;
+    env.notion.add_oauth_code("code-1");
+    let state = env.state_for(&maya).await;
+
+    let (payload, signature) = state.rsplit_once('.').expect("signed");
+    let flipped =
+        format!("{payload}.{}{}", if signature.starts_with('A') { "B" } else { "A" }, &signature[1..]);
+    let parts: Vec<&str> = state.split('.').collect();
+    let eves_id = uuid::Uuid::parse_str(&eve).expect("uuid").simple().to_string();
+    let for_eve = format!("{}.{eves_id}.{}.{}", parts[0], parts[2], parts[3]);
+    for bad in [flipped.as_str(), for_eve.as_str(), "not-a-state", &format!("{state}x")] {
+        let response = env.callback(&[("code", "code-1"), ("state", bad)]).await;
+        expect_error(response, 400, "invalid_state").await;
+    }
+    assert_eq!(env.exchanges(), 0, "no code is exchanged on a bad state");
+    assert_eq!(env.stored_token(&maya).await, None);
+    assert_eq!(env.stored_token(&eve).await, None);
+
+    // The genuine state still works (the failures did not use it up).
+    expect_json(env.callback(&[("code", "code-1"), ("state", &state)]).await, 200).await;
+    assert!(env.stored_token(&maya).await.is_some());
+    assert_eq!(env.stored_token(&eve).await, None);
+}
+
+#[tokio::test]
+async fn an_expired_state_is_refused() {
+    let env = oauth_env(|s| {
+        s.insert("OAUTH_STATE_TTL_SECONDS", "1".into());
+    })
+    .await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    env.notion.add_oauth_code("code-1");
+    let state = env.state_for(&user).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    expect_error(env.callback(&[("code", "code-1"), ("state", &state)]).await, 400, "invalid_state").await;
+    assert_eq!(env.exchanges(), 0);
+    assert_eq!(env.stored_token(&user).await, None);
+}
+
+#[tokio::test]
+async fn a_state_works_once() {
+    let env = oauth_env(|_| {}).await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    env.notion.add_oauth_code("code-1");
+    env.notion.add_oauth_code("code-2");
+    let state = env.state_for(&user).await;
+    expect_json(env.callback(&[("code", "code-1"), ("state", &state)]).await, 200).await;
+    let stored = env.stored_token(&user).await;
+
+    expect_error(env.callback(&[("code", "code-2"), ("state", &state)]).await, 400, "invalid_state").await;
+    assert_eq!(env.exchanges(), 1, "a replayed state never reaches Notion");
+    assert_eq!(env.stored_token(&user).await, stored, "the stored token is untouched");
+}
+
+#[tokio::test]
+async fn a_code_notion_refuses_is_a_400_invalid_grant_not_a_500() {
+    let env = oauth_env(|_| {}).await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    env.notion.add_oauth_code("code-1");
+    let first = env.state_for(&user).await;
+    expect_json(env.callback(&[("code", "code-1"), ("state", &first)]).await, 200).await;
+
+    // The same code again, with a fresh state: Notion answers invalid_grant.
+    let second = env.state_for(&user).await;
+    expect_error(env.callback(&[("code", "code-1"), ("state", &second)]).await, 400, "invalid_grant").await;
+    assert_eq!(env.exchanges(), 2);
+}
+
+#[tokio::test]
+async fn notion_failing_the_exchange_is_a_502() {
+    let env = oauth_env(|_| {}).await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    env.notion.add_oauth_code("code-1");
+    env.notion.inject("/v1/oauth/token", Fault::Status(503));
+    let state = env.state_for(&user).await;
+    expect_error(env.callback(&[("code", "code-1"), ("state", &state)]).await, 502, "notion_unavailable")
+        .await;
+    assert_eq!(env.stored_token(&user).await, None);
+}
+
+#[tokio::test]
+async fn missing_parameters_and_unknown_users_are_client_errors() {
+    let env = oauth_env(|_| {}).await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    let state = env.state_for(&user).await;
+
+    expect_error(env.callback(&[("state", &state)]).await, 400, "missing_parameter").await;
+    expect_error(env.callback(&[("code", "c")]).await, 400, "missing_parameter").await;
+    expect_error(env.callback(&[]).await, 400, "missing_parameter").await;
+    expect_error(env.callback(&[("code", ""), ("state", &state)]).await, 400, "missing_parameter").await;
+    expect_error(
+        env.callback(&[("error", "access_denied"), ("state", &state)]).await,
+        400,
+        "authorization_denied",
+    )
+    .await;
+
+    expect_error(env.authorize("").await, 400, "missing_parameter").await;
+    expect_error(env.authorize("?user_id=not-a-uuid").await, 400, "bad_request").await;
+    let unknown = uuid::Uuid::new_v4();
+    expect_error(env.authorize(&format!("?user_id={unknown}")).await, 404, "user_not_found").await;
+    let no_token = env.browser.get(env.app.url(&format!("/api/notion/auth?user_id={user}"))).send().await;
+    expect_error(no_token.expect("GET"), 401, "unauthorized").await;
+    assert_eq!(env.exchanges(), 0);
+}
+
+#[tokio::test]
+async fn without_oauth_settings_both_endpoints_answer_503_oauth_not_configured() {
+    let app = TestApp::spawn().await;
+    let user = create_user(&app, "maya@example.com").await;
+    let start = app.get_authorized(&format!("/api/notion/auth?user_id={user}")).await;
+    expect_error(start, 503, "oauth_not_configured").await;
+    let callback = app.get("/api/notion/auth/callback?code=c&state=s").await;
+    expect_error(callback, 503, "oauth_not_configured").await;
+}
+
+// ----- reconciliation -----
+
+struct SyncEnv {
+    app: TestApp,
+    notion: FakeNotion,
+    user: String,
+}
+
+async fn sync_env(rate_limit_per_minute: u32) -> SyncEnv {
+    let notion = FakeNotion::start().await;
+    notion.allow_token(TOKEN);
+    let base = notion.base_url();
+    let app = TestApp::spawn_with(|s| {
+        s.insert("NOTION_API_BASE_URL", base);
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", rate_limit_per_minute.to_string());
+        s.insert("RECONCILE_INTERVAL_SECONDS", "1".into());
+    })
+    .await;
+    let user = create_user(&app, "maya@example.com").await;
+    let put = app
+        .client
+        .put(app.url(&format!("/api/users/{user}/notion-token")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"token": TOKEN}))
+        .send()
+        .await
+        .expect("PUT token");
+    assert_eq!(put.status(), 204);
+    SyncEnv { app, notion, user }
+}
+
+impl SyncEnv {
+    async fn subscribe(&self, notion_id: &str, kind: &str) -> String {
+        let response = self
+            .app
+            .client
+            .post(self.app.url(&format!("/api/users/{}/subscriptions", self.user)))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"notion_id": notion_id, "kind": kind}))
+            .send()
+            .await
+            .expect("subscribe");
+        expect_json(response, 201).await["run_id"].as_str().expect("run id").to_owned()
+    }
+
+    async fn wait_succeeded(&self, run_id: &str) {
+        eventually(&format!("run {run_id} to succeed"), Duration::from_secs(30), || async {
+            let run =
+                expect_json(self.app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+            assert_ne!(run["state"], "failed", "{run}");
+            (run["state"] == "succeeded").then_some(())
+        })
+        .await;
+    }
+
+    /// As if every sync so far had happened ten minutes ago.
+    async fn age_past_syncs(&self) {
+        sqlx::query(
+            "update workflow_runs set created_at = created_at - interval '10 minutes',
+                 debounce_until = debounce_until - interval '10 minutes'",
+        )
+        .execute(&self.app.db)
+        .await
+        .expect("age runs");
+    }
+
+    /// (notion_id, kind, state) of the syncs reconciliation started.
+    async fn reconcile_runs(&self) -> Vec<(String, String, String)> {
+        sqlx::query_as(
+            "select notion_id, notion_kind, state from workflow_runs where trigger = 'reconcile' order by created_at",
+        )
+        .fetch_all(&self.app.db)
+        .await
+        .expect("runs")
+    }
+
+    async fn card_fronts(&self) -> Vec<String> {
+        let list =
+            expect_json(self.app.get_authorized(&format!("/api/users/{}/flashcards", self.user)).await, 200)
+                .await;
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|c| c["front"].as_str().expect("front").to_owned())
+            .collect()
+    }
+}
+
+fn rich_text(text: &str) -> Value {
+    json!([{"type": "text", "text": {"content": text, "link": null},
+            "annotations": {"bold": false, "italic": false, "strikethrough": false, "underline": false, "code": false, "color": "default"},
+            "plain_text": text, "href": null}])
+}
+
+/// Notion's `last_edited_time`: rounded down to the minute.
+fn notion_time(at: DateTime<Utc>) -> String {
+    at.duration_trunc(chrono::Duration::minutes(1))
+        .expect("truncate")
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+fn page(id: &str, title: &str, edited: &str) -> Value {
+    json!({"object": "page", "id": id, "created_time": "2026-06-01T08:00:00.000Z", "last_edited_time": edited,
+           "parent": {"type": "workspace", "workspace": true}, "in_trash": false, "archived": false,
+           "properties": {"title": {"id": "title", "type": "title", "title": rich_text(title)}},
+           "url": format!("https://www.notion.so/{}", id.replace('-', "")), "public_url": null})
+}
+
+fn toggle(id: &str, front: &str) -> Value {
+    json!({"object": "block", "id": id, "has_children": true, "archived": false, "in_trash": false,
+           "type": "toggle", "toggle": {"rich_text": rich_text(front), "color": "default"}})
+}
+
+fn paragraph(id: &str, text: &str) -> Value {
+    json!({"object": "block", "id": id, "has_children": false, "archived": false, "in_trash": false,
+           "type": "paragraph", "paragraph": {"rich_text": rich_text(text), "color": "default"}})
+}
+
+/// A page with one toggle card per front; ids derived from `n`.
+fn serve_page(notion: &FakeNotion, n: u32, title: &str, edited: &str, fronts: &[&str]) -> String {
+    let id = format!("2a000000-0000-4000-8000-{n:012}");
+    notion.add_page(page(&id, title, edited));
+    let toggles: Vec<Value> = fronts
+        .iter()
+        .enumerate()
+        .map(|(i, front)| {
+            let toggle_id = format!("2b000000-0000-4000-8{n:03}-{i:012}");
+            notion.set_children(
+                &toggle_id,
+                vec![paragraph(&format!("2c000000-0000-4000-8{n:03}-{i:012}"), "answer")],
+            );
+            toggle(&toggle_id, front)
+        })
+        .collect();
+    notion.set_children(&id, toggles);
+    id
+}
+
+#[tokio::test]
+async fn a_page_edited_without_a_webhook_is_synced_by_reconciliation_and_an_unchanged_one_is_not() {
+    let env = sync_env(1000).await;
+    let old = "2026-06-01T09:30:00.000Z";
+    let edited = serve_page(&env.notion, 1, "Edited", old, &["Old question"]);
+    let unchanged = serve_page(&env.notion, 2, "Unchanged", old, &["Stable question"]);
+    let first = env.subscribe(&edited, "page").await;
+    let second = env.subscribe(&unchanged, "page").await;
+    env.wait_succeeded(&first).await;
+    env.wait_succeeded(&second).await;
+    env.age_past_syncs().await;
+
+    // Edited in Notion three minutes ago; the webhook never came.
+    serve_page(
+        &env.notion,
+        1,
+        "Edited",
+        &notion_time(Utc::now() - chrono::Duration::minutes(3)),
+        &["Old question", "Added without a webhook"],
+    );
+
+    let runs = eventually("reconciliation to sync the edited page", Duration::from_secs(15), || async {
+        let runs = env.reconcile_runs().await;
+        runs.iter().any(|(_, _, state)| state == "succeeded").then_some(runs)
+    })
+    .await;
+    assert_eq!(runs, [(edited.clone(), "page".to_owned(), "succeeded".to_owned())]);
+    assert!(env.card_fronts().await.contains(&"Added without a webhook".to_owned()));
+
+    // Further sweeps find both pages read since their last edit.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(env.reconcile_runs().await.len(), 1, "one sync for the edit, none for the unchanged page");
+}
+
+#[tokio::test]
+async fn a_database_row_edited_without_a_webhook_is_synced_on_its_own() {
+    let env = sync_env(1000).await;
+    env.notion.load_fixture_database();
+    let first = env.subscribe(ids::DATABASE, "database").await;
+    env.wait_succeeded(&first).await;
+    env.age_past_syncs().await;
+
+    let rows: Value = serde_json::from_slice(&fixtures::bytes("data_source_query.json")).expect("fixture");
+    let mut row = rows["results"][1].clone();
+    assert_eq!(row["id"], ids::PHOTOSYNTHESIS);
+    row["last_edited_time"] = json!(notion_time(Utc::now() - chrono::Duration::minutes(3)));
+    row["properties"]["Name"]["title"] = rich_text("Photosynthesis, revised");
+    env.notion.add_page(row);
+
+    let runs = eventually("reconciliation to sync the edited row", Duration::from_secs(15), || async {
+        let runs = env.reconcile_runs().await;
+        runs.iter().any(|(_, _, state)| state == "succeeded").then_some(runs)
+    })
+    .await;
+    assert_eq!(runs, [(ids::PHOTOSYNTHESIS.to_owned(), "page".to_owned(), "succeeded".to_owned())]);
+    assert!(env.card_fronts().await.contains(&"Photosynthesis, revised".to_owned()));
+    let queries =
+        env.notion.requests().into_iter().filter(|r| r.path.ends_with("/query")).collect::<Vec<_>>();
+    let filtered = queries.last().expect("reconciliation queried the data source");
+    assert_eq!(filtered.body.as_ref().expect("body")["filter"]["timestamp"], "last_edited_time");
+
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(env.reconcile_runs().await.len(), 1, "the row, once; not the whole database");
+}
+
+#[tokio::test]
+async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
+    let env = sync_env(2).await;
+    let old = "2026-06-01T09:30:00.000Z";
+    let user = uuid::Uuid::parse_str(&env.user).expect("uuid");
+    // Three subscriptions, each synced a moment ago (so reconciliation asks Notion about each;
+    // the run goes in first, so no sweep ever sees a subscription that was never synced).
+    for n in 1..=3 {
+        let id = serve_page(&env.notion, n, &format!("Page {n}"), old, &["Q"]);
+        let run = uuid::Uuid::now_v7();
+        sqlx::query(
+            "insert into workflow_runs (id, workflow, state, user_id, notion_id, notion_kind, trigger,
+                 debounce_started_at, debounce_until, finished_at)
+             values ($1, 'notion_sync', 'succeeded', $2, $3, 'page', 'subscription', now(), now(), now())",
+        )
+        .bind(run)
+        .bind(user)
+        .bind(&id)
+        .execute(&env.app.db)
+        .await
+        .expect("seed run");
+        sqlx::query(
+            "insert into workflow_steps (run_id, name, state, attempts) values ($1, 'fetch', 'succeeded', 1)",
+        )
+        .bind(run)
+        .execute(&env.app.db)
+        .await
+        .expect("seed step");
+        env.app.insert_subscription(user, &id, "page").await;
+    }
+
+    eventually("two subscriptions checked", Duration::from_secs(10), || async {
+        (env.app.count("select count(*) from subscriptions where reconciled_at is not null").await == 2)
+            .then_some(())
+    })
+    .await;
+    // Several more sweeps: the third waits for a slot; nothing goes past the limit.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(env.notion.requests_for_token(TOKEN).len(), 2, "{:?}", env.notion.requests());
+    assert_eq!(env.app.count("select count(*) from subscriptions where reconciled_at is not null").await, 2);
+    assert!(env.reconcile_runs().await.is_empty(), "nothing changed");
+}
+
+// ----- secrets at rest and in logs -----
+
+/// The real binary, as deployed: OAuth-connected and PUT tokens are used by syncs and by
+/// reconciliation, and appear neither in a dump of the database nor in any log line.
+#[tokio::test]
+async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
+    let notion = FakeNotion::start().await;
+    notion.load_fixture_page();
+    notion.set_oauth_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
+    notion.add_oauth_code("code-secret-0a1b2c3d");
+    let manual_token = "ntn_manually_pasted_secret_9f8e7d";
+    notion.allow_token(manual_token);
+
+    let db = TestDb::create().await;
+    let data_dir = TempDir::new();
+    let mut settings = base_settings(&db.url, data_dir.path());
+    settings.insert("NOTION_API_BASE_URL", notion.base_url());
+    settings.insert("NOTION_CLIENT_ID", CLIENT_ID.into());
+    settings.insert("NOTION_CLIENT_SECRET", CLIENT_SECRET.into());
+    settings.insert("NOTION_REDIRECT_URI", REDIRECT_URI.into());
+    settings.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    settings.insert("RECONCILE_INTERVAL_SECONDS", "1".into());
+    settings.insert("RUST_LOG", "info,cognie_sync=debug".into());
+    let service = ServiceProcess::start("serve", &settings);
+    let client =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let post =
+        |path: &str, body: Value| client.post(service.url(path)).bearer_auth(API_TOKEN).json(&body).send();
+
+    // One user connects through OAuth, another pastes a token; both subscribe to the page.
+    let maya =
+        expect_json(post("/api/users", json!({"email": "maya@example.com"})).await.expect("user"), 201).await;
+    let maya = maya["id"].as_str().expect("id").to_owned();
+    let start = client
+        .get(service.url(&format!("/api/notion/auth?user_id={maya}")))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("auth");
+    assert_eq!(start.status(), 302);
+    let location = reqwest::Url::parse(start.headers()["location"].to_str().expect("ascii")).expect("url");
+    let state = location.query_pairs().find(|(k, _)| k == "state").expect("state").1.into_owned();
+    let callback = client
+        .get(service.url("/api/notion/auth/callback"))
+        .query(&[("code", "code-secret-0a1b2c3d"), ("state", state.as_str())])
+        .send()
+        .await
+        .expect("callback");
+    expect_json(callback, 200).await;
+
+    let lee =
+        expect_json(post("/api/users", json!({"email": "lee@example.com"})).await.expect("user"), 201).await;
+    let lee = lee["id"].as_str().expect("id").to_owned();
+    let put = client
+        .put(service.url(&format!("/api/users/{lee}/notion-token")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"token": manual_token}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), 204);
+
+    for user in [&maya, &lee] {
+        let path = format!("/api/users/{user}/subscriptions");
+        expect_json(post(&path, json!({"notion_id": ids::PAGE, "kind": "page"})).await.expect("sub"), 201)
+            .await;
+    }
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    eventually("both syncs to succeed", Duration::from_secs(30), || async {
+        let done: i64 = sqlx::query_scalar(
+            "select count(*) from workflow_runs where workflow = 'notion_sync' and state = 'succeeded'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        (done == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // a reconciliation sweep or two
+
+    let oauth_token = notion
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.token)
+        .find(|t| t.starts_with("ntn_fake"))
+        .expect("a sync used the OAuth token");
+    let secrets = [
+        oauth_token.clone(),
+        hex::encode(&oauth_token),
+        manual_token.to_owned(),
+        hex::encode(manual_token),
+        "code-secret-0a1b2c3d".to_owned(),
+        CLIENT_SECRET.to_owned(),
+    ];
+
+    let log = service.log.lock().expect("log").join("\n");
+    assert!(log.contains("connected the user's Notion account"), "the log was captured: {log}");
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret ({}…) is in the logs", &secret[..8]);
+    }
+
+    if std::path::Path::new("/usr/bin/pg_dump").exists() {
+        let dump = std::process::Command::new("/usr/bin/pg_dump")
+            .arg("--no-owner")
+            .arg(&db.url)
+            .output()
+            .expect("run pg_dump");
+        assert!(dump.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&dump.stderr));
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        assert!(dump.contains("notion_token_ciphertext"), "the dump has the users table");
+        for secret in &secrets {
+            assert!(!dump.contains(secret.as_str()), "a secret ({}…) is in the database dump", &secret[..8]);
+        }
+    } else {
+        eprintln!("pg_dump is not installed at /usr/bin/pg_dump: the dump check was skipped");
+    }
+    drop(service);
+}
