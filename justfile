@@ -24,6 +24,10 @@ openapi:
 bench-ingest:
     bash bench/ingest.sh
 
+# Workflow benchmark: end-to-end event workflow runs/s and step pickup latency next to apalis no-op jobs/s (see bench/workflow.sh).
+bench-workflow:
+    bash bench/workflow.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run
