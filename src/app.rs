@@ -3,21 +3,24 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use std::str::FromStr;
+
 use anyhow::Context;
 use poem::{
     Server,
     listener::{Acceptor, TcpAcceptor},
 };
+use secrecy::ExposeSecret;
 
 use crate::{
-    config::{Config, DatabaseLocation, GeneratorKind},
+    config::{Config, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
     http::{self, HttpState, oauth::NotionConnect},
     metrics::Metrics,
     notion::{ApiFlavor, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
-    store::{PoolSettings, Store, pg::sync::DebounceWindow},
+    store::{BackendKind, DebounceWindow, PoolSettings, Store},
     webhook::Intake,
     workflow::{
         Engine,
@@ -43,6 +46,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// The subcommand that runs this role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
+
     fn runs_http(self) -> bool {
         matches!(self, Role::Serve | Role::Api)
     }
@@ -61,6 +73,8 @@ pub struct App {
     /// The flashcard generator and the name it goes by in content hashes.
     generator: (Generator, String),
     acceptor: Option<TcpAcceptor>,
+    /// With SQLite: held for the life of the process, so no second process opens the file.
+    _single_process: Option<std::fs::File>,
 }
 
 /// How long start-up waits for the database before giving up.
@@ -121,10 +135,24 @@ impl App {
             timeout: NOTION_TIMEOUT,
         })?;
         let generator = build_generator(&config)?;
+        let single_process = match config.database_backend() {
+            BackendKind::Sqlite => Some(claim_sqlite_file(&config, role)?),
+            BackendKind::Postgres => None,
+        };
         let store = connect_and_migrate(&config).await?;
         let secrets = ServiceSecrets::load(&config)?;
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
-        Ok(Self { config, role, store, secrets, definitions, notion, generator, acceptor })
+        Ok(Self {
+            config,
+            role,
+            store,
+            secrets,
+            definitions,
+            notion,
+            generator,
+            acceptor,
+            _single_process: single_process.flatten(),
+        })
     }
 
     /// The address the HTTP API listens on, if this role serves HTTP.
@@ -228,7 +256,7 @@ impl App {
                 poll_interval: self.config.worker_poll_interval,
             };
             tracing::info!(worker = %settings.name, concurrency = settings.concurrency, "step worker started");
-            tokio::spawn(queue::run_worker(self.store.pool().clone(), engine, settings, stopped(), timeout))
+            tokio::spawn(queue::run_worker(self.store.clone(), engine, settings, stopped(), timeout))
         });
 
         if let Some(http) = http {
@@ -243,13 +271,59 @@ impl App {
     }
 }
 
+/// SQLite serves one process: refuses the roles that split the service across processes, and
+/// takes an exclusive lock next to the database file so that a second process on the same file
+/// fails at start-up with a clear message instead of competing for it. Creates the file's
+/// directory. The lock lives as long as the returned file (`None`: an in-memory database).
+fn claim_sqlite_file(config: &Config, role: Role) -> anyhow::Result<Option<std::fs::File>> {
+    if role != Role::Serve {
+        anyhow::bail!(
+            "the `{}` role runs part of the service in its own process, and several processes need \
+             PostgreSQL (set DATABASE_URL=postgres://...). With SQLite, run `cognie-sync serve` \
+             (the default): one process with the HTTP API and the workers",
+            role.name()
+        );
+    }
+    let url = config.database_url();
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose_secret())
+        .context("DATABASE_URL is not a valid sqlite:// URL")?;
+    let file = options.get_filename();
+    if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
+        return Ok(None);
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let lock_path = file.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another cognie-sync process is using {} (SQLite serves one process; to run several, \
+             use PostgreSQL)",
+            file.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    }
+    tracing::info!(path = %file.display(), "storing everything in this SQLite file (the embedded default)");
+    Ok(Some(lock))
+}
+
 /// Connects and applies migrations, waiting for a database that is still starting.
 pub async fn connect_and_migrate(config: &Config) -> anyhow::Result<Store> {
     let settings = PoolSettings {
         url: config.database_url(),
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,
-        create_database: matches!(config.database, DatabaseLocation::Default),
+        // SQLite files are always created; a PostgreSQL database is created by its operator.
+        create_database: false,
     };
     let deadline = tokio::time::Instant::now() + STARTUP_DB_WAIT;
     let mut delay = Duration::from_millis(200);
@@ -272,7 +346,7 @@ pub async fn connect_and_migrate(config: &Config) -> anyhow::Result<Store> {
 
 async fn try_connect_and_migrate(settings: &PoolSettings) -> anyhow::Result<Store> {
     let store = Store::connect(settings).await?;
-    queue::setup(store.pool()).await.context("applying the job queue's migrations")?;
+    queue::setup(&store).await.context("applying the job queue's migrations")?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }

@@ -6,20 +6,21 @@
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::store::BackendKind;
 
 /// Where the service keeps its state.
 #[derive(Debug, Clone)]
 pub enum DatabaseLocation {
     /// `DATABASE_URL` was set explicitly.
     Explicit(SecretString),
-    /// No `DATABASE_URL`: the embedded default for one machine. Until the SQLite backend lands
-    /// this is the local PostgreSQL server, with the database created on first start.
+    /// No `DATABASE_URL`: the embedded default for one machine, a SQLite file in `DATA_DIR`.
     Default,
 }
 
-/// The default when `DATABASE_URL` is unset (see [`DatabaseLocation::Default`]).
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cognie_sync";
+/// The embedded default's file name, in `DATA_DIR` (see [`DatabaseLocation::Default`]).
+pub const DEFAULT_DATABASE_FILE: &str = "cognie-sync.db";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -123,12 +124,10 @@ impl Config {
         let config = Config {
             database: match env.string("DATABASE_URL") {
                 Some(url) => {
-                    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    if BackendKind::of_url(&url).is_none() {
                         return Err(ConfigError {
                             name: "DATABASE_URL",
-                            reason:
-                                "must be a postgres:// URL (the embedded SQLite backend is not available yet)"
-                                    .into(),
+                            reason: "must be a postgres:// (or postgresql://) or a sqlite:// URL".into(),
                         });
                     }
                     DatabaseLocation::Explicit(url.into())
@@ -276,10 +275,10 @@ impl Config {
                     .into(),
             });
         }
-        if matches!(self.database, DatabaseLocation::Explicit(_)) && self.token_encryption_key.is_none() {
+        if self.database_backend() == BackendKind::Postgres && self.token_encryption_key.is_none() {
             return Err(ConfigError {
                 name: "TOKEN_ENCRYPTION_KEY",
-                reason: "required with an explicit DATABASE_URL: every instance must share one key \
+                reason: "required with PostgreSQL: every instance must share one key \
                          (generate one with `openssl rand -base64 32`)"
                     .into(),
             });
@@ -291,8 +290,15 @@ impl Config {
     pub fn database_url(&self) -> SecretString {
         match &self.database {
             DatabaseLocation::Explicit(url) => url.clone(),
-            DatabaseLocation::Default => DEFAULT_DATABASE_URL.into(),
+            DatabaseLocation::Default => {
+                format!("sqlite://{}", self.data_dir.join(DEFAULT_DATABASE_FILE).display()).into()
+            }
         }
+    }
+
+    /// The database backend `DATABASE_URL` names (SQLite when it is unset).
+    pub fn database_backend(&self) -> BackendKind {
+        BackendKind::of_url(self.database_url().expose_secret()).unwrap_or(BackendKind::Sqlite)
     }
 }
 
@@ -398,10 +404,20 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_database_needs_a_shared_encryption_key() {
+    fn postgres_needs_a_shared_encryption_key() {
         let err = config(&[("DATABASE_URL", "postgres://db/x")]).unwrap_err();
         assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY");
         assert!(config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", "k")]).is_ok());
+        // SQLite is one machine's: the key is created in the data directory, like the default.
+        let c = config(&[("DATABASE_URL", "sqlite:///var/lib/cognie/db.sqlite")]).unwrap();
+        assert_eq!(c.database_backend(), BackendKind::Sqlite);
+    }
+
+    #[test]
+    fn the_default_database_is_a_sqlite_file_in_the_data_directory() {
+        let c = config(&[("DATA_DIR", "/srv/cognie")]).unwrap();
+        assert_eq!(c.database_backend(), BackendKind::Sqlite);
+        assert_eq!(c.database_url().expose_secret(), "sqlite:///srv/cognie/cognie-sync.db");
     }
 
     #[test]

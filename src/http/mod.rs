@@ -33,7 +33,7 @@ use secrecy::SecretString;
 
 use crate::{
     crypto::SecretCipher,
-    store::{Store, pg::sync::DebounceWindow},
+    store::{DebounceWindow, Store},
     webhook::Intake,
 };
 

@@ -15,10 +15,7 @@ use super::{
 };
 use crate::{
     ids::{NotionId, UserId},
-    store::{
-        StoreError,
-        pg::{ops::RunFilter, sync::SyncTarget},
-    },
+    store::{RunFilter, StoreError, SyncTarget},
 };
 
 /// How many recent runs the sync status lists.

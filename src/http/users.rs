@@ -14,10 +14,7 @@ use uuid::Uuid;
 use super::{ApiTags, HttpState, auth::ApiToken, error::ErrorBody};
 use crate::{
     ids::{NotionId, UserId},
-    store::{
-        StoreError,
-        pg::users::{NotionWorkspace, SubscriptionRow, UserError, UserRow},
-    },
+    store::{NotionWorkspace, StoreError, SubscriptionRow, UserError, UserRow},
 };
 
 pub struct UsersApi;

@@ -14,10 +14,7 @@ use uuid::Uuid;
 use super::{ApiTags, HttpState, auth::ApiToken, error::ErrorBody};
 use crate::{
     ids::{RunId, UserId},
-    store::{
-        StoreError,
-        pg::ops::{ActionError, RunCursor, RunDetail, RunFilter, RunRow},
-    },
+    store::{ActionError, RunCursor, RunDetail, RunFilter, RunRow, StoreError},
 };
 
 /// Who the API records as the actor of ops actions.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use crate::store::pg::ratelimit::Grant;
+pub use crate::store::Grant;
 use crate::{
     ids::UserId,
     store::{Store, StoreResult},

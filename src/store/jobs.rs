@@ -2,7 +2,7 @@
 //!
 //! apalis (driven from `workflow/`) consumes these rows; we insert them ourselves so that the
 //! state change that causes a job and the job itself commit together, in one statement where
-//! it matters (webhook intake). The columns are those of apalis-postgres 1.0's `apalis.jobs`.
+//! it matters (webhook intake). Each backend's `jobs` module has the SQL for its apalis storage.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,11 +28,3 @@ impl StepJob {
         (ulid::Ulid::new().to_string(), payload)
     }
 }
-
-/// Inserts one pending job; `$1` id, `$2` payload, `$3` seconds from now until it is due.
-/// `max_attempts = 1`: apalis must never re-run a job by itself (it would do so at once, with
-/// no backoff); retries are new jobs that our engine schedules.
-pub const INSERT_JOB_SQL: &str = r#"
-insert into apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata)
-values ($1, 'cognie_sync.steps', $2, 'Pending', 0, 1, now() + make_interval(secs => $3), 0, ''::hstore)
-"#;

@@ -1,27 +1,53 @@
-//! All SQL lives here. The rest of the service calls these typed operations; each backend keeps
-//! its SQL in its own module (`pg`, and later `sqlite`).
+//! All SQL lives here. The rest of the service calls the typed operations of [`Store`] (and,
+//! inside a step's fenced transaction, of [`StoreTx`]); each backend keeps its SQL in its own
+//! module: `pg` (PostgreSQL, production and scale-out) and `sqlite` (the embedded default, one
+//! process). Both implement the same operations with the same meaning; the integration suite
+//! runs against both.
 
 pub mod jobs;
+pub mod model;
 pub mod pg;
+pub mod sqlite;
+mod tx;
 
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
-use sqlx::{
-    ConnectOptions, PgPool,
-    migrate::{MigrateDatabase, Migrator},
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use secrecy::SecretString;
 
-pub use pg::events::{IntakeOutcome, NewEvent, StartRun};
+pub use model::*;
+pub use tx::StoreTx;
 
-/// Our migrations (apalis runs its own, in its own schema).
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+use crate::ids::{NotionId, RunId, UserId};
 
 /// A handle on the system of record. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: PgPool,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Postgres(pg::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Postgres,
+    Sqlite,
+}
+
+impl BackendKind {
+    /// The backend a `DATABASE_URL` names, by its scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase())?;
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Some(BackendKind::Postgres),
+            "sqlite" => Some(BackendKind::Sqlite),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +75,8 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             sqlx::Error::Database(db) => match db.code().as_deref() {
-                // 08: connection exception; 57P0x: shutting down / cannot connect now;
-                // 53300: too many connections; 40001/40P01: retry the transaction.
+                // PostgreSQL. 08: connection exception; 57P0x: shutting down / cannot connect
+                // now; 53300: too many connections; 40001/40P01: retry the transaction.
                 Some(code)
                     if code.starts_with("08")
                         || code.starts_with("57P")
@@ -62,11 +88,20 @@ impl From<sqlx::Error> for StoreError {
                 }
                 // 22: data exception (bad JSON escape, value out of range, ...).
                 Some(code) if code.starts_with("22") => StoreError::InvalidData(e),
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) and their extended codes
+                // (busy timeout exhausted: another writer held the lock too long), SQLITE_FULL
+                // (13), SQLITE_IOERR (10) and its extended codes.
+                Some(code) if sqlite_unavailable(code) => StoreError::Unavailable(e),
                 _ => StoreError::Database(e),
             },
             _ => StoreError::Database(e),
         }
     }
+}
+
+/// Whether a SQLite result code (primary or extended, as sqlx reports it) means "try later".
+fn sqlite_unavailable(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13))
 }
 
 impl StoreError {
@@ -88,57 +123,209 @@ pub struct PoolSettings {
 }
 
 impl Store {
-    /// Opens the pool. Connections are made lazily, so a database that is down at start-up
-    /// shows as "not ready" rather than a crash; [`Store::migrate`] waits for it.
+    /// Opens the pool for the backend the URL names. Connections are made lazily, so a
+    /// database that is down at start-up shows as "not ready" rather than a crash;
+    /// [`Store::migrate`] waits for it.
     pub async fn connect(settings: &PoolSettings) -> StoreResult<Self> {
-        let url = settings.url.expose_secret();
-        if settings.create_database && !sqlx::Postgres::database_exists(url).await? {
-            tracing::info!("creating the database named in the default DATABASE_URL");
-            sqlx::Postgres::create_database(url).await?;
+        use secrecy::ExposeSecret;
+        let backend = match BackendKind::of_url(settings.url.expose_secret()) {
+            Some(BackendKind::Sqlite) => Backend::Sqlite(sqlite::SqliteStore::connect(settings).await?),
+            _ => Backend::Postgres(pg::PgStore::connect(settings).await?),
+        };
+        Ok(Self { backend })
+    }
+
+    pub fn from_pg_pool(pool: sqlx::PgPool) -> Self {
+        Self { backend: Backend::Postgres(pg::PgStore::new(pool)) }
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match &self.backend {
+            Backend::Postgres(_) => BackendKind::Postgres,
+            Backend::Sqlite(_) => BackendKind::Sqlite,
         }
-        let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()?
-            .application_name("cognie-sync")
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .min_connections(1)
-            .acquire_timeout(settings.acquire_timeout)
-            // A broken connection fails one query (which the caller maps to 503 or a retry)
-            // instead of costing every request a ping.
-            .test_before_acquire(false)
-            .idle_timeout(Duration::from_secs(300))
-            .connect_lazy_with(options);
-        Ok(Self { pool })
     }
 
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+    /// The PostgreSQL pool, when that is the backend (the job queue's wiring needs it).
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.backend {
+            Backend::Postgres(s) => Some(s.pool()),
+            Backend::Sqlite(_) => None,
+        }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The SQLite pool, when that is the backend.
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.backend {
+            Backend::Postgres(_) => None,
+            Backend::Sqlite(s) => Some(s.pool()),
+        }
     }
 
-    /// Applies our migrations. Run after the job queue's own (see `workflow::queue::setup`).
-    /// Safe to run from many processes at once: sqlx serialises them with an advisory lock.
-    pub async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+    /// What wakes the SQLite worker when a job is committed (PostgreSQL uses LISTEN/NOTIFY).
+    pub fn sqlite_wake_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        match &self.backend {
+            Backend::Postgres(_) => None,
+            Backend::Sqlite(s) => Some(s.wake_signal()),
+        }
     }
 
-    /// Readiness: the database answers and every migration we ship is applied.
-    pub async fn is_ready(&self) -> StoreResult<bool> {
-        let applied: Vec<i64> = sqlx::query_scalar(r#"select version from _sqlx_migrations where success"#)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(MIGRATOR
-            .iter()
-            .filter(|m| m.migration_type.is_up_migration())
-            .all(|m| applied.contains(&m.version)))
+    /// Opens a transaction that holds the claimed run, if the claim still holds the lease.
+    /// Writes made in it commit only together with the step's transition, and no other worker
+    /// can take the step over while it is open.
+    pub async fn begin_fenced(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
+        Ok(match &self.backend {
+            Backend::Postgres(s) => s.begin_fenced(claim).await?.map(StoreTx::Postgres),
+            Backend::Sqlite(s) => s.begin_fenced(claim).await?.map(|tx| StoreTx::Sqlite(tx, s.wake_signal())),
+        })
+    }
+
+    /// Records how a claimed step ended and enqueues what follows, atomically and only if the
+    /// claim still holds the lease.
+    pub async fn transition(&self, claim: &ClaimedStep, transition: &Transition) -> StoreResult<Fenced> {
+        let Some(mut tx) = self.begin_fenced(claim).await? else { return Ok(Fenced::LeaseLost) };
+        let fenced = tx.apply_transition(claim, transition).await?;
+        tx.commit().await?;
+        Ok(fenced)
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.backend {
+            Backend::Postgres(s) => s.pool().close().await,
+            Backend::Sqlite(s) => s.pool().close().await,
+        }
     }
+}
+
+/// Held while this process sweeps; no other process sweeps meanwhile.
+pub enum SweepLock {
+    Postgres(pg::reconcile::PgSweepLock),
+    Sqlite(tokio::sync::OwnedMutexGuard<()>),
+}
+
+impl SweepLock {
+    pub async fn release(self) -> StoreResult<()> {
+        match self {
+            SweepLock::Postgres(lock) => lock.release().await,
+            SweepLock::Sqlite(guard) => {
+                drop(guard);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Forwards each listed operation to the backend's method of the same name and signature.
+macro_rules! delegate {
+    ($( $(#[$attr:meta])* pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$attr])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match &self.backend {
+                        Backend::Postgres(s) => s.$name($($arg),*).await,
+                        Backend::Sqlite(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    /// Applies our migrations (after the job queue's own, see `workflow::queue::setup`).
+    /// Safe to run from many processes at once.
+    pub async fn migrate(&self) -> StoreResult<()>;
+    /// Readiness: the database answers and every migration we ship is applied.
+    pub async fn is_ready(&self) -> StoreResult<bool>;
+
+    // --- Webhook intake
+    /// Stores an event and, if it is accepted, starts its event workflow and enqueues the
+    /// run's first step, atomically. A duplicate (same dedupe key) inserts nothing at all.
+    pub async fn record_event(&self, event: &NewEvent<'_>) -> StoreResult<IntakeOutcome>;
+    /// Stores a verification token (encrypted) or notes that it was received again.
+    pub async fn record_verification_token(&self, ciphertext: &[u8], token_sha256: &str) -> StoreResult<()>;
+    /// The first token ever received: the signing key when none is configured.
+    pub async fn first_verification_token(&self) -> StoreResult<Option<Vec<u8>>>;
+    /// The most recently received token (what ops paste into Notion's UI), with when.
+    pub async fn latest_verification_token(&self) -> StoreResult<Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>>;
+
+    // --- Runs and step attempts
+    /// Claims the current step of the job's run, if the job is still current (its `seq`
+    /// matches) and the run is runnable: pending or waiting, or running under a lease that
+    /// expired (its worker died).
+    pub async fn claim_step(&self, job: jobs::StepJob, owner: &str, lease: Duration) -> StoreResult<Option<ClaimedStep>>;
+    /// The stored output of a step of a run (its result, or its saved progress).
+    pub async fn step_output(&self, run_id: RunId, step: &str) -> StoreResult<Option<serde_json::Value>>;
+    /// Extends the lease of a claimed step. `false`: the lease is gone (stop working on it).
+    pub async fn heartbeat(&self, claim: &ClaimedStep, lease: Duration) -> StoreResult<bool>;
+    /// Steps whose worker stopped heartbeating: runnable again with a fresh job.
+    pub async fn redispatch_expired_leases(&self, limit: i64) -> StoreResult<Vec<RunId>>;
+
+    // --- Users and subscriptions
+    pub async fn create_user(&self, email: &str) -> Result<UserRow, UserError>;
+    pub async fn user(&self, id: UserId) -> StoreResult<Option<UserRow>>;
+    /// Stores an (already encrypted) Notion token for the user. `false`: no such user.
+    pub async fn set_notion_token(&self, id: UserId, ciphertext: &[u8], workspace: &NotionWorkspace) -> StoreResult<bool>;
+    pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>>;
+    /// Subscribes the user and starts the first sync, in one transaction.
+    pub async fn subscribe(&self, user_id: UserId, notion_id: &NotionId, kind: &str, window: DebounceWindow) -> Result<(SubscriptionRow, RunId), UserError>;
+    pub async fn subscriptions(&self, user_id: UserId) -> StoreResult<Vec<SubscriptionRow>>;
+    /// `false`: there was no such subscription.
+    pub async fn unsubscribe(&self, user_id: UserId, notion_id: &NotionId) -> StoreResult<bool>;
+    /// Starts (or joins) a sync without debounce: a manual sync.
+    pub async fn start_manual_sync(&self, target: &SyncTarget, window: DebounceWindow) -> StoreResult<RunId>;
+
+    // --- OAuth
+    /// Records a state issued to `user`, valid until `expires_at`. `false`: no such user.
+    pub async fn issue_oauth_state(&self, nonce: uuid::Uuid, user: UserId, expires_at: chrono::DateTime<chrono::Utc>) -> StoreResult<bool>;
+    /// Uses up the state `nonce` issued to `user`: `true` exactly once, for an unexpired state.
+    pub async fn consume_oauth_state(&self, nonce: uuid::Uuid, user: UserId) -> StoreResult<bool>;
+
+    // --- Ops
+    /// Runs matching `filter`, newest first, after `cursor`; at most `limit`.
+    pub async fn list_runs(&self, filter: &RunFilter, cursor: Option<RunCursor>, limit: i64) -> StoreResult<Vec<RunRow>>;
+    pub async fn run_detail(&self, id: RunId) -> StoreResult<Option<RunDetail>>;
+    /// Resumes a failed or cancelled run at the step it stopped at.
+    pub async fn retry_run(&self, id: RunId, actor: &str) -> Result<(), ActionError>;
+    /// Cancels a run that has not finished. A waiting run stops at once; a running step's
+    /// worker loses its lease, so its result is discarded.
+    pub async fn cancel_run(&self, id: RunId, actor: &str) -> Result<(), ActionError>;
+    /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
+    /// `limit` runs per call, oldest first. Returns (matched, retried).
+    pub async fn retry_failed(&self, filter: &RunFilter, dry_run: bool, limit: i64, actor: &str) -> StoreResult<(Vec<RunId>, Vec<RunId>)>;
+    pub async fn queue_stats(&self) -> StoreResult<QueueStats>;
+
+    // --- Flashcards
+    /// The content hash of the last successful sync of (user, content).
+    pub async fn last_content_hash(&self, user: UserId, notion_id: &str) -> StoreResult<Option<String>>;
+    /// A user's live cards, oldest first, optionally only those from one page or database,
+    /// after `cursor` (created_at, id); at most `limit`.
+    pub async fn live_cards(&self, user: UserId, notion_id: Option<&str>, cursor: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>, limit: i64) -> StoreResult<Vec<CardRow>>;
+    /// Sync facts about `notion_id` across users.
+    pub async fn sync_status(&self, notion_id: &str) -> StoreResult<SyncStatus>;
+
+    // --- The per-user rate limiter
+    /// Counts one request against `user`'s limit of `limit` per `window`, if a slot is free.
+    pub async fn acquire_rate_limit_slot(&self, user: UserId, limit: u32, window: Duration) -> StoreResult<Grant>;
+    /// Blocks `user`'s limiter for `for_at_least` (Notion answered 429 with Retry-After).
+    pub async fn block_rate_limit(&self, user: UserId, for_at_least: Duration) -> StoreResult<chrono::DateTime<chrono::Utc>>;
+
+    // --- Reconciliation
+    /// Takes the sweep lock if no other sweeper holds it.
+    pub async fn try_sweep_lock(&self) -> StoreResult<Option<SweepLock>>;
+    /// Subscriptions to compare with Notion, longest unchecked first.
+    pub async fn due_subscriptions(&self, min_age: Duration, skip_users: &[UserId], limit: i64) -> StoreResult<Vec<DueSubscription>>;
+    /// For each of `notion_ids` that a successful sync of `user`'s has read: when the latest
+    /// such sync started reading, at the earliest.
+    pub async fn last_read_at(&self, user: UserId, notion_ids: &[String]) -> StoreResult<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>;
+    /// Records that the subscription was checked and starts (or joins) a sync for each target.
+    pub async fn finish_reconcile(&self, subscription: uuid::Uuid, targets: &[SyncTarget], window: DebounceWindow) -> StoreResult<Vec<RunId>>;
+
+    // --- Retention
+    /// Deletes job rows that finished more than `grace` ago.
+    pub async fn prune_finished_jobs(&self, grace: Duration) -> StoreResult<u64>;
+    /// Deletes finished runs (with their steps, attempts and links) and webhook events older
+    /// than `retention`.
+    pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned>;
 }

@@ -12,14 +12,7 @@ use super::{
     definition::{Definitions, SYNC_WORKFLOW, StepPolicy},
     steps::{self, StepDeps, StepError, StepOutcome},
 };
-use crate::store::{
-    StoreError,
-    jobs::StepJob,
-    pg::{
-        runs::{self, ClaimedStep, StepFailure, Transition},
-        sync,
-    },
-};
+use crate::store::{ClaimedStep, StepFailure, StoreError, StoreTx, Transition, jobs::StepJob};
 
 /// Engine settings (from the configuration).
 #[derive(Debug, Clone)]
@@ -164,21 +157,21 @@ impl Engine {
     /// Applies the transition and its consequences on the fenced transaction, and commits.
     async fn commit(
         &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        mut tx: StoreTx,
         claim: &ClaimedStep,
         transition: &Transition,
     ) -> Result<&'static str, StoreError> {
-        runs::apply_transition(&mut tx, claim, transition).await?;
+        tx.apply_transition(claim, transition).await?;
         self.after_transition(&mut tx, claim, transition).await?;
         tx.commit().await?;
         log_transition(transition);
-        Ok(runs::outcome_label(transition))
+        Ok(transition.outcome_label())
     }
 
     /// Effects of a run ending: the next sync of the same content may be waiting for it.
     async fn after_transition(
         &self,
-        conn: &mut sqlx::PgConnection,
+        tx: &mut StoreTx,
         claim: &ClaimedStep,
         transition: &Transition,
     ) -> Result<(), StoreError> {
@@ -186,7 +179,7 @@ impl Engine {
         if let (true, Some(user), Some(notion_id)) =
             (terminal && claim.workflow == SYNC_WORKFLOW, claim.user_id, claim.notion_id.as_deref())
         {
-            sync::wake_next_sync(conn, user, notion_id).await?;
+            tx.wake_next_sync(user, notion_id).await?;
         }
         Ok(())
     }

@@ -1,18 +1,35 @@
 //! apalis wiring: the job tables' migrations, and the worker that turns each job into one step
-//! attempt through the [`Engine`].
+//! attempt through the [`Engine`], on apalis-postgres or apalis-sqlite by the store's backend.
 
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use apalis_postgres::{Config as QueueConfig, PostgresStorage};
-use sqlx::PgPool;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
 
 use super::Engine;
-use crate::store::jobs::{STEP_QUEUE, StepJob};
+use crate::store::{
+    Store,
+    jobs::{STEP_QUEUE, StepJob},
+};
 
-/// Applies apalis's own migrations (schema `apalis`). Run before ours.
-pub async fn setup(pool: &PgPool) -> Result<(), apalis_postgres::Error> {
-    PostgresStorage::setup(pool).await
+/// Applies apalis's own migrations for the store's backend. Run before ours.
+pub async fn setup(store: &Store) -> anyhow::Result<()> {
+    if let Some(pool) = store.pg_pool() {
+        PostgresStorage::setup(pool).await?;
+    }
+    if let Some(pool) = store.sqlite_pool() {
+        // apalis-sqlite's setup also sets `PRAGMA synchronous = OFF` on the connection it runs
+        // on, which would make commits on that connection non-durable. Run it on a connection
+        // of its own, closed afterwards; the store's connections keep synchronous = FULL.
+        let options = pool.connect_options().as_ref().clone();
+        let setup_pool =
+            sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let result = SqliteStorage::setup(&setup_pool).await;
+        setup_pool.close().await;
+        result?;
+    }
+    Ok(())
 }
 
 /// A worker name unique to this process, so a restarted process never inherits (and strands)
@@ -33,24 +50,26 @@ pub struct WorkerSettings {
 /// Runs the step worker until `shutdown` resolves, then stops taking jobs and waits up to
 /// `shutdown_timeout` for in-flight steps.
 pub async fn run_worker(
-    pool: PgPool,
+    store: Store,
     engine: Arc<Engine>,
     settings: WorkerSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown_timeout: Duration,
 ) -> Result<(), std::io::Error> {
-    let config = QueueConfig::default()
-        .queue(STEP_QUEUE)
-        .batch_size(settings.concurrency.clamp(1, 100))
-        // apalis's own orphan recovery is a backstop; our leases take over a dead worker's
-        // step sooner. Results are recorded in our tables, not in apalis's.
-        .heartbeat_interval(Duration::from_secs(5))
-        .missed_heartbeats(3);
     let name = settings.name.clone();
     let concurrency = settings.concurrency;
     let poll = settings.poll_interval;
-    Monitor::new()
-        .register(move |_| {
+    let batch = settings.concurrency.clamp(1, 100);
+    let monitor = Monitor::new().shutdown_timeout(shutdown_timeout);
+    let monitor = if let Some(pool) = store.pg_pool().cloned() {
+        let config = apalis_postgres::Config::default()
+            .queue(STEP_QUEUE)
+            .batch_size(batch)
+            // apalis's own orphan recovery is a backstop; our leases take over a dead worker's
+            // step sooner. Results are recorded in our tables, not in apalis's.
+            .heartbeat_interval(Duration::from_secs(5))
+            .missed_heartbeats(3);
+        monitor.register(move |_| {
             let backend = PostgresStorage::<StepJob>::new(&pool)
                 .with_config(config.clone())
                 .with_pubsub()
@@ -61,7 +80,32 @@ pub async fn run_worker(
                 .concurrency(concurrency)
                 .build(handle_job)
         })
-        .shutdown_timeout(shutdown_timeout)
+    } else {
+        let pool = store.sqlite_pool().cloned().expect("a store is PostgreSQL or SQLite");
+        let wake = store.sqlite_wake_signal().expect("a SQLite store has a wake signal");
+        let config = apalis_sqlite::Config::default()
+            .queue(STEP_QUEUE)
+            .batch_size(batch)
+            .heartbeat_interval(Duration::from_secs(5))
+            .missed_heartbeats(3);
+        monitor.register(move |_| {
+            // Woken at once when this process commits a job (nothing else writes to the
+            // file); the interval picks up jobs scheduled for later.
+            let woken = Box::pin(futures::stream::unfold(wake.clone(), |wake| async move {
+                wake.notified().await;
+                Some(((), wake))
+            }));
+            let strategy = Strategy::new().stream(woken).interval(poll);
+            let backend =
+                SqliteStorage::<StepJob>::new(&pool).with_config(config.clone()).poll_with_strategy(strategy);
+            WorkerBuilder::new(name.clone())
+                .backend(backend)
+                .data(engine.clone())
+                .concurrency(concurrency)
+                .build(handle_job)
+        })
+    };
+    monitor
         .run_with_signal(async move {
             shutdown.await;
             Ok(())

@@ -35,13 +35,7 @@ use crate::{
     metrics::Metrics,
     notion::{ApiFlavor, ListPage, NotionClient, NotionError},
     ratelimit::{Grant, RateLimiter},
-    store::{
-        Store, StoreResult,
-        pg::{
-            reconcile::DueSubscription,
-            sync::{DebounceWindow, SyncTarget},
-        },
-    },
+    store::{DebounceWindow, DueSubscription, Store, StoreResult, SyncTarget},
 };
 
 /// Notion's `last_edited_time` has minute precision; plus a margin for the clocks.

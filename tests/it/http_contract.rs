@@ -1,26 +1,29 @@
 //! The HTTP contract outside the webhook: health, docs, and one error body everywhere.
 
+use crate::conformance;
 use crate::support::{
     TestApp,
     app::{expect_error, expect_json},
 };
 
-#[tokio::test]
+conformance! {
 async fn health_and_readiness_answer_when_the_database_is_up() {
     let app = TestApp::spawn().await;
     assert_eq!(expect_json(app.get("/healthz").await, 200).await["status"], "ok");
     assert_eq!(expect_json(app.get("/readyz").await, 200).await["status"], "ok");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn the_challenge_is_echoed_and_required() {
     let app = TestApp::spawn().await;
     let body = expect_json(app.get("/api/notion/webhook/notion/verify?challenge=test123").await, 200).await;
     assert_eq!(body, serde_json::json!({"challenge": "test123"}));
     expect_error(app.get("/api/notion/webhook/notion/verify").await, 400, "missing_challenge").await;
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn poems_own_errors_use_the_error_body() {
     let app = TestApp::spawn().await;
     expect_error(app.get("/no/such/route").await, 404, "not_found").await;
@@ -29,8 +32,9 @@ async fn poems_own_errors_use_the_error_body() {
     let get_webhook = app.get("/api/notion/webhook/notion").await;
     expect_error(get_webhook, 405, "method_not_allowed").await;
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn swagger_ui_and_the_spec_are_served() {
     let app = TestApp::spawn().await;
     let docs = app.get("/docs").await;
@@ -40,8 +44,9 @@ async fn swagger_ui_and_the_spec_are_served() {
     assert!(spec["paths"]["/api/notion/webhook/notion"]["post"].is_object());
     assert!(spec["components"]["securitySchemes"]["ApiToken"].is_object(), "bearer scheme for Authorize");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn metrics_move_when_things_happen() {
     let app = TestApp::spawn().await;
     let scrape = || async {
@@ -75,4 +80,5 @@ async fn metrics_move_when_things_happen() {
     assert!(
         after.contains("cognie_step_duration_seconds_count{step=\"discover_users\",outcome=\"succeeded\"} 1")
     );
+}
 }

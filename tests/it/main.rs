@@ -1,8 +1,9 @@
-//! The one integration-test binary: the real server on port 0, a fresh PostgreSQL database per
-//! test, real HTTP and real signatures.
+//! The one integration-test binary: the real server on port 0, a fresh database per test
+//! (SQLite always; PostgreSQL too when `TEST_DATABASE_URL` is set), real HTTP and real signatures.
 
 mod support;
 
+mod embedded;
 mod flashcards_generation;
 mod http_contract;
 mod notion_client;

@@ -1,6 +1,7 @@
 //! OAuth "Connect Notion" against the fake Notion's token endpoint; reconciliation of edits no
 //! webhook announced; and no Notion token in a database dump or in the service's logs.
 
+use crate::{conformance, on_db};
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, DurationRound, Utc};
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use crate::support::{
     TestApp,
     app::{API_TOKEN, TempDir, base_settings, expect_error, expect_json},
-    db::TestDb,
+    db::{Backend, TestDb},
     eventually,
     fake_notion::{FakeNotion, Fault, ids},
     fixtures,
@@ -102,11 +103,13 @@ impl OAuthEnv {
     }
 
     async fn stored_token(&self, user: &str) -> Option<Vec<u8>> {
-        sqlx::query_scalar("select notion_token_ciphertext from users where id = $1::uuid")
-            .bind(user)
-            .fetch_one(&self.app.db)
-            .await
-            .expect("user row")
+        on_db!(self.app.db, |db| sqlx::query_scalar(
+            "select notion_token_ciphertext from users where id = $1"
+        )
+        .bind(uuid::Uuid::parse_str(user).expect("uuid"))
+        .fetch_one(db)
+        .await)
+        .expect("user row")
     }
 
     fn exchanges(&self) -> usize {
@@ -114,7 +117,7 @@ impl OAuthEnv {
     }
 }
 
-#[tokio::test]
+conformance! {
 async fn connecting_notion_through_oauth_stores_the_token_encrypted_with_its_workspace() {
     let env = oauth_env(|_| {}).await;
     let user = create_user(&env.app, "maya@example.com").await;
@@ -136,12 +139,12 @@ async fn connecting_notion_through_oauth_stores_the_token_encrypted_with_its_wor
     let shown = expect_json(env.app.get_authorized(&format!("/api/users/{user}")).await, 200).await;
     assert_eq!(shown["notion_connected"], true);
     let (workspace_id, workspace_name, bot_id): (Option<String>, Option<String>, Option<String>) =
-        sqlx::query_as(
-            "select notion_workspace_id, notion_workspace_name, notion_bot_id from users where id = $1::uuid",
+        on_db!(env.app.db, |db| sqlx::query_as(
+            "select notion_workspace_id, notion_workspace_name, notion_bot_id from users where id = $1",
         )
-        .bind(&user)
-        .fetch_one(&env.app.db)
-        .await
+        .bind(uuid::Uuid::parse_str(&user).expect("uuid"))
+        .fetch_one(db)
+        .await)
         .expect("user");
     assert_eq!(workspace_id.as_deref(), Some("5c2d8e4f-1a3b-4c6d-9e7f-2a4b6c8d0e1f"));
     assert_eq!(workspace_name.as_deref(), Some("Maya's Study Space"));
@@ -158,8 +161,9 @@ async fn connecting_notion_through_oauth_stores_the_token_encrypted_with_its_wor
     let exchange = env.notion.requests().into_iter().find(|r| r.path == "/v1/oauth/token").expect("exchange");
     assert_eq!(exchange.body.as_ref().expect("JSON body")["redirect_uri"], REDIRECT_URI);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_tampered_state_or_one_rewritten_for_another_user_is_refused() {
     let env = oauth_env(|_| {}).await;
     let maya = create_user(&env.app, "maya@example.com").await;
@@ -186,8 +190,9 @@ async fn a_tampered_state_or_one_rewritten_for_another_user_is_refused() {
     assert!(env.stored_token(&maya).await.is_some());
     assert_eq!(env.stored_token(&eve).await, None);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn an_expired_state_is_refused() {
     let env = oauth_env(|s| {
         s.insert("OAUTH_STATE_TTL_SECONDS", "1".into());
@@ -201,8 +206,9 @@ async fn an_expired_state_is_refused() {
     assert_eq!(env.exchanges(), 0);
     assert_eq!(env.stored_token(&user).await, None);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_state_works_once() {
     let env = oauth_env(|_| {}).await;
     let user = create_user(&env.app, "maya@example.com").await;
@@ -216,8 +222,9 @@ async fn a_state_works_once() {
     assert_eq!(env.exchanges(), 1, "a replayed state never reaches Notion");
     assert_eq!(env.stored_token(&user).await, stored, "the stored token is untouched");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_code_notion_refuses_is_a_400_invalid_grant_not_a_500() {
     let env = oauth_env(|_| {}).await;
     let user = create_user(&env.app, "maya@example.com").await;
@@ -230,8 +237,9 @@ async fn a_code_notion_refuses_is_a_400_invalid_grant_not_a_500() {
     expect_error(env.callback(&[("code", "code-1"), ("state", &second)]).await, 400, "invalid_grant").await;
     assert_eq!(env.exchanges(), 2);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn notion_failing_the_exchange_is_a_502() {
     let env = oauth_env(|_| {}).await;
     let user = create_user(&env.app, "maya@example.com").await;
@@ -242,8 +250,9 @@ async fn notion_failing_the_exchange_is_a_502() {
         .await;
     assert_eq!(env.stored_token(&user).await, None);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn missing_parameters_and_unknown_users_are_client_errors() {
     let env = oauth_env(|_| {}).await;
     let user = create_user(&env.app, "maya@example.com").await;
@@ -268,8 +277,9 @@ async fn missing_parameters_and_unknown_users_are_client_errors() {
     expect_error(no_token.expect("GET"), 401, "unauthorized").await;
     assert_eq!(env.exchanges(), 0);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn without_oauth_settings_both_endpoints_answer_503_oauth_not_configured() {
     let app = TestApp::spawn().await;
     let user = create_user(&app, "maya@example.com").await;
@@ -277,6 +287,7 @@ async fn without_oauth_settings_both_endpoints_answer_503_oauth_not_configured()
     expect_error(start, 503, "oauth_not_configured").await;
     let callback = app.get("/api/notion/auth/callback?code=c&state=s").await;
     expect_error(callback, 503, "oauth_not_configured").await;
+}
 }
 
 // ----- reconciliation -----
@@ -336,22 +347,25 @@ impl SyncEnv {
 
     /// As if every sync so far had happened ten minutes ago.
     async fn age_past_syncs(&self) {
-        sqlx::query(
-            "update workflow_runs set created_at = created_at - interval '10 minutes',
-                 debounce_until = debounce_until - interval '10 minutes'",
-        )
-        .execute(&self.app.db)
-        .await
+        let sql = format!(
+            "update workflow_runs set created_at = {}, debounce_until = {}",
+            self.app.db.shifted_sql("created_at", -10),
+            self.app.db.shifted_sql("debounce_until", -10)
+        );
+        on_db!(self.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
         .expect("age runs");
     }
 
     /// (notion_id, kind, state) of the syncs reconciliation started.
     async fn reconcile_runs(&self) -> Vec<(String, String, String)> {
-        sqlx::query_as(
+        on_db!(self.app.db, |db| sqlx::query_as(
             "select notion_id, notion_kind, state from workflow_runs where trigger = 'reconcile' order by created_at",
         )
-        .fetch_all(&self.app.db)
-        .await
+        .fetch_all(db)
+        .await)
         .expect("runs")
     }
 
@@ -419,7 +433,7 @@ fn serve_page(notion: &FakeNotion, n: u32, title: &str, edited: &str, fronts: &[
     id
 }
 
-#[tokio::test]
+conformance! {
 async fn a_page_edited_without_a_webhook_is_synced_by_reconciliation_and_an_unchanged_one_is_not() {
     let env = sync_env(1000).await;
     let old = "2026-06-01T09:30:00.000Z";
@@ -452,8 +466,9 @@ async fn a_page_edited_without_a_webhook_is_synced_by_reconciliation_and_an_unch
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(env.reconcile_runs().await.len(), 1, "one sync for the edit, none for the unchanged page");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_database_row_edited_without_a_webhook_is_synced_on_its_own() {
     let env = sync_env(1000).await;
     env.notion.load_fixture_database();
@@ -483,8 +498,9 @@ async fn a_database_row_edited_without_a_webhook_is_synced_on_its_own() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(env.reconcile_runs().await.len(), 1, "the row, once; not the whole database");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
     let env = sync_env(2).await;
     let old = "2026-06-01T09:30:00.000Z";
@@ -494,23 +510,27 @@ async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
     for n in 1..=3 {
         let id = serve_page(&env.notion, n, &format!("Page {n}"), old, &["Q"]);
         let run = uuid::Uuid::now_v7();
-        sqlx::query(
+        let now = env.app.db.now_sql();
+        let sql = format!(
             "insert into workflow_runs (id, workflow, state, user_id, notion_id, notion_kind, trigger,
                  debounce_started_at, debounce_until, finished_at)
-             values ($1, 'notion_sync', 'succeeded', $2, $3, 'page', 'subscription', now(), now(), now())",
-        )
+             values ($1, 'notion_sync', 'succeeded', $2, $3, 'page', 'subscription', {now}, {now}, {now})"
+        );
+        on_db!(env.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
         .bind(run)
         .bind(user)
         .bind(&id)
-        .execute(&env.app.db)
+        .execute(db)
         .await
+        .map(|done| done.rows_affected()))
         .expect("seed run");
-        sqlx::query(
+        on_db!(env.app.db, |db| sqlx::query(
             "insert into workflow_steps (run_id, name, state, attempts) values ($1, 'fetch', 'succeeded', 1)",
         )
         .bind(run)
-        .execute(&env.app.db)
+        .execute(db)
         .await
+        .map(|done| done.rows_affected()))
         .expect("seed step");
         env.app.insert_subscription(user, &id, "page").await;
     }
@@ -526,12 +546,13 @@ async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
     assert_eq!(env.app.count("select count(*) from subscriptions where reconciled_at is not null").await, 2);
     assert!(env.reconcile_runs().await.is_empty(), "nothing changed");
 }
+}
 
 // ----- secrets at rest and in logs -----
 
+conformance! {
 /// The real binary, as deployed: OAuth-connected and PUT tokens are used by syncs and by
 /// reconciliation, and appear neither in a dump of the database nor in any log line.
-#[tokio::test]
 async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
     let notion = FakeNotion::start().await;
     notion.load_fixture_page();
@@ -594,13 +615,13 @@ async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
         expect_json(post(&path, json!({"notion_id": ids::PAGE, "kind": "page"})).await.expect("sub"), 201)
             .await;
     }
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let pool = db.connect().await;
     eventually("both syncs to succeed", Duration::from_secs(30), || async {
-        let done: i64 = sqlx::query_scalar(
+        let done: i64 = on_db!(pool, |p| sqlx::query_scalar(
             "select count(*) from workflow_runs where workflow = 'notion_sync' and state = 'succeeded'",
         )
-        .fetch_one(&pool)
-        .await
+        .fetch_one(p)
+        .await)
         .expect("count");
         (done == 2).then_some(())
     })
@@ -628,7 +649,17 @@ async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
         assert!(!log.contains(secret.as_str()), "a secret ({}…) is in the logs", &secret[..8]);
     }
 
-    if std::path::Path::new("/usr/bin/pg_dump").exists() {
+    if db.backend == Backend::Sqlite {
+        // Everything the service stored: the database file and its write-ahead log.
+        let file = db.url.strip_prefix("sqlite://").expect("sqlite url");
+        let mut stored = std::fs::read(file).expect("read the database file");
+        stored.extend(std::fs::read(format!("{file}-wal")).unwrap_or_default());
+        let stored = String::from_utf8_lossy(&stored);
+        assert!(stored.contains("notion_token_ciphertext"), "the file has the users table");
+        for secret in &secrets {
+            assert!(!stored.contains(secret.as_str()), "a secret ({}…) is in the database file", &secret[..8]);
+        }
+    } else if std::path::Path::new("/usr/bin/pg_dump").exists() {
         let dump = std::process::Command::new("/usr/bin/pg_dump")
             .arg("--no-owner")
             .arg(&db.url)
@@ -644,4 +675,5 @@ async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
         eprintln!("pg_dump is not installed at /usr/bin/pg_dump: the dump check was skipped");
     }
     drop(service);
+}
 }

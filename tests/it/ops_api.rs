@@ -1,5 +1,6 @@
 //! Ops through the API: list, inspect, retry, cancel, bulk retry, queue stats.
 
+use crate::{conformance, on_db};
 use std::time::Duration;
 
 use serde_json::json;
@@ -27,30 +28,36 @@ async fn insert_failed_event_run(app: &TestApp, n: usize) -> uuid::Uuid {
     let body = expect_json(app.post_signed(&event(1000 + n)).await, 200).await;
     let event_id: uuid::Uuid = body["event_id"].as_str().expect("event").parse().expect("uuid");
     let run_id: uuid::Uuid = eventually("the event run to finish", Duration::from_secs(10), || async {
-        sqlx::query_scalar("select id from workflow_runs where event_id = $1 and state = 'succeeded'")
-            .bind(event_id)
-            .fetch_optional(&app.db)
-            .await
-            .expect("query")
+        on_db!(app.db, |db| sqlx::query_scalar(
+            "select id from workflow_runs where event_id = $1 and state = 'succeeded'"
+        )
+        .bind(event_id)
+        .fetch_optional(db)
+        .await)
+        .expect("query")
     })
     .await;
-    sqlx::query(
+    on_db!(app.db, |db| sqlx::query(
         "update workflow_runs set state = 'failed', error_kind = 'database_unavailable', last_error = 'boom',
-         finished_at = now() where id = $1",
+         finished_at = updated_at where id = $1",
     )
     .bind(run_id)
-    .execute(&app.db)
+    .execute(db)
     .await
+    .map(|done| done.rows_affected()))
     .expect("fail the run");
-    sqlx::query("update workflow_steps set state = 'failed', error = 'boom' where run_id = $1")
-        .bind(run_id)
-        .execute(&app.db)
-        .await
-        .expect("fail the step");
+    on_db!(app.db, |db| sqlx::query(
+        "update workflow_steps set state = 'failed', error = 'boom' where run_id = $1"
+    )
+    .bind(run_id)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected()))
+    .expect("fail the step");
     run_id
 }
 
-#[tokio::test]
+conformance! {
 async fn runs_are_listed_newest_first_with_filters_and_cursor_pagination() {
     let app = TestApp::spawn().await;
     for n in 0..5 {
@@ -95,8 +102,9 @@ async fn runs_are_listed_newest_first_with_filters_and_cursor_pagination() {
     expect_error(app.get_authorized("/api/workflows?cursor=nope").await, 400, "invalid_cursor").await;
     expect_error(app.get_authorized("/api/workflows?limit=0").await, 400, "invalid_limit").await;
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_failed_run_is_retried_at_its_failed_step_and_the_action_is_recorded() {
     let app = TestApp::spawn().await;
     let run_id = insert_failed_event_run(&app, 1).await;
@@ -134,8 +142,9 @@ async fn a_failed_run_is_retried_at_its_failed_step_and_the_action_is_recorded()
     .await;
     expect_error(app.get_authorized(&format!("/api/workflows/{unknown}")).await, 404, "run_not_found").await;
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "60".into());
@@ -146,11 +155,11 @@ async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
     app.insert_subscription(user, PAGE, "page").await;
     expect_json(app.post_signed(&event(1)).await, 200).await;
     let run_id: uuid::Uuid = eventually("a sync waiting in debounce", Duration::from_secs(10), || async {
-        sqlx::query_scalar(
+        on_db!(app.db, |db| sqlx::query_scalar(
             "select id from workflow_runs where workflow = 'notion_sync' and state = 'waiting'",
         )
-        .fetch_optional(&app.db)
-        .await
+        .fetch_optional(db)
+        .await)
         .expect("query")
     })
     .await;
@@ -174,8 +183,9 @@ async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
         detail["actions"].as_array().expect("actions").iter().filter_map(|a| a["action"].as_str()).collect();
     assert_eq!(actions, ["cancel", "retry"]);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn failed_runs_are_retried_in_bulk_with_filters_and_dry_run() {
     let app = TestApp::spawn().await;
     let a = insert_failed_event_run(&app, 1).await;
@@ -215,8 +225,9 @@ async fn failed_runs_are_retried_in_bulk_with_filters_and_dry_run() {
     })
     .await;
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn queue_stats_count_runs_and_steps_by_state() {
     let app = TestApp::spawn().await;
     for n in 0..3 {
@@ -233,8 +244,9 @@ async fn queue_stats_count_runs_and_steps_by_state() {
     assert_eq!(stats["steps"]["discover_users"]["succeeded"], 3);
     assert!(stats["oldest_pending_age_seconds"].is_null());
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_manual_sync_skips_debounce() {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "60".into());
@@ -256,4 +268,5 @@ async fn a_manual_sync_skips_debounce() {
     expect_error(post(&app, "/api/notion/sync", unknown).await, 404, "user_not_found").await;
     let bad = json!({"user_id": user, "notion_id": "x"});
     expect_error(post(&app, "/api/notion/sync", bad).await, 400, "invalid_notion_id").await;
+}
 }

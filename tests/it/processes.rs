@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::support::{
     app::{TempDir, base_settings},
-    db::TestDb,
+    db::{TestDb, postgres_or_skip},
     eventually, fixtures,
     process::ServiceProcess,
 };
@@ -44,6 +44,9 @@ async fn post_signed(client: &reqwest::Client, url: &str, body: &[u8]) -> reqwes
 
 #[tokio::test]
 async fn sigterm_stops_the_service_cleanly() {
+    if !postgres_or_skip() {
+        return;
+    }
     let db = TestDb::create().await;
     let data_dir = TempDir::new();
     let (settings, _pool) = shared_setup(&db, &data_dir).await;
@@ -61,6 +64,9 @@ async fn sigterm_stops_the_service_cleanly() {
 
 #[tokio::test]
 async fn an_api_process_and_two_worker_processes_share_the_work_without_running_a_step_twice() {
+    if !postgres_or_skip() {
+        return;
+    }
     let db = TestDb::create().await;
     let data_dir = TempDir::new();
     let (mut settings, pool) = shared_setup(&db, &data_dir).await;
@@ -174,6 +180,9 @@ async fn run_state(pool: &PgPool, run_id: &str) -> (String, Option<String>) {
 
 #[tokio::test]
 async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_once() {
+    if !postgres_or_skip() {
+        return;
+    }
     use crate::support::fake_notion::{FakeNotion, Fault, ids};
     let notion = FakeNotion::start().await;
     notion.load_fixture_page();
@@ -234,6 +243,9 @@ async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_
 
 #[tokio::test]
 async fn the_rate_limit_holds_across_worker_processes() {
+    if !postgres_or_skip() {
+        return;
+    }
     use crate::support::fake_notion::{FakeNotion, ids};
     let notion = FakeNotion::start().await;
     notion.load_fixture_page();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cognie_sync::store::Store;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, db::postgres_or_skip};
 
 /// `count` job rows of `job_type` in `status`, finished or due `age` ago.
 async fn insert_jobs(app: &TestApp, job_type: &str, status: &str, count: i64, age: &str) {
@@ -18,23 +18,26 @@ async fn insert_jobs(app: &TestApp, job_type: &str, status: &str, count: i64, ag
     .bind(status)
     .bind(count)
     .bind(age)
-    .execute(&app.db)
+    .execute(app.db.pg())
     .await
     .expect("insert jobs");
 }
 
 #[tokio::test]
 async fn job_fetch_claims_due_jobs_and_uses_the_primary_key_with_a_large_backlog() {
+    if !postgres_or_skip() {
+        return;
+    }
     let app = TestApp::spawn().await;
     // A backlog: apalis's own get_jobs hash-joins over a full scan here (its generic plan
     // assumes a large batch); ours must look the claimed ids up by primary key.
     insert_jobs(&app, "plan_test", "Pending", 100_000, "1 minute").await;
-    sqlx::query("analyze apalis.jobs").execute(&app.db).await.expect("analyze");
+    sqlx::query("analyze apalis.jobs").execute(app.db.pg()).await.expect("analyze");
 
     // The installed function's body, planned as PostgreSQL plans it inside the function:
     // a generic plan with the arguments as parameters.
     let body: String = sqlx::query_scalar("select prosrc from pg_proc where proname = 'get_jobs'")
-        .fetch_one(&app.db)
+        .fetch_one(app.db.pg())
         .await
         .expect("get_jobs exists");
     let statement = body
@@ -44,7 +47,7 @@ async fn job_fetch_claims_due_jobs_and_uses_the_primary_key_with_a_large_backlog
         .trim()
         .trim_end_matches(';')
         .to_owned();
-    let mut conn = app.db.acquire().await.expect("connection");
+    let mut conn = app.db.pg().acquire().await.expect("connection");
     sqlx::query("set plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("set");
     sqlx::query(sqlx::AssertSqlSafe(format!("prepare fetch_plan(text, text, int) as {statement}")))
         .execute(&mut *conn)
@@ -65,23 +68,23 @@ async fn job_fetch_claims_due_jobs_and_uses_the_primary_key_with_a_large_backlog
         "insert into apalis.workers (id, worker_type, storage_name, layers, last_seen)
          values ('w1', 'plan_test', 'test', '', now()), ('w2', 'plan_test', 'test', '', now())",
     )
-    .execute(&app.db)
+    .execute(app.db.pg())
     .await
     .expect("workers");
     let claimed: Vec<String> = sqlx::query_scalar("select id from apalis.get_jobs('w1', 'plan_test', 10)")
-        .fetch_all(&app.db)
+        .fetch_all(app.db.pg())
         .await
         .expect("fetch");
     assert_eq!(claimed.len(), 10);
     let queued: i64 = sqlx::query_scalar(
         "select count(*) from apalis.jobs where job_type = 'plan_test' and status = 'Queued' and lock_by = 'w1'",
     )
-    .fetch_one(&app.db)
+    .fetch_one(app.db.pg())
     .await
     .expect("count");
     assert_eq!(queued, 10);
     let again: Vec<String> = sqlx::query_scalar("select id from apalis.get_jobs('w2', 'plan_test', 100)")
-        .fetch_all(&app.db)
+        .fetch_all(app.db.pg())
         .await
         .expect("fetch");
     assert_eq!(again.len(), 100);
@@ -90,10 +93,13 @@ async fn job_fetch_claims_due_jobs_and_uses_the_primary_key_with_a_large_backlog
 
 #[tokio::test]
 async fn finished_job_rows_are_pruned_and_pending_ones_kept() {
+    if !postgres_or_skip() {
+        return;
+    }
     let app = TestApp::spawn().await;
     insert_jobs(&app, "prune_test", "Done", 12_000, "10 minutes").await;
     insert_jobs(&app, "prune_test", "Pending", 5, "1 second").await;
-    let store = Store::from_pool(app.db.clone());
+    let store = Store::from_pg_pool(app.db.pg().clone());
     // The app's own pruning job may take some of them first: what matters is what is left.
     store.prune_finished_jobs(Duration::from_secs(60)).await.expect("prune");
     assert_eq!(app.count("select count(*) from apalis.jobs where job_type = 'prune_test'").await, 5);
@@ -105,6 +111,9 @@ async fn finished_job_rows_are_pruned_and_pending_ones_kept() {
 
 #[tokio::test]
 async fn history_older_than_the_retention_is_pruned() {
+    if !postgres_or_skip() {
+        return;
+    }
     let app = TestApp::spawn().await;
     for (n, (state, age)) in
         [("succeeded", "40 days"), ("failed", "40 days"), ("succeeded", "1 day"), ("waiting", "40 days")]
@@ -119,15 +128,15 @@ async fn history_older_than_the_retention_is_pruned() {
         .bind(uuid::Uuid::from_u128(n as u128 + 1))
         .bind(state)
         .bind(age)
-        .execute(&app.db)
+        .execute(app.db.pg())
         .await
         .expect("run");
     }
-    let store = Store::from_pool(app.db.clone());
+    let store = Store::from_pg_pool(app.db.pg().clone());
     // The app's own pruning job may take some of them first: what matters is what is left.
     store.prune_history(Duration::from_secs(30 * 86_400)).await.expect("prune");
     let left: Vec<String> = sqlx::query_scalar("select state from workflow_runs order by id")
-        .fetch_all(&app.db)
+        .fetch_all(app.db.pg())
         .await
         .expect("runs");
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Whole syncs against the fake Notion: subscribe, edit, delete; retries, permanent failures,
 //! the rate limit, and the last edit never lost.
 
+use crate::{conformance, on_db};
 use std::{collections::HashMap, time::Duration};
 
 use serde_json::{Value, json};
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 use crate::support::{
     TestApp,
     app::{API_TOKEN, expect_json},
+    db::Backend,
     eventually,
     fake_notion::{FakeNotion, Fault, ids},
     fixtures,
@@ -90,17 +92,17 @@ impl Env {
     }
 
     /// The sync runs of the fixture page, oldest first.
-    async fn sync_runs(&self) -> Vec<(String, String)> {
-        sqlx::query_as(
-            "select id::text, state from workflow_runs where workflow = 'notion_sync' order by created_at",
+    async fn sync_runs(&self) -> Vec<(uuid::Uuid, String)> {
+        on_db!(self.app.db, |db| sqlx::query_as(
+            "select id, state from workflow_runs where workflow = 'notion_sync' order by created_at",
         )
-        .fetch_all(&self.app.db)
-        .await
+        .fetch_all(db)
+        .await)
         .expect("runs")
     }
 
     /// Waits until `n` sync runs exist and all have ended.
-    async fn syncs_settled(&self, n: usize) -> Vec<(String, String)> {
+    async fn syncs_settled(&self, n: usize) -> Vec<(uuid::Uuid, String)> {
         eventually(&format!("{n} finished syncs"), Duration::from_secs(30), || async {
             let runs = self.sync_runs().await;
             (runs.len() == n && runs.iter().all(|(_, s)| s == "succeeded" || s == "failed")).then_some(runs)
@@ -145,7 +147,7 @@ fn fronts(cards: &[Value]) -> Vec<String> {
     fronts
 }
 
-#[tokio::test]
+conformance! {
 async fn subscribing_to_the_fixture_page_makes_its_four_cards() {
     let env = setup(|_| {}).await;
     let run_id = env.subscribe(ids::PAGE, "page").await;
@@ -179,8 +181,9 @@ async fn subscribing_to_the_fixture_page_makes_its_four_cards() {
     // The fixture page took 1 page + 2 block pages + 4 toggles' children.
     assert_eq!(env.notion.requests_for_token(TOKEN).len(), 7);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn edits_update_cards_in_place_deletions_retire_them_and_new_toggles_add_cards() {
     let env = setup(|_| {}).await;
     env.finished(&env.subscribe(ids::PAGE, "page").await).await;
@@ -227,23 +230,25 @@ async fn edits_update_cards_in_place_deletions_retire_them_and_new_toggles_add_c
     let retired = env.app.count("select count(*) from flashcards where retired_at is not null").await;
     assert_eq!(retired, 1);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn an_unchanged_page_is_fetched_but_nothing_is_written() {
     let env = setup(|_| {}).await;
     env.finished(&env.subscribe(ids::PAGE, "page").await).await;
     let before = env.cards().await;
     env.page_edited().await;
     let runs = env.syncs_settled(2).await;
-    let second = env.finished(&runs[1].0).await;
+    let second = env.finished(&runs[1].0.to_string()).await;
     assert_eq!(second["state"], "succeeded");
     let steps: Vec<&str> =
         second["steps"].as_array().expect("steps").iter().filter_map(|s| s["name"].as_str()).collect();
     assert!(!steps.contains(&"persist"), "persist must be skipped when nothing changed: {steps:?}");
     assert_eq!(env.cards().await, before);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_deleted_page_retires_its_cards() {
     let env = setup(|_| {}).await;
     env.finished(&env.subscribe(ids::PAGE, "page").await).await;
@@ -256,8 +261,9 @@ async fn a_deleted_page_retires_its_cards() {
     assert_eq!(env.cards().await, Vec::<Value>::new());
     assert_eq!(env.app.count("select count(*) from flashcards where retired_at is not null").await, 4);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
     let env = setup(|_| {}).await;
     env.notion.inject_times("/v1/blocks", Fault::Status(500), 2);
@@ -276,8 +282,9 @@ async fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
     let gap = next.at.duration_since(requests[limited].at);
     assert!(gap >= Duration::from_millis(950), "Retry-After: 1 honoured; next request after {gap:?}");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_revoked_token_fails_the_run_at_once_and_an_ops_retry_resumes_it() {
     let env = setup(|_| {}).await;
     env.notion.revoke_token(TOKEN);
@@ -307,8 +314,9 @@ async fn a_revoked_token_fails_the_run_at_once_and_an_ops_retry_resumes_it() {
     assert_eq!(debounce["attempts"], 1, "the retry resumed at fetch, not from the start");
     assert_eq!(env.cards().await.len(), 4);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn an_edit_during_a_sync_causes_one_more_sync_so_the_last_edit_is_never_lost() {
     let env = setup(|s| {
         s.insert("DEBOUNCE_SECONDS", "0.2".into());
@@ -341,19 +349,20 @@ async fn an_edit_during_a_sync_causes_one_more_sync_so_the_last_edit_is_never_lo
     assert_eq!(krebs["front"], "Krebs cycle: where?", "the last edit is synced");
     // The second sync started fetching only after the first had finished.
     let (first_done, second_fetch): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as(
-            "select (select finished_at from workflow_runs where id = $1::uuid),
-                (select s.started_at from workflow_steps s where s.run_id = $2::uuid and s.name = 'fetch')",
+        on_db!(env.app.db, |db| sqlx::query_as(
+            "select (select finished_at from workflow_runs where id = $1),
+                (select s.started_at from workflow_steps s where s.run_id = $2 and s.name = 'fetch')",
         )
-        .bind(&runs[0].0)
-        .bind(&runs[1].0)
-        .fetch_one(&env.app.db)
-        .await
+        .bind(runs[0].0)
+        .bind(runs[1].0)
+        .fetch_one(db)
+        .await)
         .expect("times");
     assert!(second_fetch >= first_done, "syncs of one page run one after another");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_database_subscription_syncs_every_row_and_learns_its_data_sources() {
     let env = setup(|_| {}).await;
     env.notion.load_fixture_database();
@@ -373,14 +382,18 @@ async fn a_database_subscription_syncs_every_row_and_learns_its_data_sources() {
         Some(cards.len()),
         "the database's cards are listed by its id"
     );
-    let sources: Vec<String> = sqlx::query_scalar("select unnest(data_source_ids) from subscriptions")
-        .fetch_all(&env.app.db)
-        .await
+    let sources: Vec<String> = on_db!(env.app.db, |db| sqlx::query_scalar(match env.app.db.backend() {
+        Backend::Postgres => "select unnest(data_source_ids) from subscriptions",
+        Backend::Sqlite => "select d.value from subscriptions, json_each(subscriptions.data_source_ids) d",
+    })
+        .fetch_all(db)
+        .await)
         .expect("sources");
     assert_eq!(sources, [ids::DATA_SOURCE]);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn retry_delays_grow_exponentially() {
     let env = setup(|s| {
         s.insert("RETRY_BASE_DELAY_MS", "200".into());
@@ -410,8 +423,9 @@ async fn retry_delays_grow_exponentially() {
         );
     }
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_step_that_always_fails_stops_after_its_attempts() {
     let env = setup(|s| {
         s.insert("NOTION_MAX_RETRIES", "2".into());
@@ -423,4 +437,5 @@ async fn a_step_that_always_fails_stops_after_its_attempts() {
     assert_eq!(run["error_kind"], "notion_server_error");
     tokio::time::sleep(Duration::from_millis(800)).await; // would expose a hot loop
     assert_eq!(env.notion.count("/v1/pages"), 3, "NOTION_MAX_RETRIES=2: three attempts, then stop");
+}
 }

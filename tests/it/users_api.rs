@@ -1,5 +1,6 @@
 //! Users, Notion tokens and subscriptions through the API.
 
+use crate::{conformance, on_db};
 use serde_json::json;
 
 use crate::support::{
@@ -11,7 +12,7 @@ async fn post(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Re
     app.client.post(app.url(path)).bearer_auth(API_TOKEN).json(&body).send().await.expect("POST")
 }
 
-#[tokio::test]
+conformance! {
 async fn a_user_is_created_read_and_unique_by_email() {
     let app = TestApp::spawn().await;
     let user = expect_json(post(&app, "/api/users", json!({"email": "Maya@example.com"})).await, 201).await;
@@ -31,8 +32,9 @@ async fn a_user_is_created_read_and_unique_by_email() {
     expect_error(app.get_authorized(&format!("/api/users/{unknown}")).await, 404, "user_not_found").await;
     expect_error(app.get_authorized("/api/users/not-a-uuid").await, 400, "bad_request").await;
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_notion_token_is_stored_encrypted_and_never_returned() {
     let app = TestApp::spawn().await;
     let user = expect_json(post(&app, "/api/users", json!({"email": "t@example.com"})).await, 201).await;
@@ -51,9 +53,9 @@ async fn a_notion_token_is_stored_encrypted_and_never_returned() {
     assert_eq!(fetched["notion_connected"], true);
     assert!(!fetched.to_string().contains(token));
 
-    let stored: Vec<u8> = sqlx::query_scalar("select notion_token_ciphertext from users")
-        .fetch_one(&app.db)
-        .await
+    let stored: Vec<u8> = on_db!(app.db, |db| sqlx::query_scalar("select notion_token_ciphertext from users")
+        .fetch_one(db)
+        .await)
         .expect("stored");
     assert!(!String::from_utf8_lossy(&stored).contains(token), "token stored in plaintext");
 
@@ -68,8 +70,9 @@ async fn a_notion_token_is_stored_encrypted_and_never_returned() {
         .expect("PUT");
     expect_error(put, 404, "user_not_found").await;
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn subscribing_starts_the_first_sync_and_ids_are_canonical() {
     let app = TestApp::spawn().await;
     let user = expect_json(post(&app, "/api/users", json!({"email": "s@example.com"})).await, 201).await;
@@ -85,10 +88,10 @@ async fn subscribing_starts_the_first_sync_and_ids_are_canonical() {
     assert_eq!(created["kind"], "page");
     let run_id: uuid::Uuid = created["run_id"].as_str().expect("run id").parse().expect("uuid");
     let (workflow, trigger): (String, String) =
-        sqlx::query_as("select workflow, trigger from workflow_runs where id = $1")
+        on_db!(app.db, |db| sqlx::query_as("select workflow, trigger from workflow_runs where id = $1")
             .bind(run_id)
-            .fetch_one(&app.db)
-            .await
+            .fetch_one(db)
+            .await)
             .expect("the first sync exists");
     assert_eq!((workflow.as_str(), trigger.as_str()), ("notion_sync", "subscription"));
 
@@ -128,10 +131,11 @@ async fn subscribing_starts_the_first_sync_and_ids_are_canonical() {
     let list = expect_json(app.get_authorized(&path).await, 200).await;
     assert_eq!(list["items"], json!([]));
 }
+}
 
+conformance! {
 /// Walks the generated spec: every operation that declares the bearer scheme answers 401,
 /// with the error body, when called without the token.
-#[tokio::test]
 async fn every_management_operation_requires_the_api_token() {
     let app = TestApp::spawn().await;
     let spec: serde_json::Value = serde_json::from_str(&cognie_sync::http::spec_json()).expect("spec");
@@ -160,4 +164,5 @@ async fn every_management_operation_requires_the_api_token() {
         }
     }
     assert!(checked >= 7, "expected the management operations in the spec, found {checked}");
+}
 }

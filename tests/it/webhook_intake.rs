@@ -1,5 +1,6 @@
 //! `POST /api/notion/webhook/notion`: signatures, formats, dedupe, limits, durability.
 
+use crate::{conformance, on_db};
 use std::time::{Duration, Instant};
 
 use futures::stream;
@@ -7,7 +8,7 @@ use futures::stream;
 use crate::support::{
     TestApp,
     app::{expect_error, expect_json},
-    db::TestDb,
+    db::{TestDb, postgres_or_skip},
     fixtures,
     proxy::DbProxy,
 };
@@ -15,7 +16,7 @@ use crate::support::{
 const EVENTS: &str = "select count(*) from webhook_events";
 const RUNS: &str = "select count(*) from workflow_runs";
 
-#[tokio::test]
+conformance! {
 async fn every_signed_fixture_verifies_with_its_stored_signature() {
     let app = TestApp::spawn().await;
     let signatures = fixtures::signatures();
@@ -35,8 +36,9 @@ async fn every_signed_fixture_verifies_with_its_stored_signature() {
     assert_eq!(app.count("select count(*) from webhook_events where outcome = 'ignored'").await, 1);
     assert_eq!(app.count("select count(*) from workflow_runs where workflow = 'notion_event'").await, 9);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn an_accepted_event_is_stored_with_its_workflow_before_the_answer() {
     let app = TestApp::spawn_with(|s| {
         // No worker activity should be needed for the rows to exist: keep the step waiting.
@@ -49,12 +51,12 @@ async fn an_accepted_event_is_stored_with_its_workflow_before_the_answer() {
     assert_eq!(body["status"], "accepted");
     let event_id: uuid::Uuid = body["event_id"].as_str().expect("event_id").parse().expect("uuid");
 
-    let (event_type, entity_id, parent_kind, data_source, attempt): (String, String, String, String, i32) = sqlx::query_as(
+    let (event_type, entity_id, parent_kind, data_source, attempt): (String, String, String, String, i32) = on_db!(app.db, |db| sqlx::query_as(
         "select event_type, entity_id, parent_kind, data_source_id, attempt_number from webhook_events where id = $1",
     )
     .bind(event_id)
-    .fetch_one(&app.db)
-    .await
+    .fetch_one(db)
+    .await)
     .expect("the event row exists as soon as the 200 is sent");
     assert_eq!(event_type, "page.content_updated");
     assert_eq!(entity_id, "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1");
@@ -63,16 +65,17 @@ async fn an_accepted_event_is_stored_with_its_workflow_before_the_answer() {
     assert_eq!(attempt, 1);
 
     let run: (String, String, String) =
-        sqlx::query_as("select workflow, current_step, trigger from workflow_runs where event_id = $1")
+        on_db!(app.db, |db| sqlx::query_as("select workflow, current_step, trigger from workflow_runs where event_id = $1")
             .bind(event_id)
-            .fetch_one(&app.db)
-            .await
+            .fetch_one(db)
+            .await)
             .expect("the event's workflow run exists");
     assert_eq!(run, ("notion_event".into(), "discover_users".into(), "webhook".into()));
-    assert_eq!(app.count("select count(*) from apalis.jobs where job_type = 'cognie_sync.steps'").await, 1);
+    assert_eq!(app.count(app.db.step_jobs_sql()).await, 1);
+}
 }
 
-#[tokio::test]
+conformance! {
 async fn bad_signatures_are_rejected_and_store_nothing() {
     let app = TestApp::spawn().await;
     let file = "webhook_page_content_updated.json";
@@ -104,8 +107,9 @@ async fn bad_signatures_are_rejected_and_store_nothing() {
     assert_eq!(app.count(EVENTS).await, 0);
     assert_eq!(app.count(RUNS).await, 0);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_redelivered_event_starts_work_once() {
     let app = TestApp::spawn().await;
     let body = br#"{"id":"evt-redelivered","type":"page.content_updated","attempt_number":1,"entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"page"}}"#;
@@ -121,8 +125,9 @@ async fn a_redelivered_event_starts_work_once() {
     assert_eq!(app.count(EVENTS).await, 1);
     assert_eq!(app.count(RUNS).await, 1);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn concurrent_deliveries_of_one_event_start_work_once() {
     let app = TestApp::spawn().await;
     let body = br#"{"id":"evt-race","type":"page.updated","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"page"}}"#;
@@ -135,8 +140,9 @@ async fn concurrent_deliveries_of_one_event_start_work_once() {
     assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 15, "{statuses:?}");
     assert_eq!(app.count(RUNS).await, 1);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn the_seed_simple_form_is_accepted_and_deduplicated_by_body() {
     let app = TestApp::spawn().await;
     let body = br#"{"type": "page.updated", "page": {"id": "1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#;
@@ -145,9 +151,9 @@ async fn the_seed_simple_form_is_accepted_and_deduplicated_by_body() {
     assert_eq!(expect_json(app.post_signed(body).await, 200).await["status"], "duplicate");
     let other = br#"{"type": "database.updated", "database": {"id": "1f3c8a2e4b7d8012a6e9c1d3f5a7b9e2"}}"#;
     assert_eq!(expect_json(app.post_signed(other).await, 200).await["status"], "accepted");
-    let kinds: Vec<String> = sqlx::query_scalar("select notion_kind from workflow_runs order by created_at")
-        .fetch_all(&app.db)
-        .await
+    let kinds: Vec<String> = on_db!(app.db, |db| sqlx::query_scalar("select notion_kind from workflow_runs order by created_at")
+        .fetch_all(db)
+        .await)
         .expect("runs");
     assert_eq!(kinds, ["page", "database"]);
     // The seed guide's own curl example names a page "test": not a Notion id, so nothing can
@@ -155,25 +161,27 @@ async fn the_seed_simple_form_is_accepted_and_deduplicated_by_body() {
     let seed = br#"{"type": "page.updated", "page": {"id": "test"}}"#;
     assert_eq!(expect_json(app.post_signed(seed).await, 200).await["status"], "ignored");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn unknown_event_types_are_recorded_and_ignored() {
     let app = TestApp::spawn().await;
     let body = br#"{"id":"evt-view","type":"view.created","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"view"}}"#;
     let ack = expect_json(app.post_signed(body).await, 200).await;
     assert_eq!(ack["status"], "ignored");
-    let (outcome, reason): (String, String) = sqlx::query_as(
+    let (outcome, reason): (String, String) = on_db!(app.db, |db| sqlx::query_as(
         "select outcome, ignore_reason from webhook_events where notion_event_id = 'evt-view'",
     )
-    .fetch_one(&app.db)
-    .await
+    .fetch_one(db)
+    .await)
     .expect("the ignored event is recorded");
     assert_eq!(outcome, "ignored");
     assert!(reason.contains("view.created"), "{reason}");
     assert_eq!(app.count(RUNS).await, 0);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn malformed_json_with_a_valid_signature_is_a_400() {
     let app = TestApp::spawn().await;
     expect_error(app.post_signed(b"{\"type\": \"page.updated\",").await, 400, "malformed_json").await;
@@ -183,8 +191,9 @@ async fn malformed_json_with_a_valid_signature_is_a_400() {
     expect_error(app.post_webhook(b"{not json".to_vec(), None).await, 401, "invalid_signature").await;
     assert_eq!(app.count(EVENTS).await, 0);
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn bodies_over_one_mebibyte_are_refused_with_or_without_content_length() {
     let app = TestApp::spawn().await;
     let limit = 1024 * 1024;
@@ -209,8 +218,9 @@ async fn bodies_over_one_mebibyte_are_refused_with_or_without_content_length() {
     let response = app.post_webhook(reqwest::Body::wrap_stream(stream::iter(chunks)), Some(&sig)).await;
     assert_eq!(expect_json(response, 200).await["status"], "accepted");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn the_handshake_is_stored_encrypted_and_readable_by_ops() {
     let app = TestApp::spawn().await;
     let token = fixtures::secret();
@@ -218,9 +228,9 @@ async fn the_handshake_is_stored_encrypted_and_readable_by_ops() {
         expect_json(app.post_webhook(fixtures::bytes("webhook_verification.json"), None).await, 200).await;
     assert_eq!(ack["status"], "verification_received");
 
-    let stored: Vec<u8> = sqlx::query_scalar("select token_ciphertext from webhook_verification_tokens")
-        .fetch_one(&app.db)
-        .await
+    let stored: Vec<u8> = on_db!(app.db, |db| sqlx::query_scalar("select token_ciphertext from webhook_verification_tokens")
+        .fetch_one(db)
+        .await)
         .expect("stored");
     assert!(!String::from_utf8_lossy(&stored).contains(&token), "the token is stored in plaintext");
 
@@ -238,8 +248,9 @@ async fn the_handshake_is_stored_encrypted_and_readable_by_ops() {
     assert_eq!(body["signing_secret_configured"], true);
     assert!(body["received_at"].is_string());
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn without_a_configured_secret_the_first_handshake_token_signs_events() {
     let app = TestApp::spawn_with(|s| {
         s.remove("NOTION_WEBHOOK_SECRET");
@@ -277,9 +288,13 @@ async fn without_a_configured_secret_the_first_handshake_token_signs_events() {
     assert_eq!(body["verification_token"], "secret_attacker");
     assert_eq!(body["signing_secret_configured"], false);
 }
+}
 
 #[tokio::test]
 async fn a_database_outage_answers_503_quickly_and_recovers_without_restart() {
+    if !postgres_or_skip() {
+        return;
+    }
     let database = TestDb::create().await;
     let proxy = DbProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
     let app = TestApp::spawn_on(database, Some(proxy.addr), |_| {}).await;

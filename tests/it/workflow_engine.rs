@@ -1,7 +1,9 @@
 //! The engine: fan-out to subscribers, debounce, and the order of syncs of one content.
 
+use crate::{conformance, on_db};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::support::{TestApp, app::expect_json, eventually};
@@ -34,17 +36,17 @@ async fn settled_syncs(app: &TestApp) -> Vec<(uuid::Uuid, String, i64)> {
         (debouncing == 0 && pending_events == 0).then_some(())
     })
     .await;
-    sqlx::query_as(
+    on_db!(app.db, |db| sqlx::query_as(
         "select r.user_id, r.notion_id, count(e.event_id) from workflow_runs r
          left join workflow_run_events e on e.run_id = r.id
          where r.workflow = 'notion_sync' group by r.id order by r.created_at",
     )
-    .fetch_all(&app.db)
-    .await
+    .fetch_all(db)
+    .await)
     .expect("syncs")
 }
 
-#[tokio::test]
+conformance! {
 async fn an_event_starts_one_sync_per_subscriber_of_the_page_or_its_database() {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "0".into());
@@ -72,8 +74,9 @@ async fn an_event_starts_one_sync_per_subscriber_of_the_page_or_its_database() {
         .await;
     assert_eq!(parents, 2, "sync runs name the event run that started them");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn a_data_source_event_re_syncs_the_subscribed_database() {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "0".into());
@@ -90,14 +93,15 @@ async fn a_data_source_event_re_syncs_the_subscribed_database() {
     let syncs = settled_syncs(&app).await;
     assert_eq!(syncs, vec![(user, DATABASE.to_owned(), 1)]);
     let kind: String =
-        sqlx::query_scalar("select notion_kind from workflow_runs where workflow = 'notion_sync'")
-            .fetch_one(&app.db)
-            .await
+        on_db!(app.db, |db| sqlx::query_scalar("select notion_kind from workflow_runs where workflow = 'notion_sync'")
+            .fetch_one(db)
+            .await)
             .expect("sync");
     assert_eq!(kind, "database");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn rapid_edits_coalesce_into_one_sync_that_keeps_every_event() {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "1".into());
@@ -114,18 +118,20 @@ async fn rapid_edits_coalesce_into_one_sync_that_keeps_every_event() {
     assert_eq!(syncs, vec![(user, PAGE.to_owned(), 5)], "five quick edits, one sync");
 
     // The sync left debounce no sooner than DEBOUNCE_SECONDS after the last event.
-    let quiet: f64 = sqlx::query_scalar(
-        "select extract(epoch from (s.finished_at - (select max(received_at) from webhook_events)))::float8
+    let (finished, last_event): (DateTime<Utc>, DateTime<Utc>) = on_db!(app.db, |db| sqlx::query_as(
+        "select s.finished_at, (select max(received_at) from webhook_events)
          from workflow_steps s join workflow_runs r on r.id = s.run_id
          where r.workflow = 'notion_sync' and s.name = 'debounce'",
     )
-    .fetch_one(&app.db)
-    .await
+    .fetch_one(db)
+    .await)
     .expect("debounce step");
+    let quiet = (finished - last_event).num_milliseconds() as f64 / 1000.0;
     assert!(quiet >= 0.95, "debounce ended {quiet:.2}s after the last event, expected >= 1s");
 }
+}
 
-#[tokio::test]
+conformance! {
 async fn debounce_never_defers_a_sync_past_the_max_wait() {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "1".into());
@@ -147,13 +153,16 @@ async fn debounce_never_defers_a_sync_past_the_max_wait() {
     assert!(syncs.len() >= 2, "the cap must have released a sync while edits continued: {syncs:?}");
     let total: i64 = syncs.iter().map(|s| s.2).sum();
     assert_eq!(total, n as i64, "every event is kept on exactly one sync");
-    let longest: f64 = sqlx::query_scalar(
-        "select max(extract(epoch from (s.finished_at - r.debounce_started_at)))::float8
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = on_db!(app.db, |db| sqlx::query_as(
+        "select s.finished_at, r.debounce_started_at
          from workflow_steps s join workflow_runs r on r.id = s.run_id
          where r.workflow = 'notion_sync' and s.name = 'debounce' and s.state = 'succeeded'",
     )
-    .fetch_one(&app.db)
-    .await
+    .fetch_all(db)
+    .await)
     .expect("debounce steps");
+    let longest =
+        spans.iter().map(|(end, start)| (*end - *start).num_milliseconds() as f64 / 1000.0).fold(0.0, f64::max);
     assert!(longest < 2.0 + 1.0, "a sync waited {longest:.2}s in debounce; the cap is 2s");
+}
 }

@@ -23,7 +23,7 @@ use crate::{
     crypto::SecretCipher,
     ids::UserId,
     notion::{NotionClient, NotionError},
-    store::{StoreError, pg::users::NotionWorkspace},
+    store::{NotionWorkspace, StoreError},
 };
 
 /// What the OAuth endpoints need (part of [`HttpState`]).

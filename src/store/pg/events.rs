@@ -3,44 +3,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::super::{Store, StoreResult, jobs::StepJob};
-use crate::ids::{EventId, RunId};
+use super::PgStore;
+use crate::{
+    ids::{EventId, RunId},
+    store::{IntakeOutcome, NewEvent, StartRun, StoreResult, jobs::StepJob},
+};
 
-/// A verified event, ready to store.
-#[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
-    pub id: EventId,
-    pub dedupe_key: &'a str,
-    pub notion_event_id: Option<&'a str>,
-    pub event_type: &'a str,
-    pub entity_id: Option<&'a str>,
-    pub entity_kind: Option<&'a str>,
-    pub parent_id: Option<&'a str>,
-    pub parent_kind: Option<&'a str>,
-    pub data_source_id: Option<&'a str>,
-    pub attempt_number: Option<i32>,
-    pub event_time: Option<DateTime<Utc>>,
-    /// `None`: accepted (a run starts); `Some(reason)`: recorded and ignored.
-    pub ignore_reason: Option<&'a str>,
-    /// The raw body, stored as JSON.
-    pub payload: &'a str,
-}
-
-/// The event workflow to start with an accepted event.
-#[derive(Debug, Clone, Copy)]
-pub struct StartRun {
-    pub run_id: RunId,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntakeOutcome {
-    /// Stored now (and its run started, if it was accepted).
-    Stored(EventId),
-    /// The same event was stored before; nothing new was started.
-    Duplicate(EventId),
-}
-
-impl Store {
+impl PgStore {
     /// Stores an event and, if it is accepted, starts its event workflow and enqueues the
     /// run's first step: one statement, so one round trip and one atomic commit. A duplicate
     /// (same dedupe key) inserts nothing at all.

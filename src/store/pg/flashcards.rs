@@ -1,51 +1,13 @@
 //! Flashcards: the idempotent persist of a sync's cards, and reading them back.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 
-use super::super::{Store, StoreResult};
-use crate::ids::{RunId, UserId};
-
-/// A card to persist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewCard {
-    pub source_page_id: String,
-    pub source_block_id: String,
-    /// `block` or `row`.
-    pub source_kind: String,
-    pub container_id: Option<String>,
-    pub front: String,
-    pub back: String,
-}
-
-/// What one sync read, and so what its cards replace.
-#[derive(Debug, Clone, Default)]
-pub struct SyncScope {
-    /// Pages whose content was read: their cards not in the new set are retired.
-    pub pages: Vec<String>,
-    /// A database synced as a whole: cards of its rows that were not read are retired too.
-    pub container: Option<String>,
-}
-
-/// What a persist changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PersistCounts {
-    pub created: u64,
-    pub updated: u64,
-    pub retired: u64,
-    pub unchanged: u64,
-}
-
-#[derive(Debug, Clone, FromRow)]
-pub struct CardRow {
-    pub id: uuid::Uuid,
-    pub front: String,
-    pub back: String,
-    pub source_page_id: String,
-    pub source_block_id: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+use super::PgStore;
+use crate::{
+    ids::{RunId, UserId},
+    store::{CardRow, NewCard, PersistCounts, StoreResult, SyncScope, SyncStatus},
+};
 
 /// Upserts `cards` for `user` and retires the cards in `scope` whose source is gone, on the
 /// caller's (fenced) transaction. Running it twice has the same effect as once: rows whose
@@ -172,7 +134,7 @@ pub async fn last_content_hash(
     .flatten())
 }
 
-impl Store {
+impl PgStore {
     pub async fn last_content_hash(&self, user: UserId, notion_id: &str) -> StoreResult<Option<String>> {
         let mut conn = self.pool.acquire().await?;
         last_content_hash(&mut conn, user, notion_id).await
@@ -208,15 +170,7 @@ impl Store {
     }
 }
 
-/// What `GET /api/notion/sync-status/{page_id}` reports about one page or database.
-#[derive(Debug, Clone)]
-pub struct SyncStatus {
-    pub last_synced_at: Option<DateTime<Utc>>,
-    pub live_cards: i64,
-    pub known: bool,
-}
-
-impl Store {
+impl PgStore {
     /// Sync facts about `notion_id` across users: when it last synced, how many live cards it
     /// has, and whether the service knows it at all (a subscription, a sync or a card).
     pub async fn sync_status(&self, notion_id: &str) -> StoreResult<SyncStatus> {

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod flashcards;
+pub mod jobs;
 pub mod oauth;
 pub mod ops;
 pub mod ratelimit;
@@ -11,3 +12,71 @@ pub mod retention;
 pub mod runs;
 pub mod sync;
 pub mod users;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::{
+    ConnectOptions, PgPool,
+    migrate::{MigrateDatabase, Migrator},
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use super::{PoolSettings, StoreResult};
+
+/// Our migrations (apalis runs its own, in its own schema).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL backend: the system of record for production and scale-out.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pub(super) pool: PgPool,
+}
+
+impl PgStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn connect(settings: &PoolSettings) -> StoreResult<Self> {
+        let url = settings.url.expose_secret();
+        if settings.create_database && !sqlx::Postgres::database_exists(url).await? {
+            tracing::info!("creating the database named in DATABASE_URL");
+            sqlx::Postgres::create_database(url).await?;
+        }
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()?
+            .application_name("cognie-sync")
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            // A broken connection fails one query (which the caller maps to 503 or a retry)
+            // instead of costing every request a ping.
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// Safe to run from many processes at once: sqlx serialises them with an advisory lock.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn is_ready(&self) -> StoreResult<bool> {
+        let applied: Vec<i64> = sqlx::query_scalar(r#"select version from _sqlx_migrations where success"#)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .all(|m| applied.contains(&m.version)))
+    }
+}

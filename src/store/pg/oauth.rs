@@ -3,10 +3,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::super::{Store, StoreResult};
-use crate::ids::UserId;
+use super::PgStore;
+use crate::{ids::UserId, store::StoreResult};
 
-impl Store {
+impl PgStore {
     /// Records a state issued to `user`, valid until `expires_at`. `false`: no such user.
     /// Also prunes states that expired more than a day ago (they can only be refused).
     pub async fn issue_oauth_state(

@@ -1,118 +1,20 @@
 //! What ops read and do: list and inspect runs, retry and cancel them, queue statistics.
 
-use std::collections::BTreeMap;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
-use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder, Row};
-
-use super::{
-    super::{Store, StoreError, StoreResult, jobs::StepJob},
-    runs::enqueue_job,
-    sync,
+use super::{PgStore, jobs::enqueue_job, sync};
+use crate::{
+    ids::{EventId, RunId, UserId},
+    store::{
+        ActionError, ActionRow, QueueStats, RunCursor, RunDetail, RunFilter, RunRow, StepRow, StoreResult,
+        jobs::StepJob,
+    },
 };
-use crate::ids::{EventId, RunId, UserId};
-
-/// A run as the API shows it.
-#[derive(Debug, Clone, FromRow)]
-pub struct RunRow {
-    pub id: RunId,
-    pub workflow: String,
-    pub state: String,
-    pub current_step: Option<String>,
-    pub user_id: Option<UserId>,
-    pub notion_id: Option<String>,
-    pub notion_kind: Option<String>,
-    pub trigger: String,
-    pub parent_id: Option<RunId>,
-    pub attempt: i32,
-    pub error_kind: Option<String>,
-    pub last_error: Option<String>,
-    pub next_run_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
 
 const RUN_COLUMNS: &str = "id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger, parent_id, \
      attempt, error_kind, last_error, next_run_at, created_at, updated_at, finished_at";
 
-#[derive(Debug, Clone, FromRow)]
-pub struct StepRow {
-    pub name: String,
-    pub state: String,
-    pub attempts: i32,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, FromRow)]
-pub struct ActionRow {
-    pub action: String,
-    pub actor: String,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RunDetail {
-    pub run: RunRow,
-    pub steps: Vec<StepRow>,
-    pub event_ids: Vec<EventId>,
-    pub actions: Vec<ActionRow>,
-}
-
-/// Filters of `GET /api/workflows` (all optional, combined with AND).
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub state: Option<String>,
-    pub step: Option<String>,
-    pub workflow: Option<String>,
-    pub user_id: Option<UserId>,
-    pub notion_id: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-}
-
-/// A position in the newest-first list: the last row of the previous page.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RunCursor {
-    pub created_at: DateTime<Utc>,
-    pub id: RunId,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ActionError {
-    #[error("no such run")]
-    NotFound,
-    /// The run is in a state the action does not apply to.
-    #[error("the run is {0}")]
-    WrongState(String),
-    /// Retrying would put a second sync of the same content into debounce.
-    #[error("another sync of the same content is already collecting events")]
-    SyncAlreadyDebouncing,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<sqlx::Error> for ActionError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_one_debouncing_sync_key") => {
-                ActionError::SyncAlreadyDebouncing
-            }
-            _ => ActionError::Store(e.into()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct QueueStats {
-    pub runs: BTreeMap<String, i64>,
-    pub steps: BTreeMap<String, BTreeMap<String, i64>>,
-    pub oldest_pending_age_seconds: Option<f64>,
-}
-
-impl Store {
+impl PgStore {
     /// Runs matching `filter`, newest first, after `cursor`; at most `limit`.
     pub async fn list_runs(
         &self,

@@ -5,19 +5,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::super::{Store, StoreResult};
-use crate::ids::UserId;
+use super::PgStore;
+use crate::{
+    ids::UserId,
+    store::{Grant, StoreResult},
+};
 
-/// The limiter's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grant {
-    /// One request may be made now; it has been counted.
-    Granted,
-    /// No slot is free before this time.
-    WaitUntil(DateTime<Utc>),
-}
-
-impl Store {
+impl PgStore {
     /// Counts one request against `user`'s limit of `limit` per `window`, if a slot is free.
     /// Times are the database's clock, which every process shares.
     pub async fn acquire_rate_limit_slot(

@@ -5,44 +5,33 @@
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, Postgres, pool::PoolConnection};
+use sqlx::{Postgres, pool::PoolConnection};
 use uuid::Uuid;
 
-use super::{
-    super::{Store, StoreResult},
-    sync::{self, DebounceWindow, SyncTarget, SyncTrigger},
+use super::{PgStore, sync};
+use crate::{
+    ids::{RunId, UserId},
+    store::{DebounceWindow, DueSubscription, StoreResult, SweepLock, SyncTarget, SyncTrigger},
 };
-use crate::ids::{RunId, UserId};
 
 /// The advisory lock key the sweeper holds while it sweeps ("cogn" "reco").
 const SWEEP_LOCK_KEY: i64 = 0x636f_676e_7265_636f;
 
-/// A subscription to compare with Notion now, with its user's (encrypted) token.
-#[derive(Debug, Clone, FromRow)]
-pub struct DueSubscription {
-    pub id: Uuid,
-    pub user_id: UserId,
-    pub notion_id: String,
-    pub kind: String,
-    pub data_source_ids: Vec<String>,
-    pub token_ciphertext: Vec<u8>,
-}
-
-/// Held while this process sweeps; no other process sweeps meanwhile. A session-level advisory
+/// PostgreSQL's sweep lock: no other process sweeps meanwhile. A session-level advisory
 /// lock on a connection that is closed rather than returned to the pool if the sweep is
 /// dropped midway (shutdown), so the lock can never outlive the sweep.
-pub struct SweepLock {
+pub struct PgSweepLock {
     conn: PoolConnection<Postgres>,
 }
 
-impl SweepLock {
+impl PgSweepLock {
     pub async fn release(mut self) -> StoreResult<()> {
         sqlx::query(r#"select pg_advisory_unlock($1)"#).bind(SWEEP_LOCK_KEY).execute(&mut *self.conn).await?;
         Ok(())
     }
 }
 
-impl Store {
+impl PgStore {
     /// Takes the sweep lock if no other process holds it.
     pub async fn try_sweep_lock(&self) -> StoreResult<Option<SweepLock>> {
         let mut conn = self.pool.acquire().await?;
@@ -51,7 +40,7 @@ impl Store {
             .bind(SWEEP_LOCK_KEY)
             .fetch_one(&mut *conn)
             .await?;
-        Ok(locked.then_some(SweepLock { conn }))
+        Ok(locked.then_some(SweepLock::Postgres(PgSweepLock { conn })))
     }
 
     /// Subscriptions to compare with Notion, longest unchecked first: the user has a token,

@@ -4,19 +4,13 @@
 
 use std::time::Duration;
 
-use super::super::{Store, StoreResult};
+use super::PgStore;
+use crate::store::{Pruned, StoreResult};
 
 /// Rows removed per statement, so pruning never holds long locks.
 const BATCH: i64 = 5_000;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
-    pub jobs: u64,
-    pub runs: u64,
-    pub events: u64,
-}
-
-impl Store {
+impl PgStore {
     /// Deletes apalis job rows that finished more than `grace` ago.
     pub async fn prune_finished_jobs(&self, grace: Duration) -> StoreResult<u64> {
         let mut total = 0;

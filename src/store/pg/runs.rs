@@ -7,64 +7,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::super::{
-    Store, StoreResult,
-    jobs::{INSERT_JOB_SQL, StepJob},
+use super::{PgStore, jobs::enqueue_job};
+use crate::{
+    ids::RunId,
+    store::{ClaimedStep, Fenced, StepFailure, StoreResult, Transition, jobs::StepJob},
 };
-use crate::ids::{EventId, RunId, UserId};
 
-/// A step attempt this worker holds. Every write about it is conditional on `lease_token`, so
-/// a worker whose lease was taken over cannot record a late result (fencing).
-#[derive(Debug, Clone)]
-pub struct ClaimedStep {
-    pub run_id: RunId,
-    pub workflow: String,
-    pub step: String,
-    /// 1 for the first attempt of this step.
-    pub attempt: i32,
-    pub lease_token: Uuid,
-    pub user_id: Option<UserId>,
-    pub notion_id: Option<String>,
-    pub notion_kind: Option<String>,
-    pub event_id: Option<EventId>,
-}
-
-/// How a step attempt ended, as the engine decided.
-#[derive(Debug, Clone)]
-pub enum Transition {
-    /// The step succeeded; the run continues at `next_step` now.
-    Advance { output: serde_json::Value, next_step: String },
-    /// The step succeeded and was the last: the run succeeded.
-    Succeed { output: serde_json::Value },
-    /// Run this step again at `at` (a backoff, a rate-limit wait, a debounce). The run waits,
-    /// holding no worker. `error` is recorded when the wait follows a failure; `output` keeps
-    /// the step's progress (e.g. a half-done crawl). Only a failure spends an attempt: waiting
-    /// for a rate-limit slot or a debounce deadline does not.
-    Wait {
-        at: DateTime<Utc>,
-        error: Option<StepFailure>,
-        output: Option<serde_json::Value>,
-        spend_attempt: bool,
-    },
-    /// The run failed; a retry through the API resumes at this step.
-    Fail { failure: StepFailure },
-}
-
-#[derive(Debug, Clone)]
-pub struct StepFailure {
-    pub kind: String,
-    pub message: String,
-}
-
-/// The result of a fenced write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fenced {
-    Applied,
-    /// The lease is no longer ours (expired and taken over, or the run was cancelled).
-    LeaseLost,
-}
-
-impl Store {
+impl PgStore {
     /// Claims the current step of the job's run, if the job is still current (its `seq`
     /// matches) and the run is runnable: pending or waiting, or running under a lease that
     /// expired (its worker died).
@@ -145,15 +94,6 @@ impl Store {
         Ok(updated.rows_affected() == 1)
     }
 
-    /// Records how a claimed step ended and enqueues what follows, atomically and only if the
-    /// claim still holds the lease.
-    pub async fn transition(&self, claim: &ClaimedStep, transition: &Transition) -> StoreResult<Fenced> {
-        let Some(mut tx) = self.begin_fenced(claim).await? else { return Ok(Fenced::LeaseLost) };
-        let fenced = apply_transition(&mut tx, claim, transition).await?;
-        tx.commit().await?;
-        Ok(fenced)
-    }
-
     /// Opens a transaction that holds the claimed run's row lock, if the claim still holds the
     /// lease. Writes made in it commit only together with the step's transition, and no other
     /// worker can take the step over while it is open.
@@ -224,7 +164,7 @@ pub async fn apply_transition(
     .bind(error.map(|e| e.message.as_str()))
     .bind(enqueue)
     .bind(finished)
-    .bind(spends_attempt(transition))
+    .bind(transition.spends_attempt())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };
@@ -254,7 +194,7 @@ pub async fn apply_transition(
     .bind(output)
     .bind(error.map(|e| e.kind.as_str()))
     .bind(error.map(|e| e.message.as_str()))
-    .bind(spends_attempt(transition))
+    .bind(transition.spends_attempt())
     .execute(&mut *conn)
     .await?;
 
@@ -265,7 +205,7 @@ pub async fn apply_transition(
         "#,
     )
     .bind(claim.lease_token)
-    .bind(outcome_label(transition))
+    .bind(transition.outcome_label())
     .bind(error.map(|e| e.kind.as_str()))
     .bind(error.map(|e| e.message.as_str()))
     .execute(&mut *conn)
@@ -276,28 +216,6 @@ pub async fn apply_transition(
         enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
     }
     Ok(Fenced::Applied)
-}
-
-/// How an attempt ended, as recorded in its history and metrics.
-pub fn outcome_label(transition: &Transition) -> &'static str {
-    match transition {
-        Transition::Advance { .. } | Transition::Succeed { .. } => "succeeded",
-        Transition::Wait { error: None, .. } => "waiting",
-        Transition::Wait { error: Some(_), .. } => "retrying",
-        Transition::Fail { .. } => "failed",
-    }
-}
-
-/// Whether the attempt that just ended counts against the step's attempts.
-fn spends_attempt(transition: &Transition) -> bool {
-    !matches!(transition, Transition::Wait { spend_attempt: false, .. })
-}
-
-/// Enqueues a step job due after `delay`, on the caller's connection (and so transaction).
-pub async fn enqueue_job(conn: &mut PgConnection, job: StepJob, delay: Duration) -> StoreResult<()> {
-    let (id, payload) = job.encode();
-    sqlx::query(INSERT_JOB_SQL).bind(id).bind(payload).bind(delay.as_secs_f64()).execute(conn).await?;
-    Ok(())
 }
 
 /// The `output` of a succeeded step of a run, for the steps after it.
@@ -314,7 +232,7 @@ pub async fn step_output(
         .flatten())
 }
 
-impl Store {
+impl PgStore {
     /// Steps whose worker stopped heartbeating (it died, or lost the database for longer than
     /// its lease): make them runnable again with a fresh job. The dead worker's job, if apalis
     /// ever re-delivers it, carries a stale sequence number and does nothing.

@@ -1,69 +1,14 @@
 //! Sync runs: who is subscribed to what an event touched, starting or joining the debounced
 //! sync per (user, content), and ordering syncs of the same content one after another.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
-use super::{
-    super::{StoreResult, jobs::StepJob},
-    runs::enqueue_job,
+use super::jobs::enqueue_job;
+use crate::{
+    ids::{EventId, RunId, UserId},
+    store::{DebounceWindow, EventTarget, StoreResult, SyncTarget, SyncTrigger, jobs::StepJob},
 };
-use crate::ids::{EventId, RunId, UserId};
-
-/// What a webhook event touched, as stored at intake.
-#[derive(Debug, Clone)]
-pub struct EventTarget {
-    pub entity_id: Option<String>,
-    pub entity_kind: Option<String>,
-    pub parent_id: Option<String>,
-    pub data_source_id: Option<String>,
-    pub event_type: String,
-}
-
-/// One sync to run: `user` re-syncs `notion_id` (a page or a database).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncTarget {
-    pub user_id: UserId,
-    pub notion_id: String,
-    pub kind: String,
-}
-
-/// Why a sync starts, and so how its debounce behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncTrigger {
-    /// A webhook event: trailing debounce.
-    Webhook,
-    /// A new subscription's first sync: no debounce.
-    Subscription,
-    /// `POST /api/notion/sync`: no debounce.
-    Manual,
-    /// The reconciliation sweep found a change webhooks missed.
-    Reconcile,
-}
-
-impl SyncTrigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            SyncTrigger::Webhook => "webhook",
-            SyncTrigger::Subscription => "subscription",
-            SyncTrigger::Manual => "manual",
-            SyncTrigger::Reconcile => "reconcile",
-        }
-    }
-
-    fn debounced(self) -> bool {
-        matches!(self, SyncTrigger::Webhook | SyncTrigger::Reconcile)
-    }
-}
-
-/// The debounce window (from the configuration).
-#[derive(Debug, Clone, Copy)]
-pub struct DebounceWindow {
-    pub quiet: Duration,
-    pub max_wait: Duration,
-}
 
 pub async fn event_target(conn: &mut PgConnection, event_id: EventId) -> StoreResult<Option<EventTarget>> {
     let row = sqlx::query(

@@ -1,66 +1,17 @@
 //! Users, their (encrypted) Notion tokens, and subscriptions.
 
-use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection};
+use sqlx::PgConnection;
 
-use super::{
-    super::{Store, StoreError, StoreResult},
-    sync::{self, DebounceWindow, SyncTarget, SyncTrigger},
+use super::{PgStore, sync};
+use crate::{
+    ids::{NotionId, RunId, UserId},
+    store::{
+        DebounceWindow, NotionWorkspace, StoreResult, StoredNotionToken, SubscriptionRow, SyncTarget,
+        SyncTrigger, UserError, UserRow,
+    },
 };
-use crate::ids::{NotionId, RunId, UserId};
 
-#[derive(Debug, Clone, FromRow)]
-pub struct UserRow {
-    pub id: UserId,
-    pub email: String,
-    pub notion_connected: bool,
-    pub notion_workspace_name: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, FromRow)]
-pub struct SubscriptionRow {
-    pub id: uuid::Uuid,
-    pub user_id: UserId,
-    pub notion_id: String,
-    pub kind: String,
-    pub created_at: DateTime<Utc>,
-    pub last_synced_at: Option<DateTime<Utc>>,
-}
-
-/// A user's Notion credentials as stored: decrypt with the user id as associated data.
-#[derive(Debug, Clone)]
-pub struct StoredNotionToken {
-    pub ciphertext: Vec<u8>,
-}
-
-/// The OAuth details stored with a token.
-#[derive(Debug, Clone, Default)]
-pub struct NotionWorkspace {
-    pub workspace_id: Option<String>,
-    pub workspace_name: Option<String>,
-    pub bot_id: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UserError {
-    #[error("a user with this email already exists")]
-    DuplicateEmail,
-    #[error("no such user")]
-    UnknownUser,
-    #[error("the user is already subscribed to this content")]
-    DuplicateSubscription,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<sqlx::Error> for UserError {
-    fn from(e: sqlx::Error) -> Self {
-        UserError::Store(e.into())
-    }
-}
-
-impl Store {
+impl PgStore {
     pub async fn create_user(&self, email: &str) -> Result<UserRow, UserError> {
         let result = sqlx::query_as::<_, UserRow>(
             r#"

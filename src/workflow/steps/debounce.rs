@@ -6,21 +6,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use sqlx::PgConnection;
 
 use super::{StepDeps, StepError, StepOutcome};
-use crate::store::pg::{runs::ClaimedStep, sync};
+use crate::store::{ClaimedStep, StoreTx};
 
 /// How often a sync blocked behind an earlier one looks again, as a backstop: the earlier
 /// one wakes it when it ends.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(10);
 
-pub async fn run(
-    conn: &mut PgConnection,
-    claim: &ClaimedStep,
-    _deps: &StepDeps,
-) -> Result<StepOutcome, StepError> {
-    let (until, blocked) = sync::debounce_state(conn, claim.run_id).await?;
+pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Result<StepOutcome, StepError> {
+    let (until, blocked) = tx.debounce_state(claim.run_id).await?;
     let now = Utc::now();
     let wait_until = match until {
         Some(until) if until > now => Some(until),
@@ -28,12 +23,12 @@ pub async fn run(
         _ => None,
     };
     let Some(until) = wait_until else {
-        let events = sync::coalesced_event_count(conn, claim.run_id).await?;
+        let events = tx.coalesced_event_count(claim.run_id).await?;
         return Ok(StepOutcome::Done { output: json!({ "coalesced_events": events }) });
     };
     // While this step ran, new events could not join this run and may have started another
     // one for the same content; if so, hand our events to it instead of waiting beside it.
-    if let Some(other) = sync::merge_into_other_debouncing_sync(conn, claim.run_id).await? {
+    if let Some(other) = tx.merge_into_other_debouncing_sync(claim.run_id).await? {
         return Ok(StepOutcome::Finish { output: json!({ "merged_into": other }) });
     }
     Ok(StepOutcome::Wait { until, progress: None })

@@ -4,39 +4,32 @@
 //! succeeds with nothing to do.
 
 use serde_json::json;
-use sqlx::PgConnection;
 
 use super::{StepDeps, StepError, StepOutcome};
-use crate::store::pg::{
-    runs::ClaimedStep,
-    sync::{self, SyncTrigger},
-};
+use crate::store::{ClaimedStep, StoreTx, SyncTrigger};
 
-pub async fn run(
-    conn: &mut PgConnection,
-    claim: &ClaimedStep,
-    deps: &StepDeps,
-) -> Result<StepOutcome, StepError> {
+pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let event_id =
         claim.event_id.ok_or_else(|| StepError::fatal("event_missing", "the run names no event"))?;
-    let target = sync::event_target(conn, event_id)
+    let target = tx
+        .event_target(event_id)
         .await?
         .ok_or_else(|| StepError::fatal("event_missing", format!("event {event_id} no longer exists")))?;
-    let subscribers = sync::subscribers(conn, &target).await?;
+    let subscribers = tx.subscribers(&target).await?;
     if subscribers.is_empty() {
         tracing::info!(event_type = %target.event_type, "no subscribers for this content");
     }
     let mut syncs = Vec::with_capacity(subscribers.len());
     for target in &subscribers {
-        let run_id = sync::start_or_join_sync(
-            conn,
-            target,
-            SyncTrigger::Webhook,
-            Some(event_id),
-            Some(claim.run_id),
-            deps.debounce,
-        )
-        .await?;
+        let run_id = tx
+            .start_or_join_sync(
+                target,
+                SyncTrigger::Webhook,
+                Some(event_id),
+                Some(claim.run_id),
+                deps.debounce,
+            )
+            .await?;
         syncs.push(json!({ "user_id": target.user_id, "notion_id": target.notion_id, "kind": target.kind, "run_id": run_id }));
     }
     Ok(StepOutcome::Done { output: json!({ "syncs": syncs }) })

@@ -11,7 +11,7 @@ use super::{StepDeps, StepError, StepOutcome};
 use crate::{
     notion::{ApiFlavor, Crawl, CrawlError, LEGACY_NOTION_VERSION, NotionError},
     ratelimit::Grant,
-    store::pg::runs::ClaimedStep,
+    store::ClaimedStep,
 };
 
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{StepDeps, StepError, StepOutcome, fetched_content};
 use crate::{
     flashcards::{self, GenerateError},
-    store::pg::runs::ClaimedStep,
+    store::ClaimedStep,
 };
 
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {

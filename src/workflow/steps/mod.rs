@@ -15,7 +15,6 @@ pub mod persist;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 
 use crate::{
     crypto::SecretCipher,
@@ -23,7 +22,7 @@ use crate::{
     ids::UserId,
     notion::NotionClient,
     ratelimit::RateLimiter,
-    store::{Store, StoreError, pg::runs::ClaimedStep, pg::sync::DebounceWindow},
+    store::{ClaimedStep, DebounceWindow, Store, StoreError, StoreTx},
 };
 
 /// What the steps need besides the claim.
@@ -118,14 +117,14 @@ async fn fetched_content(deps: &StepDeps, claim: &ClaimedStep) -> Result<Content
 
 /// Runs a transactional step on the fenced transaction.
 pub async fn run_in_tx(
-    conn: &mut PgConnection,
+    tx: &mut StoreTx,
     claim: &ClaimedStep,
     deps: &StepDeps,
 ) -> Result<StepOutcome, StepError> {
     match (claim.workflow.as_str(), claim.step.as_str()) {
-        ("notion_event", "discover_users") => discover_users::run(conn, claim, deps).await,
-        ("notion_sync", "debounce") => debounce::run(conn, claim, deps).await,
-        ("notion_sync", "persist") => persist::run(conn, claim, deps).await,
+        ("notion_event", "discover_users") => discover_users::run(tx, claim, deps).await,
+        ("notion_sync", "debounce") => debounce::run(tx, claim, deps).await,
+        ("notion_sync", "persist") => persist::run(tx, claim, deps).await,
         (workflow, step) => Err(unknown_step(workflow, step)),
     }
 }

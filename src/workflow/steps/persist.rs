@@ -4,16 +4,12 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::PgConnection;
 
 use super::{StepDeps, StepError, StepOutcome};
 use crate::{
     flashcards::{Card, CardSource},
     notion::FetchedContent,
-    store::pg::{
-        flashcards::{self, NewCard, SyncScope},
-        runs::{self, ClaimedStep},
-    },
+    store::{ClaimedStep, NewCard, StoreTx, SyncScope},
 };
 
 #[derive(Deserialize)]
@@ -22,14 +18,10 @@ struct Generated {
     cards: Vec<Card>,
 }
 
-pub async fn run(
-    conn: &mut PgConnection,
-    claim: &ClaimedStep,
-    _deps: &StepDeps,
-) -> Result<StepOutcome, StepError> {
+pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
-    let fetched: FetchedContent = output(conn, claim, "fetch", "content").await?;
-    let generated: Generated = output(conn, claim, "generate", "").await?;
+    let fetched: FetchedContent = output(tx, claim, "fetch", "content").await?;
+    let generated: Generated = output(tx, claim, "generate", "").await?;
 
     let database = claim.notion_kind.as_deref() == Some("database");
     let scope = SyncScope {
@@ -59,7 +51,7 @@ pub async fn run(
         })
         .collect();
 
-    let counts = flashcards::persist_cards(conn, user, claim.run_id, &scope, &cards).await?;
+    let counts = tx.persist_cards(user, claim.run_id, &scope, &cards).await?;
     let data_sources: Vec<String> = fetched
         .database
         .as_ref()
@@ -67,8 +59,7 @@ pub async fn run(
         .and_then(Value::as_array)
         .map(|sources| sources.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    flashcards::record_sync(conn, user, notion_id, claim.run_id, &generated.content_hash, &data_sources)
-        .await?;
+    tx.record_sync(user, notion_id, claim.run_id, &generated.content_hash, &data_sources).await?;
     tracing::info!(
         created = counts.created,
         updated = counts.updated,
@@ -82,12 +73,12 @@ pub async fn run(
 
 /// A previous step's output (or one field of it), as stored.
 async fn output<T: serde::de::DeserializeOwned>(
-    conn: &mut PgConnection,
+    tx: &mut StoreTx,
     claim: &ClaimedStep,
     step: &str,
     field: &str,
 ) -> Result<T, StepError> {
-    let value = runs::step_output(conn, claim.run_id, step).await?.ok_or_else(|| {
+    let value = tx.step_output(claim.run_id, step).await?.ok_or_else(|| {
         StepError::fatal("step_output_missing", format!("the `{step}` step left no output"))
     })?;
     let value = if field.is_empty() { value } else { value.get(field).cloned().unwrap_or(Value::Null) };

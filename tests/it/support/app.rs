@@ -4,10 +4,13 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use cognie_sync::{App, Config, Role, crypto::SecretCipher, webhook::signature};
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::{db::TestDb, fixtures};
+use super::{
+    db::{Db, TestDb},
+    fixtures,
+};
+use crate::on_db;
 
 pub const API_TOKEN: &str = "test-api-token";
 
@@ -15,7 +18,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     /// A pool on the test's database, for assertions.
-    pub db: PgPool,
+    pub db: Db,
     pub secret: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -78,7 +81,7 @@ impl TestApp {
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        let db = PgPool::connect(&database.url).await.expect("connect to the test database");
+        let db = database.connect().await;
         Self {
             addr,
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
@@ -134,28 +137,32 @@ impl TestApp {
     /// A user with a Notion token, straight into the database (the users API is tested on its own).
     pub async fn insert_user(&self, email: &str) -> uuid::Uuid {
         let id = uuid::Uuid::now_v7();
-        sqlx::query("insert into users (id, email) values ($1, $2)")
+        on_db!(self.db, |pool| sqlx::query("insert into users (id, email) values ($1, $2)")
             .bind(id)
             .bind(email)
-            .execute(&self.db)
+            .execute(pool)
             .await
-            .expect("insert user");
+            .map(|done| done.rows_affected()))
+        .expect("insert user");
         id
     }
 
     pub async fn insert_subscription(&self, user: uuid::Uuid, notion_id: &str, kind: &str) {
-        sqlx::query("insert into subscriptions (id, user_id, notion_id, kind) values ($1, $2, $3, $4)")
-            .bind(uuid::Uuid::now_v7())
-            .bind(user)
-            .bind(notion_id)
-            .bind(kind)
-            .execute(&self.db)
-            .await
-            .expect("insert subscription");
+        on_db!(self.db, |pool| sqlx::query(
+            "insert into subscriptions (id, user_id, notion_id, kind) values ($1, $2, $3, $4)"
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(user)
+        .bind(notion_id)
+        .bind(kind)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))
+        .expect("insert subscription");
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.db).await.expect("count query")
+        on_db!(self.db, |pool| sqlx::query_scalar(sql).fetch_one(pool).await.expect("count query"))
     }
 
     /// Graceful shutdown, as on SIGTERM.

@@ -23,7 +23,19 @@ impl ServiceProcess {
     /// Starts `cognie-sync <role>` with `settings` as its whole environment (plus PATH), and
     /// waits until it serves HTTP (or, for `worker`, until its worker has started).
     pub fn start(role: &str, settings: &HashMap<&'static str, String>) -> Self {
+        Self::start_in(role, settings, None)
+    }
+
+    /// Like [`ServiceProcess::start`], in the working directory `dir` (where `./data` is).
+    pub fn start_in(
+        role: &str,
+        settings: &HashMap<&'static str, String>,
+        dir: Option<&std::path::Path>,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cognie-sync"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         command
             .arg(role)
             .env_clear()

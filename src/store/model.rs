@@ -1,0 +1,409 @@
+//! The store's vocabulary: what the rest of the service hands to and gets from the database,
+//! whichever backend holds it. The SQL lives in `pg/` and `sqlite/`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::ids::{EventId, RunId, UserId};
+
+// --- Webhook intake
+
+/// A verified event, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub id: EventId,
+    pub dedupe_key: &'a str,
+    pub notion_event_id: Option<&'a str>,
+    pub event_type: &'a str,
+    pub entity_id: Option<&'a str>,
+    pub entity_kind: Option<&'a str>,
+    pub parent_id: Option<&'a str>,
+    pub parent_kind: Option<&'a str>,
+    pub data_source_id: Option<&'a str>,
+    pub attempt_number: Option<i32>,
+    pub event_time: Option<DateTime<Utc>>,
+    /// `None`: accepted (a run starts); `Some(reason)`: recorded and ignored.
+    pub ignore_reason: Option<&'a str>,
+    /// The raw body, stored as JSON.
+    pub payload: &'a str,
+}
+
+/// The event workflow to start with an accepted event.
+#[derive(Debug, Clone, Copy)]
+pub struct StartRun {
+    pub run_id: RunId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    /// Stored now (and its run started, if it was accepted).
+    Stored(EventId),
+    /// The same event was stored before; nothing new was started.
+    Duplicate(EventId),
+}
+
+// --- Runs and step attempts
+
+/// A step attempt this worker holds. Every write about it is conditional on `lease_token`, so
+/// a worker whose lease was taken over cannot record a late result (fencing).
+#[derive(Debug, Clone)]
+pub struct ClaimedStep {
+    pub run_id: RunId,
+    pub workflow: String,
+    pub step: String,
+    /// 1 for the first attempt of this step.
+    pub attempt: i32,
+    pub lease_token: Uuid,
+    pub user_id: Option<UserId>,
+    pub notion_id: Option<String>,
+    pub notion_kind: Option<String>,
+    pub event_id: Option<EventId>,
+}
+
+/// How a step attempt ended, as the engine decided.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// The step succeeded; the run continues at `next_step` now.
+    Advance { output: serde_json::Value, next_step: String },
+    /// The step succeeded and was the last: the run succeeded.
+    Succeed { output: serde_json::Value },
+    /// Run this step again at `at` (a backoff, a rate-limit wait, a debounce). The run waits,
+    /// holding no worker. `error` is recorded when the wait follows a failure; `output` keeps
+    /// the step's progress (e.g. a half-done crawl). Only a failure spends an attempt: waiting
+    /// for a rate-limit slot or a debounce deadline does not.
+    Wait {
+        at: DateTime<Utc>,
+        error: Option<StepFailure>,
+        output: Option<serde_json::Value>,
+        spend_attempt: bool,
+    },
+    /// The run failed; a retry through the API resumes at this step.
+    Fail { failure: StepFailure },
+}
+
+impl Transition {
+    /// How the attempt ended, as recorded in its history and metrics.
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            Transition::Advance { .. } | Transition::Succeed { .. } => "succeeded",
+            Transition::Wait { error: None, .. } => "waiting",
+            Transition::Wait { error: Some(_), .. } => "retrying",
+            Transition::Fail { .. } => "failed",
+        }
+    }
+
+    /// Whether the attempt that just ended counts against the step's attempts.
+    pub fn spends_attempt(&self) -> bool {
+        !matches!(self, Transition::Wait { spend_attempt: false, .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub kind: String,
+    pub message: String,
+}
+
+/// The result of a fenced write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    Applied,
+    /// The lease is no longer ours (expired and taken over, or the run was cancelled).
+    LeaseLost,
+}
+
+// --- Sync runs and debounce
+
+/// What a webhook event touched, as stored at intake.
+#[derive(Debug, Clone)]
+pub struct EventTarget {
+    pub entity_id: Option<String>,
+    pub entity_kind: Option<String>,
+    pub parent_id: Option<String>,
+    pub data_source_id: Option<String>,
+    pub event_type: String,
+}
+
+/// One sync to run: `user` re-syncs `notion_id` (a page or a database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTarget {
+    pub user_id: UserId,
+    pub notion_id: String,
+    pub kind: String,
+}
+
+/// Why a sync starts, and so how its debounce behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncTrigger {
+    /// A webhook event: trailing debounce.
+    Webhook,
+    /// A new subscription's first sync: no debounce.
+    Subscription,
+    /// `POST /api/notion/sync`: no debounce.
+    Manual,
+    /// The reconciliation sweep found a change webhooks missed.
+    Reconcile,
+}
+
+impl SyncTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncTrigger::Webhook => "webhook",
+            SyncTrigger::Subscription => "subscription",
+            SyncTrigger::Manual => "manual",
+            SyncTrigger::Reconcile => "reconcile",
+        }
+    }
+
+    /// Webhook-driven syncs wait for edits to settle; the others run at once.
+    pub fn debounced(self) -> bool {
+        matches!(self, SyncTrigger::Webhook | SyncTrigger::Reconcile)
+    }
+}
+
+/// The debounce window (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct DebounceWindow {
+    pub quiet: Duration,
+    pub max_wait: Duration,
+}
+
+// --- Users and subscriptions
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: UserId,
+    pub email: String,
+    pub notion_connected: bool,
+    pub notion_workspace_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SubscriptionRow {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub notion_id: String,
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+    pub last_synced_at: Option<DateTime<Utc>>,
+}
+
+/// A user's Notion credentials as stored: decrypt with the user id as associated data.
+#[derive(Debug, Clone)]
+pub struct StoredNotionToken {
+    pub ciphertext: Vec<u8>,
+}
+
+/// The OAuth details stored with a token.
+#[derive(Debug, Clone, Default)]
+pub struct NotionWorkspace {
+    pub workspace_id: Option<String>,
+    pub workspace_name: Option<String>,
+    pub bot_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("a user with this email already exists")]
+    DuplicateEmail,
+    #[error("no such user")]
+    UnknownUser,
+    #[error("the user is already subscribed to this content")]
+    DuplicateSubscription,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for UserError {
+    fn from(e: sqlx::Error) -> Self {
+        UserError::Store(e.into())
+    }
+}
+
+// --- Ops
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, FromRow)]
+pub struct RunRow {
+    pub id: RunId,
+    pub workflow: String,
+    pub state: String,
+    pub current_step: Option<String>,
+    pub user_id: Option<UserId>,
+    pub notion_id: Option<String>,
+    pub notion_kind: Option<String>,
+    pub trigger: String,
+    pub parent_id: Option<RunId>,
+    pub attempt: i32,
+    pub error_kind: Option<String>,
+    pub last_error: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct StepRow {
+    pub name: String,
+    pub state: String,
+    pub attempts: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ActionRow {
+    pub action: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    pub run: RunRow,
+    pub steps: Vec<StepRow>,
+    pub event_ids: Vec<EventId>,
+    pub actions: Vec<ActionRow>,
+}
+
+/// Filters of `GET /api/workflows` (all optional, combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub state: Option<String>,
+    pub step: Option<String>,
+    pub workflow: Option<String>,
+    pub user_id: Option<UserId>,
+    pub notion_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A position in the newest-first list: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: RunId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no such run")]
+    NotFound,
+    /// The run is in a state the action does not apply to.
+    #[error("the run is {0}")]
+    WrongState(String),
+    /// Retrying would put a second sync of the same content into debounce.
+    #[error("another sync of the same content is already collecting events")]
+    SyncAlreadyDebouncing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ActionError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_one_debouncing_sync_key") => {
+                ActionError::SyncAlreadyDebouncing
+            }
+            _ => ActionError::Store(e.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    pub runs: BTreeMap<String, i64>,
+    pub steps: BTreeMap<String, BTreeMap<String, i64>>,
+    pub oldest_pending_age_seconds: Option<f64>,
+}
+
+// --- Flashcards
+
+/// A card to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCard {
+    pub source_page_id: String,
+    pub source_block_id: String,
+    /// `block` or `row`.
+    pub source_kind: String,
+    pub container_id: Option<String>,
+    pub front: String,
+    pub back: String,
+}
+
+/// What one sync read, and so what its cards replace.
+#[derive(Debug, Clone, Default)]
+pub struct SyncScope {
+    /// Pages whose content was read: their cards not in the new set are retired.
+    pub pages: Vec<String>,
+    /// A database synced as a whole: cards of its rows that were not read are retired too.
+    pub container: Option<String>,
+}
+
+/// What a persist changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PersistCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub retired: u64,
+    pub unchanged: u64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct CardRow {
+    pub id: uuid::Uuid,
+    pub front: String,
+    pub back: String,
+    pub source_page_id: String,
+    pub source_block_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What `GET /api/notion/sync-status/{page_id}` reports about one page or database.
+#[derive(Debug, Clone)]
+pub struct SyncStatus {
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub live_cards: i64,
+    pub known: bool,
+}
+
+// --- The per-user rate limiter
+
+/// The limiter's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// One request may be made now; it has been counted.
+    Granted,
+    /// No slot is free before this time.
+    WaitUntil(DateTime<Utc>),
+}
+
+// --- Reconciliation
+
+/// A subscription to compare with Notion now, with its user's (encrypted) token.
+#[derive(Debug, Clone, FromRow)]
+pub struct DueSubscription {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub notion_id: String,
+    pub kind: String,
+    pub data_source_ids: Vec<String>,
+    pub token_ciphertext: Vec<u8>,
+}
+
+// --- Retention
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub jobs: u64,
+    pub runs: u64,
+    pub events: u64,
+}

@@ -1,0 +1,76 @@
+//! The shared per-user Notion rate limiter's state: one row per granted request in the window
+//! and the user's 429 block, decided under SQLite's write lock so every grant sees the others.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{SqliteStore, ts};
+use crate::{
+    ids::UserId,
+    store::{Grant, StoreResult},
+};
+
+impl SqliteStore {
+    pub async fn acquire_rate_limit_slot(
+        &self,
+        user: UserId,
+        limit: u32,
+        window: Duration,
+    ) -> StoreResult<Grant> {
+        let now = Utc::now();
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(r#"delete from notion_rate_grants where user_id = $1 and granted_at <= $2"#)
+            .bind(user)
+            .bind(ts(now - window))
+            .execute(&mut *tx)
+            .await?;
+        let blocked_until: Option<DateTime<Utc>> =
+            sqlx::query_scalar(r#"select blocked_until from notion_rate_limits where user_id = $1"#)
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        let live: Vec<DateTime<Utc>> = sqlx::query_scalar(
+            r#"select granted_at from notion_rate_grants where user_id = $1 order by granted_at"#,
+        )
+        .bind(user)
+        .fetch_all(&mut *tx)
+        .await?;
+        let grant = match blocked_until {
+            Some(until) if until > now => Grant::WaitUntil(until),
+            _ if live.len() < limit as usize => {
+                sqlx::query(r#"insert into notion_rate_grants (user_id, granted_at) values ($1, $2)"#)
+                    .bind(user)
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                Grant::Granted
+            }
+            // The slot that frees first is the one taken `limit` grants ago.
+            _ => Grant::WaitUntil(live[live.len() - limit as usize] + window),
+        };
+        tx.commit().await?;
+        Ok(grant)
+    }
+
+    pub async fn block_rate_limit(&self, user: UserId, for_at_least: Duration) -> StoreResult<DateTime<Utc>> {
+        let until =
+            ts(Utc::now() + chrono::Duration::from_std(for_at_least).unwrap_or(chrono::Duration::MAX));
+        let until: DateTime<Utc> = sqlx::query_scalar(
+            r#"
+            insert into notion_rate_limits (user_id, blocked_until) values ($1, $2)
+            on conflict (user_id) do update
+            set blocked_until = max(coalesce(notion_rate_limits.blocked_until, excluded.blocked_until),
+                                    excluded.blocked_until)
+            returning blocked_until
+            "#,
+        )
+        .bind(user)
+        .bind(until)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(until)
+    }
+}

@@ -1,0 +1,90 @@
+//! Pruning, so the database does not grow forever: apalis's finished job rows and, after the
+//! retention period, finished runs with their steps and attempts, and old webhook events.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{SqliteStore, ago};
+use crate::store::{Pruned, StoreResult};
+
+/// Rows removed per statement, so pruning never holds the write lock for long.
+const BATCH: i64 = 1_000;
+
+impl SqliteStore {
+    pub async fn prune_finished_jobs(&self, grace: Duration) -> StoreResult<u64> {
+        let cutoff = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(grace);
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                r#"
+                delete from Jobs
+                where rowid in (
+                    select rowid from Jobs
+                    where status in ('Done', 'Failed', 'Killed') and done_at < $1
+                    limit $2
+                )
+                "#,
+            )
+            .bind(cutoff.as_secs() as i64)
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned> {
+        let cutoff = ago(retention);
+        let mut pruned = Pruned::default();
+        loop {
+            let deleted = sqlx::query(
+                r#"
+                delete from workflow_runs
+                where id in (
+                    select id from workflow_runs
+                    where state in ('succeeded', 'failed', 'cancelled') and finished_at < $1
+                    limit $2
+                )
+                "#,
+            )
+            .bind(&cutoff)
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            pruned.runs += deleted;
+            if deleted < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let deleted = sqlx::query(
+                r#"
+                delete from webhook_events
+                where id in (
+                    select e.id from webhook_events e
+                    where e.received_at < $1
+                      and not exists (
+                          select 1 from workflow_run_events l join workflow_runs r on r.id = l.run_id
+                          where l.event_id = e.id and r.state in ('pending', 'running', 'waiting')
+                      )
+                    limit $2
+                )
+                "#,
+            )
+            .bind(&cutoff)
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            pruned.events += deleted;
+            if deleted < BATCH as u64 {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+}

@@ -1,0 +1,147 @@
+//! The embedded default, as a newcomer meets it: the binary with no `DATABASE_URL` stores
+//! everything in `./data` (SQLite), creates its secrets there, and refuses what one SQLite
+//! file cannot serve.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use crate::support::{app::TempDir, eventually, fixtures, process::ServiceProcess};
+
+const PAGE_EVENT: &[u8] =
+    br#"{"id":"evt-embedded-1","type":"page.content_updated","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"page"}}"#;
+
+/// The settings a developer might have: a webhook secret and a free port; nothing else.
+fn newcomer_settings() -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("NOTION_WEBHOOK_SECRET", fixtures::secret()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("WORKER_POLL_INTERVAL_MS", "50".to_owned()),
+    ])
+}
+
+/// Runs `cognie-sync <role>` in `dir` and waits (at most 60 s) for it to exit; its output.
+fn run_to_exit(role: &str, settings: &HashMap<&'static str, String>, dir: &Path) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cognie-sync"))
+        .arg(role)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cognie-sync");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let output = child.wait_with_output().expect("output");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return (status.success(), text);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cognie-sync {role} was expected to refuse to start, but it kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn with_no_database_url_everything_lives_in_a_sqlite_file_under_data() {
+    let home = TempDir::new();
+    let dir = Path::new(home.path());
+    let settings = newcomer_settings();
+    let service = ServiceProcess::start_in("serve", &settings, Some(dir));
+
+    let data = dir.join("data");
+    assert!(data.join("cognie-sync.db").is_file(), "the database file is in ./data");
+    assert_eq!(mode(&data.join("api_token")), 0o600, "the API token is owner-only");
+    assert_eq!(mode(&data.join("token_encryption_key")), 0o600, "the encryption key is owner-only");
+    assert!(service.log_contains("SQLite"), "the log says where the data is");
+    let token = std::fs::read_to_string(data.join("api_token")).expect("token file");
+    assert!(!service.log_contains(token.trim()), "the token itself is never logged");
+
+    let client = reqwest::Client::new();
+    let ready = client.get(service.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let signature = cognie_sync::webhook::signature::sign(fixtures::secret().as_bytes(), PAGE_EVENT);
+    let ack = client
+        .post(service.url("/api/notion/webhook/notion"))
+        .header("content-type", "application/json")
+        .header("X-Notion-Signature", signature)
+        .body(PAGE_EVENT.to_vec())
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(ack.status(), 200);
+    let ack: serde_json::Value = ack.json().await.expect("json");
+    assert_eq!(ack["status"], "accepted");
+
+    // The event's workflow runs in the same process, and ops can see it with the token.
+    let run = eventually("the event workflow to succeed", Duration::from_secs(20), || async {
+        let list: serde_json::Value = client
+            .get(service.url("/api/workflows?workflow=notion_event"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        list["items"]
+            .as_array()
+            .and_then(|items| items.first())
+            .filter(|r| r["state"] == "succeeded")
+            .cloned()
+    })
+    .await;
+    assert_eq!(run["trigger"], json!("webhook"));
+
+    // A second process on the same file is refused, clearly.
+    let (ok, output) = run_to_exit("serve", &settings, dir);
+    assert!(!ok, "a second process on the same SQLite file must not start: {output}");
+    assert!(output.contains("another cognie-sync process"), "{output}");
+
+    // Everything survives a kill -9 and a restart.
+    service.kill9();
+    let again = ServiceProcess::start_in("serve", &settings, Some(dir));
+    let list: serde_json::Value = client
+        .get(again.url("/api/workflows"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        list["items"].as_array().is_some_and(|items| items.iter().any(|r| r["id"] == run["id"])),
+        "the run is still there after a restart: {list}"
+    );
+}
+
+#[tokio::test]
+async fn roles_that_need_several_processes_are_refused_on_sqlite() {
+    let home = TempDir::new();
+    let dir = Path::new(home.path());
+    for role in ["api", "worker"] {
+        let (ok, output) = run_to_exit(role, &newcomer_settings(), dir);
+        assert!(!ok, "`{role}` must not start on SQLite: {output}");
+        assert!(output.contains("PostgreSQL"), "the refusal says what to use instead: {output}");
+    }
+}
