@@ -7,7 +7,7 @@ default:
 run:
     cargo run --release
 
-# Run every test (needs PostgreSQL at TEST_DATABASE_URL, default the local server).
+# Run every test: on SQLite, and on PostgreSQL too when TEST_DATABASE_URL is set (CI sets it).
 test:
     cargo test
 
