@@ -192,7 +192,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Postgres(s) => s.pool().close().await,
-            Backend::Sqlite(s) => s.pool().close().await,
+            Backend::Sqlite(s) => s.close().await,
         }
     }
 }

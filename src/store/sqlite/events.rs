@@ -94,7 +94,7 @@ impl SqliteStore {
         .bind(ciphertext)
         .bind(token_sha256)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

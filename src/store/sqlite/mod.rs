@@ -47,8 +47,8 @@ const MIGRATIONS_TABLE: &str = "_cognie_sync_migrations";
 /// caller answers 503 or retries).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections in the pool. Readers run in parallel (WAL); writers take turns anyway.
-const MAX_CONNECTIONS: u32 = 8;
+/// Connections for readers (and apalis), which run in parallel in WAL mode.
+const MAX_READERS: u32 = 8;
 
 fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("./migrations/sqlite");
@@ -59,7 +59,12 @@ fn migrator() -> Migrator {
 /// The SQLite backend.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Readers, and apalis's own job bookkeeping.
     pool: SqlitePool,
+    /// Our writes, one at a time: SQLite has a single writer anyway, and waiting for this
+    /// connection is a fair, async queue, where waiting for SQLite's lock is sleep-and-retry
+    /// (up to `BUSY_TIMEOUT`, then an error).
+    writer: SqlitePool,
     /// Signalled after a commit that enqueued a job, so the worker fetches it at once.
     wake: Arc<Notify>,
     /// One reconciliation sweep at a time.
@@ -78,14 +83,23 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         let pool = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.clamp(2, MAX_CONNECTIONS))
+            .max_connections(settings.max_connections.clamp(2, MAX_READERS))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool, wake: Arc::new(Notify::new()), sweep: Arc::default() })
+        Ok(Self { pool, writer, wake: Arc::new(Notify::new()), sweep: Arc::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
     }
 
     /// What the worker waits on for new jobs.
@@ -100,11 +114,11 @@ impl SqliteStore {
 
     /// A write transaction: holds SQLite's write lock from its first statement.
     pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
-        migrator().run(&self.pool).await?;
+        migrator().run(&self.writer).await?;
         Ok(())
     }
 

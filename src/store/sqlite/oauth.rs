@@ -15,7 +15,7 @@ impl SqliteStore {
     ) -> StoreResult<bool> {
         sqlx::query(r#"delete from oauth_states where expires_at < $1"#)
             .bind(ago(std::time::Duration::from_secs(86_400)))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         let inserted = sqlx::query(
             r#"
@@ -27,7 +27,7 @@ impl SqliteStore {
         .bind(user)
         .bind(ts(expires_at))
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
@@ -43,7 +43,7 @@ impl SqliteStore {
         .bind(nonce)
         .bind(user)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(used.rows_affected() == 1)
     }

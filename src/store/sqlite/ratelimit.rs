@@ -69,7 +69,7 @@ impl SqliteStore {
         )
         .bind(user)
         .bind(until)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(until)
     }

@@ -26,7 +26,7 @@ impl SqliteStore {
             )
             .bind(cutoff.as_secs() as i64)
             .bind(BATCH)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
             total += deleted;
@@ -52,7 +52,7 @@ impl SqliteStore {
             )
             .bind(&cutoff)
             .bind(BATCH)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
             pruned.runs += deleted;
@@ -77,7 +77,7 @@ impl SqliteStore {
             )
             .bind(&cutoff)
             .bind(BATCH)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
             pruned.events += deleted;

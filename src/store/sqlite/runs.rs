@@ -108,7 +108,7 @@ impl SqliteStore {
         .bind(claim.run_id)
         .bind(claim.lease_token)
         .bind(from_now(lease))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(updated.rows_affected() == 1)
     }

@@ -28,7 +28,7 @@ impl SqliteStore {
         .bind(UserId::new())
         .bind(email)
         .bind(&now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await;
         match result {
             Ok(user) => Ok(user),
@@ -71,7 +71,7 @@ impl SqliteStore {
         .bind(&workspace.workspace_name)
         .bind(&workspace.bot_id)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -140,7 +140,7 @@ impl SqliteStore {
         let deleted = sqlx::query(r#"delete from subscriptions where user_id = $1 and notion_id = $2"#)
             .bind(user_id)
             .bind(notion_id.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(deleted.rows_affected() == 1)
     }
