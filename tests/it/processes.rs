@@ -3,19 +3,19 @@
 use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
-use sqlx::PgPool;
 
 use crate::support::{
     app::{TempDir, base_settings},
-    db::{TestDb, postgres_or_skip},
+    db::{Db, TestDb, postgres_or_skip},
     eventually, fixtures,
     process::ServiceProcess,
 };
+use crate::{conformance, on_db};
 
 const PAGE: &str = "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1";
 
 /// Settings for processes sharing `db`, and a pool for assertions.
-async fn shared_setup(db: &TestDb, data_dir: &TempDir) -> (HashMap<&'static str, String>, PgPool) {
+async fn shared_setup(db: &TestDb, data_dir: &TempDir) -> (HashMap<&'static str, String>, Db) {
     let settings = base_settings(&db.url, data_dir.path());
     // Apply migrations once, so the processes start on a ready database.
     let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_cognie-sync"))
@@ -26,7 +26,7 @@ async fn shared_setup(db: &TestDb, data_dir: &TempDir) -> (HashMap<&'static str,
         .status()
         .expect("run migrate");
     assert!(migrate.success(), "cognie-sync migrate failed");
-    let pool = PgPool::connect(&db.url).await.expect("connect");
+    let pool = db.connect().await;
     (settings, pool)
 }
 
@@ -74,14 +74,14 @@ async fn an_api_process_and_two_worker_processes_share_the_work_without_running_
     let user: uuid::Uuid =
         sqlx::query_scalar("insert into users (id, email) values ($1, 'w@example.com') returning id")
             .bind(uuid::Uuid::now_v7())
-            .fetch_one(&pool)
+            .fetch_one(pool.pg())
             .await
             .expect("user");
     sqlx::query("insert into subscriptions (id, user_id, notion_id, kind) values ($1, $2, $3, 'page')")
         .bind(uuid::Uuid::now_v7())
         .bind(user)
         .bind(PAGE)
-        .execute(&pool)
+        .execute(pool.pg())
         .await
         .expect("subscription");
 
@@ -101,7 +101,7 @@ async fn an_api_process_and_two_worker_processes_share_the_work_without_running_
         let done: i64 = sqlx::query_scalar(
             "select count(*) from workflow_runs where workflow = 'notion_event' and state = 'succeeded'",
         )
-        .fetch_one(&pool)
+        .fetch_one(pool.pg())
         .await
         .expect("count");
         (done == events).then_some(())
@@ -113,14 +113,14 @@ async fn an_api_process_and_two_worker_processes_share_the_work_without_running_
         "select count(*) from (select run_id, step from workflow_step_attempts where outcome = 'succeeded'
          group by run_id, step having count(*) > 1) d",
     )
-    .fetch_one(&pool)
+    .fetch_one(pool.pg())
     .await
     .expect("attempts");
     assert_eq!(doubled, 0, "a step succeeded twice");
     let workers: Vec<(String, i64)> = sqlx::query_as(
         "select worker, count(*) from workflow_step_attempts where step = 'discover_users' group by worker",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool.pg())
     .await
     .expect("workers");
     assert!(workers.iter().all(|(w, _)| w.starts_with("cognie-sync-")), "{workers:?}");
@@ -170,19 +170,17 @@ async fn subscribed_user(client: &reqwest::Client, api: &ServiceProcess, pages: 
     runs
 }
 
-async fn run_state(pool: &PgPool, run_id: &str) -> (String, Option<String>) {
-    sqlx::query_as("select state, current_step from workflow_runs where id = $1::uuid")
-        .bind(run_id)
-        .fetch_one(pool)
-        .await
-        .expect("run")
+async fn run_state(pool: &Db, run_id: &str) -> (String, Option<String>) {
+    let id = uuid::Uuid::parse_str(run_id).expect("run id");
+    on_db!(pool, |p| sqlx::query_as("select state, current_step from workflow_runs where id = $1")
+        .bind(id)
+        .fetch_one(p)
+        .await)
+    .expect("run")
 }
 
-#[tokio::test]
+conformance! {
 async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_once() {
-    if !postgres_or_skip() {
-        return;
-    }
     use crate::support::fake_notion::{FakeNotion, Fault, ids};
     let notion = FakeNotion::start().await;
     notion.load_fixture_page();
@@ -214,31 +212,35 @@ async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_
     })
     .await;
 
-    let cards: i64 = sqlx::query_scalar("select count(*) from flashcards where retired_at is null")
-        .fetch_one(&pool)
-        .await
-        .expect("cards");
-    assert_eq!(cards, 4, "exactly the page's cards, once");
-    let fetch_claims: Vec<(Option<String>, String)> = sqlx::query_as(
-        "select outcome, worker from workflow_step_attempts where run_id = $1::uuid and step = 'fetch' order by started_at",
+    let cards: i64 = on_db!(pool, |p| sqlx::query_scalar(
+        "select count(*) from flashcards where retired_at is null"
     )
-    .bind(&run_id)
-    .fetch_all(&pool)
-    .await
+    .fetch_one(p)
+    .await)
+    .expect("cards");
+    assert_eq!(cards, 4, "exactly the page's cards, once");
+    let run = uuid::Uuid::parse_str(&run_id).expect("run id");
+    let fetch_claims: Vec<(Option<String>, String)> = on_db!(pool, |p| sqlx::query_as(
+        "select outcome, worker from workflow_step_attempts where run_id = $1 and step = 'fetch' order by started_at",
+    )
+    .bind(run)
+    .fetch_all(p)
+    .await)
     .expect("claims");
     assert_eq!(fetch_claims.len(), 2, "{fetch_claims:?}");
     assert_eq!(fetch_claims[0].0, None, "the killed attempt never finished");
     assert_eq!(fetch_claims[1].0.as_deref(), Some("succeeded"));
     assert_ne!(fetch_claims[0].1, fetch_claims[1].1, "the restarted process took over under a new name");
-    let persisted: i64 = sqlx::query_scalar(
-        "select count(*) from workflow_step_attempts where run_id = $1::uuid and step = 'persist' and outcome = 'succeeded'",
+    let persisted: i64 = on_db!(pool, |p| sqlx::query_scalar(
+        "select count(*) from workflow_step_attempts where run_id = $1 and step = 'persist' and outcome = 'succeeded'",
     )
-    .bind(&run_id)
-    .fetch_one(&pool)
-    .await
+    .bind(run)
+    .fetch_one(p)
+    .await)
     .expect("persist");
     assert_eq!(persisted, 1);
     assert!(second.log_contains("took over steps whose worker stopped heartbeating"));
+}
 }
 
 #[tokio::test]
@@ -287,7 +289,7 @@ async fn the_rate_limit_holds_across_worker_processes() {
     let waits: i64 = sqlx::query_scalar(
         "select count(*) from workflow_step_attempts where step = 'fetch' and outcome = 'waiting'",
     )
-    .fetch_one(&pool)
+    .fetch_one(pool.pg())
     .await
     .expect("waits");
     assert!(waits >= 1, "a fetch waited for the limiter instead of holding a worker");
