@@ -12,7 +12,7 @@ use poem::{
 use crate::{
     config::{Config, DatabaseLocation, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
-    http::{self, HttpState, oauth::NotionConnect},
+    http::{self, HttpState, oauth::NotionConnect, tls::TlsConfig},
     metrics::Metrics,
     notion::{ApiFlavor, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
@@ -61,6 +61,8 @@ pub struct App {
     /// The flashcard generator and the name it goes by in content hashes.
     generator: (Generator, String),
     acceptor: Option<TcpAcceptor>,
+    /// Serve HTTPS on the acceptor (`TLS_CERT_PATH`, `TLS_KEY_PATH`).
+    tls: Option<TlsConfig>,
 }
 
 /// How long start-up waits for the database before giving up.
@@ -114,6 +116,10 @@ impl App {
         role: Role,
         listener: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Self> {
+        let tls = match (&config.tls_cert_path, &config.tls_key_path) {
+            (Some(cert), Some(key)) if listener.is_some() => Some(TlsConfig::load(cert, key)?),
+            _ => None,
+        };
         let definitions = Definitions::load(config.workflow_file.as_deref(), config.notion_max_retries)?;
         let notion = NotionClient::new(NotionClientConfig {
             base_url: config.notion_api_base_url.clone(),
@@ -124,7 +130,7 @@ impl App {
         let store = connect_and_migrate(&config).await?;
         let secrets = ServiceSecrets::load(&config)?;
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
-        Ok(Self { config, role, store, secrets, definitions, notion, generator, acceptor })
+        Ok(Self { config, role, store, secrets, definitions, notion, generator, acceptor, tls })
     }
 
     /// The address the HTTP API listens on, if this role serves HTTP.
@@ -175,15 +181,25 @@ impl App {
                 metrics: metrics.clone(),
                 oauth: NotionConnect::new(&self.config, self.notion.clone(), &self.secrets.cipher),
             });
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
             if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
-                tracing::info!(%addr, "HTTP API listening; Swagger UI at /docs");
+                tracing::info!(%addr, scheme, "HTTP API listening; Swagger UI at /docs");
             }
-            let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                http::routes(state),
-                stopped(),
-                Some(timeout),
-            );
-            tokio::spawn(server)
+            let routes = http::routes(state);
+            match &self.tls {
+                Some(tls) => tokio::spawn(
+                    Server::new_with_acceptor(tls.acceptor(acceptor)).run_with_graceful_shutdown(
+                        routes,
+                        stopped(),
+                        Some(timeout),
+                    ),
+                ),
+                None => tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                    routes,
+                    stopped(),
+                    Some(timeout),
+                )),
+            }
         });
         let worker = self.role.runs_workers().then(|| {
             let deps = StepDeps {

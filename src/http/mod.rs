@@ -21,6 +21,7 @@ pub mod error;
 pub mod health;
 pub mod notion;
 pub mod oauth;
+pub mod tls;
 pub mod users;
 pub mod webhook;
 pub mod workflows;

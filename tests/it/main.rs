@@ -12,6 +12,7 @@ mod ops_api;
 mod processes;
 mod queue;
 mod sync_flow;
+mod tls;
 mod users_api;
 mod webhook_intake;
 mod workflow_engine;
