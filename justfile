@@ -28,6 +28,10 @@ bench-ingest:
 bench-workflow:
     bash bench/workflow.sh
 
+# API fuzzing: schemathesis (every check) against the release service on a fresh database (see scripts/fuzz-api.sh).
+fuzz-api:
+    bash scripts/fuzz-api.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run
