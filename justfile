@@ -32,6 +32,10 @@ bench-workflow:
 fuzz-api:
     bash scripts/fuzz-api.sh
 
+# cargo-fuzz the webhook parsing, signature check and intake decision, FUZZ_SECONDS (60) per target (see scripts/fuzz.sh).
+fuzz:
+    bash scripts/fuzz.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run
