@@ -69,6 +69,9 @@ pub struct App {
 const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
 /// Every Notion request's whole-request timeout.
 const NOTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// An HTTP connection with no traffic for this long is closed (its in-flight requests finish
+/// first), so idle or stalled clients do not hold connections forever.
+const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The configured flashcard generator, and its name in content hashes.
 fn build_generator(config: &Config) -> anyhow::Result<(Generator, String)> {
@@ -129,6 +132,26 @@ impl App {
         let generator = build_generator(&config)?;
         let store = connect_and_migrate(&config).await?;
         let secrets = ServiceSecrets::load(&config)?;
+        if secrets.cipher.has_previous_key() {
+            let done = crate::secrets::reencrypt_stored_secrets(&store, &secrets.cipher)
+                .await
+                .context("re-encrypting stored secrets under the new TOKEN_ENCRYPTION_KEY")?;
+            if done.unreadable == 0 {
+                tracing::info!(
+                    moved = done.moved,
+                    already_current = done.current,
+                    "key rotation: every stored secret is under TOKEN_ENCRYPTION_KEY; once every instance \
+                     runs with it, TOKEN_ENCRYPTION_KEY_PREVIOUS can be removed"
+                );
+            } else {
+                tracing::warn!(
+                    moved = done.moved,
+                    already_current = done.current,
+                    unreadable = done.unreadable,
+                    "key rotation: some stored secrets open with neither key (see the errors above)"
+                );
+            }
+        }
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
         Ok(Self { config, role, store, secrets, definitions, notion, generator, acceptor, tls })
     }
@@ -188,17 +211,15 @@ impl App {
             let routes = http::routes(state);
             match &self.tls {
                 Some(tls) => tokio::spawn(
-                    Server::new_with_acceptor(tls.acceptor(acceptor)).run_with_graceful_shutdown(
-                        routes,
-                        stopped(),
-                        Some(timeout),
-                    ),
+                    Server::new_with_acceptor(tls.acceptor(acceptor))
+                        .idle_timeout(HTTP_IDLE_TIMEOUT)
+                        .run_with_graceful_shutdown(routes, stopped(), Some(timeout)),
                 ),
-                None => tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                    routes,
-                    stopped(),
-                    Some(timeout),
-                )),
+                None => tokio::spawn(
+                    Server::new_with_acceptor(acceptor)
+                        .idle_timeout(HTTP_IDLE_TIMEOUT)
+                        .run_with_graceful_shutdown(routes, stopped(), Some(timeout)),
+                ),
             }
         });
         let worker = self.role.runs_workers().then(|| {

@@ -5,6 +5,7 @@ mod support;
 
 mod flashcards_generation;
 mod http_contract;
+mod key_rotation;
 mod notion_client;
 mod oauth_and_reconcile;
 mod openapi;

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod flashcards;
+pub mod keys;
 pub mod oauth;
 pub mod ops;
 pub mod ratelimit;
