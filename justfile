@@ -28,6 +28,14 @@ bench-ingest:
 bench-workflow:
     bash bench/workflow.sh
 
+# API fuzzing: schemathesis (every check) against the release service on a fresh database (see scripts/fuzz-api.sh).
+fuzz-api:
+    bash scripts/fuzz-api.sh
+
+# cargo-fuzz the webhook parsing, signature check and intake decision, FUZZ_SECONDS (60) per target (see scripts/fuzz.sh).
+fuzz:
+    bash scripts/fuzz.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run

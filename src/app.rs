@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use crate::{
     config::{Config, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
-    http::{self, HttpState, oauth::NotionConnect},
+    http::{self, HttpState, oauth::NotionConnect, tls::TlsConfig},
     metrics::Metrics,
     notion::{ApiFlavor, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
@@ -73,6 +73,8 @@ pub struct App {
     /// The flashcard generator and the name it goes by in content hashes.
     generator: (Generator, String),
     acceptor: Option<TcpAcceptor>,
+    /// Serve HTTPS on the acceptor (`TLS_CERT_PATH`, `TLS_KEY_PATH`).
+    tls: Option<TlsConfig>,
     /// With SQLite: held for the life of the process, so no second process opens the file.
     _single_process: Option<std::fs::File>,
 }
@@ -81,6 +83,9 @@ pub struct App {
 const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
 /// Every Notion request's whole-request timeout.
 const NOTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// An HTTP connection with no traffic for this long is closed (its in-flight requests finish
+/// first), so idle or stalled clients do not hold connections forever.
+const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The configured flashcard generator, and its name in content hashes.
 fn build_generator(config: &Config) -> anyhow::Result<(Generator, String)> {
@@ -128,6 +133,10 @@ impl App {
         role: Role,
         listener: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Self> {
+        let tls = match (&config.tls_cert_path, &config.tls_key_path) {
+            (Some(cert), Some(key)) if listener.is_some() => Some(TlsConfig::load(cert, key)?),
+            _ => None,
+        };
         let definitions = Definitions::load(config.workflow_file.as_deref(), config.notion_max_retries)?;
         let notion = NotionClient::new(NotionClientConfig {
             base_url: config.notion_api_base_url.clone(),
@@ -141,6 +150,26 @@ impl App {
         };
         let store = connect_and_migrate(&config).await?;
         let secrets = ServiceSecrets::load(&config)?;
+        if secrets.cipher.has_previous_key() {
+            let done = crate::secrets::reencrypt_stored_secrets(&store, &secrets.cipher)
+                .await
+                .context("re-encrypting stored secrets under the new TOKEN_ENCRYPTION_KEY")?;
+            if done.unreadable == 0 {
+                tracing::info!(
+                    moved = done.moved,
+                    already_current = done.current,
+                    "key rotation: every stored secret is under TOKEN_ENCRYPTION_KEY; once every instance \
+                     runs with it, TOKEN_ENCRYPTION_KEY_PREVIOUS can be removed"
+                );
+            } else {
+                tracing::warn!(
+                    moved = done.moved,
+                    already_current = done.current,
+                    unreadable = done.unreadable,
+                    "key rotation: some stored secrets open with neither key (see the errors above)"
+                );
+            }
+        }
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
         Ok(Self {
             config,
@@ -151,6 +180,7 @@ impl App {
             notion,
             generator,
             acceptor,
+            tls,
             _single_process: single_process.flatten(),
         })
     }
@@ -203,15 +233,23 @@ impl App {
                 metrics: metrics.clone(),
                 oauth: NotionConnect::new(&self.config, self.notion.clone(), &self.secrets.cipher),
             });
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
             if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
-                tracing::info!(%addr, "HTTP API listening; Swagger UI at /docs");
+                tracing::info!(%addr, scheme, "HTTP API listening; Swagger UI at /docs");
             }
-            let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                http::routes(state),
-                stopped(),
-                Some(timeout),
-            );
-            tokio::spawn(server)
+            let routes = http::routes(state);
+            match &self.tls {
+                Some(tls) => tokio::spawn(
+                    Server::new_with_acceptor(tls.acceptor(acceptor))
+                        .idle_timeout(HTTP_IDLE_TIMEOUT)
+                        .run_with_graceful_shutdown(routes, stopped(), Some(timeout)),
+                ),
+                None => tokio::spawn(
+                    Server::new_with_acceptor(acceptor)
+                        .idle_timeout(HTTP_IDLE_TIMEOUT)
+                        .run_with_graceful_shutdown(routes, stopped(), Some(timeout)),
+                ),
+            }
         });
         let worker = self.role.runs_workers().then(|| {
             let deps = StepDeps {

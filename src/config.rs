@@ -63,6 +63,9 @@ pub struct Config {
 
     pub api_token: Option<SecretString>,
     pub token_encryption_key: Option<SecretString>,
+    /// The key being rotated out: stored secrets still under it are read and re-encrypted
+    /// under `token_encryption_key` at start-up.
+    pub token_encryption_key_previous: Option<SecretString>,
 
     pub flashcard_generator: GeneratorKind,
     pub openai_base_url: Option<String>,
@@ -176,6 +179,7 @@ impl Config {
 
             api_token: env.secret("API_TOKEN"),
             token_encryption_key: env.secret("TOKEN_ENCRYPTION_KEY"),
+            token_encryption_key_previous: env.secret("TOKEN_ENCRYPTION_KEY_PREVIOUS"),
 
             flashcard_generator: match env.string("FLASHCARD_GENERATOR").as_deref() {
                 None | Some("rules") => GeneratorKind::Rules,
@@ -282,6 +286,19 @@ impl Config {
                          (generate one with `openssl rand -base64 32`)"
                     .into(),
             });
+        }
+        if let Some(previous) = &self.token_encryption_key_previous {
+            use secrecy::ExposeSecret;
+            let reason = match &self.token_encryption_key {
+                None => Some("needs TOKEN_ENCRYPTION_KEY (the new key) to be set as well"),
+                Some(key) if key.expose_secret().trim() == previous.expose_secret().trim() => {
+                    Some("must differ from TOKEN_ENCRYPTION_KEY")
+                }
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError { name: "TOKEN_ENCRYPTION_KEY_PREVIOUS", reason: reason.into() });
+            }
         }
         Ok(())
     }
@@ -430,6 +447,12 @@ mod tests {
         assert_eq!(err.name, "TLS_KEY_PATH");
         let err = config(&[("NOTION_CLIENT_ID", "id"), ("NOTION_REDIRECT_URI", "https://x/cb")]).unwrap_err();
         assert_eq!(err.name, "NOTION_CLIENT_SECRET");
+        let err = config(&[("TOKEN_ENCRYPTION_KEY_PREVIOUS", "old")]).unwrap_err();
+        assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY_PREVIOUS");
+        let err = config(&[("TOKEN_ENCRYPTION_KEY", "same"), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", "same")])
+            .unwrap_err();
+        assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY_PREVIOUS");
+        assert!(config(&[("TOKEN_ENCRYPTION_KEY", "new"), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", "old")]).is_ok());
     }
 
     #[test]

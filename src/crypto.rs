@@ -20,6 +20,16 @@ pub struct SecretCipher {
     cipher: Aes256Gcm,
     /// HMAC-SHA256 keyed with the same key, for [`SecretCipher::derive_key`].
     derivation: Hmac<Sha256>,
+    /// `TOKEN_ENCRYPTION_KEY_PREVIOUS` during a key rotation: tried when the current key does
+    /// not open a value, never used to encrypt.
+    previous: Option<Aes256Gcm>,
+}
+
+/// Which key opened a stored value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsed {
+    Current,
+    Previous,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +46,21 @@ impl SecretCipher {
         let bytes = BASE64.decode(key.expose_secret().trim()).map_err(|_| CryptoError::BadKey)?;
         let key = Key::<Aes256Gcm>::try_from(&bytes[..]).map_err(|_| CryptoError::BadKey)?;
         let derivation = Hmac::<Sha256>::new_from_slice(&bytes).map_err(|_| CryptoError::BadKey)?;
-        Ok(Self { cipher: Aes256Gcm::new(&key), derivation })
+        Ok(Self { cipher: Aes256Gcm::new(&key), derivation, previous: None })
+    }
+
+    /// Also opens values encrypted under `previous` (the key being rotated out). Derived keys
+    /// come from the current key only.
+    pub fn with_previous_key(mut self, previous: &SecretString) -> Result<Self, CryptoError> {
+        let bytes = BASE64.decode(previous.expose_secret().trim()).map_err(|_| CryptoError::BadKey)?;
+        let key = Key::<Aes256Gcm>::try_from(&bytes[..]).map_err(|_| CryptoError::BadKey)?;
+        self.previous = Some(Aes256Gcm::new(&key));
+        Ok(self)
+    }
+
+    /// Whether a previous key is configured (a rotation is under way).
+    pub fn has_previous_key(&self) -> bool {
+        self.previous.is_some()
     }
 
     /// A 32-byte key for one purpose, derived from `TOKEN_ENCRYPTION_KEY` as
@@ -67,16 +91,39 @@ impl SecretCipher {
     }
 
     pub fn decrypt(&self, stored: &[u8], owner: &str) -> Result<SecretString, CryptoError> {
+        self.decrypt_with(stored, owner).map(|(secret, _)| secret)
+    }
+
+    /// Decrypts with the current key, else the previous one, saying which opened it.
+    pub fn decrypt_with(&self, stored: &[u8], owner: &str) -> Result<(SecretString, KeyUsed), CryptoError> {
         if stored.len() < NONCE_LEN {
             return Err(CryptoError::Undecryptable);
         }
         let (nonce, sealed) = stored.split_at(NONCE_LEN);
         let nonce = Nonce::try_from(nonce).map_err(|_| CryptoError::Undecryptable)?;
-        let plain = self
-            .cipher
-            .decrypt(&nonce, Payload { msg: sealed, aad: owner.as_bytes() })
-            .map_err(|_| CryptoError::Undecryptable)?;
-        String::from_utf8(plain).map(SecretString::from).map_err(|_| CryptoError::Undecryptable)
+        let payload = || Payload { msg: sealed, aad: owner.as_bytes() };
+        let (plain, used) = match self.cipher.decrypt(&nonce, payload()) {
+            Ok(plain) => (plain, KeyUsed::Current),
+            Err(_) => match &self.previous {
+                Some(previous) => (
+                    previous.decrypt(&nonce, payload()).map_err(|_| CryptoError::Undecryptable)?,
+                    KeyUsed::Previous,
+                ),
+                None => return Err(CryptoError::Undecryptable),
+            },
+        };
+        let secret =
+            String::from_utf8(plain).map(SecretString::from).map_err(|_| CryptoError::Undecryptable)?;
+        Ok((secret, used))
+    }
+
+    /// `stored` encrypted under the current key instead, if the previous key is what opens it
+    /// (`None`: it is already under the current key).
+    pub fn reencrypt(&self, stored: &[u8], owner: &str) -> Result<Option<Vec<u8>>, CryptoError> {
+        match self.decrypt_with(stored, owner)? {
+            (_, KeyUsed::Current) => Ok(None),
+            (secret, KeyUsed::Previous) => Ok(Some(self.encrypt(secret.expose_secret(), owner))),
+        }
     }
 }
 
@@ -109,6 +156,27 @@ mod tests {
         assert_ne!(a.derive_key("oauth-state"), a.derive_key("something-else"));
         let other = SecretCipher::from_base64_key(&SecretCipher::generate_base64_key()).unwrap();
         assert_ne!(a.derive_key("oauth-state"), other.derive_key("oauth-state"));
+    }
+
+    #[test]
+    fn a_previous_key_opens_old_values_and_re_encryption_moves_them_to_the_current_key() {
+        let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
+        let old = SecretCipher::from_base64_key(&old_key).unwrap();
+        let stored = old.encrypt("secret_abc", "user-1");
+
+        let new_only = SecretCipher::from_base64_key(&new_key).unwrap();
+        assert!(new_only.decrypt(&stored, "user-1").is_err());
+        let rotating = SecretCipher::from_base64_key(&new_key).unwrap().with_previous_key(&old_key).unwrap();
+        let (secret, used) = rotating.decrypt_with(&stored, "user-1").unwrap();
+        assert_eq!((secret.expose_secret(), used), ("secret_abc", KeyUsed::Previous));
+        assert!(rotating.decrypt(&stored, "user-2").is_err(), "the owner is still bound");
+
+        let moved = rotating.reencrypt(&stored, "user-1").unwrap().expect("re-encrypted");
+        assert_eq!(new_only.decrypt(&moved, "user-1").unwrap().expose_secret(), "secret_abc");
+        assert_eq!(rotating.reencrypt(&moved, "user-1").unwrap(), None, "already current");
+        // New values are written under the current key only; derived keys follow it too.
+        assert!(new_only.decrypt(&rotating.encrypt("x", "o"), "o").is_ok());
+        assert_eq!(rotating.derive_key("p"), new_only.derive_key("p"));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use secrecy::SecretString;
 use crate::{
     config::Config,
     crypto::{self, SecretCipher},
+    store::{SecretRow, Store, StoreError},
+    webhook::intake::VERIFICATION_TOKEN_AAD,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,8 @@ pub enum SecretsError {
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    #[error("TOKEN_ENCRYPTION_KEY_PREVIOUS must be 32 bytes encoded as base64")]
+    BadPreviousKey,
 }
 
 /// The secrets a running service needs.
@@ -55,8 +59,52 @@ impl ServiceSecrets {
                 key
             }
         };
-        Ok(Self { api_token, cipher: SecretCipher::from_base64_key(&key)? })
+        let mut cipher = SecretCipher::from_base64_key(&key)?;
+        if let Some(previous) = &config.token_encryption_key_previous {
+            cipher = cipher.with_previous_key(previous).map_err(|_| SecretsError::BadPreviousKey)?;
+        }
+        Ok(Self { api_token, cipher })
     }
+}
+
+/// What [`reencrypt_stored_secrets`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reencrypted {
+    /// Moved from the previous key to the current one.
+    pub moved: usize,
+    /// Already under the current key.
+    pub current: usize,
+    /// Opened by neither key (logged by row, never by content).
+    pub unreadable: usize,
+}
+
+/// During a key rotation (`TOKEN_ENCRYPTION_KEY_PREVIOUS` set), moves every stored secret
+/// still under the previous key to the current one. Idempotent, and safe with several
+/// instances doing it at once: each value is replaced only if it is unchanged since read.
+pub async fn reencrypt_stored_secrets(
+    store: &Store,
+    cipher: &SecretCipher,
+) -> Result<Reencrypted, StoreError> {
+    let mut done = Reencrypted::default();
+    for (row, stored) in store.encrypted_secrets().await? {
+        let owner = match row {
+            SecretRow::UserNotionToken(user) => user.to_string(),
+            SecretRow::VerificationToken(_) => VERIFICATION_TOKEN_AAD.to_owned(),
+        };
+        match cipher.reencrypt(&stored, &owner) {
+            Ok(None) => done.current += 1,
+            Ok(Some(new)) => {
+                // Lost a race: someone else re-encrypted (or replaced) it; either way it is current.
+                store.replace_encrypted_secret(row, &stored, &new).await?;
+                done.moved += 1;
+            }
+            Err(_) => {
+                tracing::error!(row = ?row, "a stored secret opens with neither TOKEN_ENCRYPTION_KEY nor TOKEN_ENCRYPTION_KEY_PREVIOUS");
+                done.unreadable += 1;
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Reads a secret file, or creates it (mode 0600, never overwriting one that a concurrent
@@ -68,7 +116,10 @@ fn read_or_create(
     use secrecy::ExposeSecret;
     let io_err = |source| SecretsError::Io { path: path.to_owned(), source };
     match fs::read_to_string(path) {
-        Ok(existing) if !existing.trim().is_empty() => return Ok(existing.trim().to_owned().into()),
+        Ok(existing) if !existing.trim().is_empty() => {
+            owner_only(path).map_err(io_err)?;
+            return Ok(existing.trim().to_owned().into());
+        }
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
@@ -97,6 +148,21 @@ fn read_or_create(
         }
         Err(e) => Err(io_err(e)),
     }
+}
+
+/// Makes an existing secret file readable by its owner only, saying so if it was not.
+fn owner_only(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "a secret file was readable by others; setting it to 0600");
+            restrict_permissions(path, 0o600)?;
+        }
+    }
+    let _ = path;
+    Ok(())
 }
 
 fn restrict_permissions(path: &Path, mode: u32) -> io::Result<()> {
@@ -128,6 +194,21 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_secret_file_readable_by_others_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("cognie-secrets-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api_token");
+        fs::write(&path, "token-from-an-operator\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let read = read_or_create(&path, || "unused".to_string().into()).unwrap();
+        assert_eq!(read.expose_secret(), "token-from-an-operator");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,7 +2,11 @@
 //! errors (unknown route, wrong method, bad JSON, missing content type, ...).
 
 use poem::{IntoResponse, Response, http::StatusCode};
-use poem_openapi::{Object, payload::Json};
+use poem_openapi::{
+    Object,
+    error::{ParseParamError, ParsePathError},
+    payload::Json,
+};
 
 /// The body of every error response.
 #[derive(Debug, Clone, Object)]
@@ -48,6 +52,43 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
+/// The message of every 401.
+const UNAUTHORIZED: &str = "a valid `Authorization: Bearer <API_TOKEN>` header is required";
+
+/// A request poem-openapi could not extract (a parameter or body that does not parse, a missing
+/// or unsupported content type, a missing or wrong bearer token), as the status and body the
+/// operation declares for it. `param_code(name, missing)` may give a parameter's failures their
+/// own code (e.g. `invalid_limit`); otherwise the code follows the status (`bad_request`).
+/// Operations hand their errors here through `#[oai(bad_request_handler)]` (see the
+/// `rejections!` macro), so that each of these statuses is in the spec.
+pub fn rejected(
+    err: poem::Error,
+    param_code: impl Fn(&str, bool) -> Option<&'static str>,
+) -> (StatusCode, Json<ErrorBody>) {
+    let status = err.status();
+    if status == StatusCode::UNAUTHORIZED {
+        return (status, ErrorBody::new(code_for(status), UNAUTHORIZED));
+    }
+    if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        let missing = e.reason.ends_with("expects an input value.");
+        let message = if missing {
+            format!("the `{}` parameter is required", e.name)
+        } else {
+            format!("`{}` is invalid: {}", e.name, e.reason)
+        };
+        let code = param_code(e.name, missing).unwrap_or("bad_request");
+        return (StatusCode::BAD_REQUEST, ErrorBody::new(code, message));
+    }
+    if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        // poem-openapi names path parameters by position; the reason says what was wrong.
+        return (
+            StatusCode::BAD_REQUEST,
+            ErrorBody::new("bad_request", format!("invalid path: {}", e.reason)),
+        );
+    }
+    (status, ErrorBody::new(code_for(status), err.to_string()))
+}
+
 /// Turns any error poem or poem-openapi raises into our error body.
 pub async fn render(err: poem::Error) -> Response {
     let status = err.status();
@@ -55,7 +96,7 @@ pub async fn render(err: poem::Error) -> Response {
         tracing::error!(error = %err, status = status.as_u16(), "request failed");
         "an internal error occurred; it has been logged".to_owned()
     } else if status == StatusCode::UNAUTHORIZED {
-        "a valid `Authorization: Bearer <API_TOKEN>` header is required".to_owned()
+        UNAUTHORIZED.to_owned()
     } else {
         err.to_string()
     };

@@ -15,12 +15,37 @@ macro_rules! store_failure {
     }};
 }
 
+/// Implements `rejected`, the `#[oai(bad_request_handler = "Self::rejected")]` of a response
+/// enum: requests poem-openapi cannot extract are answered with the enum's own variants (by
+/// status; anything else is a 400 `BadRequest`), so the spec declares every status the
+/// operation can answer. `$codes` is `|param_name, missing| Option<code>` (see
+/// [`error::rejected`]). Needs `ErrorBody` in scope.
+macro_rules! rejections {
+    ($response:ident { $($status:literal => $variant:ident),+ $(,)? }) => {
+        rejections!($response { $($status => $variant),+ }, |_, _| None);
+    };
+    ($response:ident { $($status:literal => $variant:ident),+ $(,)? }, $codes:expr) => {
+        impl $response {
+            fn rejected(err: poem::Error) -> Self {
+                let (status, body) = crate::http::error::rejected(err, $codes);
+                match status.as_u16() {
+                    $($status => Self::$variant(body),)+
+                    _ => Self::BadRequest(body),
+                }
+            }
+        }
+    };
+}
+
+mod allow;
 pub mod auth;
 pub mod cursor;
 pub mod error;
 pub mod health;
 pub mod notion;
 pub mod oauth;
+pub mod params;
+pub mod tls;
 pub mod users;
 pub mod webhook;
 pub mod workflows;
@@ -91,10 +116,13 @@ pub fn spec_json() -> String {
 /// All routes: the API, its spec at `/openapi.json`, Swagger UI at `/docs`.
 pub fn routes(state: Arc<HttpState>) -> impl Endpoint {
     let api = api_service();
+    let spec: serde_json::Value = serde_json::from_str(&api.spec()).expect("the generated spec is JSON");
+    let allowed = Arc::new(allow::AllowedMethods::from_spec(&spec));
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
         .nest("/", api)
         .data(state)
         .catch_all_error(error::render)
+        .around(move |ep, req| allow::add_allow_header(allowed.clone(), ep, req))
 }

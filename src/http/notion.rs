@@ -11,10 +11,11 @@ use super::{
     ApiTags, HttpState,
     auth::ApiToken,
     error::ErrorBody,
+    params::NotionIdText,
     workflows::{Accepted, Run},
 };
 use crate::{
-    ids::{NotionId, UserId},
+    ids::UserId,
     store::{RunFilter, StoreError, SyncTarget},
 };
 
@@ -27,10 +28,11 @@ pub struct NotionApi;
 pub struct ManualSync {
     pub user_id: Uuid,
     /// A page or database id, with or without dashes.
-    pub notion_id: String,
+    pub notion_id: NotionIdText,
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum ManualSyncResponse {
     /// The sync has started (or an already pending sync of this content now runs at once).
     #[oai(status = 202)]
@@ -41,6 +43,9 @@ pub enum ManualSyncResponse {
     Unauthorized(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     #[oai(status = 503)]
@@ -54,6 +59,7 @@ pub struct SyncStatusBody {
     /// The state of the latest sync run (`never_synced` when there is none).
     pub state: String,
     /// When the content was last synced successfully (for any user).
+    #[oai(nullable)]
     pub last_synced_at: Option<DateTime<Utc>>,
     /// Live flashcards from this page (or this database's rows).
     pub flashcards: i64,
@@ -62,6 +68,7 @@ pub struct SyncStatusBody {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum SyncStatusResponse {
     #[oai(status = 200)]
     Ok(Json<SyncStatusBody>),
@@ -78,6 +85,9 @@ pub enum SyncStatusResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+rejections!(ManualSyncResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(SyncStatusResponse { 400 => BadRequest, 401 => Unauthorized });
+
 #[OpenApi(tag = "ApiTags::Notion")]
 impl NotionApi {
     /// Sync a page or database for a user now, skipping debounce. The kind comes from the
@@ -89,7 +99,7 @@ impl NotionApi {
         state: Data<&Arc<HttpState>>,
         body: Json<ManualSync>,
     ) -> ManualSyncResponse {
-        let notion_id = match NotionId::parse(&body.0.notion_id) {
+        let notion_id = match body.0.notion_id.parse() {
             Ok(id) => id,
             Err(e) => {
                 return ManualSyncResponse::BadRequest(ErrorBody::new("invalid_notion_id", e.to_string()));
@@ -127,9 +137,9 @@ impl NotionApi {
         &self,
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
-        page_id: Path<String>,
+        page_id: Path<NotionIdText>,
     ) -> SyncStatusResponse {
-        let id = match NotionId::parse(&page_id.0) {
+        let id = match page_id.0.parse() {
             Ok(id) => id,
             Err(e) => {
                 return SyncStatusResponse::BadRequest(ErrorBody::new("invalid_notion_id", e.to_string()));

@@ -11,7 +11,12 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ApiTags, HttpState, auth::ApiToken, error::ErrorBody};
+use super::{
+    ApiTags, HttpState,
+    auth::ApiToken,
+    error::ErrorBody,
+    params::{EmailText, NotionIdText, TokenText},
+};
 use crate::{
     ids::{NotionId, UserId},
     store::{NotionWorkspace, StoreError, SubscriptionRow, UserError, UserRow},
@@ -22,7 +27,7 @@ pub struct UsersApi;
 #[derive(Debug, Object)]
 pub struct NewUser {
     /// Unique (case-insensitive).
-    pub email: String,
+    pub email: EmailText,
 }
 
 #[derive(Debug, Object)]
@@ -37,7 +42,7 @@ pub struct User {
 #[derive(Debug, Object)]
 pub struct NotionTokenBody {
     /// An internal integration token or an OAuth access token. Stored encrypted; never returned.
-    pub token: String,
+    pub token: TokenText,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -61,7 +66,7 @@ impl SubscriptionKind {
 #[derive(Debug, Object)]
 pub struct NewSubscription {
     /// The page or database id, with or without dashes.
-    pub notion_id: String,
+    pub notion_id: NotionIdText,
     pub kind: SubscriptionKind,
 }
 
@@ -72,6 +77,7 @@ pub struct Subscription {
     pub notion_id: String,
     pub kind: String,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub last_synced_at: Option<DateTime<Utc>>,
 }
 
@@ -90,6 +96,7 @@ pub struct SubscriptionList {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum CreateUserResponse {
     #[oai(status = 201)]
     Created(Json<User>),
@@ -101,6 +108,9 @@ pub enum CreateUserResponse {
     /// A user with this email exists.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     #[oai(status = 503)]
@@ -108,24 +118,11 @@ pub enum CreateUserResponse {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum GetUserResponse {
     #[oai(status = 200)]
     Ok(Json<User>),
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-
-#[derive(ApiResponse)]
-pub enum NoContentResponse {
-    /// Done.
-    #[oai(status = 204)]
-    NoContent,
+    /// A parameter is malformed (e.g. not a UUID).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
@@ -139,6 +136,29 @@ pub enum NoContentResponse {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
+pub enum NoContentResponse {
+    /// Done.
+    #[oai(status = 204)]
+    NoContent,
+    /// `invalid_token`, `invalid_notion_id`, or a malformed parameter or body.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum CreateSubscriptionResponse {
     /// Subscribed; the first sync has started.
     #[oai(status = 201)]
@@ -153,6 +173,9 @@ pub enum CreateSubscriptionResponse {
     /// Already subscribed.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     #[oai(status = 503)]
@@ -160,9 +183,13 @@ pub enum CreateSubscriptionResponse {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum ListSubscriptionsResponse {
     #[oai(status = 200)]
     Ok(Json<SubscriptionList>),
+    /// A parameter is malformed (e.g. not a UUID).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
     #[oai(status = 404)]
@@ -189,14 +216,17 @@ pub struct Flashcard {
 #[derive(Debug, Object)]
 pub struct FlashcardList {
     pub items: Vec<Flashcard>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum ListFlashcardsResponse {
     #[oai(status = 200)]
     Ok(Json<FlashcardList>),
+    /// `invalid_notion_id`, `invalid_limit`, `invalid_cursor`, or a malformed parameter.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
@@ -208,6 +238,16 @@ pub enum ListFlashcardsResponse {
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
+
+rejections!(CreateUserResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(GetUserResponse { 400 => BadRequest, 401 => Unauthorized });
+rejections!(NoContentResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(CreateSubscriptionResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(ListSubscriptionsResponse { 400 => BadRequest, 401 => Unauthorized });
+rejections!(ListFlashcardsResponse { 400 => BadRequest, 401 => Unauthorized }, |name, _| match name {
+    "limit" => Some("invalid_limit"),
+    _ => None,
+});
 
 fn user_not_found(id: Uuid) -> Json<ErrorBody> {
     ErrorBody::new("user_not_found", format!("no user {id}"))
@@ -223,13 +263,13 @@ impl UsersApi {
         state: Data<&Arc<HttpState>>,
         body: Json<NewUser>,
     ) -> CreateUserResponse {
-        let email = body.0.email.trim();
-        if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+        if !body.0.email.is_valid() {
             return CreateUserResponse::BadRequest(ErrorBody::new(
                 "invalid_email",
-                "`email` must be an email address",
+                "`email` must be an email address (one `@`, no spaces, at most 254 characters)",
             ));
         }
+        let email = body.0.email.0.as_str();
         match state.store.create_user(email).await {
             Ok(user) => CreateUserResponse::Created(Json(user.into())),
             Err(UserError::DuplicateEmail) => CreateUserResponse::Conflict(ErrorBody::new(
@@ -268,13 +308,13 @@ impl UsersApi {
         user_id: Path<Uuid>,
         body: Json<NotionTokenBody>,
     ) -> NoContentResponse {
-        let token = body.0.token.trim();
-        if token.is_empty() || token.len() > 2048 || token.chars().any(char::is_whitespace) {
+        if !body.0.token.is_valid() {
             return NoContentResponse::BadRequest(ErrorBody::new(
                 "invalid_token",
-                "`token` must be a Notion token",
+                "`token` must be a Notion token (1 to 2048 printable ASCII characters, no spaces)",
             ));
         }
+        let token = body.0.token.0.as_str();
         let user = UserId(user_id.0);
         let ciphertext = state.cipher.encrypt(token, &user.to_string());
         match state.store.set_notion_token(user, &ciphertext, &NotionWorkspace::default()).await {
@@ -293,7 +333,7 @@ impl UsersApi {
         user_id: Path<Uuid>,
         body: Json<NewSubscription>,
     ) -> CreateSubscriptionResponse {
-        let notion_id = match NotionId::parse(&body.0.notion_id) {
+        let notion_id = match body.0.notion_id.parse() {
             Ok(id) => id,
             Err(e) => {
                 return CreateSubscriptionResponse::BadRequest(ErrorBody::new(
@@ -354,13 +394,14 @@ impl UsersApi {
         state: Data<&Arc<HttpState>>,
         user_id: Path<Uuid>,
         /// A page id, or a database id (its rows' cards).
-        notion_id: Query<Option<String>>,
+        notion_id: Query<Option<NotionIdText>>,
         /// Page size, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> ListFlashcardsResponse {
-        let notion_id = match notion_id.0.as_deref().map(NotionId::parse).transpose() {
+        let notion_id = match notion_id.0.as_ref().map(NotionIdText::parse).transpose() {
             Ok(id) => id,
             Err(e) => {
                 return ListFlashcardsResponse::BadRequest(ErrorBody::new(
@@ -428,9 +469,9 @@ impl UsersApi {
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
         user_id: Path<Uuid>,
-        notion_id: Path<String>,
+        notion_id: Path<NotionIdText>,
     ) -> NoContentResponse {
-        let notion_id = match NotionId::parse(&notion_id.0) {
+        let notion_id = match notion_id.0.parse() {
             Ok(id) => id,
             Err(e) => {
                 return NoContentResponse::BadRequest(ErrorBody::new("invalid_notion_id", e.to_string()));

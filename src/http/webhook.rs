@@ -45,11 +45,13 @@ pub struct WebhookAck {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum WebhookResponse {
     /// Durable: stored (and its workflow started) before this answer was sent.
     #[oai(status = 200)]
     Ok(Json<WebhookAck>),
-    /// The signature is valid but the body is not a usable event (malformed JSON, no `type`).
+    /// The signature is valid but the body is not a usable event (malformed JSON, no `type`),
+    /// or the request itself is malformed (e.g. a signature header that is not text).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// Missing, malformed or wrong `X-Notion-Signature`, or no signing secret known yet.
@@ -72,6 +74,7 @@ pub struct Challenge {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum ChallengeResponse {
     /// The challenge, echoed.
     #[oai(status = 200)]
@@ -108,6 +111,12 @@ pub enum VerificationTokenResponse {
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
+
+rejections!(WebhookResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge });
+rejections!(ChallengeResponse { 400 => BadRequest }, |name, missing| match name {
+    "challenge" if missing => Some("missing_challenge"),
+    _ => None,
+});
 
 #[OpenApi(tag = "ApiTags::Webhook")]
 impl WebhookApi {
@@ -185,14 +194,8 @@ impl WebhookApi {
     /// Echo a verification challenge (`GET ...?challenge=X` → `{"challenge":"X"}`), for checking
     /// that the webhook endpoint is reachable.
     #[oai(path = "/api/notion/webhook/notion/verify", method = "get", operation_id = "verifyNotionWebhook")]
-    async fn verify(&self, challenge: Query<Option<String>>) -> ChallengeResponse {
-        match challenge.0 {
-            Some(challenge) => ChallengeResponse::Ok(Json(Challenge { challenge })),
-            None => ChallengeResponse::BadRequest(ErrorBody::new(
-                "missing_challenge",
-                "the `challenge` query parameter is required",
-            )),
-        }
+    async fn verify(&self, challenge: Query<String>) -> ChallengeResponse {
+        ChallengeResponse::Ok(Json(Challenge { challenge: challenge.0 }))
     }
 
     /// The verification token from Notion's subscription handshake, for pasting into Notion's
@@ -248,8 +251,9 @@ pub struct BodyTooLarge;
 pub struct RawWebhookBody(Result<bytes::Bytes, BodyTooLarge>);
 
 /// Documents the envelope in the spec; the handler itself reads raw bytes.
+// Every field may be null or absent: the handler tolerates both (a null `type` is no type).
 #[derive(Debug, Object)]
-#[oai(rename = "NotionWebhookBody")]
+#[oai(rename = "NotionWebhookBody", nullable_all)]
 pub struct NotionWebhookBodyDoc {
     /// Notion's event id (the same on every delivery attempt).
     pub id: Option<String>,

@@ -11,7 +11,14 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ApiTags, HttpState, auth::ApiToken, error::ErrorBody};
+use super::{
+    ApiTags, HttpState,
+    auth::ApiToken,
+    error::ErrorBody,
+    params::{
+        NotionIdText, NullableStepText, RUN_STATES, RunStateText, STEPS, StepText, WORKFLOWS, WorkflowText,
+    },
+};
 use crate::{
     ids::{RunId, UserId},
     store::{ActionError, RunCursor, RunDetail, RunFilter, RunRow, StoreError},
@@ -24,10 +31,6 @@ const MAX_LIMIT: u32 = 500;
 /// Most runs one bulk retry touches; call again for more.
 const RETRY_FAILED_LIMIT: i64 = 10_000;
 
-const STATES: &[&str] = &["pending", "running", "waiting", "succeeded", "failed", "cancelled"];
-const WORKFLOWS: &[&str] = &["notion_event", "notion_sync"];
-const STEPS: &[&str] = &["discover_users", "debounce", "fetch", "generate", "persist"];
-
 pub struct WorkflowsApi;
 
 /// A workflow run.
@@ -39,29 +42,39 @@ pub struct Run {
     /// `pending`, `running`, `waiting` (debounce, rate limit or backoff; see `next_run_at`),
     /// `succeeded`, `failed` or `cancelled`.
     pub state: String,
+    #[oai(nullable)]
     pub current_step: Option<String>,
+    #[oai(nullable)]
     pub user_id: Option<Uuid>,
+    #[oai(nullable)]
     pub notion_id: Option<String>,
+    #[oai(nullable)]
     pub notion_kind: Option<String>,
     /// `webhook`, `subscription`, `manual`, `retry` or `reconcile`.
     pub trigger: String,
     /// The event run that started this sync.
+    #[oai(nullable)]
     pub parent_id: Option<Uuid>,
     /// Attempts of the current step so far.
     pub attempt: i32,
+    #[oai(nullable)]
     pub error_kind: Option<String>,
+    #[oai(nullable)]
     pub last_error: Option<String>,
     /// When a waiting run runs next.
+    #[oai(nullable)]
     pub next_run_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Object)]
 pub struct RunList {
     pub items: Vec<Run>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -70,9 +83,13 @@ pub struct Step {
     pub name: String,
     pub state: String,
     pub attempts: i32,
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub error_kind: Option<String>,
+    #[oai(nullable)]
     pub error: Option<String>,
 }
 
@@ -102,14 +119,17 @@ pub struct Accepted {
 
 #[derive(Debug, Object, Default)]
 pub struct RetryFailedRequest {
+    #[oai(nullable)]
     pub user_id: Option<Uuid>,
-    pub notion_id: Option<String>,
+    #[oai(nullable)]
+    pub notion_id: Option<NotionIdText>,
     /// Only runs that failed at this step.
-    pub step: Option<String>,
+    pub step: Option<NullableStepText>,
     /// Only runs created at or after this time.
+    #[oai(nullable)]
     pub since: Option<DateTime<Utc>>,
-    /// Count and list the matching runs without retrying them.
-    #[oai(default)]
+    /// Count and list the matching runs without retrying them (null counts as `false`).
+    #[oai(default, nullable)]
     pub dry_run: bool,
 }
 
@@ -128,10 +148,12 @@ pub struct QueueStatsBody {
     /// Step records by step name, then by state.
     pub steps: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
     /// Age of the oldest run due to start but not started yet (null when none).
+    #[oai(nullable)]
     pub oldest_pending_age_seconds: Option<f64>,
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum ListRunsResponse {
     #[oai(status = 200)]
     Ok(Json<RunList>),
@@ -149,9 +171,13 @@ pub enum ListRunsResponse {
 // Built once per request and returned at once: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum GetRunResponse {
     #[oai(status = 200)]
     Ok(Json<RunWithSteps>),
+    /// `run_id` is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
     #[oai(status = 404)]
@@ -163,10 +189,14 @@ pub enum GetRunResponse {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum RunActionResponse {
     /// Done; the run resumes (retry) or has ended (cancel).
     #[oai(status = 202)]
     Accepted(Json<Accepted>),
+    /// `run_id` is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
     #[oai(status = 404)]
@@ -181,13 +211,18 @@ pub enum RunActionResponse {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum RetryFailedResponse {
     #[oai(status = 200)]
     Ok(Json<RetryFailedResult>),
+    /// `invalid_filter`, or a malformed body.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     #[oai(status = 503)]
@@ -206,6 +241,14 @@ pub enum QueueStatsResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+rejections!(ListRunsResponse { 400 => BadRequest, 401 => Unauthorized }, |name, _| match name {
+    "limit" => Some("invalid_limit"),
+    _ => None,
+});
+rejections!(GetRunResponse { 400 => BadRequest, 401 => Unauthorized });
+rejections!(RunActionResponse { 400 => BadRequest, 401 => Unauthorized });
+rejections!(RetryFailedResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+
 #[OpenApi(tag = "ApiTags::Workflows")]
 impl WorkflowsApi {
     /// List workflow runs, newest first, with filters and cursor pagination.
@@ -217,21 +260,29 @@ impl WorkflowsApi {
         state: Data<&Arc<HttpState>>,
         /// `pending`, `running`, `waiting`, `succeeded`, `failed` or `cancelled`.
         #[oai(name = "state")]
-        run_state: Query<Option<String>>,
+        run_state: Query<Option<RunStateText>>,
         /// The current (or failed) step.
-        step: Query<Option<String>>,
+        step: Query<Option<StepText>>,
         /// `notion_event` or `notion_sync`.
-        workflow: Query<Option<String>>,
+        workflow: Query<Option<WorkflowText>>,
         user_id: Query<Option<Uuid>>,
-        notion_id: Query<Option<String>>,
+        notion_id: Query<Option<NotionIdText>>,
         /// Runs created at or after this time (RFC 3339).
         since: Query<Option<DateTime<Utc>>>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> ListRunsResponse {
-        let filter = match filter_from(run_state.0, step.0, workflow.0, user_id.0, notion_id.0, since.0) {
+        let filter = match filter_from(
+            run_state.0.map(|s| s.0),
+            step.0.map(|s| s.0),
+            workflow.0.map(|w| w.0),
+            user_id.0,
+            notion_id.0,
+            since.0,
+        ) {
             Ok(filter) => filter,
             Err(body) => return ListRunsResponse::BadRequest(body),
         };
@@ -307,10 +358,11 @@ impl WorkflowsApi {
         body: Json<RetryFailedRequest>,
     ) -> RetryFailedResponse {
         let body = body.0;
-        let filter = match filter_from(None, body.step, None, body.user_id, body.notion_id, body.since) {
-            Ok(filter) => filter,
-            Err(e) => return RetryFailedResponse::BadRequest(e),
-        };
+        let filter =
+            match filter_from(None, body.step.map(|s| s.0), None, body.user_id, body.notion_id, body.since) {
+                Ok(filter) => filter,
+                Err(e) => return RetryFailedResponse::BadRequest(e),
+            };
         match state.store.retry_failed(&filter, body.dry_run, RETRY_FAILED_LIMIT, ACTOR).await {
             Ok((matched, retried)) => {
                 let run_ids = if body.dry_run { &matched } else { &retried };
@@ -364,7 +416,7 @@ fn filter_from(
     step: Option<String>,
     workflow: Option<String>,
     user_id: Option<Uuid>,
-    notion_id: Option<String>,
+    notion_id: Option<NotionIdText>,
     since: Option<DateTime<Utc>>,
 ) -> Result<RunFilter, Json<ErrorBody>> {
     let one_of = |name: &str, value: Option<String>, allowed: &[&str]| match value {
@@ -375,14 +427,12 @@ fn filter_from(
     };
     let notion_id = match notion_id {
         None => None,
-        Some(raw) => Some(
-            crate::ids::NotionId::parse(&raw)
-                .map_err(|e| ErrorBody::new("invalid_filter", e.to_string()))?
-                .to_string(),
-        ),
+        Some(raw) => {
+            Some(raw.parse().map_err(|e| ErrorBody::new("invalid_filter", e.to_string()))?.to_string())
+        }
     };
     Ok(RunFilter {
-        state: one_of("state", state, STATES)?,
+        state: one_of("state", state, RUN_STATES)?,
         step: one_of("step", step, STEPS)?,
         workflow: one_of("workflow", workflow, WORKFLOWS)?,
         user_id: user_id.map(UserId),

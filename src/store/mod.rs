@@ -316,11 +316,19 @@ delegate! {
     pub async fn try_sweep_lock(&self) -> StoreResult<Option<SweepLock>>;
     /// Subscriptions to compare with Notion, longest unchecked first.
     pub async fn due_subscriptions(&self, min_age: Duration, skip_users: &[UserId], limit: i64) -> StoreResult<Vec<DueSubscription>>;
-    /// For each of `notion_ids` that a successful sync of `user`'s has read: when the latest
-    /// such sync started reading, at the earliest.
+    /// For each of `notion_ids` that a sync of `user`'s has read or is about to read: when the
+    /// latest such sync started reading, at the earliest (now, for a sync still in debounce or
+    /// fetching: it reads everything edited before now). Without the in-flight syncs, a sweep
+    /// during a slow sync would start another sync of the same edit.
     pub async fn last_read_at(&self, user: UserId, notion_ids: &[String]) -> StoreResult<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>;
     /// Records that the subscription was checked and starts (or joins) a sync for each target.
     pub async fn finish_reconcile(&self, subscription: uuid::Uuid, targets: &[SyncTarget], window: DebounceWindow) -> StoreResult<Vec<RunId>>;
+
+    // --- Secrets at rest (for rotating TOKEN_ENCRYPTION_KEY)
+    /// Every encrypted value at rest, with where it lives.
+    pub async fn encrypted_secrets(&self) -> StoreResult<Vec<(SecretRow, Vec<u8>)>>;
+    /// Replaces one encrypted value, if it is still `old`. `false`: it changed meanwhile.
+    pub async fn replace_encrypted_secret(&self, row: SecretRow, old: &[u8], new: &[u8]) -> StoreResult<bool>;
 
     // --- Retention
     /// Deletes job rows that finished more than `grace` ago.

@@ -407,3 +407,14 @@ pub struct Pruned {
     pub runs: u64,
     pub events: u64,
 }
+
+// --- Secrets at rest
+
+/// Where an encrypted value lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretRow {
+    /// `users.notion_token_ciphertext` (the user id is the associated data).
+    UserNotionToken(UserId),
+    /// `webhook_verification_tokens.token_ciphertext`.
+    VerificationToken(i64),
+}

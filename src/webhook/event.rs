@@ -143,6 +143,9 @@ const DATABASE_TYPES: &[&str] = &[
     "data_source.undeleted",
 ];
 
+/// The longest verification token accepted in a handshake, in bytes.
+pub const MAX_VERIFICATION_TOKEN_LEN: usize = 256;
+
 /// Parses a body. Unknown fields and values are accepted: Notion adds event types and author
 /// kinds over time, and an unknown type is recorded and ignored, not rejected.
 pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
@@ -154,7 +157,12 @@ pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
     let raw: RawBody = serde_json::from_value(value).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
 
     if raw.event_type.is_none() {
-        if let Some(serde_json::Value::String(token)) = raw.verification_token {
+        // Anyone can send a handshake, and each distinct token is stored: only plausible
+        // tokens (Notion's are about 50 characters) count as one.
+        if let Some(serde_json::Value::String(token)) = raw.verification_token
+            && !token.is_empty()
+            && token.len() <= MAX_VERIFICATION_TOKEN_LEN
+        {
             return Ok(ParsedBody::Handshake { verification_token: token });
         }
         return Err(BodyError::MissingType);
@@ -274,6 +282,15 @@ mod tests {
         assert!(
             matches!(parsed, ParsedBody::Handshake { verification_token } if verification_token == "secret_abc")
         );
+    }
+
+    #[test]
+    fn an_empty_or_implausibly_long_verification_token_is_no_handshake() {
+        assert_eq!(parse(br#"{"verification_token":""}"#).unwrap_err(), BodyError::MissingType);
+        let long = format!(r#"{{"verification_token":"{}"}}"#, "x".repeat(MAX_VERIFICATION_TOKEN_LEN + 1));
+        assert_eq!(parse(long.as_bytes()).unwrap_err(), BodyError::MissingType);
+        let longest = format!(r#"{{"verification_token":"{}"}}"#, "x".repeat(MAX_VERIFICATION_TOKEN_LEN));
+        assert!(matches!(parse(longest.as_bytes()), Ok(ParsedBody::Handshake { .. })));
     }
 
     #[test]

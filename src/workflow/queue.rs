@@ -122,5 +122,8 @@ async fn handle_job(
     engine: Data<Arc<Engine>>,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
-    engine.execute(job, worker.name()).await.map_err(|e| Box::new(e) as BoxDynError)
+    engine.execute(job, worker.name()).await.map_err(|e| {
+        tracing::error!(run_id = %job.run_id, error = %e, "step attempt could not be recorded; its lease will expire and the step be taken over");
+        Box::new(e) as BoxDynError
+    })
 }

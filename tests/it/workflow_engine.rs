@@ -166,3 +166,77 @@ async fn debounce_never_defers_a_sync_past_the_max_wait() {
     assert!(longest < 2.0 + 1.0, "a sync waited {longest:.2}s in debounce; the cap is 2s");
 }
 }
+
+conformance! {
+/// A sync whose worker died in debounce, while another sync of the same content started
+/// collecting events: the lease sweeper hands its events to that sync and ends it (it cannot go
+/// back to waiting beside it), and keeps taking over every other expired lease.
+async fn an_expired_debounce_beside_a_newer_debouncing_sync_is_merged_into_it() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("STEP_LEASE_SECONDS", "1".into());
+        s.insert("DEBOUNCE_SECONDS", "30".into());
+        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "60".into());
+    })
+    .await;
+    let user = app.insert_user("u@example.com").await;
+    // An event nobody subscribes to, to hang on the dead sync.
+    let ack = expect_json(app.post_signed(&page_event(0)).await, 200).await;
+    let event: uuid::Uuid = ack["event_id"].as_str().expect("event id").parse().expect("uuid");
+
+    let (dead, newer, other_page) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (now, past) = (app.db.now_sql(), app.db.shifted_sql(app.db.now_sql(), -1));
+    let insert = format!(
+        "insert into workflow_runs (id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger,
+             dispatch_seq, lease_owner, lease_token, lease_expires_at, debounce_started_at, debounce_until)
+         values ($1, 'notion_sync', $2, $3, $4, $5, 'page', 'webhook', 1, $6, $7, {past}, {now}, {now})"
+    );
+    for (id, state, step, page, lease) in [
+        (dead, "running", "debounce", PAGE, Some(uuid::Uuid::new_v4())),
+        (newer, "waiting", "debounce", PAGE, None),
+        (other_page, "running", "fetch", "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e9", Some(uuid::Uuid::new_v4())),
+    ] {
+        on_db!(app.db, |db| sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+            .bind(id)
+            .bind(state)
+            .bind(step)
+            .bind(user)
+            .bind(page)
+            .bind(lease.map(|_| "dead-worker"))
+            .bind(lease)
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
+        .expect("insert run");
+    }
+    on_db!(app.db, |db| sqlx::query("insert into workflow_run_events (run_id, event_id) values ($1, $2)")
+        .bind(dead)
+        .bind(event)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("link event");
+
+    let detail = |id: uuid::Uuid| {
+        let app = &app;
+        async move { expect_json(app.get_authorized(&format!("/api/workflows/{id}")).await, 200).await }
+    };
+    let merged = eventually("the dead debounce to be merged", Duration::from_secs(15), || async {
+        let run = detail(dead).await;
+        (run["state"] == "succeeded").then_some(run)
+    })
+    .await;
+    assert_eq!(merged["current_step"], "debounce", "{merged}");
+    let newer_run = detail(newer).await;
+    assert_eq!(newer_run["state"], "waiting", "the newer sync keeps collecting: {newer_run}");
+    assert!(
+        newer_run["event_ids"].as_array().is_some_and(|ids| ids.contains(&json!(event))),
+        "the dead sync's event moved to the newer one: {newer_run}"
+    );
+    // The other expired lease was taken over too (it runs again; its outcome is not the point).
+    eventually("the other expired step to be taken over", Duration::from_secs(15), || async {
+        let run = detail(other_page).await;
+        (run["state"] != "running" || run["attempt"].as_i64() > Some(1)).then_some(())
+    })
+    .await;
+}
+}

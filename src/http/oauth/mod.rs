@@ -76,6 +76,7 @@ fn invalid_state() -> Json<ErrorBody> {
 pub struct OAuthApi;
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum AuthorizeResponse {
     /// Send the user's browser to `Location`: Notion's consent page. The URL carries a state
     /// that is valid once, for this user, for `OAUTH_STATE_TTL_SECONDS` (10 minutes).
@@ -110,10 +111,12 @@ pub struct Connected {
     pub status: ConnectStatus,
     pub user_id: Uuid,
     /// The Notion workspace the user authorised (Notion may not name it).
+    #[oai(nullable)]
     pub workspace_name: Option<String>,
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
 pub enum CallbackResponse {
     /// Connected: the token is stored, encrypted.
     #[oai(status = 200)]
@@ -138,6 +141,12 @@ pub enum CallbackResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+rejections!(AuthorizeResponse { 400 => BadRequest, 401 => Unauthorized }, |name, missing| match name {
+    "user_id" if missing => Some("missing_parameter"),
+    _ => None,
+});
+rejections!(CallbackResponse { 400 => BadRequest });
+
 #[OpenApi(tag = "ApiTags::Notion")]
 impl OAuthApi {
     /// Start connecting a user's Notion account: answers 302 to Notion's OAuth consent page.
@@ -150,17 +159,12 @@ impl OAuthApi {
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
         /// The Cognie user who is connecting Notion.
-        user_id: Query<Option<Uuid>>,
+        user_id: Query<Uuid>,
     ) -> AuthorizeResponse {
         let Some(client) = state.oauth.client() else {
             return AuthorizeResponse::Unavailable(not_configured());
         };
-        let Some(user) = user_id.0.map(UserId) else {
-            return AuthorizeResponse::BadRequest(ErrorBody::new(
-                "missing_parameter",
-                "the `user_id` query parameter is required",
-            ));
-        };
+        let user = UserId(user_id.0);
         let (signed, issued) = state.oauth.signer.issue(user, Utc::now());
         match state.store.issue_oauth_state(issued.nonce, user, issued.expires_at).await {
             Ok(true) => {}

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod flashcards;
 pub mod jobs;
+pub mod keys;
 pub mod oauth;
 pub mod ops;
 pub mod ratelimit;

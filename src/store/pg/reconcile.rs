@@ -90,7 +90,8 @@ impl PgStore {
     /// such sync started reading, at the earliest. A sync reads after its debounce deadline
     /// (and after it was created), so anything Notion shows as edited well before this time
     /// was in what it read. Only syncs whose `fetch` step succeeded count: a run merged into
-    /// another during debounce read nothing.
+    /// another during debounce read nothing. A sync still in debounce or fetching counts as
+    /// reading now: it will read everything edited before now.
     pub async fn last_read_at(
         &self,
         user: UserId,
@@ -98,13 +99,16 @@ impl PgStore {
     ) -> StoreResult<HashMap<String, DateTime<Utc>>> {
         let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
             r#"
-            select r.notion_id, max(greatest(r.created_at, coalesce(r.debounce_until, r.created_at)))
+            select r.notion_id,
+                   max(case when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then now()
+                            else greatest(r.created_at, coalesce(r.debounce_until, r.created_at)) end)
             from workflow_runs r
             where r.workflow = 'notion_sync' and r.user_id = $1 and r.notion_id = any($2)
-              and r.state = 'succeeded'
-              and exists (
-                  select 1 from workflow_steps s
-                  where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded')
+              and (
+                  (r.state in ('pending', 'running', 'waiting') and r.current_step in ('debounce', 'fetch'))
+                  or (r.state in ('succeeded', 'pending', 'running', 'waiting') and exists (
+                      select 1 from workflow_steps s
+                      where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded')))
             group by r.notion_id
             "#,
         )

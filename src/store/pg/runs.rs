@@ -238,6 +238,43 @@ impl PgStore {
     /// ever re-delivers it, carries a stale sequence number and does nothing.
     pub async fn redispatch_expired_leases(&self, limit: i64) -> StoreResult<Vec<RunId>> {
         let mut tx = self.pool.begin().await?;
+        // A sync whose worker died in its debounce step cannot go back to waiting when another
+        // sync of the same content started collecting events meanwhile (one debouncing sync
+        // per key; trying would fail this whole statement on every sweep): its events move to
+        // that sync and it ends, as the debounce step itself would have done.
+        sqlx::query(
+            r#"
+            with expired as (
+                select r.id,
+                       (select o.id from workflow_runs o
+                        where o.workflow = 'notion_sync' and o.user_id = r.user_id and o.notion_id = r.notion_id
+                          and o.id <> r.id and o.current_step = 'debounce' and o.state in ('pending', 'waiting')
+                        limit 1) as other
+                from workflow_runs r
+                where r.state = 'running' and r.lease_expires_at < now()
+                  and r.workflow = 'notion_sync' and r.current_step = 'debounce'
+                for update of r skip locked
+            ), merged as (
+                select id, other from expired where other is not null
+            ), moved as (
+                insert into workflow_run_events (run_id, event_id)
+                select m.other, e.event_id from merged m join workflow_run_events e on e.run_id = m.id
+                on conflict do nothing
+            ), step as (
+                update workflow_steps s
+                set state = 'succeeded', output = jsonb_build_object('merged_into', m.other), finished_at = now()
+                from merged m
+                where s.run_id = m.id and s.name = 'debounce'
+            )
+            update workflow_runs r
+            set state = 'succeeded', dispatch_seq = r.dispatch_seq + 1, lease_owner = null, lease_token = null,
+                lease_expires_at = null, next_run_at = null, finished_at = now(), updated_at = now()
+            from merged m
+            where r.id = m.id
+            "#,
+        )
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query(
             r#"
             with expired as (

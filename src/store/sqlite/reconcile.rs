@@ -80,19 +80,23 @@ impl SqliteStore {
     ) -> StoreResult<HashMap<String, DateTime<Utc>>> {
         let rows = sqlx::query(
             r#"
-            select r.notion_id, max(max(r.created_at, coalesce(r.debounce_until, r.created_at))) as read_at
+            select r.notion_id,
+                   max(case when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then $3
+                            else max(r.created_at, coalesce(r.debounce_until, r.created_at)) end) as read_at
             from workflow_runs r
             where r.workflow = 'notion_sync' and r.user_id = $1
               and r.notion_id in (select value from json_each($2))
-              and r.state = 'succeeded'
-              and exists (
-                  select 1 from workflow_steps s
-                  where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded')
+              and (
+                  (r.state in ('pending', 'running', 'waiting') and r.current_step in ('debounce', 'fetch'))
+                  or (r.state in ('succeeded', 'pending', 'running', 'waiting') and exists (
+                      select 1 from workflow_steps s
+                      where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded')))
             group by r.notion_id
             "#,
         )
         .bind(user)
         .bind(serde_json::to_string(notion_ids).expect("strings serialise"))
+        .bind(now())
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -134,6 +134,61 @@ impl SqliteStore {
     pub async fn redispatch_expired_leases(&self, limit: i64) -> StoreResult<Vec<RunId>> {
         let now = now();
         let mut tx = self.begin_write().await?;
+        // A sync whose process died in its debounce step cannot go back to waiting when another
+        // sync of the same content started collecting events meanwhile (one debouncing sync per
+        // key): its events move to that sync and it ends, as the debounce step would have done.
+        let merged: Vec<(RunId, RunId)> = sqlx::query_as(
+            r#"
+            select r.id,
+                   (select o.id from workflow_runs o
+                    where o.workflow = 'notion_sync' and o.user_id = r.user_id and o.notion_id = r.notion_id
+                      and o.id <> r.id and o.current_step = 'debounce' and o.state in ('pending', 'waiting')
+                    limit 1) as other
+            from workflow_runs r
+            where r.state = 'running' and r.lease_expires_at < $1
+              and r.workflow = 'notion_sync' and r.current_step = 'debounce'
+              and other is not null
+            "#,
+        )
+        .bind(&now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (run, other) in merged {
+            sqlx::query(
+                r#"
+                insert into workflow_run_events (run_id, event_id)
+                select $2, event_id from workflow_run_events where run_id = $1
+                on conflict do nothing
+                "#,
+            )
+            .bind(run)
+            .bind(other)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                r#"
+                update workflow_steps set state = 'succeeded', output = json_object('merged_into', $2), finished_at = $3
+                where run_id = $1 and name = 'debounce'
+                "#,
+            )
+            .bind(run)
+            .bind(other.to_string())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                r#"
+                update workflow_runs
+                set state = 'succeeded', dispatch_seq = dispatch_seq + 1, lease_owner = null, lease_token = null,
+                    lease_expires_at = null, next_run_at = null, finished_at = $2, updated_at = $2
+                where id = $1
+                "#,
+            )
+            .bind(run)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
         let rows = sqlx::query(
             r#"
             update workflow_runs

@@ -23,10 +23,14 @@ tokio::task_local! {
     static BACKEND: Backend;
 }
 
-/// The backend of the running scenario: SQLite inside `conformance!`'s `sqlite` test,
-/// PostgreSQL otherwise.
+/// The backend of the running scenario: the one `conformance!` chose; elsewhere PostgreSQL
+/// when there is a server, else SQLite (so every test runs on a machine with no database).
 pub fn current_backend() -> Backend {
-    BACKEND.try_with(|b| *b).unwrap_or(Backend::Postgres)
+    BACKEND.try_with(|b| *b).unwrap_or(if server_url().is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    })
 }
 
 /// Runs `scenario` with `backend` as the current one; a PostgreSQL run without a server is

@@ -1,0 +1,118 @@
+//! Rotating `TOKEN_ENCRYPTION_KEY`: with the old key as `TOKEN_ENCRYPTION_KEY_PREVIOUS`, start-up
+//! moves every stored secret to the new key, and afterwards the new key alone reads them all.
+
+use std::{collections::HashMap, time::Duration};
+
+use cognie_sync::{
+    App, Config, Role,
+    app::connect_and_migrate,
+    crypto::SecretCipher,
+    secrets::{Reencrypted, reencrypt_stored_secrets},
+    webhook::intake::VERIFICATION_TOKEN_AAD,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::support::{
+    app::{API_TOKEN, TempDir, base_settings, expect_json},
+    db::TestDb,
+};
+use crate::{conformance, on_db};
+
+fn config(settings: &HashMap<&'static str, String>) -> Config {
+    Config::from_lookup(|name| settings.get(name).cloned()).expect("valid settings")
+}
+
+fn key_text(key: &SecretString) -> String {
+    key.expose_secret().to_owned()
+}
+
+// `serve`: the role every backend runs (SQLite refuses `api`, a role for several processes).
+conformance! {
+async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
+    let db = TestDb::create().await;
+    let data_dir = TempDir::new();
+    let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
+    let mut settings = base_settings(&db.url, data_dir.path());
+    settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&old_key));
+    connect_and_migrate(&config(&settings)).await.expect("migrate");
+    let pool = db.connect().await;
+
+    // Secrets as the service stored them under the old key: a user's Notion token and the
+    // webhook verification token.
+    let old = SecretCipher::from_base64_key(&old_key).expect("old key");
+    let user = uuid::Uuid::now_v7();
+    let user_token = old.encrypt("ntn_user_token", &user.to_string());
+    on_db!(pool, |p| sqlx::query(
+        "insert into users (id, email, notion_token_ciphertext) values ($1, 'maya@example.com', $2)"
+    )
+    .bind(user)
+    .bind(&user_token)
+    .execute(p)
+    .await
+    .map(|done| done.rows_affected()))
+    .expect("insert user");
+    let verification_token = old.encrypt("secret_verification", VERIFICATION_TOKEN_AAD);
+    on_db!(pool, |p| sqlx::query(
+        "insert into webhook_verification_tokens (token_ciphertext, token_sha256) values ($1, 'sha')",
+    )
+    .bind(&verification_token)
+    .execute(p)
+    .await
+    .map(|done| done.rows_affected()))
+    .expect("insert verification token");
+
+    // Start-up with the new key and the old one as previous moves both.
+    settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&new_key));
+    settings.insert("TOKEN_ENCRYPTION_KEY_PREVIOUS", key_text(&old_key));
+    let rotating = App::build(config(&settings), Role::Serve).await.expect("starts during a rotation");
+    let new_only = SecretCipher::from_base64_key(&new_key).expect("new key");
+    let token: Vec<u8> = on_db!(pool, |p| sqlx::query_scalar(
+        "select notion_token_ciphertext from users where id = $1"
+    )
+    .bind(user)
+    .fetch_one(p)
+    .await)
+    .expect("user token");
+    assert_eq!(
+        new_only.decrypt(&token, &user.to_string()).expect("under the new key").expose_secret(),
+        "ntn_user_token"
+    );
+    let verification: Vec<u8> = on_db!(pool, |p| sqlx::query_scalar(
+        "select token_ciphertext from webhook_verification_tokens"
+    )
+    .fetch_one(p)
+    .await)
+    .expect("verification token");
+    assert_eq!(
+        new_only.decrypt(&verification, VERIFICATION_TOKEN_AAD).expect("under the new key").expose_secret(),
+        "secret_verification"
+    );
+    // Another instance starting during the rotation finds nothing left to move.
+    let rotating_cipher = new_only.clone().with_previous_key(&old_key).expect("keys");
+    let again = reencrypt_stored_secrets(rotating.store(), &rotating_cipher).await.expect("re-encrypt");
+    assert_eq!(again, Reencrypted { moved: 0, current: 2, unreadable: 0 });
+    drop(rotating);
+
+    // The rotation is done: without the previous key the service reads them through its API.
+    settings.remove("TOKEN_ENCRYPTION_KEY_PREVIOUS");
+    let app = App::build(config(&settings), Role::Serve).await.expect("starts with the new key only");
+    let addr = app.local_addr().expect("listens");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/api/notion/webhook/verification-token"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("GET verification token");
+    assert_eq!(expect_json(response, 200).await["verification_token"], "secret_verification");
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("clean exit");
+}
+}
