@@ -52,6 +52,7 @@ mkdir -p "$OUT_DIR/explain" "$OUT_DIR/samples"
 
 log() { echo "bench: $*" >&2; }
 psql_q() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -X -q -v ON_ERROR_STOP=1 "$@"; }
+q1() { psql_q -d "$DB" -At -c "$1"; }
 
 for tool in psql curl cargo jq; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 2; }
@@ -103,19 +104,19 @@ TOKEN_ENCRYPTION_KEY=$(head -c 32 /dev/urandom | base64)
 API_TOKEN=bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 DATA_DIR=$OUT_DIR/data
 mkdir -p "$DATA_DIR"
-# The service, started from DATA_DIR with ENV_FILE unset, so no developer .env leaks in.
+# The service, started from DATA_DIR with ENV_FILE unset, so no developer .env leaks in. It
+# replaces the calling shell: run it in a subshell, `( service ROLE )`, so that with `&` the
+# subshell's pid ($!) is the service's.
 service() {
-  (
-    cd "$DATA_DIR"
-    exec env -u ENV_FILE \
-      DATABASE_URL="$DATABASE_URL" \
-      TOKEN_ENCRYPTION_KEY="$TOKEN_ENCRYPTION_KEY" \
-      API_TOKEN="$API_TOKEN" \
-      DATA_DIR="$DATA_DIR" \
-      BIND_ADDR="127.0.0.1:$PORT" \
-      RUST_LOG="$LOG_FILTER" \
-      "$SERVICE_BIN" "$@"
-  )
+  cd "$DATA_DIR"
+  exec env -u ENV_FILE \
+    DATABASE_URL="$DATABASE_URL" \
+    TOKEN_ENCRYPTION_KEY="$TOKEN_ENCRYPTION_KEY" \
+    API_TOKEN="$API_TOKEN" \
+    DATA_DIR="$DATA_DIR" \
+    BIND_ADDR="127.0.0.1:$PORT" \
+    RUST_LOG="$LOG_FILTER" \
+    "$SERVICE_BIN" "$@"
 }
 if [[ -z ${PORT:-} ]]; then
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18082)
@@ -129,7 +130,7 @@ if [[ -z ${REUSE_DB:-} ]]; then
   psql_q -d postgres -c "create database $DB" >/dev/null
   DB_CREATED=1
   log "migrating"
-  service migrate >"$OUT_DIR/migrate.log" 2>&1 || { cat "$OUT_DIR/migrate.log" >&2; exit 1; }
+  ( service migrate ) >"$OUT_DIR/migrate.log" 2>&1 || { cat "$OUT_DIR/migrate.log" >&2; exit 1; }
   log "generating $RUNS runs ($USERS users, $PAGES pages, $DAYS days, steps for $STEP_PCT% of runs); this takes a while"
   started=$(date +%s)
   psql_q -d "$DB" -v runs="$RUNS" -v users="$USERS" -v pages="$PAGES" -v days="$DAYS" -v step_pct="$STEP_PCT" \
@@ -145,7 +146,7 @@ fi
 
 # --- service -----------------------------------------------------------------------------
 log "starting cognie-sync api on $BASE_URL (RUST_LOG=$LOG_FILTER)"
-service api >"$OUT_DIR/service.log" 2>&1 &
+( service api ) >"$OUT_DIR/service.log" 2>&1 &
 SERVICE_PID=$!
 for i in $(seq 1 600); do
   if curl -fsS -o /dev/null "$BASE_URL/readyz" 2>/dev/null; then break; fi
@@ -161,9 +162,18 @@ if [[ -n ${REUSE_DB:-} ]]; then
   # Statistics objects a new migration created are empty until the next ANALYZE.
   psql_q -d "$DB" -c "analyze workflow_runs, workflow_steps" >/dev/null
 fi
+# Warm the service's connection pool (DATABASE_MAX_CONNECTIONS, default 20; it starts with one):
+# opening a PostgreSQL connection costs ~90 ms on a loaded 2-core machine, and a request that
+# finds no idle connection pays it. Each queue-stats request holds up to four at once.
+WARM_PIDS=()
+for _ in $(seq 1 8); do
+  curl -s -o /dev/null -H "Authorization: Bearer $API_TOKEN" "$BASE_URL/api/queue/stats" &
+  WARM_PIDS+=($!)
+done
+wait "${WARM_PIDS[@]}"
+POOL=$(q1 "select count(*) from pg_stat_activity where datname = '$DB' and application_name = 'cognie-sync'" 2>/dev/null || echo "?")
 
 # --- what the cases look at ------------------------------------------------------------------
-q1() { psql_q -d "$DB" -At -c "$1"; }
 SIZES=$(q1 "select string_agg(format('%s %s rows, %s', relname, to_char(reltuples::bigint, 'FM999,999,999'), pg_size_pretty(pg_total_relation_size(oid))), '; ' order by relname)
             from pg_class where relname in ('workflow_runs', 'workflow_steps', 'webhook_events', 'workflow_run_events')")
 ACTUAL_RUNS=$(q1 "select count(*) from workflow_runs")
@@ -326,7 +336,7 @@ CASES=$(awk -F'\t' '$3 != "-"' "$RESULTS" | wc -l)
   echo "machine:   $(nproc) cores; load average $LOAD_START at start, $LOAD_END at the end"
   echo "database:  $DB: $ACTUAL_RUNS runs ($USERS users, $PAGES pages, $DAYS days, steps for $STEP_PCT% of runs; generated + vacuum analyze in ${GEN_SECONDS} s)"
   echo "           $SIZES"
-  echo "service:   cognie-sync api, RUST_LOG=$LOG_FILTER; one client, one keep-alive connection, $WARMUP warm-up + $REQUESTS measured requests per case (curl time_total)"
+  echo "service:   cognie-sync api, RUST_LOG=$LOG_FILTER, $POOL database connections open after the pool warm-up; one client, one keep-alive connection, $WARMUP warm-up + $REQUESTS measured requests per case (curl time_total)"
   echo
   printf '| %-72s | %8s | %8s | %8s |\n' "case" "p50 ms" "p99 ms" "max ms"
   printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..74})" "----------" "----------" "----------"
