@@ -211,6 +211,7 @@ LIST_CASES+=(
   "since=1 hour ago|since=$SINCE_1H|created_at >= '$SINCE_1H'"
   "since=1 day ago|since=$SINCE_1D|created_at >= '$SINCE_1D'"
   "state=failed&workflow=notion_sync|state=failed&workflow=notion_sync|state = 'failed' and workflow = 'notion_sync'"
+  "state=failed&workflow=notion_event (rare)|state=failed&workflow=notion_event|state = 'failed' and workflow = 'notion_event'"
   "state=failed&step=fetch|state=failed&step=fetch|state = 'failed' and current_step = 'fetch'"
   "state=waiting&step=debounce|state=waiting&step=debounce|state = 'waiting' and current_step = 'debounce'"
   "state=failed&since=1 day ago|state=failed&since=$SINCE_1D|state = 'failed' and created_at >= '$SINCE_1D'"
@@ -221,6 +222,7 @@ LIST_CASES+=(
   "(matches nothing) state=succeeded&step=fetch|state=succeeded&step=fetch|state = 'succeeded' and current_step = 'fetch'"
   "(matches nothing) state=cancelled&step=persist|state=cancelled&step=persist|state = 'cancelled' and current_step = 'persist'"
   "(matches nothing) workflow=notion_event&step=fetch|workflow=notion_event&step=fetch|workflow = 'notion_event' and current_step = 'fetch'"
+  "(matches nothing) workflow=notion_sync&step=discover_users|workflow=notion_sync&step=discover_users|workflow = 'notion_sync' and current_step = 'discover_users'"
 )
 RUN_COLUMNS="id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger, parent_id, attempt, error_kind, last_error, next_run_at, created_at, updated_at, finished_at"
 

@@ -123,7 +123,7 @@ pub const QUEUE_STATS_EXACT_ROWS: i64 = 50_000;
 #[derive(Debug, Clone, Copy)]
 struct TableSize {
     /// Live rows by the cumulative statistics (`pg_stat_user_tables.n_live_tup`: inserts minus
-    /// deletes, reset by VACUUM and ANALYZE to what they counted; a second or so behind).
+    /// deletes, reset by VACUUM and ANALYZE to what they counted; seconds behind at most).
     live: i64,
     /// `pg_class.reltuples` as of the last VACUUM or ANALYZE (-1: never).
     reltuples: i64,
@@ -328,7 +328,7 @@ impl Store {
             return Ok((runs, false));
         }
         // The states other than succeeded are few (in flight, or kept for ops): counted exactly,
-        // from workflow_runs_state_created_idx, at any table size.
+        // from an index led by the state, at any table size.
         let rows = sqlx::query(
             r#"
             select state, count(*) as n from workflow_runs
