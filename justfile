@@ -28,6 +28,10 @@ bench-ingest:
 bench-workflow:
     bash bench/workflow.sh
 
+# Ops API benchmark: p50/p99 of every GET /api/workflows filter, a run's detail and GET /api/queue/stats with RUNS (default 1,000,000) runs in PostgreSQL (see bench/ops.sh).
+bench-ops:
+    bash bench/ops.sh
+
 # API fuzzing: schemathesis (every check) against the release service on a fresh database (see scripts/fuzz-api.sh).
 fuzz-api:
     bash scripts/fuzz-api.sh

@@ -112,7 +112,12 @@ impl Metrics {
             let _ = writeln!(out, "cognie_rate_limit_waits_total {}", m.rate_limit_waits);
         });
         if let Some(q) = queue {
-            header(&mut out, "cognie_workflow_runs", "gauge", "Workflow runs by state.");
+            header(
+                &mut out,
+                "cognie_workflow_runs",
+                "gauge",
+                "Workflow runs by state (succeeded is estimated on large tables, see /api/queue/stats).",
+            );
             for (state, n) in &q.runs {
                 let _ = writeln!(out, "cognie_workflow_runs{{state=\"{state}\"}} {n}");
             }

@@ -150,6 +150,11 @@ pub struct QueueStatsBody {
     /// Age of the oldest run due to start but not started yet (null when none).
     #[oai(nullable)]
     pub oldest_pending_age_seconds: Option<f64>,
+    /// The counts above that are estimates, e.g. `runs.succeeded`, `steps.fetch.succeeded`;
+    /// empty when all are exact. Only `succeeded` counts are ever estimated, and only on
+    /// large tables (over 50,000 rows): from PostgreSQL's table statistics, minus the exact
+    /// counts of the other states. Every other count is exact.
+    pub estimated: Vec<String>,
 }
 
 #[derive(ApiResponse)]
@@ -376,7 +381,8 @@ impl WorkflowsApi {
         }
     }
 
-    /// Runs by state, steps by state, and the age of the oldest pending run.
+    /// Runs by state, steps by state, and the age of the oldest pending run. On large tables
+    /// the `succeeded` counts are estimates (listed in `estimated`); all others are exact.
     #[oai(path = "/api/queue/stats", method = "get", operation_id = "queueStats")]
     async fn queue_stats(&self, _auth: ApiToken, state: Data<&Arc<HttpState>>) -> QueueStatsResponse {
         match state.store.queue_stats().await {
@@ -384,6 +390,7 @@ impl WorkflowsApi {
                 runs: stats.runs,
                 steps: stats.steps,
                 oldest_pending_age_seconds: stats.oldest_pending_age_seconds,
+                estimated: stats.estimated,
             })),
             Err(e) => store_failure!(QueueStatsResponse, e),
         }

@@ -322,6 +322,10 @@ pub struct QueueStats {
     pub runs: BTreeMap<String, i64>,
     pub steps: BTreeMap<String, BTreeMap<String, i64>>,
     pub oldest_pending_age_seconds: Option<f64>,
+    /// Which of the counts are estimates, as `runs.succeeded` or `steps.<name>.succeeded`;
+    /// empty when every count is exact (PostgreSQL estimates `succeeded` on large tables; see
+    /// `PgStore::queue_stats`).
+    pub estimated: Vec<String>,
 }
 
 // --- Flashcards

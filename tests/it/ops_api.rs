@@ -3,11 +3,13 @@
 use crate::{conformance, on_db};
 use std::time::Duration;
 
+use cognie_sync::store::{QueueStats, pg::PgStore};
 use serde_json::json;
 
 use crate::support::{
     TestApp,
     app::{API_TOKEN, expect_error, expect_json},
+    db::postgres_or_skip,
     eventually,
 };
 
@@ -243,7 +245,55 @@ async fn queue_stats_count_runs_and_steps_by_state() {
     }
     assert_eq!(stats["steps"]["discover_users"]["succeeded"], 3);
     assert!(stats["oldest_pending_age_seconds"].is_null());
+    assert_eq!(stats["estimated"], json!([]), "small tables are counted exactly");
 }
+}
+
+/// PostgreSQL's statistics-based estimates (SQLite, one process's data, counts exactly).
+#[tokio::test]
+async fn on_large_tables_queue_stats_estimate_only_the_succeeded_counts() {
+    if !postgres_or_skip() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    for n in 0..3 {
+        expect_json(app.post_signed(&event(n)).await, 200).await;
+    }
+    insert_failed_event_run(&app, 0).await;
+    eventually("three succeeded runs", Duration::from_secs(10), || async {
+        (app.count("select count(*) from workflow_runs where state = 'succeeded'").await == 3).then_some(())
+    })
+    .await;
+    let store = PgStore::new(app.db.pg().clone());
+    let by_state = |stats: &QueueStats| {
+        ["pending", "running", "waiting", "failed", "cancelled"].map(|s| stats.runs.get(s).copied())
+    };
+
+    // Every table "large": runs other than succeeded are counted exactly, succeeded estimated
+    // from the table's statistics. Steps have no column statistics before an ANALYZE, so they
+    // are still counted in full.
+    let stats = store.queue_stats_with_exact_rows(-1).await.expect("stats");
+    assert_eq!(stats.estimated, ["runs.succeeded"], "{stats:?}");
+    assert_eq!(by_state(&stats), [Some(0), Some(0), Some(0), Some(1), Some(0)]);
+    assert!(stats.runs.contains_key("succeeded"));
+    assert_eq!(stats.steps["discover_users"]["succeeded"], 3);
+    assert_eq!(stats.steps["discover_users"]["failed"], 1);
+
+    // After an ANALYZE (which counts these few rows exactly, and later statistics flushes can
+    // only add to), the succeeded counts are estimates of at least the real 3; the rest stay exact.
+    sqlx::query("analyze workflow_runs, workflow_steps").execute(app.db.pg()).await.expect("analyze");
+    let stats = store.queue_stats_with_exact_rows(-1).await.expect("stats");
+    assert_eq!(stats.estimated, ["runs.succeeded", "steps.discover_users.succeeded"], "{stats:?}");
+    assert_eq!(by_state(&stats), [Some(0), Some(0), Some(0), Some(1), Some(0)]);
+    assert!(stats.runs["succeeded"] >= 3, "{stats:?}");
+    assert!(stats.steps["discover_users"]["succeeded"] >= 3, "{stats:?}");
+    assert_eq!(stats.steps["discover_users"]["failed"], 1);
+
+    // Below the limit, the same data is counted exactly.
+    let exact = store.queue_stats().await.expect("stats");
+    assert!(exact.estimated.is_empty());
+    assert_eq!(exact.runs["succeeded"], 3);
+    assert_eq!(exact.steps["discover_users"], [("failed".to_owned(), 1), ("succeeded".to_owned(), 3)].into());
 }
 
 conformance! {

@@ -1,5 +1,7 @@
 //! What ops read and do: list and inspect runs, retry and cancel them, queue statistics.
 
+use std::collections::BTreeMap;
+
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::{PgStore, jobs::enqueue_job, sync};
@@ -13,6 +15,34 @@ use crate::{
 
 const RUN_COLUMNS: &str = "id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger, parent_id, \
      attempt, error_kind, last_error, next_run_at, created_at, updated_at, finished_at";
+
+/// Up to this many rows (as PostgreSQL's statistics count them), `queue_stats` counts a table
+/// exactly, in full (a few milliseconds). Above it, `succeeded` is estimated.
+pub const QUEUE_STATS_EXACT_ROWS: i64 = 50_000;
+
+/// A table's size as PostgreSQL's statistics know it, without reading the table.
+#[derive(Debug, Clone, Copy)]
+struct TableSize {
+    /// Live rows by the cumulative statistics (`pg_stat_user_tables.n_live_tup`: inserts minus
+    /// deletes, reset by VACUUM and ANALYZE to what they counted; seconds behind at most).
+    live: i64,
+    /// `pg_class.reltuples` as of the last VACUUM or ANALYZE (-1: never).
+    reltuples: i64,
+}
+
+impl TableSize {
+    /// The live-row estimate: the cumulative statistics, unless they were reset (after a
+    /// crash, or `pg_stat_reset`), then the last VACUUM / ANALYZE.
+    fn estimate(self) -> i64 {
+        if self.live > 0 { self.live } else { self.reltuples.max(0) }
+    }
+
+    /// Whether the table is small enough to count in full. Either source saying "large" is
+    /// believed, so that a reset never makes a large table look small.
+    fn count_exactly(self, exact_rows: i64) -> bool {
+        self.live.max(self.reltuples) <= exact_rows
+    }
+}
 
 impl PgStore {
     /// Runs matching `filter`, newest first, after `cursor`; at most `limit`.
@@ -146,33 +176,153 @@ impl PgStore {
         Ok((matched, retried))
     }
 
+    /// Runs by state, step records by name and state, and the age of the oldest pending run.
+    ///
+    /// Every count is exact except `succeeded` on large tables: counting a million rows takes
+    /// longer than this endpoint may (it also serves `/metrics`), and keeping counters in the
+    /// engine's transactions would add a write to every state change. So, above
+    /// [`QUEUE_STATS_EXACT_ROWS`] rows, the other states (few: in flight, failed, cancelled) are
+    /// counted exactly from indexes, and `succeeded` is the table's live rows by PostgreSQL's
+    /// statistics minus those exact counts (for steps, the rows of each step name by the
+    /// column's statistics from the last ANALYZE, minus that step's exact counts). Those
+    /// counts are named in [`QueueStats::estimated`].
     pub async fn queue_stats(&self) -> StoreResult<QueueStats> {
-        let mut stats = QueueStats::default();
-        for state in ["pending", "running", "waiting", "succeeded", "failed", "cancelled"] {
-            stats.runs.insert(state.to_owned(), 0);
+        self.queue_stats_with_exact_rows(QUEUE_STATS_EXACT_ROWS).await
+    }
+
+    /// [`PgStore::queue_stats`] with another size limit for exact counting (tests pass -1 to
+    /// take the estimating path on any table).
+    #[doc(hidden)]
+    pub async fn queue_stats_with_exact_rows(&self, exact_rows: i64) -> StoreResult<QueueStats> {
+        let (runs_size, steps_size) = self.table_sizes().await?;
+        // Three independent reads, each on its own connection.
+        let ((runs, runs_estimated), (steps, steps_estimated), oldest_pending_age_seconds) = tokio::try_join!(
+            self.count_runs(runs_size, exact_rows),
+            self.count_steps(steps_size, exact_rows),
+            self.oldest_pending_age(),
+        )?;
+        let mut estimated = Vec::new();
+        if runs_estimated {
+            estimated.push("runs.succeeded".to_owned());
         }
-        let runs = sqlx::query(r#"select state, count(*) as n from workflow_runs group by state"#)
-            .fetch_all(&self.pool)
-            .await?;
-        for row in runs {
-            stats.runs.insert(row.get("state"), row.get("n"));
-        }
-        let steps =
-            sqlx::query(r#"select name, state, count(*) as n from workflow_steps group by name, state"#)
+        estimated.extend(steps_estimated.iter().map(|name| format!("steps.{name}.succeeded")));
+        Ok(QueueStats { runs, steps, oldest_pending_age_seconds, estimated })
+    }
+
+    /// Runs by state (every state present, 0 when none); `true` when `succeeded` is estimated.
+    async fn count_runs(
+        &self,
+        size: TableSize,
+        exact_rows: i64,
+    ) -> StoreResult<(BTreeMap<String, i64>, bool)> {
+        let mut runs: BTreeMap<String, i64> =
+            ["pending", "running", "waiting", "succeeded", "failed", "cancelled"]
+                .map(|s| (s.to_owned(), 0))
+                .into();
+        if size.count_exactly(exact_rows) {
+            let rows = sqlx::query(r#"select state, count(*) as n from workflow_runs group by state"#)
                 .fetch_all(&self.pool)
                 .await?;
-        for row in steps {
-            stats.steps.entry(row.get("name")).or_default().insert(row.get("state"), row.get("n"));
+            for row in rows {
+                runs.insert(row.get("state"), row.get("n"));
+            }
+            return Ok((runs, false));
         }
-        stats.oldest_pending_age_seconds = sqlx::query_scalar(
+        // The states other than succeeded are few (in flight, or kept for ops): counted exactly,
+        // from an index led by the state, at any table size.
+        let rows = sqlx::query(
+            r#"
+            select state, count(*) as n from workflow_runs
+            where state in ('pending', 'running', 'waiting', 'failed', 'cancelled')
+            group by state
+            "#,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counted = 0;
+        for row in rows {
+            let n: i64 = row.get("n");
+            counted += n;
+            runs.insert(row.get("state"), n);
+        }
+        runs.insert("succeeded".into(), (size.estimate() - counted).max(0));
+        Ok((runs, true))
+    }
+
+    /// Step records by name and state; the names whose `succeeded` count is estimated.
+    async fn count_steps(
+        &self,
+        size: TableSize,
+        exact_rows: i64,
+    ) -> StoreResult<(BTreeMap<String, BTreeMap<String, i64>>, Vec<String>)> {
+        // The share of each step name in workflow_steps, from the last ANALYZE (there are only a
+        // handful of names, so all of them are in the column's most-common-values list).
+        let shares: Vec<(String, f64)> = if size.count_exactly(exact_rows) {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                r#"
+                select v.name, v.share::float8
+                from pg_stats s
+                cross join lateral unnest(s.most_common_vals::text::text[], s.most_common_freqs) as v(name, share)
+                where s.schemaname = current_schema() and s.tablename = 'workflow_steps'
+                  and s.attname = 'name' and not s.inherited
+                "#,
+            )
+            .fetch_all(&self.pool)
+            .await?
+        };
+        // Small, or never analyzed (no shares to estimate with): counted in full.
+        let sql = if shares.is_empty() {
+            r#"select name, state, count(*) as n from workflow_steps group by name, state"#
+        } else {
+            // Served by workflow_steps_not_succeeded_idx.
+            r#"select name, state, count(*) as n from workflow_steps where state <> 'succeeded' group by name, state"#
+        };
+        let mut steps: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for row in sqlx::query(sql).fetch_all(&self.pool).await? {
+            steps.entry(row.get("name")).or_default().insert(row.get("state"), row.get("n"));
+        }
+        let mut estimated = Vec::with_capacity(shares.len());
+        for (name, share) in shares {
+            let total = (size.estimate() as f64 * share).round() as i64;
+            let by_state = steps.entry(name.clone()).or_default();
+            let counted: i64 = by_state.values().sum();
+            by_state.insert("succeeded".into(), (total - counted).max(0));
+            estimated.push(name);
+        }
+        estimated.sort();
+        Ok((steps, estimated))
+    }
+
+    /// Seconds since the oldest pending run became due (`None`: no pending run).
+    async fn oldest_pending_age(&self) -> StoreResult<Option<f64>> {
+        Ok(sqlx::query_scalar(
             r#"
             select extract(epoch from now() - min(coalesce(next_run_at, created_at)))::float8
             from workflow_runs where state = 'pending'
             "#,
         )
         .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The sizes of workflow_runs and workflow_steps by PostgreSQL's statistics (no table read).
+    async fn table_sizes(&self) -> StoreResult<(TableSize, TableSize)> {
+        let (runs_live, runs_reltuples, steps_live, steps_reltuples): (i64, f64, i64, f64) = sqlx::query_as(
+            r#"
+            select pg_stat_get_live_tuples('workflow_runs'::regclass),
+                   (select reltuples::float8 from pg_class where oid = 'workflow_runs'::regclass),
+                   pg_stat_get_live_tuples('workflow_steps'::regclass),
+                   (select reltuples::float8 from pg_class where oid = 'workflow_steps'::regclass)
+            "#,
+        )
+        .fetch_one(&self.pool)
         .await?;
-        Ok(stats)
+        Ok((
+            TableSize { live: runs_live, reltuples: runs_reltuples as i64 },
+            TableSize { live: steps_live, reltuples: steps_reltuples as i64 },
+        ))
     }
 }
 
