@@ -195,7 +195,13 @@ impl Engine {
         let (transition, next) = self.continuation(claim, transition, worker);
         tx.apply_transition(claim, &transition).await?;
         self.after_transition(&mut tx, claim, &transition).await?;
-        tx.commit().await?;
+        if next.is_some() {
+            // The run went on with this worker; no step in this workflow enqueues jobs of
+            // its own when it is followed by another (discover_users and persist are last).
+            tx.commit_without_jobs().await?;
+        } else {
+            tx.commit().await?;
+        }
         log_transition(&transition);
         Ok((transition.outcome_label(), next))
     }

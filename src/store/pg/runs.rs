@@ -281,6 +281,9 @@ impl PgStore {
             ids.push(run_id);
         }
         tx.commit().await?;
+        if !ids.is_empty() {
+            self.jobs_committed();
+        }
         Ok(ids)
     }
 }
