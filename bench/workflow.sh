@@ -357,7 +357,10 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; 
 RATIO=$(pct "$RUNS_PS" "$APALIS_PS")
 STEP_RATIO=$(pct "$STEPS_PS" "$APALIS_PS")
 RATIO_OK=$(awk -v r="$RATIO" 'BEGIN { print (r + 0 >= 25 ? "met" : "NOT met") }')
-P50_OK=$(awk -v p="$P50" 'BEGIN { print (p + 0 < 10 ? "met" : "NOT met") }')
+Q50=$(field queued_pickup_p50_ms "$RESULT")
+# Judged on every step start: the steps a worker claimed on in the previous step's transaction
+# (P50) and the steps that came through the queue (a run's first step, Q50).
+P50_OK=$(awk -v p="$P50" -v q="$Q50" 'BEGIN { print (p + 0 < 10 && q + 0 < 10 ? "met" : "NOT met") }')
 {
   echo
   echo "=== workflow benchmark summary ($STAMP) ==="
@@ -375,7 +378,11 @@ P50_OK=$(awk -v p="$P50" 'BEGIN { print (p + 0 < 10 ? "met" : "NOT met") }')
   echo "           cpu: $(sed 's/service 0.00  //' "$OUT_DIR/apalis.cpu" 2>/dev/null || echo n/a)"
   echo "ratio:     workflow runs/s / apalis no-op jobs/s = $RATIO% (goal >= 25%: $RATIO_OK)"
   echo "           step attempts/s / apalis no-op jobs/s = $STEP_RATIO%"
-  echo "pickup:    p50 $P50 ms (goal < 10 ms: $P50_OK); idle service ($PROBE_EVENTS probe events one at a time): p50 $(field idle_pickup_p50_ms "$RESULT") ms  p99 $(field idle_pickup_p99_ms "$RESULT") ms"
+  echo "pickup:    p50 $P50 ms, through the queue p50 $Q50 ms (goal < 10 ms for both: $P50_OK); idle service ($PROBE_EVENTS probe events one at a time): p50 $(field idle_pickup_p50_ms "$RESULT") ms  p99 $(field idle_pickup_p99_ms "$RESULT") ms"
+  echo "           (fetch/generate/persist: the previous step's end to this one's start; a step the worker"
+  echo "           claimed on in the previous step's transaction counts 0)"
+  echo "           through the queue (a run's first step, from the run's creation): p50 $(field queued_pickup_p50_ms "$RESULT") ms  p99 $(field queued_pickup_p99_ms "$RESULT") ms;"
+  echo "           idle service: p50 $(field idle_queued_pickup_p50_ms "$RESULT") ms  p99 $(field idle_queued_pickup_p99_ms "$RESULT") ms"
   echo "postgres during the event phase (pg_stat_activity every 0.5 s; wait type|event|query):"
   pg_activity_report "$OUT_DIR/events.pg_activity"
   echo "postgres during the apalis reference:"
@@ -385,5 +392,5 @@ P50_OK=$(awk -v p="$P50" 'BEGIN { print (p + 0 < 10 ? "met" : "NOT met") }')
     head -n 16 "$OUT_DIR/events.top" | sed 's/^/  /'
   fi
   echo "raw output: $OUT_DIR"
-  echo "RESULT runs_per_sec=$RUNS_PS syncs_per_sec=$(field syncs_per_sec "$RESULT") step_attempts_per_sec=$STEPS_PS pickup_p50_ms=$P50 pickup_p99_ms=$(field pickup_p99_ms "$RESULT") failed_runs=$(field failed_runs "$RESULT") apalis_jobs_per_sec=$APALIS_PS ratio_pct=$RATIO pages=$PAGES"
+  echo "RESULT runs_per_sec=$RUNS_PS syncs_per_sec=$(field syncs_per_sec "$RESULT") step_attempts_per_sec=$STEPS_PS pickup_p50_ms=$P50 pickup_p99_ms=$(field pickup_p99_ms "$RESULT") queued_pickup_p50_ms=$(field queued_pickup_p50_ms "$RESULT") idle_queued_pickup_p50_ms=$(field idle_queued_pickup_p50_ms "$RESULT") users=$USERS failed_runs=$(field failed_runs "$RESULT") apalis_jobs_per_sec=$APALIS_PS ratio_pct=$RATIO pages=$PAGES"
 } | tee "$OUT_DIR/summary.txt"

@@ -999,11 +999,12 @@ async fn drive(options: DriveOptions) -> Result<(), String> {
 
     let elapsed = events.elapsed;
     let pickup = events.pickup.get("").copied().unwrap_or_default();
-    let idle = probe.as_ref().and_then(|p| p.pickup.get("").copied()).unwrap_or(Dist {
-        p50: f64::NAN,
-        p99: f64::NAN,
-        ..Dist::default()
-    });
+    let nan = Dist { p50: f64::NAN, p99: f64::NAN, ..Dist::default() };
+    let idle = probe.as_ref().and_then(|p| p.pickup.get("").copied()).unwrap_or(nan);
+    // Steps reached through the queue (a run's first step, from the run's creation): with
+    // the engine going on with a run's next step itself, these are the job pickups.
+    let queued = events.first_pickup.get("").copied().unwrap_or(nan);
+    let idle_queued = probe.as_ref().and_then(|p| p.first_pickup.get("").copied()).unwrap_or(nan);
     let failed = ended.failed;
     let unfinished = ended.total - ended.ended;
     println!(
@@ -1013,6 +1014,8 @@ async fn drive(options: DriveOptions) -> Result<(), String> {
          event_runs={} sync_runs={sync_runs} accepted={accepted} ingest_per_sec={:.1} \
          initial_syncs_per_sec={:.1} initial_pickup_p50_ms={:.2} initial_pickup_p99_ms={:.2} \
          initial_failed_runs={} idle_pickup_p50_ms={:.2} idle_pickup_p99_ms={:.2} \
+         queued_pickup_p50_ms={:.2} queued_pickup_p99_ms={:.2} \
+         idle_queued_pickup_p50_ms={:.2} idle_queued_pickup_p99_ms={:.2} \
          commits_per_sync={:.1} step_jobs_before_events={jobs_before_events} event_step_attempts={}",
         options.users,
         sync_runs as f64 / elapsed,
@@ -1032,6 +1035,10 @@ async fn drive(options: DriveOptions) -> Result<(), String> {
         initial.states.iter().filter(|s| s.1 != "succeeded").map(|s| s.3).sum::<i64>(),
         idle.p50,
         idle.p99,
+        queued.p50,
+        queued.p99,
+        idle_queued.p50,
+        idle_queued.p99,
         db_work.commits as f64 / (events.runs / 2).max(1) as f64,
         events.attempts,
     );

@@ -175,7 +175,9 @@ impl Store {
     /// can take the step over while it is open.
     pub async fn begin_fenced(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
         Ok(match &self.backend {
-            Backend::Postgres(s) => s.begin_fenced(claim).await?.map(StoreTx::Postgres),
+            Backend::Postgres(s) => {
+                s.begin_fenced(claim).await?.map(|tx| StoreTx::Postgres(tx, s.notifier()))
+            }
             Backend::Sqlite(s) => s.begin_fenced(claim).await?.map(|tx| StoreTx::Sqlite(tx, s.wake_signal())),
         })
     }
@@ -193,6 +195,41 @@ impl Store {
         match &self.backend {
             Backend::Postgres(s) => s.pool().close().await,
             Backend::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+impl Store {
+    /// Resumes a failed or cancelled run at the step it stopped at.
+    pub async fn retry_run(&self, id: RunId, actor: &str) -> Result<(), ActionError> {
+        match &self.backend {
+            Backend::Postgres(s) => {
+                s.retry_run(id, actor).await?;
+                s.jobs_committed();
+                Ok(())
+            }
+            Backend::Sqlite(s) => s.retry_run(id, actor).await,
+        }
+    }
+
+    /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
+    /// `limit` runs per call, oldest first. Returns (matched, retried).
+    pub async fn retry_failed(
+        &self,
+        filter: &RunFilter,
+        dry_run: bool,
+        limit: i64,
+        actor: &str,
+    ) -> StoreResult<(Vec<RunId>, Vec<RunId>)> {
+        match &self.backend {
+            Backend::Postgres(s) => {
+                let result = s.retry_failed(filter, dry_run, limit, actor).await?;
+                if !result.1.is_empty() {
+                    s.jobs_committed();
+                }
+                Ok(result)
+            }
+            Backend::Sqlite(s) => s.retry_failed(filter, dry_run, limit, actor).await,
         }
     }
 }
@@ -286,14 +323,9 @@ delegate! {
     /// Runs matching `filter`, newest first, after `cursor`; at most `limit`.
     pub async fn list_runs(&self, filter: &RunFilter, cursor: Option<RunCursor>, limit: i64) -> StoreResult<Vec<RunRow>>;
     pub async fn run_detail(&self, id: RunId) -> StoreResult<Option<RunDetail>>;
-    /// Resumes a failed or cancelled run at the step it stopped at.
-    pub async fn retry_run(&self, id: RunId, actor: &str) -> Result<(), ActionError>;
     /// Cancels a run that has not finished. A waiting run stops at once; a running step's
     /// worker loses its lease, so its result is discarded.
     pub async fn cancel_run(&self, id: RunId, actor: &str) -> Result<(), ActionError>;
-    /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
-    /// `limit` runs per call, oldest first. Returns (matched, retried).
-    pub async fn retry_failed(&self, filter: &RunFilter, dry_run: bool, limit: i64, actor: &str) -> StoreResult<(Vec<RunId>, Vec<RunId>)>;
     pub async fn queue_stats(&self) -> StoreResult<QueueStats>;
 
     // --- Flashcards

@@ -69,6 +69,17 @@ pub struct ClaimedStep {
 pub enum Transition {
     /// The step succeeded; the run continues at `next_step` now.
     Advance { output: serde_json::Value, next_step: String },
+    /// The step succeeded and the same worker goes on with `next_step` at once, claimed in the
+    /// same transaction under a new lease (`lease_token`, held by `owner` for `lease`): no job
+    /// is queued for it. If that worker dies, the lease expires and the lease sweeper makes
+    /// the run runnable again with a job, as for any step whose worker died.
+    Continue {
+        output: serde_json::Value,
+        next_step: String,
+        owner: String,
+        lease_token: Uuid,
+        lease: Duration,
+    },
     /// The step succeeded and was the last: the run succeeded.
     Succeed { output: serde_json::Value },
     /// Run this step again at `at` (a backoff, a rate-limit wait, a debounce). The run waits,
@@ -89,7 +100,9 @@ impl Transition {
     /// How the attempt ended, as recorded in its history and metrics.
     pub fn outcome_label(&self) -> &'static str {
         match self {
-            Transition::Advance { .. } | Transition::Succeed { .. } => "succeeded",
+            Transition::Advance { .. } | Transition::Continue { .. } | Transition::Succeed { .. } => {
+                "succeeded"
+            }
             Transition::Wait { error: None, .. } => "waiting",
             Transition::Wait { error: Some(_), .. } => "retrying",
             Transition::Fail { .. } => "failed",

@@ -10,7 +10,8 @@ use crate::ids::{EventId, RunId, UserId};
 /// An open transaction that holds a claimed run (see [`super::Store::begin_fenced`]). Dropping
 /// it rolls back.
 pub enum StoreTx {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// With what wakes the workers once the transaction's jobs are committed.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>, std::sync::Arc<pg::notify::JobNotifier>),
     /// With what wakes the worker once the transaction's jobs are committed.
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, std::sync::Arc<tokio::sync::Notify>),
 }
@@ -18,11 +19,24 @@ pub enum StoreTx {
 impl StoreTx {
     pub async fn commit(self) -> StoreResult<()> {
         match self {
-            StoreTx::Postgres(tx) => tx.commit().await?,
+            StoreTx::Postgres(tx, notifier) => {
+                tx.commit().await?;
+                notifier.notify();
+            }
             StoreTx::Sqlite(tx, wake) => {
                 tx.commit().await?;
                 wake.notify_one();
             }
+        }
+        Ok(())
+    }
+
+    /// Commits a transaction that enqueued no job that is due now, so there is nothing to
+    /// wake the workers for (e.g. a step that claimed the run's next step for its own worker).
+    pub async fn commit_without_jobs(self) -> StoreResult<()> {
+        match self {
+            StoreTx::Postgres(tx, _) => tx.commit().await?,
+            StoreTx::Sqlite(tx, _) => tx.commit().await?,
         }
         Ok(())
     }
@@ -37,7 +51,7 @@ macro_rules! delegate_tx {
                 $(#[$attr])*
                 pub async fn $name(&mut self $(, $arg: $ty)*) -> $ret {
                     match self {
-                        StoreTx::Postgres(tx) => pg::$module::$name(&mut **tx $(, $arg)*).await,
+                        StoreTx::Postgres(tx, _) => pg::$module::$name(&mut **tx $(, $arg)*).await,
                         StoreTx::Sqlite(tx, _) => sqlite::$module::$name(&mut **tx $(, $arg)*).await,
                     }
                 }

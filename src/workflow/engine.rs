@@ -2,7 +2,14 @@
 //! keep the lease alive while the step runs, classify the outcome, and record it together with
 //! whatever comes next (next step, retry, wait, failure) in one fenced transaction.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use futures::FutureExt;
@@ -26,42 +33,61 @@ pub struct Engine {
     deps: StepDeps,
     definitions: Definitions,
     settings: EngineSettings,
+    /// Whether a worker that finishes a step goes on with the run's next step itself (until
+    /// shutdown begins).
+    continuing: AtomicBool,
 }
+
+/// How a step attempt ended, as recorded: its outcome, and the run's next step when this
+/// worker claimed it on in the same transaction.
+type Recorded = (&'static str, Option<ClaimedStep>);
 
 impl Engine {
     pub fn new(deps: StepDeps, definitions: Definitions, settings: EngineSettings) -> Arc<Self> {
-        Arc::new(Self { deps, definitions, settings })
+        Arc::new(Self { deps, definitions, settings, continuing: AtomicBool::new(true) })
     }
 
-    /// Runs the current step of the job's run, if the job is still current.
+    /// From now on, a finished step hands the run's next step to the queue instead of running
+    /// it in the same worker (graceful shutdown: stop taking work).
+    pub fn stop_continuing(&self) {
+        self.continuing.store(false, Ordering::SeqCst);
+    }
+
+    /// Runs the current step of the job's run, if the job is still current, and then the
+    /// run's next steps for as long as each one succeeds: a step's success claims the next
+    /// step for this worker in the transaction that records it, so a run does not go back
+    /// through the queue between steps (it does for waits, retries and at shutdown).
     pub async fn execute(&self, job: StepJob, worker: &str) -> Result<(), StoreError> {
         let Some(claim) = self.deps.store.claim_step(job, worker, self.settings.lease).await? else {
             tracing::debug!(run_id = %job.run_id, seq = job.seq, "stale step job skipped");
             return Ok(());
         };
-        let span = tracing::info_span!(
-            "step",
-            run_id = %claim.run_id,
-            workflow = %claim.workflow,
-            step = %claim.step,
-            attempt = claim.attempt,
-            user_id = claim.user_id.map(|u| u.to_string()).unwrap_or_default(),
-            notion_id = claim.notion_id.as_deref().unwrap_or(""),
-        );
-        self.run_claimed(claim).instrument(span).await
-    }
-
-    async fn run_claimed(&self, claim: ClaimedStep) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        if let Some(outcome) = self.run_policed(claim.clone()).await? {
-            self.deps.metrics.step_finished(&claim.step, outcome, started.elapsed().as_secs_f64());
+        let mut next = Some(claim);
+        while let Some(claim) = next.take() {
+            let span = tracing::info_span!(
+                "step",
+                run_id = %claim.run_id,
+                workflow = %claim.workflow,
+                step = %claim.step,
+                attempt = claim.attempt,
+                user_id = claim.user_id.map(|u| u.to_string()).unwrap_or_default(),
+                notion_id = claim.notion_id.as_deref().unwrap_or(""),
+            );
+            next = self.run_claimed(claim, worker).instrument(span).await?;
         }
         Ok(())
     }
 
-    /// Runs the claimed step under its policy. `Some(outcome)`: how the attempt ended, as
+    async fn run_claimed(&self, claim: ClaimedStep, worker: &str) -> Result<Option<ClaimedStep>, StoreError> {
+        let started = std::time::Instant::now();
+        let Some((outcome, next)) = self.run_policed(claim.clone(), worker).await? else { return Ok(None) };
+        self.deps.metrics.step_finished(&claim.step, outcome, started.elapsed().as_secs_f64());
+        Ok(next)
+    }
+
+    /// Runs the claimed step under its policy. `Some(..)`: how the attempt ended, as
     /// recorded; `None`: the lease was lost and nothing was recorded.
-    async fn run_policed(&self, claim: ClaimedStep) -> Result<Option<&'static str>, StoreError> {
+    async fn run_policed(&self, claim: ClaimedStep, worker: &str) -> Result<Option<Recorded>, StoreError> {
         let policy = self.definitions.policy(&claim.step);
         if claim.attempt as u32 > policy.max_attempts {
             // Only lease takeovers get here (a worker died mid-step, again and again).
@@ -69,14 +95,14 @@ impl Engine {
                 kind: "attempts_exhausted".into(),
                 message: format!("the step was started {} times without finishing", claim.attempt - 1),
             };
-            return self.record(&claim, Transition::Fail { failure }).await;
+            return self.record(&claim, Transition::Fail { failure }, worker).await;
         }
         if steps::is_transactional(&claim.step) {
-            return self.run_transactional(claim, policy).await;
+            return self.run_transactional(claim, policy, worker).await;
         }
         let Some(outcome) = self.run_external(&claim, &policy).await else { return Ok(None) };
         let transition = self.decide(&claim, &policy, outcome);
-        self.record(&claim, transition).await
+        self.record(&claim, transition, worker).await
     }
 
     /// A step whose effects commit with its transition, under the run's row lock.
@@ -84,7 +110,8 @@ impl Engine {
         &self,
         claim: ClaimedStep,
         policy: StepPolicy,
-    ) -> Result<Option<&'static str>, StoreError> {
+        worker: &str,
+    ) -> Result<Option<Recorded>, StoreError> {
         let Some(mut tx) = self.deps.store.begin_fenced(&claim).await? else {
             tracing::warn!("lease lost before the step started");
             return Ok(None);
@@ -102,9 +129,9 @@ impl Engine {
         if matches!(transition, Transition::Wait { error: Some(_), .. } | Transition::Fail { .. }) {
             // A failure: undo the step's partial writes and record it in a transaction of its own.
             drop(tx);
-            return self.record(&claim, transition).await;
+            return self.record(&claim, transition, worker).await;
         }
-        self.commit(tx, &claim, &transition).await.map(Some)
+        self.commit(tx, &claim, transition, worker).await.map(Some)
     }
 
     /// A step that calls out: no transaction is held; the lease is kept alive by heartbeats.
@@ -146,26 +173,65 @@ impl Engine {
         &self,
         claim: &ClaimedStep,
         transition: Transition,
-    ) -> Result<Option<&'static str>, StoreError> {
+        worker: &str,
+    ) -> Result<Option<Recorded>, StoreError> {
         let Some(tx) = self.deps.store.begin_fenced(claim).await? else {
             tracing::warn!("the step's lease was lost before its result was recorded; result discarded");
             return Ok(None);
         };
-        self.commit(tx, claim, &transition).await.map(Some)
+        self.commit(tx, claim, transition, worker).await.map(Some)
     }
 
     /// Applies the transition and its consequences on the fenced transaction, and commits.
+    /// A step that succeeded with another step after it claims that step for this worker in
+    /// the same transaction (unless the worker is shutting down), returned as the next claim.
     async fn commit(
         &self,
         mut tx: StoreTx,
         claim: &ClaimedStep,
-        transition: &Transition,
-    ) -> Result<&'static str, StoreError> {
-        tx.apply_transition(claim, transition).await?;
-        self.after_transition(&mut tx, claim, transition).await?;
-        tx.commit().await?;
-        log_transition(transition);
-        Ok(transition.outcome_label())
+        transition: Transition,
+        worker: &str,
+    ) -> Result<Recorded, StoreError> {
+        let (transition, next) = self.continuation(claim, transition, worker);
+        tx.apply_transition(claim, &transition).await?;
+        self.after_transition(&mut tx, claim, &transition).await?;
+        if next.is_some() {
+            // The run went on with this worker; no step in this workflow enqueues jobs of
+            // its own when it is followed by another (discover_users and persist are last).
+            tx.commit_without_jobs().await?;
+        } else {
+            tx.commit().await?;
+        }
+        log_transition(&transition);
+        Ok((transition.outcome_label(), next))
+    }
+
+    /// `Advance` becomes `Continue` (with the next step's claim) while the engine continues.
+    fn continuation(
+        &self,
+        claim: &ClaimedStep,
+        transition: Transition,
+        worker: &str,
+    ) -> (Transition, Option<ClaimedStep>) {
+        match transition {
+            Transition::Advance { output, next_step } if self.continuing.load(Ordering::SeqCst) => {
+                let next = ClaimedStep {
+                    step: next_step.clone(),
+                    attempt: 1,
+                    lease_token: uuid::Uuid::new_v4(),
+                    ..claim.clone()
+                };
+                let transition = Transition::Continue {
+                    output,
+                    next_step,
+                    owner: worker.to_owned(),
+                    lease_token: next.lease_token,
+                    lease: self.settings.lease,
+                };
+                (transition, Some(next))
+            }
+            other => (other, None),
+        }
     }
 
     /// Effects of a run ending: the next sync of the same content may be waiting for it.
@@ -241,7 +307,9 @@ fn jitter() -> f64 {
 
 fn log_transition(transition: &Transition) {
     match transition {
-        Transition::Advance { next_step, .. } => tracing::debug!(next_step = %next_step, "step succeeded"),
+        Transition::Advance { next_step, .. } | Transition::Continue { next_step, .. } => {
+            tracing::debug!(next_step = %next_step, "step succeeded")
+        }
         Transition::Succeed { .. } => tracing::info!("run succeeded"),
         Transition::Wait { at, error: Some(e), .. } => {
             tracing::warn!(error_kind = %e.kind, error = %e.message, retry_at = %at, "step failed; retry scheduled")

@@ -60,6 +60,7 @@ pub async fn run_worker(
     let concurrency = settings.concurrency;
     let poll = settings.poll_interval;
     let batch = settings.concurrency.clamp(1, 100);
+    let engine_for_shutdown = engine.clone();
     let monitor = Monitor::new().shutdown_timeout(shutdown_timeout);
     let monitor = if let Some(pool) = store.pg_pool().cloned() {
         let config = apalis_postgres::Config::default()
@@ -105,9 +106,12 @@ pub async fn run_worker(
                 .build(handle_job)
         })
     };
+    let stopping = engine_for_shutdown;
     monitor
         .run_with_signal(async move {
             shutdown.await;
+            // In-flight steps finish, but hand their run's next step to the queue.
+            stopping.stop_continuing();
             Ok(())
         })
         .await

@@ -63,7 +63,12 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         match inserted {
-            Some(id) => Ok(IntakeOutcome::Stored(EventId(id))),
+            Some(id) => {
+                if run.is_some() {
+                    self.jobs_committed();
+                }
+                Ok(IntakeOutcome::Stored(EventId(id)))
+            }
             None => Ok(IntakeOutcome::Duplicate(existing_event(&self.pool, event.dedupe_key).await?)),
         }
     }

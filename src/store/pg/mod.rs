@@ -5,6 +5,7 @@ pub mod events;
 pub mod flashcards;
 pub mod jobs;
 pub mod keys;
+pub mod notify;
 pub mod oauth;
 pub mod ops;
 pub mod ratelimit;
@@ -14,7 +15,7 @@ pub mod runs;
 pub mod sync;
 pub mod users;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use sqlx::{
@@ -32,15 +33,28 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// Wakes every process's step workers after we commit step jobs (see `notify`).
+    pub(super) notifier: Arc<notify::JobNotifier>,
 }
 
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        let notifier = Arc::new(notify::JobNotifier::new(&pool.connect_options()));
+        Self { pool, notifier }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// What wakes the workers once a transaction that enqueued step jobs has committed.
+    pub fn notifier(&self) -> Arc<notify::JobNotifier> {
+        self.notifier.clone()
+    }
+
+    /// Step jobs were committed: wake the workers (every process's).
+    pub fn jobs_committed(&self) {
+        self.notifier.notify();
     }
 
     pub async fn connect(settings: &PoolSettings) -> StoreResult<Self> {
@@ -62,7 +76,7 @@ impl PgStore {
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 
     /// Safe to run from many processes at once: sqlx serialises them with an advisory lock.

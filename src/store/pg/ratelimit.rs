@@ -1,5 +1,6 @@
 //! The shared per-user Notion rate limiter's state: one row per user, locked while a grant is
-//! decided, so every worker process and every restart sees the same limiter.
+//! decided (by one SQL function call), so every worker process and every restart sees the same
+//! limiter.
 
 use std::time::Duration;
 
@@ -13,45 +14,29 @@ use crate::{
 
 impl PgStore {
     /// Counts one request against `user`'s limit of `limit` per `window`, if a slot is free.
-    /// Times are the database's clock, which every process shares.
+    /// Times are the database's clock, which every process shares. One call of
+    /// `cognie_acquire_rate_limit_slot` (migration `..._rate_limit_in_one_statement.sql`): one
+    /// round trip, and the user's row is locked only while that statement runs.
     pub async fn acquire_rate_limit_slot(
         &self,
         user: UserId,
         limit: u32,
         window: Duration,
     ) -> StoreResult<Grant> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            r#"insert into notion_rate_limits (user_id) values ($1) on conflict (user_id) do nothing"#,
+        let (granted, wait_until): (bool, Option<DateTime<Utc>>) = sqlx::query_as(
+            r#"select granted, wait_until from cognie_acquire_rate_limit_slot($1, $2, make_interval(secs => $3))"#,
         )
         .bind(user)
-        .execute(&mut *tx)
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+        .bind(window.as_secs_f64())
+        .fetch_one(&self.pool)
         .await?;
-        let (grants, blocked_until, now): (Vec<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
-            r#"select recent_grants, blocked_until, now() from notion_rate_limits where user_id = $1 for update"#,
-        )
-        .bind(user)
-        .fetch_one(&mut *tx)
-        .await?;
-        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let mut live: Vec<DateTime<Utc>> = grants.into_iter().filter(|at| *at > now - window).collect();
-        live.sort();
-        let grant = match blocked_until {
-            Some(until) if until > now => Grant::WaitUntil(until),
-            _ if live.len() < limit as usize => {
-                live.push(now);
-                Grant::Granted
-            }
-            // The slot that frees first is the one taken `limit` grants ago.
-            _ => Grant::WaitUntil(live[live.len() - limit as usize] + window),
-        };
-        sqlx::query(r#"update notion_rate_limits set recent_grants = $2 where user_id = $1"#)
-            .bind(user)
-            .bind(&live)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(grant)
+        Ok(match (granted, wait_until) {
+            (true, _) => Grant::Granted,
+            (false, Some(until)) => Grant::WaitUntil(until),
+            // Not reachable: a refusal always says until when.
+            (false, None) => Grant::WaitUntil(Utc::now()),
+        })
     }
 
     /// Blocks `user`'s limiter for `for_at_least` (Notion answered 429 with Retry-After).

@@ -139,6 +139,9 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if !runs.is_empty() {
+            self.jobs_committed();
+        }
         Ok(runs)
     }
 }

@@ -113,14 +113,16 @@ impl PgStore {
     }
 }
 
-/// Applies a transition on a connection inside a fenced transaction (see [`Store::begin_fenced`]).
+/// Applies a transition on a connection inside a fenced transaction (see [`Store::begin_fenced`]):
+/// the run's and the step's records and the attempt's history in one statement, then the job
+/// that comes next, if any.
 pub async fn apply_transition(
     conn: &mut PgConnection,
     claim: &ClaimedStep,
     transition: &Transition,
 ) -> StoreResult<Fenced> {
-    // Run-level change; `dispatch_seq` moves on whenever a new job is enqueued, so any older
-    // job for this run becomes a no-op.
+    // Run-level change; `dispatch_seq` moves on whenever a new job is enqueued (or the run is
+    // claimed on), so any older job for this run becomes a no-op.
     let (state, next_step, next_at, error, finished): (
         &str,
         Option<&str>,
@@ -131,28 +133,71 @@ pub async fn apply_transition(
         Transition::Advance { next_step, .. } => {
             ("pending", Some(next_step.as_str()), Some(Utc::now()), None, false)
         }
+        Transition::Continue { next_step, .. } => ("running", Some(next_step.as_str()), None, None, false),
         Transition::Succeed { .. } => ("succeeded", None, None, None, true),
         Transition::Wait { at, error, .. } => ("waiting", None, Some(*at), error.as_ref(), false),
         Transition::Fail { failure } => ("failed", None, None, Some(failure), true),
     };
+    // The next step's claim, when this worker goes on with it.
+    let (owner, next_token, lease_secs) = match transition {
+        Transition::Continue { owner, lease_token, lease, .. } => {
+            (Some(owner.as_str()), Some(*lease_token), Some(lease.as_secs_f64()))
+        }
+        _ => (None, None, None),
+    };
+    let (step_state, output) = match transition {
+        Transition::Advance { output, .. }
+        | Transition::Continue { output, .. }
+        | Transition::Succeed { output } => ("succeeded", Some(output)),
+        Transition::Wait { output, .. } => ("waiting", output.as_ref()),
+        Transition::Fail { .. } => ("failed", None),
+    };
     let enqueue = next_at.is_some();
     let row = sqlx::query(
         r#"
-        update workflow_runs
-        set state = $3,
-            current_step = coalesce($4, current_step),
-            attempt = case when $4::text is not null then 0 when $10 then attempt else attempt - 1 end,
-            next_run_at = $5,
-            error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
-            last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
-            dispatch_seq = dispatch_seq + case when $8 then 1 else 0 end,
-            lease_owner = null,
-            lease_token = null,
-            lease_expires_at = null,
-            finished_at = case when $9 then now() else null end,
-            updated_at = now()
-        where id = $1 and lease_token = $2 and state = 'running'
-        returning dispatch_seq
+        with run as (
+            update workflow_runs
+            set state = $3,
+                current_step = coalesce($4, current_step),
+                attempt = case when $13::uuid is not null then 1
+                               when $4::text is not null then 0
+                               when $10 then attempt else attempt - 1 end,
+                next_run_at = $5,
+                error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
+                last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
+                dispatch_seq = dispatch_seq + case when $8 or $13::uuid is not null then 1 else 0 end,
+                lease_owner = $12,
+                lease_token = $13,
+                lease_expires_at = now() + make_interval(secs => $14),
+                finished_at = case when $9 then now() else null end,
+                updated_at = now()
+            where id = $1 and lease_token = $2 and state = 'running'
+            returning id, dispatch_seq
+        ), step as (
+            update workflow_steps s
+            set state = $11,
+                attempts = s.attempts - case when $10 then 0 else 1 end,
+                output = coalesce($15, s.output),
+                error_kind = coalesce($6, s.error_kind),
+                error = coalesce($7, s.error),
+                finished_at = case when $11 in ('succeeded', 'failed') then now() else s.finished_at end
+            from run
+            where s.run_id = run.id and s.name = $16
+        ), history as (
+            update workflow_step_attempts a
+            set finished_at = now(), outcome = $17, error_kind = $6, error = $7
+            from run
+            where a.lease_token = $2
+        ), next_step as (
+            insert into workflow_steps (run_id, name, state, attempts, started_at)
+            select id, $4, 'running', 1, now() from run where $13::uuid is not null
+            on conflict (run_id, name) do update
+            set state = 'running', attempts = workflow_steps.attempts + 1, started_at = now(), finished_at = null
+        ), next_history as (
+            insert into workflow_step_attempts (lease_token, run_id, step, worker)
+            select $13, id, $4, $12 from run where $13::uuid is not null
+        )
+        select dispatch_seq from run
         "#,
     )
     .bind(claim.run_id)
@@ -165,51 +210,17 @@ pub async fn apply_transition(
     .bind(enqueue)
     .bind(finished)
     .bind(transition.spends_attempt())
+    .bind(step_state)
+    .bind(owner)
+    .bind(next_token)
+    .bind(lease_secs)
+    .bind(output)
+    .bind(&claim.step)
+    .bind(transition.outcome_label())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };
     let seq: i64 = row.get("dispatch_seq");
-
-    // Step-level record.
-    let (step_state, output) = match transition {
-        Transition::Advance { output, .. } | Transition::Succeed { output } => ("succeeded", Some(output)),
-        Transition::Wait { output, .. } => ("waiting", output.as_ref()),
-        Transition::Fail { .. } => ("failed", None),
-    };
-    sqlx::query(
-        r#"
-        update workflow_steps
-        set state = $3,
-            attempts = attempts - case when $7 then 0 else 1 end,
-            output = coalesce($4, output),
-            error_kind = coalesce($5, error_kind),
-            error = coalesce($6, error),
-            finished_at = case when $3 in ('succeeded', 'failed') then now() else finished_at end
-        where run_id = $1 and name = $2
-        "#,
-    )
-    .bind(claim.run_id)
-    .bind(&claim.step)
-    .bind(step_state)
-    .bind(output)
-    .bind(error.map(|e| e.kind.as_str()))
-    .bind(error.map(|e| e.message.as_str()))
-    .bind(transition.spends_attempt())
-    .execute(&mut *conn)
-    .await?;
-
-    sqlx::query(
-        r#"
-        update workflow_step_attempts set finished_at = now(), outcome = $2, error_kind = $3, error = $4
-        where lease_token = $1
-        "#,
-    )
-    .bind(claim.lease_token)
-    .bind(transition.outcome_label())
-    .bind(error.map(|e| e.kind.as_str()))
-    .bind(error.map(|e| e.message.as_str()))
-    .execute(&mut *conn)
-    .await?;
 
     if let Some(at) = next_at {
         let delay = (at - Utc::now()).to_std().unwrap_or_default();
@@ -307,6 +318,9 @@ impl PgStore {
             ids.push(run_id);
         }
         tx.commit().await?;
+        if !ids.is_empty() {
+            self.jobs_committed();
+        }
         Ok(ids)
     }
 }

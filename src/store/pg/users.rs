@@ -112,6 +112,7 @@ impl PgStore {
         let target = SyncTarget { user_id, notion_id: notion_id.to_string(), kind: kind.to_owned() };
         let run_id = start_sync(&mut tx, &target, SyncTrigger::Subscription, window).await?;
         tx.commit().await?;
+        self.jobs_committed();
         Ok((subscription, run_id))
     }
 
@@ -142,6 +143,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let run_id = start_sync(&mut tx, target, SyncTrigger::Manual, window).await?;
         tx.commit().await?;
+        self.jobs_committed();
         Ok(run_id)
     }
 }

@@ -237,24 +237,33 @@ pub async fn apply_transition(
         Transition::Advance { next_step, .. } => {
             ("pending", Some(next_step.as_str()), Some(now), None, false)
         }
+        Transition::Continue { next_step, .. } => ("running", Some(next_step.as_str()), None, None, false),
         Transition::Succeed { .. } => ("succeeded", None, None, None, true),
         Transition::Wait { at, error, .. } => ("waiting", None, Some(*at), error.as_ref(), false),
         Transition::Fail { failure } => ("failed", None, None, Some(failure), true),
     };
     let spends_attempt = transition.spends_attempt();
+    // The next step's claim, when this worker goes on with it.
+    let (owner, next_token, lease_expires) = match transition {
+        Transition::Continue { owner, lease_token, lease, .. } => {
+            (Some(owner.as_str()), Some(*lease_token), Some(from_now(*lease)))
+        }
+        _ => (None, None, None),
+    };
+    let continues = next_token.is_some();
     let row = sqlx::query(
         r#"
         update workflow_runs
         set state = $3,
             current_step = coalesce($4, current_step),
-            attempt = case when $4 is not null then 0 when $10 then attempt else attempt - 1 end,
+            attempt = case when $15 then 1 when $4 is not null then 0 when $10 then attempt else attempt - 1 end,
             next_run_at = $5,
             error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
             last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
-            dispatch_seq = dispatch_seq + case when $8 then 1 else 0 end,
-            lease_owner = null,
-            lease_token = null,
-            lease_expires_at = null,
+            dispatch_seq = dispatch_seq + case when $8 or $15 then 1 else 0 end,
+            lease_owner = $12,
+            lease_token = $13,
+            lease_expires_at = $14,
             finished_at = case when $9 then $11 else null end,
             updated_at = $11
         where id = $1 and lease_token = $2 and state = 'running'
@@ -272,13 +281,19 @@ pub async fn apply_transition(
     .bind(finished)
     .bind(spends_attempt)
     .bind(ts(now))
+    .bind(owner)
+    .bind(next_token)
+    .bind(lease_expires)
+    .bind(continues)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };
     let seq: i64 = row.get("dispatch_seq");
 
     let (step_state, output) = match transition {
-        Transition::Advance { output, .. } | Transition::Succeed { output } => ("succeeded", Some(output)),
+        Transition::Advance { output, .. }
+        | Transition::Continue { output, .. }
+        | Transition::Succeed { output } => ("succeeded", Some(output)),
         Transition::Wait { output, .. } => ("waiting", output.as_ref()),
         Transition::Fail { .. } => ("failed", None),
     };
@@ -318,6 +333,36 @@ pub async fn apply_transition(
     .bind(error.map(|e| e.message.as_str()))
     .execute(&mut *conn)
     .await?;
+
+    if let (Some(token), Some(next_step)) = (next_token, next_step) {
+        sqlx::query(
+            r#"
+            insert into workflow_steps (run_id, name, state, attempts, started_at)
+            values ($1, $2, 'running', 1, $3)
+            on conflict (run_id, name) do update
+            set state = 'running', attempts = workflow_steps.attempts + 1, started_at = excluded.started_at,
+                finished_at = null
+            "#,
+        )
+        .bind(claim.run_id)
+        .bind(next_step)
+        .bind(ts(now))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            r#"
+            insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at)
+            values ($1, $2, $3, $4, $5)
+            "#,
+        )
+        .bind(token)
+        .bind(claim.run_id)
+        .bind(next_step)
+        .bind(owner)
+        .bind(ts(now))
+        .execute(&mut *conn)
+        .await?;
+    }
 
     if let Some(at) = next_at {
         let delay = (at - Utc::now()).to_std().unwrap_or_default();
