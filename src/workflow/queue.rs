@@ -32,6 +32,12 @@ pub struct WorkerSettings {
 
 /// Runs the step worker until `shutdown` resolves, then stops taking jobs and waits up to
 /// `shutdown_timeout` for in-flight steps.
+///
+/// apalis ends a worker for good when its backend fails once (a fetch or heartbeat while the
+/// database is unreachable), and its monitor then just waits for shutdown, so the process
+/// would live on without a worker. Here a worker that ends by itself is started again, after
+/// a backoff, under a new name: jobs the old one had fetched but not finished are then
+/// recognised as orphans (their worker stopped heartbeating) and re-queued by apalis.
 pub async fn run_worker(
     pool: PgPool,
     engine: Arc<Engine>,
@@ -39,6 +45,60 @@ pub async fn run_worker(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown_timeout: Duration,
 ) -> Result<(), std::io::Error> {
+    use futures::FutureExt as _;
+    let shutdown = shutdown.boxed().shared();
+    let mut incarnation = 0u32;
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let name = match incarnation {
+            0 => settings.name.clone(),
+            n => format!("{}-{n}", settings.name),
+        };
+        let monitor = monitor(pool.clone(), engine.clone(), &settings, name.clone(), shutdown_timeout);
+        let control = monitor.context();
+        let started = tokio::time::Instant::now();
+        let run = monitor.run();
+        tokio::pin!(run);
+        tokio::select! {
+            ended = &mut run => {
+                let error = match ended {
+                    Ok(()) => "the worker stopped".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if started.elapsed() > RESTART_BACKOFF_RESET {
+                    backoff = RESTART_BACKOFF_MIN;
+                }
+                tracing::error!(worker = %name, %error, restart_in_ms = backoff.as_millis() as u64, "step worker stopped; restarting it");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.clone() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                incarnation += 1;
+                tracing::info!(worker = %format!("{}-{incarnation}", settings.name), "step worker restarted");
+            }
+            _ = shutdown.clone() => {
+                let _ = control.shutdown();
+                return run.await.map_err(std::io::Error::other);
+            }
+        }
+    }
+}
+
+/// The first and the longest wait before a stopped worker is started again, and how long a
+/// worker must have run for the wait to start over from the first.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// A monitor running one step worker named `name`.
+fn monitor(
+    pool: PgPool,
+    engine: Arc<Engine>,
+    settings: &WorkerSettings,
+    name: String,
+    shutdown_timeout: Duration,
+) -> Monitor {
     let config = QueueConfig::default()
         .queue(STEP_QUEUE)
         .batch_size(settings.concurrency.clamp(1, 100))
@@ -46,7 +106,6 @@ pub async fn run_worker(
         // step sooner. Results are recorded in our tables, not in apalis's.
         .heartbeat_interval(Duration::from_secs(5))
         .missed_heartbeats(3);
-    let name = settings.name.clone();
     let concurrency = settings.concurrency;
     let poll = settings.poll_interval;
     Monitor::new()
@@ -62,12 +121,6 @@ pub async fn run_worker(
                 .build(handle_job)
         })
         .shutdown_timeout(shutdown_timeout)
-        .run_with_signal(async move {
-            shutdown.await;
-            Ok(())
-        })
-        .await
-        .map_err(std::io::Error::other)
 }
 
 /// One job = one step attempt. Errors are recorded on the run by the engine; apalis only sees

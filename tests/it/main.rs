@@ -3,6 +3,7 @@
 
 mod support;
 
+mod db_outage;
 mod flashcards_generation;
 mod http_contract;
 mod notion_client;
