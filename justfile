@@ -28,6 +28,12 @@ bench-ingest:
 bench-workflow:
     bash bench/workflow.sh
 
+# Chaos run: 500 events over 50 pages against the release binary (api + 2 workers) with a faulty fake Notion,
+# SIGKILLed 20 times; checks nothing is lost or duplicated (settings: CHAOS_* in tests/it/chaos.rs).
+chaos:
+    cargo build --release
+    CHAOS_BIN=target/release/cognie-sync cargo test --test it chaos -- --ignored --nocapture
+
 # Everything CI runs.
 ci:
     bash .ci/run

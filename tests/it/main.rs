@@ -3,10 +3,12 @@
 
 mod support;
 
+mod chaos;
 mod db_outage;
 mod flashcards_generation;
 mod http_contract;
 mod notion_client;
+mod notion_faults;
 mod oauth_and_reconcile;
 mod openapi;
 mod ops_api;

@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
     net::SocketAddr,
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
     time::Duration,
@@ -23,7 +24,13 @@ impl ServiceProcess {
     /// Starts `cognie-sync <role>` with `settings` as its whole environment (plus PATH), and
     /// waits until it serves HTTP (or, for `worker`, until its worker has started).
     pub fn start(role: &str, settings: &HashMap<&'static str, String>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cognie-sync"));
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_cognie-sync")), role, settings)
+    }
+
+    /// Like [`Self::start`], with another build of the binary (the chaos run uses the release
+    /// one).
+    pub fn start_binary(binary: &Path, role: &str, settings: &HashMap<&'static str, String>) -> Self {
+        let mut command = Command::new(binary);
         command
             .arg(role)
             .env_clear()
