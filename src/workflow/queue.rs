@@ -124,12 +124,33 @@ fn monitor(
 }
 
 /// One job = one step attempt. Errors are recorded on the run by the engine; apalis only sees
-/// an error when the database itself failed, and the run's lease then lets another worker
-/// take the step over.
+/// an error when the database itself failed.
+///
+/// A failed job is never re-run by apalis (`max_attempts = 1`), and a run whose claim did not
+/// happen would be left with no job at all. So while the database is unavailable the attempt is
+/// tried again here, with a backoff: claims are fenced, so a repeat is harmless (if the claim
+/// did commit, the run is leased, the repeat finds the job stale, and the lease expiry hands
+/// the step to a worker). If this worker dies meanwhile, apalis re-queues the job as an orphan.
 async fn handle_job(
     job: StepJob,
     engine: Data<Arc<Engine>>,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
-    engine.execute(job, worker.name()).await.map_err(|e| Box::new(e) as BoxDynError)
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match engine.execute(job, worker.name()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(
+                    run_id = %job.run_id,
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database unavailable for a step job; trying it again"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(Box::new(e)),
+        }
+    }
 }

@@ -19,6 +19,7 @@
 //! | `CHAOS_SERVER_ERRORS`, `CHAOS_RATE_LIMITED` | 0.05, 0.02 | Notion's 500 and 429 probabilities |
 //! | `CHAOS_SETTLE_SECONDS` | 300 | deadline for every run to end after the last event |
 //! | `CHAOS_LOG_DIR` | `target/chaos/<seed>` | the processes' logs, one file per process life |
+//! | `CHAOS_SERVICE_ENV` | none | extra service settings, `NAME=value,NAME=value` (e.g. a small `DATABASE_MAX_CONNECTIONS`) |
 //!
 //! Replaying a seed replays the edits, the kill schedule and the fault draws, not the exact
 //! interleaving (the processes' timing is the machine's).
@@ -545,6 +546,10 @@ async fn chaos() {
         ("RECONCILE_INTERVAL_SECONDS", "86400".into()),
     ] {
         env.insert(name, value);
+    }
+    for pair in std::env::var("CHAOS_SERVICE_ENV").unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').expect("CHAOS_SERVICE_ENV: NAME=value,NAME=value");
+        env.insert(Box::leak(name.trim().to_owned().into_boxed_str()), value.trim().to_owned());
     }
     let migrate = std::process::Command::new(&settings.binary)
         .arg("migrate")

@@ -376,3 +376,73 @@ async fn a_hanging_database_gets_503s_within_a_bounded_time_not_hung_requests() 
     .await;
     drop((api, worker));
 }
+
+/// Connections killed under the service (a failover, a pooler restart, an idle-session
+/// timeout) while the database itself stays up: every accepted event's run still ends. A step
+/// job whose claim failed this way used to fail in apalis for good, leaving its run pending
+/// with no job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_under_the_workers_strand_no_run() {
+    let app = Arc::new(
+        TestApp::spawn_with(|s| {
+            s.insert("STEP_LEASE_SECONDS", "2".into());
+        })
+        .await,
+    );
+    // A backlog first, so the workers are busy claiming when their connections are killed.
+    let senders = (0..8).map(|sender| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for n in (sender..400).step_by(8) {
+                let body = json!({"id": format!("terminated-{n}"), "type": "page.updated",
+                                  "entity": {"id": format!("0d7a9e00-0000-4000-a000-{n:012x}"), "type": "page"}})
+                .to_string();
+                let response = app.post_signed(body.as_bytes()).await;
+                assert_eq!(response.status(), 200);
+                let ack: serde_json::Value = response.json().await.expect("ack");
+                accepted.push(ack["event_id"].as_str().expect("event_id").parse::<Uuid>().expect("uuid"));
+            }
+            accepted
+        })
+    });
+    let mut accepted = Vec::new();
+    for sender in futures::future::join_all(senders).await {
+        accepted.extend(sender.expect("sender"));
+    }
+    let succeeded = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from workflow_runs where state = 'succeeded' and event_id = any($1)",
+        )
+        .bind(&accepted)
+        .fetch_one(&app.db)
+        .await
+        .expect("runs") as usize
+    };
+
+    // Kill the service's busy connections every few milliseconds while the workers drain it.
+    let started = Instant::now();
+    let mut killed = 0;
+    while started.elapsed() < Duration::from_secs(20) && succeeded().await < accepted.len() {
+        killed += sqlx::query_scalar::<_, i64>(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+             where application_name = 'cognie-sync' and datname = current_database() and state <> 'idle') t",
+        )
+        .fetch_one(&app.db)
+        .await
+        .expect("terminate");
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    assert!(killed > 0, "no connection was killed");
+
+    eventually("every event run to succeed", Duration::from_secs(120), || async {
+        (succeeded().await == accepted.len()).then_some(())
+    })
+    .await;
+    // A step job is never failed for the database's sake (apalis would never run it again).
+    let failed_jobs: i64 = sqlx::query_scalar("select count(*) from apalis.jobs where status = 'Failed'")
+        .fetch_one(&app.db)
+        .await
+        .expect("jobs");
+    assert_eq!(failed_jobs, 0, "step jobs failed in apalis ({killed} connections killed)");
+}
