@@ -40,6 +40,12 @@ fuzz-api:
 fuzz:
     bash scripts/fuzz.sh
 
+# Chaos run: 500 events over 50 pages against the release binary (api + 2 workers) with a faulty fake Notion,
+# SIGKILLed 20 times; checks nothing is lost or duplicated (settings: CHAOS_* in tests/it/chaos.rs).
+chaos:
+    cargo build --release
+    TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} CHAOS_BIN=target/release/cognie-sync cargo test --test it chaos -- --ignored --nocapture
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -20,6 +20,12 @@ use crate::webhook::{IntakeError, IntakeResult, event::BodyError, signature::Sig
 /// Largest webhook body accepted (Notion's are a few KiB).
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
 
+/// Longest a delivery may wait on the database before it is answered 503. A database that
+/// hangs (rather than refusing connections) would otherwise hang Notion's request on a pooled
+/// connection for as long as TCP takes to give up. If the event was committed after all,
+/// Notion's redelivery is answered `duplicate`.
+pub const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct WebhookApi;
 
 /// What happened to a delivery.
@@ -147,7 +153,17 @@ impl WebhookApi {
                 ));
             }
         };
-        match state.intake.receive(&bytes, signature.0.as_deref()).await {
+        let received =
+            tokio::time::timeout(STORE_TIMEOUT, state.intake.receive(&bytes, signature.0.as_deref())).await;
+        let Ok(received) = received else {
+            state.metrics.webhook("error", "database_timeout");
+            tracing::error!(
+                error = format!("the database did not answer within {STORE_TIMEOUT:?}"),
+                "Error processing Notion webhook"
+            );
+            return WebhookResponse::Unavailable(ErrorBody::unavailable());
+        };
+        match received {
             Ok(result) => {
                 state.metrics.webhook(result.label(), "");
                 WebhookResponse::Ok(Json(ack(result)))

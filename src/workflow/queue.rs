@@ -49,6 +49,12 @@ pub struct WorkerSettings {
 
 /// Runs the step worker until `shutdown` resolves, then stops taking jobs and waits up to
 /// `shutdown_timeout` for in-flight steps.
+///
+/// apalis ends a worker for good when its backend fails once (a fetch or heartbeat while the
+/// database is unreachable), and its monitor then just waits for shutdown, so the process
+/// would live on without a worker. Here a worker that ends by itself is started again, after
+/// a backoff, under a new name: jobs the old one had fetched but not finished are then
+/// recognised as orphans (their worker stopped heartbeating) and re-queued by apalis.
 pub async fn run_worker(
     store: Store,
     engine: Arc<Engine>,
@@ -56,13 +62,67 @@ pub async fn run_worker(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown_timeout: Duration,
 ) -> Result<(), std::io::Error> {
-    let name = settings.name.clone();
+    use futures::FutureExt as _;
+    let shutdown = shutdown.boxed().shared();
+    let mut incarnation = 0u32;
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let name = match incarnation {
+            0 => settings.name.clone(),
+            n => format!("{}-{n}", settings.name),
+        };
+        let monitor = monitor(&store, engine.clone(), &settings, name.clone(), shutdown_timeout);
+        let control = monitor.context();
+        let started = tokio::time::Instant::now();
+        let run = monitor.run();
+        tokio::pin!(run);
+        tokio::select! {
+            ended = &mut run => {
+                let error = match ended {
+                    Ok(()) => "the worker stopped".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if started.elapsed() > RESTART_BACKOFF_RESET {
+                    backoff = RESTART_BACKOFF_MIN;
+                }
+                tracing::error!(worker = %name, %error, restart_in_ms = backoff.as_millis() as u64, "step worker stopped; restarting it");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.clone() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                incarnation += 1;
+                tracing::info!(worker = %format!("{}-{incarnation}", settings.name), "step worker restarted");
+            }
+            _ = shutdown.clone() => {
+                // In-flight steps finish, but hand their run's next step to the queue.
+                engine.stop_continuing();
+                let _ = control.shutdown();
+                return run.await.map_err(std::io::Error::other);
+            }
+        }
+    }
+}
+
+/// The first and the longest wait before a stopped worker is started again, and how long a
+/// worker must have run for the wait to start over from the first.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// A monitor running one step worker named `name`, on the store's backend.
+fn monitor(
+    store: &Store,
+    engine: Arc<Engine>,
+    settings: &WorkerSettings,
+    name: String,
+    shutdown_timeout: Duration,
+) -> Monitor {
     let concurrency = settings.concurrency;
     let poll = settings.poll_interval;
     let batch = settings.concurrency.clamp(1, 100);
-    let engine_for_shutdown = engine.clone();
     let monitor = Monitor::new().shutdown_timeout(shutdown_timeout);
-    let monitor = if let Some(pool) = store.pg_pool().cloned() {
+    if let Some(pool) = store.pg_pool().cloned() {
         let config = apalis_postgres::Config::default()
             .queue(STEP_QUEUE)
             .batch_size(batch)
@@ -105,29 +165,40 @@ pub async fn run_worker(
                 .concurrency(concurrency)
                 .build(handle_job)
         })
-    };
-    let stopping = engine_for_shutdown;
-    monitor
-        .run_with_signal(async move {
-            shutdown.await;
-            // In-flight steps finish, but hand their run's next step to the queue.
-            stopping.stop_continuing();
-            Ok(())
-        })
-        .await
-        .map_err(std::io::Error::other)
+    }
 }
 
 /// One job = one step attempt. Errors are recorded on the run by the engine; apalis only sees
-/// an error when the database itself failed, and the run's lease then lets another worker
-/// take the step over.
+/// an error when the database itself failed.
+///
+/// A failed job is never re-run by apalis (`max_attempts = 1`), and a run whose claim did not
+/// happen would be left with no job at all. So while the database is unavailable the attempt is
+/// tried again here, with a backoff: claims are fenced, so a repeat is harmless (if the claim
+/// did commit, the run is leased, the repeat finds the job stale, and the lease expiry hands
+/// the step to a worker). If this worker dies meanwhile, apalis re-queues the job as an orphan.
 async fn handle_job(
     job: StepJob,
     engine: Data<Arc<Engine>>,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
-    engine.execute(job, worker.name()).await.map_err(|e| {
-        tracing::error!(run_id = %job.run_id, error = %e, "step attempt could not be recorded; its lease will expire and the step be taken over");
-        Box::new(e) as BoxDynError
-    })
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match engine.execute(job, worker.name()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(
+                    run_id = %job.run_id,
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database unavailable for a step job; trying it again"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(run_id = %job.run_id, error = %e, "step attempt could not be recorded; its lease will expire and the step be taken over");
+                return Err(Box::new(e));
+            }
+        }
+    }
 }

@@ -3,11 +3,14 @@
 
 mod support;
 
+mod chaos;
+mod db_outage;
 mod embedded;
 mod flashcards_generation;
 mod http_contract;
 mod key_rotation;
 mod notion_client;
+mod notion_faults;
 mod oauth_and_reconcile;
 mod openapi;
 mod ops_api;

@@ -61,6 +61,74 @@ pub enum Fault {
     Reset,
     /// A 200 whose body is not JSON (a broken proxy, a truncated cache).
     Garbage,
+    /// A complete 200 `application/json` answer whose JSON is cut short.
+    MalformedJson,
+    /// The connection is closed without any answer (no status line at all).
+    Drop,
+    /// The normal answer, with its headers at once but its body trickled out in small pieces
+    /// over `total` (a slow or stalled proxy).
+    SlowBody { total: Duration },
+    /// 429 `rate_limited` with this `additional_data.rate_limit_reason`, and `Retry-After`
+    /// (header and body) when given.
+    RateLimitedBecause { reason: &'static str, retry_after_secs: Option<u64> },
+    /// This status with Notion's error body, plus `Retry-After` (header and
+    /// `additional_data.retry_after`), as Notion sends with 529 and sometimes 503.
+    StatusRetryAfter { status: u16, retry_after_secs: u64 },
+}
+
+/// Faults drawn at random for every request that no queued or "always" fault matches, from a
+/// seeded generator, so a chaos run can be replayed.
+#[derive(Debug, Clone)]
+pub struct RandomFaults {
+    pub seed: u64,
+    /// Probability of a 500 `internal_server_error`.
+    pub server_error: f64,
+    /// Probability of a 429 with `Retry-After: retry_after_secs`.
+    pub rate_limited: f64,
+    pub retry_after_secs: u64,
+    /// Probability that an answer (or fault) is delayed, uniformly up to `max_delay`.
+    pub delay: f64,
+    pub max_delay: Duration,
+}
+
+/// How many faults [`RandomFaults`] injected so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RandomFaultCounts {
+    pub server_errors: usize,
+    pub rate_limited: usize,
+    pub delayed: usize,
+}
+
+/// SplitMix64: a small, seedable generator, good enough to pick faults.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [0, n); 0 when n is 0.
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.next_f64() < p
+    }
 }
 
 /// One request as the fake received it.
@@ -80,6 +148,10 @@ pub struct RecordedRequest {
     pub status: u16,
     /// The connection was broken on purpose after the status line.
     pub reset: bool,
+    /// The connection was closed on purpose without an answer ([`Fault::Drop`]).
+    pub dropped: bool,
+    /// The fault injected into this request, if any.
+    pub fault: Option<Fault>,
 }
 
 /// Handle to a running fake. Cheap to clone; all clones share one server and one state.
@@ -107,6 +179,8 @@ struct State {
     oauth_codes: HashSet<String>,
     faults_once: VecDeque<(String, Fault)>,
     faults_always: Vec<(String, Fault)>,
+    random_faults: Option<(RandomFaults, Rng)>,
+    random_counts: RandomFaultCounts,
     log: Vec<RecordedRequest>,
 }
 
@@ -212,6 +286,28 @@ impl FakeNotion {
         }
     }
 
+    /// Replaces a page's object, its top-level blocks and the children of its nested blocks in
+    /// one step, so no request sees half an edit (a chaos run edits pages while they are read).
+    /// Children of blocks no longer listed are left in place, like Notion keeps serving a
+    /// deleted block's children to whoever asks by id.
+    pub fn replace_page_content(&self, page: Value, blocks: Vec<Value>, nested: Vec<(String, Vec<Value>)>) {
+        let page = strip_request_id(page);
+        let page_key = key(page["id"].as_str().expect("a page needs an id"));
+        let mut state = self.state();
+        state.pages.insert(page_key.clone(), page);
+        state.page_breaks.remove(&page_key);
+        state.children.insert(page_key, blocks);
+        for (block_id, children) in nested {
+            state.page_breaks.remove(&key(&block_id));
+            state.children.insert(key(&block_id), children);
+        }
+    }
+
+    /// A copy of the page object as served now, if the page exists.
+    pub fn page(&self, page_id: &str) -> Option<Value> {
+        self.state().pages.get(&key(page_id)).cloned()
+    }
+
     /// At most `cap` results per list page, like the real API may do.
     pub fn set_page_size_cap(&self, cap: usize) {
         self.state().page_size_cap = Some(cap.max(1));
@@ -283,6 +379,26 @@ impl FakeNotion {
         let mut state = self.state();
         state.faults_once.clear();
         state.faults_always.clear();
+        state.random_faults = None;
+    }
+
+    /// From now on, requests no queued or "always" fault matches draw a fault at random
+    /// (`None` turns this off). The generator restarts from `faults.seed`.
+    pub fn set_random_faults(&self, faults: Option<RandomFaults>) {
+        self.state().random_faults = faults.map(|f| {
+            let rng = Rng::new(f.seed);
+            (f, rng)
+        });
+    }
+
+    /// What the random faults injected so far.
+    pub fn random_fault_counts(&self) -> RandomFaultCounts {
+        self.state().random_counts
+    }
+
+    /// Requests received whose answer is still being prepared (delayed) or sent.
+    pub fn in_flight(&self) -> usize {
+        self.state().log.iter().filter(|r| r.status == 0 && !r.dropped).count()
     }
 
     // ----- the log -----
@@ -342,12 +458,47 @@ impl FakeNotion {
                 at: Instant::now(),
                 status: 0,
                 reset: false,
+                dropped: false,
+                fault: None,
             });
-            (state.log.len() - 1, state.take_fault(&incoming.path))
+            let fault = state.take_fault(&incoming.path);
+            let index = state.log.len() - 1;
+            state.log[index].fault = fault.clone();
+            (index, fault)
         };
 
+        if matches!(fault, Some(Fault::Drop)) {
+            if let Some(entry) = self.state().log.get_mut(index) {
+                entry.dropped = true;
+            }
+            // Unwinding out of the connection's task drops its socket before anything was
+            // written: the client sees the connection closed with no answer. `resume_unwind`
+            // skips the panic hook, so nothing is printed; poem's per-connection task ends.
+            std::panic::resume_unwind(Box::new("fake Notion: injected connection drop"));
+        }
         let response = match &fault {
+            Some(Fault::Drop) => unreachable!("handled above"),
             Some(Fault::Reset) => broken_response(),
+            Some(Fault::MalformedJson) => Response::builder()
+                .status(StatusCode::OK)
+                .content_type("application/json; charset=utf-8")
+                .body(r#"{"object":"list","results":[{"object":"block","id":"#),
+            Some(Fault::SlowBody { total }) => slow_body(self.answer(incoming), *total).await,
+            Some(Fault::RateLimitedBecause { reason, retry_after_secs }) => {
+                rate_limited_because(reason, *retry_after_secs)
+            }
+            Some(Fault::StatusRetryAfter { status, retry_after_secs }) => {
+                let mut response = json_response(
+                    *status,
+                    with_request_id(json!({
+                        "object": "error", "status": status, "code": default_code(*status),
+                        "message": default_message(*status),
+                        "additional_data": {"retry_after": retry_after_secs.to_string()},
+                    })),
+                );
+                response.headers_mut().insert("retry-after", (*retry_after_secs).into());
+                response
+            }
             Some(Fault::Garbage) => {
                 Response::builder().status(StatusCode::OK).content_type("text/html").body("<html>oops</html>")
             }
@@ -487,10 +638,38 @@ impl State {
         {
             return self.faults_once.remove(position).map(|(_, fault)| fault);
         }
-        self.faults_always
+        if let Some(fault) = self
+            .faults_always
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))
             .map(|(_, f)| f.clone())
+        {
+            return Some(fault);
+        }
+        self.random_fault()
+    }
+
+    fn random_fault(&mut self) -> Option<Fault> {
+        let (faults, rng) = self.random_faults.as_mut()?;
+        let draw = rng.next_f64();
+        let delay = rng.chance(faults.delay).then(|| faults.max_delay.mul_f64(rng.next_f64()));
+        let fault = if draw < faults.server_error {
+            self.random_counts.server_errors += 1;
+            Some(Fault::Status(500))
+        } else if draw < faults.server_error + faults.rate_limited {
+            self.random_counts.rate_limited += 1;
+            Some(Fault::RateLimited { retry_after_secs: faults.retry_after_secs })
+        } else {
+            None
+        };
+        match (fault, delay) {
+            (Some(fault), _) => Some(fault),
+            (None, Some(delay)) => {
+                self.random_counts.delayed += 1;
+                Some(Fault::Delay(delay))
+            }
+            (None, None) => None,
+        }
     }
 
     /// A known page or block lists its children (none if never set); anything else is unknown.
@@ -711,6 +890,43 @@ fn rate_limited(retry_after_secs: u64) -> Response {
     body["additional_data"]["retry_after"] = json!(retry_after_secs.to_string());
     let mut response = json_response(429, body);
     response.headers_mut().insert("retry-after", retry_after_secs.into());
+    response
+}
+
+/// A 429 with Notion's `rate_limit_reason`; `Retry-After` (header and body) only when given.
+fn rate_limited_because(reason: &str, retry_after_secs: Option<u64>) -> Response {
+    let mut body = with_request_id(fixture("error_429_rate_limited.json"));
+    body["additional_data"]["rate_limit_reason"] = json!(reason);
+    match retry_after_secs {
+        Some(secs) => body["additional_data"]["retry_after"] = json!(secs.to_string()),
+        None => {
+            if let Some(data) = body["additional_data"].as_object_mut() {
+                data.remove("retry_after");
+            }
+        }
+    }
+    let mut response = json_response(429, body);
+    if let Some(secs) = retry_after_secs {
+        response.headers_mut().insert("retry-after", secs.into());
+    }
+    response
+}
+
+/// `response` with its status and headers sent at once and its body in ten pieces spread over
+/// `total`.
+async fn slow_body(response: Response, total: Duration) -> Response {
+    use futures::StreamExt as _;
+    let (parts, body) = response.into_parts();
+    let bytes = body.into_vec().await.unwrap_or_default();
+    let piece = bytes.len().div_ceil(10).max(1);
+    let pieces: Vec<Bytes> = bytes.chunks(piece).map(Bytes::copy_from_slice).collect();
+    let pause = total / pieces.len().max(1) as u32;
+    let stream = futures::stream::iter(pieces).then(move |piece| async move {
+        tokio::time::sleep(pause).await;
+        Ok::<_, io::Error>(piece)
+    });
+    let mut response = Response::from_parts(parts, Body::from_bytes_stream(stream));
+    response.headers_mut().insert("content-length", bytes.len().into());
     response
 }
 

@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
     net::SocketAddr,
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
     time::Duration,
@@ -23,16 +24,23 @@ impl ServiceProcess {
     /// Starts `cognie-sync <role>` with `settings` as its whole environment (plus PATH), and
     /// waits until it serves HTTP (or, for `worker`, until its worker has started).
     pub fn start(role: &str, settings: &HashMap<&'static str, String>) -> Self {
-        Self::start_in(role, settings, None)
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_cognie-sync")), role, settings, None)
     }
 
     /// Like [`ServiceProcess::start`], in the working directory `dir` (where `./data` is).
-    pub fn start_in(
+    pub fn start_in(role: &str, settings: &HashMap<&'static str, String>, dir: Option<&Path>) -> Self {
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_cognie-sync")), role, settings, dir)
+    }
+
+    /// Like [`Self::start`], with another build of the binary (the chaos run uses the release
+    /// one), in the working directory `dir` if given.
+    pub fn start_binary(
+        binary: &Path,
         role: &str,
         settings: &HashMap<&'static str, String>,
-        dir: Option<&std::path::Path>,
+        dir: Option<&Path>,
     ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cognie-sync"));
+        let mut command = Command::new(binary);
         if let Some(dir) = dir {
             command.current_dir(dir);
         }

@@ -18,6 +18,7 @@ use tokio::{
 pub struct DbProxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
 }
 
@@ -27,35 +28,62 @@ impl DbProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let cut = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
-        let accept_cut = cut.clone();
-        let accept_gen = generation.clone();
+        let (accept_cut, accept_stalled, accept_gen) = (cut.clone(), stalled.clone(), generation.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut changed = accept_gen.subscribe();
+                if accept_stalled.load(Ordering::SeqCst) {
+                    // A stalled database: the connection opens, and nothing ever comes back.
+                    tokio::spawn(async move {
+                        let _ = changed.changed().await;
+                        drop(inbound);
+                    });
+                    continue;
+                }
                 if accept_cut.load(Ordering::SeqCst) {
                     drop(inbound); // refuse: the client sees the connection closed at once
                     continue;
                 }
-                let mut killed = accept_gen.subscribe();
+                let stalled = accept_stalled.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else { return };
                     tokio::select! {
                         _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = killed.changed() => {}
+                        _ = changed.changed() => {
+                            if stalled.load(Ordering::SeqCst) {
+                                // Hold both ends open, forwarding nothing, until restored.
+                                let _ = changed.changed().await;
+                            }
+                        }
                     }
                 });
             }
         });
-        Self { addr, cut, generation }
+        Self { addr, cut, stalled, generation }
     }
 
-    /// Drops every open connection and refuses new ones.
+    /// Drops every open connection and refuses new ones (the database is down: connections
+    /// are closed or refused at once).
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Stops forwarding in both directions while keeping every connection open, and accepts
+    /// new connections that never answer (the database hangs, or the network black-holes its
+    /// packets: nothing is refused, nothing comes back).
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Ends a cut or a stall; connections held by a stall are closed then.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        if self.stalled.swap(false, Ordering::SeqCst) {
+            self.generation.send_modify(|g| *g += 1);
+        }
     }
 }

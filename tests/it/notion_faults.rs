@@ -1,0 +1,334 @@
+//! Notion misbehaving: connections closed or reset, answers too slow, bodies trickling in,
+//! malformed JSON, 529 and 503 with `Retry-After`, and 429 for each `rate_limit_reason`. Each
+//! must end in the right retry or failure, first at the client, then through whole syncs.
+
+use crate::on_db;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use cognie_sync::notion::{NotionClient, NotionClientConfig, NotionError};
+use serde_json::{Value, json};
+
+use crate::support::{
+    TestApp,
+    app::{API_TOKEN, expect_json},
+    eventually,
+    fake_notion::{FakeNotion, Fault, RecordedRequest, ids},
+};
+
+const TOKEN: &str = "ntn_faults_8Hq2Lw0Zp4";
+
+async fn fake() -> FakeNotion {
+    let fake = FakeNotion::start().await;
+    fake.allow_token(TOKEN);
+    fake.load_fixture_page();
+    fake
+}
+
+fn client(fake: &FakeNotion, timeout: Duration) -> NotionClient {
+    NotionClient::new(NotionClientConfig { base_url: fake.base_url(), version: "2025-09-03".into(), timeout })
+        .expect("the client builds")
+}
+
+fn assert_kind(err: &NotionError, kind: &str, retryable: bool) {
+    assert_eq!(err.error_kind(), kind, "{err:?}");
+    assert_eq!(err.is_retryable(), retryable, "{err:?}");
+    assert!(!format!("{err:?}").contains(TOKEN), "the token leaked into {err:?}");
+}
+
+// ----- the client -----
+
+#[tokio::test]
+async fn a_connection_closed_without_an_answer_is_a_retryable_connection_error() {
+    let fake = fake().await;
+    fake.inject("/v1/pages/", Fault::Drop);
+    let client = client(&fake, Duration::from_secs(5));
+
+    let err = client.retrieve_page(TOKEN, ids::PAGE).await.expect_err("no answer");
+
+    assert_kind(&err, "notion_connection", true);
+    assert!(fake.requests()[0].dropped, "the fake closed the connection");
+    // The fake (and the client's pool) carry on.
+    client.retrieve_page(TOKEN, ids::PAGE).await.expect("the next request is answered");
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_slower_than_the_timeout_is_a_retryable_timeout() {
+    let fake = fake().await;
+    fake.inject("/v1/blocks/", Fault::SlowBody { total: Duration::from_secs(3) });
+    let client = client(&fake, Duration::from_millis(500));
+
+    let started = Instant::now();
+    let err = client.list_block_children(TOKEN, ids::PAGE, None).await.expect_err("too slow");
+
+    assert_kind(&err, "notion_timeout", true);
+    assert_eq!(fake.requests()[0].status, 200, "the status line came in time; the body did not");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the timeout covers the body: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_slow_body_within_the_timeout_is_read_whole() {
+    let fake = fake().await;
+    let client = client(&fake, Duration::from_secs(10));
+    let normal = client.list_block_children(TOKEN, ids::PAGE, None).await.expect("normal");
+    fake.inject("/v1/blocks/", Fault::SlowBody { total: Duration::from_millis(300) });
+
+    let slow = client.list_block_children(TOKEN, ids::PAGE, None).await.expect("slow but complete");
+
+    assert_eq!(slow, normal);
+}
+
+#[tokio::test]
+async fn malformed_json_in_a_success_answer_is_a_retryable_malformed_response() {
+    let fake = fake().await;
+    let client = client(&fake, Duration::from_secs(5));
+    for path in ["/v1/pages/", "/v1/blocks/"] {
+        fake.inject(path, Fault::MalformedJson);
+    }
+
+    let page = client.retrieve_page(TOKEN, ids::PAGE).await.expect_err("cut-off JSON");
+    let list = client.list_block_children(TOKEN, ids::PAGE, None).await.expect_err("cut-off JSON");
+
+    for err in [&page, &list] {
+        assert_kind(err, "notion_malformed_response", true);
+        assert_eq!(err.status(), Some(200));
+    }
+}
+
+#[tokio::test]
+async fn overload_and_unavailability_are_retryable_after_their_retry_after() {
+    let fake = fake().await;
+    let client = client(&fake, Duration::from_secs(5));
+    for (status, kind, secs) in [(529, "notion_overloaded", 7), (503, "notion_server_error", 2)] {
+        fake.inject("/v1/pages/", Fault::StatusRetryAfter { status, retry_after_secs: secs });
+        let err = client.retrieve_page(TOKEN, ids::PAGE).await.expect_err("injected");
+        assert_kind(&err, kind, true);
+        assert_eq!(err.status(), Some(status));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(secs)), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_rate_limit_reason_is_classified_and_only_a_blocked_request_is_final() {
+    let fake = fake().await;
+    let client = client(&fake, Duration::from_secs(5));
+    let cases = [
+        ("public_api_request_rate_limit", Some(17), "notion_rate_limited", true),
+        // The workspace limit's Retry-After may exceed a minute.
+        ("public_api_space_request_rate_limit", Some(95), "notion_rate_limited", true),
+        ("public_api_endpoint_rate_limit", Some(3), "notion_rate_limited", true),
+        // "Other values can appear": still a rate limit.
+        ("public_api_some_future_limit", Some(4), "notion_rate_limited", true),
+        // No Retry-After at all: retryable; the caller picks the wait.
+        ("public_api_request_rate_limit", None, "notion_rate_limited", true),
+        // "Retrying won't help".
+        ("public_api_request_blocked", None, "notion_request_blocked", false),
+    ];
+    for (reason, retry_after_secs, kind, retryable) in cases {
+        fake.inject("/v1/pages/", Fault::RateLimitedBecause { reason, retry_after_secs });
+        let err = client.retrieve_page(TOKEN, ids::PAGE).await.expect_err("429");
+        assert_kind(&err, kind, retryable);
+        assert_eq!(err.status(), Some(429), "{reason}");
+        assert_eq!(err.code(), Some("rate_limited"), "{reason}");
+        assert_eq!(err.retry_after(), retry_after_secs.map(Duration::from_secs), "{reason}: {err:?}");
+        let NotionError::Api { additional_data: Some(data), .. } = &err else { panic!("{err:?}") };
+        assert_eq!(data["rate_limit_reason"], reason);
+    }
+}
+
+// ----- whole syncs -----
+
+struct Env {
+    app: TestApp,
+    notion: FakeNotion,
+    user: String,
+}
+
+async fn setup(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Env {
+    let notion = fake().await;
+    let base = notion.base_url();
+    let app = TestApp::spawn_with(|s| {
+        s.insert("NOTION_API_BASE_URL", base);
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+        adjust(s);
+    })
+    .await;
+    let user = expect_json(
+        app.client
+            .post(app.url("/api/users"))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"email": "faults@example.com"}))
+            .send()
+            .await
+            .expect("POST user"),
+        201,
+    )
+    .await;
+    let user = user["id"].as_str().expect("id").to_owned();
+    let put = app
+        .client
+        .put(app.url(&format!("/api/users/{user}/notion-token")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"token": TOKEN}))
+        .send()
+        .await
+        .expect("PUT token");
+    assert_eq!(put.status(), 204);
+    Env { app, notion, user }
+}
+
+impl Env {
+    /// Subscribes to the fixture page and waits for its first sync to end.
+    async fn sync_fixture_page(&self) -> Value {
+        let created = expect_json(
+            self.app
+                .client
+                .post(self.app.url(&format!("/api/users/{}/subscriptions", self.user)))
+                .bearer_auth(API_TOKEN)
+                .json(&json!({"notion_id": ids::PAGE, "kind": "page"}))
+                .send()
+                .await
+                .expect("subscribe"),
+            201,
+        )
+        .await;
+        let run_id = created["run_id"].as_str().expect("run id").to_owned();
+        eventually(&format!("run {run_id} to end"), Duration::from_secs(60), || async {
+            let run =
+                expect_json(self.app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+            ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap_or("")).then_some(run)
+        })
+        .await
+    }
+
+    async fn live_cards(&self) -> i64 {
+        self.app.count("select count(*) from flashcards where retired_at is null").await
+    }
+
+    /// The gap between the first request answered `status` and the request after it.
+    fn gap_after(&self, status: u16) -> Duration {
+        let requests = self.notion.requests_for_token(TOKEN);
+        let at = requests.iter().position(|r| r.status == status).expect("the fault was served");
+        let next = requests.get(at + 1).expect("a request after the fault");
+        next.at.duration_since(requests[at].at)
+    }
+}
+
+fn fetch_step(run: &Value) -> Value {
+    run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").expect("fetch").clone()
+}
+
+#[tokio::test]
+async fn a_sync_rides_out_every_kind_of_transient_fault_in_one_fetch() {
+    let env = setup(|s| {
+        s.insert("NOTION_MAX_RETRIES", "8".into());
+    })
+    .await;
+    // One of each, in the order the crawl makes its requests (page, then block lists).
+    env.notion.inject("/v1/pages/", Fault::Drop);
+    env.notion.inject("/v1/pages/", Fault::MalformedJson);
+    env.notion.inject("/v1/blocks/", Fault::Reset);
+    env.notion.inject("/v1/blocks/", Fault::StatusRetryAfter { status: 529, retry_after_secs: 1 });
+    env.notion.inject(
+        "/v1/blocks/",
+        Fault::RateLimitedBecause {
+            reason: "public_api_space_request_rate_limit",
+            retry_after_secs: Some(1),
+        },
+    );
+    env.notion.inject("/v1/blocks/", Fault::Garbage);
+    env.notion.inject("/v1/blocks/", Fault::SlowBody { total: Duration::from_millis(200) });
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(env.live_cards().await, 4, "the page's four cards, once");
+    let fetch = fetch_step(&run);
+    assert_eq!(fetch["attempts"], 7, "six failed attempts and the one that finished: {fetch}");
+    let attempts: Vec<(Option<String>, Option<String>)> = on_db!(env.app.db, |db| sqlx::query_as(
+        "select outcome, error_kind from workflow_step_attempts where step = 'fetch' order by started_at",
+    )
+    .fetch_all(db)
+    .await)
+    .expect("attempts");
+    let kinds: Vec<&str> = attempts.iter().filter_map(|(_, kind)| kind.as_deref()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "notion_connection",
+            "notion_malformed_response",
+            "notion_connection",
+            "notion_overloaded",
+            "notion_rate_limited",
+            "notion_malformed_response",
+        ]
+    );
+    // Retry-After is honoured for the 529 (the step's retry) and the 429 (the user's limiter).
+    for status in [529, 429] {
+        let gap = env.gap_after(status);
+        assert!(gap >= Duration::from_millis(950), "after the {status}, the next request came in {gap:?}");
+    }
+    // The crawl resumed where it failed: the page was read once successfully, each block list once.
+    let ok = |prefix: &str| {
+        let answered =
+            |r: &&RecordedRequest| r.status == 200 && matches!(r.fault, None | Some(Fault::SlowBody { .. }));
+        env.notion.requests().iter().filter(answered).filter(|r| r.path.starts_with(prefix)).count()
+    };
+    assert_eq!(ok("/v1/pages/"), 1);
+    assert_eq!(ok("/v1/blocks/"), 6, "2 pages of top-level blocks + 4 toggles' children");
+}
+
+#[tokio::test]
+async fn a_rate_limit_without_retry_after_still_holds_the_user_off_for_a_while() {
+    let env = setup(|_| {}).await;
+    env.notion.inject(
+        "/v1/blocks/",
+        Fault::RateLimitedBecause { reason: "public_api_request_rate_limit", retry_after_secs: None },
+    );
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(env.live_cards().await, 4);
+    let gap = env.gap_after(429);
+    assert!(gap >= Duration::from_millis(950), "a bare 429 is not retried at once: {gap:?}");
+}
+
+#[tokio::test]
+async fn a_blocked_request_fails_the_run_at_once() {
+    let env = setup(|_| {}).await;
+    env.notion.inject(
+        "/v1/pages/",
+        Fault::RateLimitedBecause { reason: "public_api_request_blocked", retry_after_secs: None },
+    );
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["error_kind"], "notion_request_blocked");
+    assert_eq!(fetch_step(&run)["attempts"], 1, "retrying won't help, so it is not retried");
+    assert_eq!(env.notion.count("/v1/"), 1);
+}
+
+#[tokio::test]
+async fn malformed_answers_that_never_stop_fail_the_run_after_its_attempts() {
+    let env = setup(|s| {
+        s.insert("NOTION_MAX_RETRIES", "2".into());
+    })
+    .await;
+    env.notion.inject_always("/v1/blocks/", Fault::MalformedJson);
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["error_kind"], "notion_malformed_response");
+    assert_eq!(fetch_step(&run)["attempts"], 3);
+    assert_eq!(env.notion.count("/v1/blocks/"), 3, "NOTION_MAX_RETRIES=2: three attempts, then stop");
+    assert_eq!(env.live_cards().await, 0);
+}
