@@ -404,19 +404,31 @@ async fn run(options: Options) -> Result<(), String> {
     let reporter = options.report_every.zip(interval.clone()).map(|(every, interval)| {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at((measure_from + every).into(), every);
+            let mut since = measure_from;
             loop {
-                tick.tick().await;
+                // The last interval ends with the measured window (it may be shorter).
+                let end = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = tokio::time::sleep_until(measure_until.into()) => true,
+                };
                 let mut lat = std::mem::take(&mut *interval.lock().expect("interval latencies"));
                 lat.sort_unstable();
-                eprintln!(
-                    "ingest: +{:>5.0}s  {:>7} requests ({:.1}/s)  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-                    measure_from.elapsed().as_secs_f64(),
-                    lat.len(),
-                    lat.len() as f64 / every.as_secs_f64(),
-                    percentile_ms(&lat, 50.0),
-                    percentile_ms(&lat, 99.0),
-                    lat.last().map_or(f64::NAN, |us| *us as f64 / 1000.0),
-                );
+                let seconds = since.elapsed().as_secs_f64();
+                since = Instant::now();
+                if !lat.is_empty() {
+                    eprintln!(
+                        "ingest: +{:>5.0}s  {:>7} requests ({:.1}/s)  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                        measure_from.elapsed().as_secs_f64(),
+                        lat.len(),
+                        lat.len() as f64 / seconds,
+                        percentile_ms(&lat, 50.0),
+                        percentile_ms(&lat, 99.0),
+                        lat.last().map_or(f64::NAN, |us| *us as f64 / 1000.0),
+                    );
+                }
+                if end {
+                    return;
+                }
             }
         })
     });
@@ -440,7 +452,7 @@ async fn run(options: Options) -> Result<(), String> {
         total.merge(task.await.map_err(|e| format!("a connection task failed: {e}"))?);
     }
     if let Some(reporter) = reporter {
-        reporter.abort();
+        let _ = reporter.await;
     }
 
     let window = options.duration.as_secs_f64();
