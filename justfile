@@ -46,6 +46,11 @@ chaos:
     cargo build --release
     TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} CHAOS_BIN=target/release/cognie-sync cargo test --test it chaos -- --ignored --nocapture
 
+# Soak: signed webhooks at a fixed RATE (default 400/s) for DURATION (default 300 s) with workers running;
+# p50/p99 intake latency, RSS, database growth, runs completed (see bench/soak.sh for settings).
+soak:
+    bash bench/soak.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run

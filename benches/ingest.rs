@@ -14,6 +14,13 @@
 //!   -d, --duration S     measured seconds (default 20) [INGEST_DURATION]
 //!   -w, --warmup S       warm-up seconds, not measured (default 2) [INGEST_WARMUP]
 //!   -t, --threads N      load-generator runtime threads (default 1) [INGEST_THREADS]
+//!   -r, --rate R         fixed-rate mode: R requests per second in all, spread evenly over the
+//!                        connections (open loop: a request is due at its slot whatever happened
+//!                        to the one before, and its latency counts from the slot, so a service
+//!                        falling behind shows as latency, not as a lower send rate); without
+//!                        it every connection sends back to back [INGEST_RATE]
+//!   --report-every S     also print p50/p99 of each S-second interval to stderr, to see
+//!                        latency drift over a long run [INGEST_REPORT_EVERY]
 //!
 //! The last line printed is machine-readable:
 //! `RESULT webhooks_per_sec=... requests=... accepted=... errors=... p50_ms=... p90_ms=... p99_ms=... max_ms=...`
@@ -39,10 +46,13 @@ struct Options {
     duration: Duration,
     warmup: Duration,
     threads: usize,
+    /// Requests per second in all (fixed-rate mode), or `None` for back to back.
+    rate: Option<f64>,
+    report_every: Option<Duration>,
 }
 
 fn usage() -> &'static str {
-    "usage: ingest [--url URL] --secret SECRET [-c CONNECTIONS] [-d SECONDS] [-w WARMUP_SECONDS] [-t THREADS]"
+    "usage: ingest [--url URL] --secret SECRET [-c CONNECTIONS] [-d SECONDS] [-w WARMUP_SECONDS] [-t THREADS] [-r RATE] [--report-every SECONDS]"
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -53,6 +63,8 @@ fn parse_options() -> Result<Options, String> {
     let mut duration = env(&["INGEST_DURATION"]).unwrap_or_else(|| "20".into());
     let mut warmup = env(&["INGEST_WARMUP"]).unwrap_or_else(|| "2".into());
     let mut threads = env(&["INGEST_THREADS"]).unwrap_or_else(|| "1".into());
+    let mut rate = env(&["INGEST_RATE"]).unwrap_or_default();
+    let mut report_every = env(&["INGEST_REPORT_EVERY"]).unwrap_or_default();
 
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -75,6 +87,8 @@ fn parse_options() -> Result<Options, String> {
             "-d" | "--duration" => &mut duration,
             "-w" | "--warmup" => &mut warmup,
             "-t" | "--threads" => &mut threads,
+            "-r" | "--rate" => &mut rate,
+            "--report-every" => &mut report_every,
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
         };
         *slot = inline.or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))?;
@@ -101,6 +115,16 @@ fn parse_options() -> Result<Options, String> {
         duration: seconds("duration", &duration)?,
         warmup: seconds("warmup", &warmup)?,
         threads: positive("threads", &threads)? as usize,
+        rate: match rate.as_str() {
+            "" => None,
+            raw => Some(raw.parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0).ok_or_else(|| {
+                format!("rate must be a positive number of requests per second, not {raw:?}")
+            })?),
+        },
+        report_every: match report_every.as_str() {
+            "" => None,
+            raw => Some(seconds("report-every", raw)?).filter(|d| !d.is_zero()),
+        },
     };
     if options.duration.is_zero() {
         return Err("duration must be more than 0 seconds".into());
@@ -174,6 +198,9 @@ impl BodyTemplate {
 struct Tally {
     /// Round-trip times of completed requests, in microseconds.
     latencies_us: Vec<u32>,
+    /// In fixed-rate mode: send-to-answer times (µs), without the time a request waited past
+    /// its slot for its connection.
+    round_trips_us: Vec<u32>,
     accepted: u64,
     /// Accepted at any time (warm-up and the tail after the window too): what the database
     /// should hold, to cross-check with a row count.
@@ -188,6 +215,7 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
+        self.round_trips_us.extend(other.round_trips_us);
         self.accepted += other.accepted;
         self.accepted_all += other.accepted_all;
         self.other_ok += other.other_ok;
@@ -200,6 +228,19 @@ impl Tally {
     }
 }
 
+/// When a connection sends: back to back, or at fixed slots (fixed-rate mode).
+#[derive(Clone, Copy)]
+struct Schedule {
+    /// The first slot of this connection.
+    first: Instant,
+    /// Time between this connection's slots: connections / rate.
+    every: Option<Duration>,
+}
+
+/// Latencies (µs) completed in the current reporting interval, shared by every connection.
+type IntervalLatencies = Arc<std::sync::Mutex<Vec<u32>>>;
+
+#[allow(clippy::too_many_arguments)]
 async fn connection_loop(
     client: reqwest::Client,
     url: Arc<str>,
@@ -207,9 +248,22 @@ async fn connection_loop(
     key: HmacSha256,
     measure_from: Instant,
     measure_until: Instant,
+    schedule: Schedule,
+    interval: Option<IntervalLatencies>,
 ) -> Tally {
     let mut tally = Tally::default();
+    let mut slot = 0u32;
     loop {
+        // In fixed-rate mode the request is due at its slot, and late is late: the clock starts
+        // at the slot, not when this connection got round to it.
+        let due = schedule.every.map(|every| schedule.first + every * slot);
+        slot += 1;
+        if let Some(due) = due {
+            if due >= measure_until {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
         if Instant::now() >= measure_until {
             break;
         }
@@ -220,7 +274,8 @@ async fn connection_loop(
             .header("x-notion-signature", signature)
             .body(body);
 
-        let started = Instant::now();
+        let sent = Instant::now();
+        let started = due.unwrap_or(sent);
         let outcome = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -246,6 +301,12 @@ async fn connection_loop(
             Ok((status, body)) => {
                 let micros = (finished - started).as_micros().min(u32::MAX as u128) as u32;
                 tally.latencies_us.push(micros);
+                if due.is_some() {
+                    tally.round_trips_us.push((finished - sent).as_micros().min(u32::MAX as u128) as u32);
+                }
+                if let Some(interval) = &interval {
+                    interval.lock().expect("interval latencies").push(micros);
+                }
                 *tally.by_status.entry(status).or_default() += 1;
                 if status == 200 {
                     if says_accepted(&body) {
@@ -267,7 +328,9 @@ async fn connection_loop(
                 };
                 *tally.errors.entry(kind).or_default() += 1;
                 // Do not spin on a dead server.
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                if schedule.every.is_none() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     }
@@ -319,8 +382,9 @@ async fn run(options: Options) -> Result<(), String> {
     }
 
     eprintln!(
-        "ingest: {} connections, {:.1}s warm-up + {:.1}s measured, {} client thread(s), body {} bytes, {}",
+        "ingest: {} connections{}, {:.1}s warm-up + {:.1}s measured, {} client thread(s), body {} bytes, {}",
         options.connections,
+        options.rate.map(|r| format!(" at {r}/s in all")).unwrap_or_default(),
         options.warmup.as_secs_f64(),
         options.duration.as_secs_f64(),
         options.threads,
@@ -332,8 +396,44 @@ async fn run(options: Options) -> Result<(), String> {
     let start = Instant::now();
     let measure_from = start + options.warmup;
     let measure_until = measure_from + options.duration;
+    // Fixed rate: connection i takes slots i, i + C, i + 2C, ... of a rate-R clock.
+    let every = options.rate.map(|rate| Duration::from_secs_f64(options.connections as f64 / rate));
+    let offset =
+        |i: usize| options.rate.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(i as f64 / rate));
+    let interval: Option<IntervalLatencies> = options.report_every.map(|_| Arc::default());
+    let reporter = options.report_every.zip(interval.clone()).map(|(every, interval)| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at((measure_from + every).into(), every);
+            let mut since = measure_from;
+            loop {
+                // The last interval ends with the measured window (it may be shorter).
+                let end = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = tokio::time::sleep_until(measure_until.into()) => true,
+                };
+                let mut lat = std::mem::take(&mut *interval.lock().expect("interval latencies"));
+                lat.sort_unstable();
+                let seconds = since.elapsed().as_secs_f64();
+                since = Instant::now();
+                if !lat.is_empty() {
+                    eprintln!(
+                        "ingest: +{:>5.0}s  {:>7} requests ({:.1}/s)  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                        measure_from.elapsed().as_secs_f64(),
+                        lat.len(),
+                        lat.len() as f64 / seconds,
+                        percentile_ms(&lat, 50.0),
+                        percentile_ms(&lat, 99.0),
+                        lat.last().map_or(f64::NAN, |us| *us as f64 / 1000.0),
+                    );
+                }
+                if end {
+                    return;
+                }
+            }
+        })
+    });
     let tasks: Vec<_> = (0..options.connections)
-        .map(|_| {
+        .map(|i| {
             tokio::spawn(connection_loop(
                 client.clone(),
                 url.clone(),
@@ -341,6 +441,8 @@ async fn run(options: Options) -> Result<(), String> {
                 key.clone(),
                 measure_from,
                 measure_until,
+                Schedule { first: start + offset(i), every },
+                interval.clone(),
             ))
         })
         .collect();
@@ -349,10 +451,16 @@ async fn run(options: Options) -> Result<(), String> {
     for task in tasks {
         total.merge(task.await.map_err(|e| format!("a connection task failed: {e}"))?);
     }
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
 
     let window = options.duration.as_secs_f64();
     let mut lat = std::mem::take(&mut total.latencies_us);
     lat.sort_unstable();
+    let mut round_trips = std::mem::take(&mut total.round_trips_us);
+    round_trips.sort_unstable();
+    let (rt_p50, rt_p99) = (percentile_ms(&round_trips, 50.0), percentile_ms(&round_trips, 99.0));
     let requests = lat.len() as u64;
     let errors: u64 = total.errors.values().sum();
     let non_200: u64 = total.by_status.iter().filter(|(s, _)| **s != 200).map(|(_, n)| n).sum();
@@ -383,10 +491,19 @@ async fn run(options: Options) -> Result<(), String> {
         println!("  {kind}: {n}");
     }
     println!("latency ms:          p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}  mean {mean:.2}");
+    if options.rate.is_some() {
+        println!(
+            "                     (from each request's slot; send to answer: p50 {rt_p50:.2}  p99 {rt_p99:.2})"
+        );
+    }
     println!(
         "RESULT webhooks_per_sec={accepted_per_sec:.1} requests={requests} accepted={} non_200={non_200} errors={errors} \
-         p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} connections={} duration_s={window:.1} accepted_all={}",
-        total.accepted, options.connections, total.accepted_all,
+         p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} connections={} duration_s={window:.1} accepted_all={} \
+         target_rate={} rt_p50_ms={rt_p50:.2} rt_p99_ms={rt_p99:.2}",
+        total.accepted,
+        options.connections,
+        total.accepted_all,
+        options.rate.map_or("none".to_owned(), |r| r.to_string()),
     );
     Ok(())
 }
