@@ -213,7 +213,9 @@ impl Store {
     }
 
     /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
-    /// `limit` runs per call, oldest first. Returns (matched, retried).
+    /// `limit` runs per call, oldest first. Returns (matched, retried). One transaction per
+    /// run: a run that cannot be retried (it changed meanwhile, or its content already has a
+    /// debouncing sync) does not hold up the others.
     pub async fn retry_failed(
         &self,
         filter: &RunFilter,
@@ -221,16 +223,22 @@ impl Store {
         limit: i64,
         actor: &str,
     ) -> StoreResult<(Vec<RunId>, Vec<RunId>)> {
-        match &self.backend {
-            Backend::Postgres(s) => {
-                let result = s.retry_failed(filter, dry_run, limit, actor).await?;
-                if !result.1.is_empty() {
-                    s.jobs_committed();
-                }
-                Ok(result)
-            }
-            Backend::Sqlite(s) => s.retry_failed(filter, dry_run, limit, actor).await,
+        let matched = match &self.backend {
+            Backend::Postgres(s) => s.failed_run_ids(filter, limit).await?,
+            Backend::Sqlite(s) => s.failed_run_ids(filter, limit).await?,
+        };
+        if dry_run {
+            return Ok((matched, Vec::new()));
         }
+        let mut retried = Vec::with_capacity(matched.len());
+        for id in &matched {
+            match self.retry_run(*id, actor).await {
+                Ok(()) => retried.push(*id),
+                Err(ActionError::Store(e)) => return Err(e),
+                Err(e) => tracing::info!(run_id = %id, reason = %e, "not retried"),
+            }
+        }
+        Ok((matched, retried))
     }
 }
 

@@ -146,34 +146,13 @@ impl PgStore {
         Ok(())
     }
 
-    /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
-    /// `limit` runs per call, oldest first.
-    pub async fn retry_failed(
-        &self,
-        filter: &RunFilter,
-        dry_run: bool,
-        limit: i64,
-        actor: &str,
-    ) -> StoreResult<(Vec<RunId>, Vec<RunId>)> {
+    /// The failed runs that match `filter` (its state aside), oldest first; at most `limit`.
+    pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<RunId>> {
         let mut q: QueryBuilder<Postgres> =
             QueryBuilder::new("select id from workflow_runs where state = 'failed'");
         push_filter(&mut q, &RunFilter { state: None, ..filter.clone() });
         q.push(" order by created_at, id limit ").push_bind(limit);
-        let matched: Vec<RunId> = q.build_query_scalar().fetch_all(&self.pool).await?;
-        if dry_run {
-            return Ok((matched, Vec::new()));
-        }
-        let mut retried = Vec::with_capacity(matched.len());
-        for id in &matched {
-            // One transaction per run: a run that cannot be retried (it changed meanwhile, or
-            // its content already has a debouncing sync) does not hold up the others.
-            match self.retry_run(*id, actor).await {
-                Ok(()) => retried.push(*id),
-                Err(ActionError::Store(e)) => return Err(e),
-                Err(e) => tracing::info!(run_id = %id, reason = %e, "not retried"),
-            }
-        }
-        Ok((matched, retried))
+        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
     }
 
     /// Runs by state, step records by name and state, and the age of the oldest pending run.

@@ -133,30 +133,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn retry_failed(
-        &self,
-        filter: &RunFilter,
-        dry_run: bool,
-        limit: i64,
-        actor: &str,
-    ) -> StoreResult<(Vec<RunId>, Vec<RunId>)> {
+    /// The failed runs that match `filter` (its state aside), oldest first; at most `limit`.
+    pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<RunId>> {
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("select id from workflow_runs where state = 'failed'");
         push_filter(&mut q, &RunFilter { state: None, ..filter.clone() });
         q.push(" order by created_at, id limit ").push_bind(limit);
-        let matched: Vec<RunId> = q.build_query_scalar().fetch_all(&self.pool).await?;
-        if dry_run {
-            return Ok((matched, Vec::new()));
-        }
-        let mut retried = Vec::with_capacity(matched.len());
-        for id in &matched {
-            match self.retry_run(*id, actor).await {
-                Ok(()) => retried.push(*id),
-                Err(ActionError::Store(e)) => return Err(e),
-                Err(e) => tracing::info!(run_id = %id, reason = %e, "not retried"),
-            }
-        }
-        Ok((matched, retried))
+        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
     }
 
     pub async fn queue_stats(&self) -> StoreResult<QueueStats> {
