@@ -1,14 +1,19 @@
-//! The periodic pruning job (see `store::pg::retention`): apalis's finished job rows every
-//! minute, history older than `RETENTION_DAYS` every hour. Idempotent and safe to run in every
+//! The periodic pruning job (see `store::pg::retention`): apalis's finished job rows every few
+//! seconds, history older than `RETENTION_DAYS` every hour. Idempotent and safe to run in every
 //! worker process at once (rows are claimed with SKIP LOCKED).
 
 use std::time::Duration;
 
 use crate::store::Store;
 
-/// How long a finished job row is kept: long enough to look at while debugging a live issue.
-const JOB_GRACE: Duration = Duration::from_secs(60);
-const JOB_EVERY: Duration = Duration::from_secs(60);
+/// How long a finished job row is kept. Our own tables hold each step's history, so the row
+/// is useless once done; and it is costly while kept: apalis-postgres acknowledges results by
+/// joining against every row its worker has locked (done rows keep `lock_by`), so each ack
+/// costs time in proportion to the rows a worker finished within the grace period (measured:
+/// 1.4 ms per ack with 3,000 such rows, about 1 ms of database time per step job at ~100
+/// syncs/s with a 60 s grace).
+const JOB_GRACE: Duration = Duration::from_secs(5);
+const JOB_EVERY: Duration = Duration::from_secs(5);
 const HISTORY_EVERY: Duration = Duration::from_secs(3_600);
 
 /// Runs until `shutdown` resolves.

@@ -16,6 +16,7 @@ mod openapi;
 mod ops_api;
 mod processes;
 mod queue;
+mod rate_limit;
 mod sync_flow;
 mod tls;
 mod users_api;

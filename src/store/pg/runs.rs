@@ -1,5 +1,12 @@
 //! Workflow runs and steps: claiming a step attempt under a lease, heartbeats, and the fenced
 //! transitions that record a step's outcome and enqueue what comes next in one transaction.
+//!
+//! A lease is fenced by its token alone (`id = $1 and lease_token = $2`): a claim sets a fresh
+//! token together with `state = 'running'`, and every change out of `running` (a transition,
+//! a cancel, the sweeper) clears it. Testing the state as well would be redundant, and harmful:
+//! `state = 'running'` lets the planner walk a state-led index of the ops API instead of the
+//! primary key, and on a busy table most of that index's entries are dead versions of runs
+//! that passed through `running` (measured: 0.7 ms and 59 buffers instead of 3).
 
 use std::time::Duration;
 
@@ -83,7 +90,7 @@ impl PgStore {
             r#"
             update workflow_runs
             set lease_expires_at = now() + make_interval(secs => $3)
-            where id = $1 and lease_token = $2 and state = 'running'
+            where id = $1 and lease_token = $2
             "#,
         )
         .bind(claim.run_id)
@@ -103,7 +110,7 @@ impl PgStore {
     ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
         let mut tx = self.pool.begin().await?;
         let held: Option<i32> = sqlx::query_scalar(
-            r#"select 1 from workflow_runs where id = $1 and lease_token = $2 and state = 'running' for update"#,
+            r#"select 1 from workflow_runs where id = $1 and lease_token = $2 for update"#,
         )
         .bind(claim.run_id)
         .bind(claim.lease_token)
@@ -171,7 +178,7 @@ pub async fn apply_transition(
                 lease_expires_at = now() + make_interval(secs => $14),
                 finished_at = case when $9 then now() else null end,
                 updated_at = now()
-            where id = $1 and lease_token = $2 and state = 'running'
+            where id = $1 and lease_token = $2
             returning id, dispatch_seq
         ), step as (
             update workflow_steps s

@@ -32,15 +32,13 @@ impl SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?
                 .flatten();
-        let live: Vec<DateTime<Utc>> = sqlx::query_scalar(
-            r#"select granted_at from notion_rate_grants where user_id = $1 order by granted_at"#,
-        )
-        .bind(user)
-        .fetch_all(&mut *tx)
-        .await?;
+        let live: i64 = sqlx::query_scalar(r#"select count(*) from notion_rate_grants where user_id = $1"#)
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
         let grant = match blocked_until {
             Some(until) if until > now => Grant::WaitUntil(until),
-            _ if live.len() < limit as usize => {
+            _ if live < i64::from(limit) => {
                 sqlx::query(r#"insert into notion_rate_grants (user_id, granted_at) values ($1, $2)"#)
                     .bind(user)
                     .bind(ts(now))
@@ -49,7 +47,17 @@ impl SqliteStore {
                 Grant::Granted
             }
             // The slot that frees first is the one taken `limit` grants ago.
-            _ => Grant::WaitUntil(live[live.len() - limit as usize] + window),
+            _ => {
+                let oldest_counted: DateTime<Utc> = sqlx::query_scalar(
+                    r#"select granted_at from notion_rate_grants where user_id = $1
+                       order by granted_at limit 1 offset $2"#,
+                )
+                .bind(user)
+                .bind(live - i64::from(limit))
+                .fetch_one(&mut *tx)
+                .await?;
+                Grant::WaitUntil(oldest_counted + window)
+            }
         };
         tx.commit().await?;
         Ok(grant)
