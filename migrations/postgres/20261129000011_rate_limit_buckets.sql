@@ -8,6 +8,13 @@
 -- limit. A bucket counts while it may still hold a grant inside the window (its second ends
 -- after now - window), so the limiter never grants more than `p_limit` in any window; the
 -- price is that a slot may free up to one second later than with exact timestamps.
+--
+-- The function also makes its transaction's commit asynchronous (it is called on its own, one
+-- statement per transaction): a grant no longer waits for a disk flush while every other
+-- transaction of the engine queues behind it for the same flush. What that risks: if the
+-- database server itself crashes, the grants of its last few hundred milliseconds may be
+-- forgotten, so a user could get that many more requests in that minute; Notion would answer
+-- 429 and the limiter would be blocked for its Retry-After. Nothing else depends on a grant.
 alter table notion_rate_limits
     add column grant_seconds bigint[] not null default '{}',
     add column grant_counts integer[] not null default '{}';
@@ -48,6 +55,7 @@ declare
     v_n integer;
     i integer;
 begin
+    perform set_config('synchronous_commit', 'off', true);
     select r.grant_seconds, r.grant_counts, r.blocked_until into v_seconds, v_counts, v_blocked
     from notion_rate_limits r where r.user_id = p_user for update;
     if not found then

@@ -182,6 +182,27 @@ impl Store {
         })
     }
 
+    /// Claims the job's step (see [`Store::claim_step`]) in a transaction that stays open and
+    /// holds the run, so a step that only touches the database runs and is recorded in the
+    /// same transaction as its claim. Commit it at once to run the step outside it.
+    pub async fn claim_and_begin(
+        &self,
+        job: jobs::StepJob,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<(ClaimedStep, StoreTx)>> {
+        Ok(match &self.backend {
+            Backend::Postgres(s) => s
+                .claim_and_begin(job, owner, lease)
+                .await?
+                .map(|(claim, tx)| (claim, StoreTx::Postgres(tx, s.notifier()))),
+            Backend::Sqlite(s) => s
+                .claim_and_begin(job, owner, lease)
+                .await?
+                .map(|(claim, tx)| (claim, StoreTx::Sqlite(tx, s.wake_signal()))),
+        })
+    }
+
     /// Records how a claimed step ended and enqueues what follows, atomically and only if the
     /// claim still holds the lease.
     pub async fn transition(&self, claim: &ClaimedStep, transition: &Transition) -> StoreResult<Fenced> {

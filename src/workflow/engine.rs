@@ -39,8 +39,31 @@ pub struct Engine {
 }
 
 /// How a step attempt ended, as recorded: its outcome, and the run's next step when this
-/// worker claimed it on in the same transaction.
-type Recorded = (&'static str, Option<ClaimedStep>);
+/// worker claimed it on in the same transaction (which may still be open: see [`Next`]).
+type Recorded = (&'static str, Option<Next>);
+
+/// A step of the run that this worker has claimed and goes on with.
+struct Next {
+    claim: ClaimedStep,
+    /// The claim's transaction, when it is still open: the step runs inside it if it only
+    /// touches the database.
+    open: Option<OpenClaim>,
+}
+
+/// A claim whose transaction is still open, and how to claim the step again if that
+/// transaction must be undone because the step run in it failed.
+struct OpenClaim {
+    tx: StoreTx,
+    redo: Redo,
+}
+
+enum Redo {
+    /// The transaction claimed the step for this job: claim it again with the job.
+    Claim(StepJob),
+    /// The transaction recorded the previous step's outcome, which claimed this step on:
+    /// record that outcome again.
+    Record { previous: Box<ClaimedStep>, transition: Transition },
+}
 
 impl Engine {
     pub fn new(deps: StepDeps, definitions: Definitions, settings: EngineSettings) -> Arc<Self> {
@@ -57,13 +80,18 @@ impl Engine {
     /// run's next steps for as long as each one succeeds: a step's success claims the next
     /// step for this worker in the transaction that records it, so a run does not go back
     /// through the queue between steps (it does for waits, retries and at shutdown).
+    ///
+    /// The claim is made in a transaction that stays open: a step that only touches the
+    /// database runs and is recorded in it (one commit for claim, step and outcome); for any
+    /// other step it commits at once.
     pub async fn execute(&self, job: StepJob, worker: &str) -> Result<(), StoreError> {
-        let Some(claim) = self.deps.store.claim_step(job, worker, self.settings.lease).await? else {
+        let Some((claim, tx)) = self.deps.store.claim_and_begin(job, worker, self.settings.lease).await?
+        else {
             tracing::debug!(run_id = %job.run_id, seq = job.seq, "stale step job skipped");
             return Ok(());
         };
-        let mut next = Some(claim);
-        while let Some(claim) = next.take() {
+        let mut next = Some(Next { claim, open: Some(OpenClaim { tx, redo: Redo::Claim(job) }) });
+        while let Some(Next { claim, open }) = next.take() {
             let span = tracing::info_span!(
                 "step",
                 run_id = %claim.run_id,
@@ -73,21 +101,33 @@ impl Engine {
                 user_id = claim.user_id.map(|u| u.to_string()).unwrap_or_default(),
                 notion_id = claim.notion_id.as_deref().unwrap_or(""),
             );
-            next = self.run_claimed(claim, worker).instrument(span).await?;
+            next = self.run_claimed(claim, open, worker).instrument(span).await?;
         }
         Ok(())
     }
 
-    async fn run_claimed(&self, claim: ClaimedStep, worker: &str) -> Result<Option<ClaimedStep>, StoreError> {
+    async fn run_claimed(
+        &self,
+        claim: ClaimedStep,
+        open: Option<OpenClaim>,
+        worker: &str,
+    ) -> Result<Option<Next>, StoreError> {
         let started = std::time::Instant::now();
-        let Some((outcome, next)) = self.run_policed(claim.clone(), worker).await? else { return Ok(None) };
+        let Some((outcome, next)) = self.run_policed(claim.clone(), open, worker).await? else {
+            return Ok(None);
+        };
         self.deps.metrics.step_finished(&claim.step, outcome, started.elapsed().as_secs_f64());
         Ok(next)
     }
 
     /// Runs the claimed step under its policy. `Some(..)`: how the attempt ended, as
     /// recorded; `None`: the lease was lost and nothing was recorded.
-    async fn run_policed(&self, claim: ClaimedStep, worker: &str) -> Result<Option<Recorded>, StoreError> {
+    async fn run_policed(
+        &self,
+        claim: ClaimedStep,
+        open: Option<OpenClaim>,
+        worker: &str,
+    ) -> Result<Option<Recorded>, StoreError> {
         let policy = self.definitions.policy(&claim.step);
         if claim.attempt as u32 > policy.max_attempts {
             // Only lease takeovers get here (a worker died mid-step, again and again).
@@ -95,26 +135,42 @@ impl Engine {
                 kind: "attempts_exhausted".into(),
                 message: format!("the step was started {} times without finishing", claim.attempt - 1),
             };
-            return self.record(&claim, Transition::Fail { failure }, worker).await;
+            let transition = Transition::Fail { failure };
+            return match open {
+                Some(open) => self.commit(open.tx, &claim, transition, worker, true).await.map(Some),
+                None => self.record(&claim, transition, worker).await,
+            };
         }
         if steps::is_transactional(&claim.step) {
-            return self.run_transactional(claim, policy, worker).await;
+            return self.run_transactional(claim, policy, open, worker).await;
+        }
+        // The step runs outside any transaction: its claim commits on its own first.
+        if let Some(open) = open {
+            open.tx.commit_without_jobs().await?;
         }
         let Some(outcome) = self.run_external(&claim, &policy).await else { return Ok(None) };
         let transition = self.decide(&claim, &policy, outcome);
         self.record(&claim, transition, worker).await
     }
 
-    /// A step whose effects commit with its transition, under the run's row lock.
+    /// A step whose effects commit with its transition, under the run's row lock: in the
+    /// claim's own transaction when it is still open, else in a fenced one.
     async fn run_transactional(
         &self,
         claim: ClaimedStep,
         policy: StepPolicy,
+        open: Option<OpenClaim>,
         worker: &str,
     ) -> Result<Option<Recorded>, StoreError> {
-        let Some(mut tx) = self.deps.store.begin_fenced(&claim).await? else {
-            tracing::warn!("lease lost before the step started");
-            return Ok(None);
+        let (mut tx, redo) = match open {
+            Some(OpenClaim { tx, redo }) => (tx, Some(redo)),
+            None => match self.deps.store.begin_fenced(&claim).await? {
+                Some(tx) => (tx, None),
+                None => {
+                    tracing::warn!("lease lost before the step started");
+                    return Ok(None);
+                }
+            },
         };
         let work = AssertUnwindSafe(steps::run_in_tx(&mut tx, &claim, &self.deps)).catch_unwind();
         let outcome = match tokio::time::timeout(policy.timeout, work).await {
@@ -129,9 +185,30 @@ impl Engine {
         if matches!(transition, Transition::Wait { error: Some(_), .. } | Transition::Fail { .. }) {
             // A failure: undo the step's partial writes and record it in a transaction of its own.
             drop(tx);
-            return self.record(&claim, transition, worker).await;
+            // When the claim was made in that transaction, it was undone with them: claim the
+            // step again, on its own, to record the failure under. Nobody else can have taken
+            // it meanwhile: the run is unchanged and this worker holds its job or lease.
+            let again = match redo {
+                None => return self.record(&claim, transition, worker).await,
+                Some(Redo::Claim(job)) => {
+                    self.deps.store.claim_step(job, worker, self.settings.lease).await?
+                }
+                Some(Redo::Record { previous, transition: recorded }) => {
+                    match self.record_with(&previous, recorded, worker, false).await? {
+                        Some((_, Some(next))) => Some(next.claim),
+                        _ => None,
+                    }
+                }
+            };
+            let Some(again) = again else {
+                tracing::warn!(
+                    "the step could not be claimed again to record its failure; it will run again"
+                );
+                return Ok(None);
+            };
+            return self.record(&again, transition, worker).await;
         }
-        self.commit(tx, &claim, transition, worker).await.map(Some)
+        self.commit(tx, &claim, transition, worker, true).await.map(Some)
     }
 
     /// A step that calls out: no transaction is held; the lease is kept alive by heartbeats.
@@ -175,35 +252,62 @@ impl Engine {
         transition: Transition,
         worker: &str,
     ) -> Result<Option<Recorded>, StoreError> {
+        self.record_with(claim, transition, worker, true).await
+    }
+
+    /// [`Engine::record`]; `chain`: see [`Engine::commit`].
+    async fn record_with(
+        &self,
+        claim: &ClaimedStep,
+        transition: Transition,
+        worker: &str,
+        chain: bool,
+    ) -> Result<Option<Recorded>, StoreError> {
         let Some(tx) = self.deps.store.begin_fenced(claim).await? else {
             tracing::warn!("the step's lease was lost before its result was recorded; result discarded");
             return Ok(None);
         };
-        self.commit(tx, claim, transition, worker).await.map(Some)
+        self.commit(tx, claim, transition, worker, chain).await.map(Some)
     }
 
     /// Applies the transition and its consequences on the fenced transaction, and commits.
     /// A step that succeeded with another step after it claims that step for this worker in
     /// the same transaction (unless the worker is shutting down), returned as the next claim.
+    /// With `chain`, when that next step only touches the database, the transaction is not
+    /// committed here but handed on with the claim: the next step runs in it, and both
+    /// outcomes commit together (one commit instead of two).
     async fn commit(
         &self,
         mut tx: StoreTx,
         claim: &ClaimedStep,
         transition: Transition,
         worker: &str,
+        chain: bool,
     ) -> Result<Recorded, StoreError> {
+        let chained = chain
+            && matches!(&transition, Transition::Advance { next_step, .. } if steps::is_transactional(next_step));
+        // Kept to record it again if the chained step fails (which undoes this transaction).
+        let recorded = chained.then(|| transition.clone());
         let (transition, next) = self.continuation(claim, transition, worker);
         tx.apply_transition(claim, &transition).await?;
         self.after_transition(&mut tx, claim, &transition).await?;
-        if next.is_some() {
-            // The run went on with this worker; no step in this workflow enqueues jobs of
-            // its own when it is followed by another (discover_users and persist are last).
-            tx.commit_without_jobs().await?;
-        } else {
+        let label = transition.outcome_label();
+        let Some(next) = next else {
             tx.commit().await?;
+            log_transition(&transition);
+            return Ok((label, None));
+        };
+        if let Some(recorded) = recorded {
+            // Logged now: it commits with the next step's outcome.
+            log_transition(&transition);
+            let redo = Redo::Record { previous: Box::new(claim.clone()), transition: recorded };
+            return Ok((label, Some(Next { claim: next, open: Some(OpenClaim { tx, redo }) })));
         }
+        // The run went on with this worker; no step in this workflow enqueues jobs of its own
+        // when it is followed by another (discover_users and persist are last).
+        tx.commit_without_jobs().await?;
         log_transition(&transition);
-        Ok((transition.outcome_label(), next))
+        Ok((label, Some(Next { claim: next, open: None })))
     }
 
     /// `Advance` becomes `Continue` (with the next step's claim) while the engine continues.

@@ -235,9 +235,15 @@ async fn queue_stats_count_runs_and_steps_by_state() {
     for n in 0..3 {
         expect_json(app.post_signed(&event(n)).await, 200).await;
     }
-    let stats = eventually("three succeeded runs in the stats", Duration::from_secs(10), || async {
+    // The three counts are independent reads (run states, step states, the oldest pending
+    // run), so one answer can mix moments: wait until all three have settled.
+    let settled = "three succeeded runs and nothing pending in the stats";
+    let stats = eventually(settled, Duration::from_secs(10), || async {
         let s = expect_json(app.get_authorized("/api/queue/stats").await, 200).await;
-        (s["runs"]["succeeded"] == 3).then_some(s)
+        let settled = s["runs"]["succeeded"] == 3
+            && s["steps"]["discover_users"]["succeeded"] == 3
+            && s["oldest_pending_age_seconds"].is_null();
+        settled.then_some(s)
     })
     .await;
     for state in ["pending", "running", "waiting", "failed", "cancelled"] {

@@ -439,3 +439,69 @@ async fn a_step_that_always_fails_stops_after_its_attempts() {
     assert_eq!(env.notion.count("/v1/pages"), 3, "NOTION_MAX_RETRIES=2: three attempts, then stop");
 }
 }
+
+conformance! {
+/// `persist` runs in the transaction that records `generate` (one commit for both). When it
+/// fails, that transaction is undone: what generate produced must still be recorded, once, the
+/// failure must be recorded as an attempt of persist, and persist's retry must make the cards.
+async fn a_failing_persist_keeps_what_generate_produced_and_is_retried() {
+    let env = setup(|s| {
+        s.insert("RETRY_BASE_DELAY_MS", "300".into());
+    })
+    .await;
+    // Every card insert fails (a database error, so a retryable one) until the trigger goes.
+    let (install, remove) = match env.app.db.backend() {
+        Backend::Postgres => (
+            vec![
+                "create function refuse_cards() returns trigger language plpgsql as
+                 $$ begin raise exception 'cards refused by the test'; end $$",
+                "create trigger refuse_cards before insert on flashcards
+                 for each row execute function refuse_cards()",
+            ],
+            "drop trigger refuse_cards on flashcards",
+        ),
+        Backend::Sqlite => (
+            vec![
+                "create trigger refuse_cards before insert on flashcards
+                 begin select raise(abort, 'cards refused by the test'); end",
+            ],
+            "drop trigger refuse_cards",
+        ),
+    };
+    for statement in install {
+        on_db!(env.app.db, |db| sqlx::query(statement).execute(db).await.map(|d| d.rows_affected()))
+            .expect("install the trigger");
+    }
+    let run_id = env.subscribe(ids::PAGE, "page").await;
+    let run: uuid::Uuid = run_id.parse().expect("run id");
+    let outcomes = |step: &'static str| {
+        let env = &env;
+        async move {
+            let outcomes: Vec<String> = on_db!(env.app.db, |db| sqlx::query_scalar(
+                "select outcome from workflow_step_attempts where run_id = $1 and step = $2
+                 and outcome is not null order by started_at"
+            )
+            .bind(run)
+            .bind(step)
+            .fetch_all(db)
+            .await)
+            .expect("attempt history");
+            outcomes
+        }
+    };
+    eventually("persist to fail", Duration::from_secs(30), || async {
+        outcomes("persist").await.first().is_some_and(|o| o == "retrying").then_some(())
+    })
+    .await;
+    on_db!(env.app.db, |db| sqlx::query(remove).execute(db).await.map(|d| d.rows_affected()))
+        .expect("remove the trigger");
+
+    let finished = env.finished(&run_id).await;
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    assert_eq!(outcomes("generate").await, ["succeeded"], "generate ran and was recorded once");
+    let persist = outcomes("persist").await;
+    assert_eq!(persist.first().map(String::as_str), Some("retrying"), "{persist:?}");
+    assert_eq!(persist.last().map(String::as_str), Some("succeeded"), "{persist:?}");
+    assert_eq!(env.cards().await.len(), 4);
+}
+}

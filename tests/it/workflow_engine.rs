@@ -241,3 +241,52 @@ async fn an_expired_debounce_beside_a_newer_debouncing_sync_is_merged_into_it() 
     .await;
 }
 }
+
+conformance! {
+/// A run's first step that only touches the database runs in the transaction of its claim.
+/// When it fails, that transaction (claim included) is undone with the step's writes: the
+/// failure must still be recorded as one attempt of the step, and the run must not be left
+/// pending with its job used up.
+async fn a_failing_first_step_is_recorded_although_its_claim_was_undone() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("STEP_LEASE_SECONDS", "1".into());
+    })
+    .await;
+    // An event run that names no event: discover_users fails at once (fatal). It is left as
+    // a worker that died mid-step would leave it, so the lease sweeper dispatches it.
+    let run = uuid::Uuid::now_v7();
+    let past = app.db.shifted_sql(app.db.now_sql(), -1);
+    let insert = format!(
+        "insert into workflow_runs (id, workflow, state, current_step, trigger, dispatch_seq, attempt,
+             lease_owner, lease_token, lease_expires_at)
+         values ($1, 'notion_event', 'running', 'discover_users', 'webhook', 1, 0, 'dead-worker', $2, {past})"
+    );
+    on_db!(app.db, |db| sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+        .bind(run)
+        .bind(uuid::Uuid::new_v4())
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("insert run");
+
+    let detail = eventually("the run to fail", Duration::from_secs(15), || async {
+        let detail = expect_json(app.get_authorized(&format!("/api/workflows/{run}")).await, 200).await;
+        (detail["state"] == "failed").then_some(detail)
+    })
+    .await;
+    assert_eq!(detail["error_kind"], "event_missing", "{detail}");
+    let steps = detail["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "{detail}");
+    assert_eq!(steps[0]["name"], "discover_users");
+    assert_eq!(steps[0]["state"], "failed");
+    assert_eq!(steps[0]["attempts"], 1, "the undone claim is not counted twice: {detail}");
+    let history: Vec<(String, Option<String>)> = on_db!(app.db, |db| sqlx::query_as(
+        "select step, outcome from workflow_step_attempts where run_id = $1"
+    )
+    .bind(run)
+    .fetch_all(db)
+    .await)
+    .expect("attempt history");
+    assert_eq!(history, [("discover_users".to_owned(), Some("failed".to_owned()))]);
+}
+}

@@ -30,52 +30,21 @@ impl PgStore {
         owner: &str,
         lease: Duration,
     ) -> StoreResult<Option<ClaimedStep>> {
-        let token = Uuid::new_v4();
-        let row = sqlx::query(
-            r#"
-            with claimed as (
-                update workflow_runs
-                set state = 'running',
-                    lease_owner = $3,
-                    lease_token = $4,
-                    lease_expires_at = now() + make_interval(secs => $5),
-                    attempt = attempt + 1,
-                    next_run_at = null,
-                    updated_at = now()
-                where id = $1
-                  and dispatch_seq = $2
-                  and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < now()))
-                returning id, workflow, current_step, attempt, user_id, notion_id, notion_kind, event_id
-            ), step as (
-                insert into workflow_steps (run_id, name, state, attempts, started_at)
-                select id, current_step, 'running', 1, now() from claimed
-                on conflict (run_id, name) do update
-                set state = 'running', attempts = workflow_steps.attempts + 1, started_at = now(), finished_at = null
-            ), history as (
-                insert into workflow_step_attempts (lease_token, run_id, step, worker)
-                select $4, id, current_step, $3 from claimed
-            )
-            select * from claimed
-            "#,
-        )
-        .bind(job.run_id)
-        .bind(job.seq)
-        .bind(owner)
-        .bind(token)
-        .bind(lease.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| ClaimedStep {
-            run_id: r.get("id"),
-            workflow: r.get("workflow"),
-            step: r.get::<Option<String>, _>("current_step").unwrap_or_default(),
-            attempt: r.get("attempt"),
-            lease_token: token,
-            user_id: r.get("user_id"),
-            notion_id: r.get("notion_id"),
-            notion_kind: r.get("notion_kind"),
-            event_id: r.get("event_id"),
-        }))
+        let mut conn = self.pool.acquire().await?;
+        claim_step(&mut conn, job, owner, lease).await
+    }
+
+    /// Claims like [`PgStore::claim_step`] inside a transaction that stays open (holding the
+    /// run's row lock), so a step that only touches the database can run and be recorded in
+    /// it: one commit for claim, step and outcome.
+    pub async fn claim_and_begin(
+        &self,
+        job: StepJob,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<(ClaimedStep, sqlx::Transaction<'static, sqlx::Postgres>)>> {
+        let mut tx = self.pool.begin().await?;
+        Ok(claim_step(&mut tx, job, owner, lease).await?.map(|claim| (claim, tx)))
     }
 
     /// The stored output of a step of a run (its result, or its saved progress).
@@ -118,6 +87,61 @@ impl PgStore {
         .await?;
         Ok(held.map(|_| tx))
     }
+}
+
+/// Claims the current step of the job's run on `conn` (see [`PgStore::claim_step`]).
+pub async fn claim_step(
+    conn: &mut PgConnection,
+    job: StepJob,
+    owner: &str,
+    lease: Duration,
+) -> StoreResult<Option<ClaimedStep>> {
+    let token = Uuid::new_v4();
+    let row = sqlx::query(
+        r#"
+        with claimed as (
+            update workflow_runs
+            set state = 'running',
+                lease_owner = $3,
+                lease_token = $4,
+                lease_expires_at = now() + make_interval(secs => $5),
+                attempt = attempt + 1,
+                next_run_at = null,
+                updated_at = now()
+            where id = $1
+              and dispatch_seq = $2
+              and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < now()))
+            returning id, workflow, current_step, attempt, user_id, notion_id, notion_kind, event_id
+        ), step as (
+            insert into workflow_steps (run_id, name, state, attempts, started_at)
+            select id, current_step, 'running', 1, now() from claimed
+            on conflict (run_id, name) do update
+            set state = 'running', attempts = workflow_steps.attempts + 1, started_at = now(), finished_at = null
+        ), history as (
+            insert into workflow_step_attempts (lease_token, run_id, step, worker)
+            select $4, id, current_step, $3 from claimed
+        )
+        select * from claimed
+        "#,
+    )
+    .bind(job.run_id)
+    .bind(job.seq)
+    .bind(owner)
+    .bind(token)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| ClaimedStep {
+        run_id: r.get("id"),
+        workflow: r.get("workflow"),
+        step: r.get::<Option<String>, _>("current_step").unwrap_or_default(),
+        attempt: r.get("attempt"),
+        lease_token: token,
+        user_id: r.get("user_id"),
+        notion_id: r.get("notion_id"),
+        notion_kind: r.get("notion_kind"),
+        event_id: r.get("event_id"),
+    }))
 }
 
 /// Applies a transition on a connection inside a fenced transaction (see [`Store::begin_fenced`]):

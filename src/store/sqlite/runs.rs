@@ -23,74 +23,24 @@ impl SqliteStore {
         owner: &str,
         lease: Duration,
     ) -> StoreResult<Option<ClaimedStep>> {
-        let token = Uuid::new_v4();
-        let now = now();
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            r#"
-            update workflow_runs
-            set state = 'running',
-                lease_owner = $3,
-                lease_token = $4,
-                lease_expires_at = $5,
-                attempt = attempt + 1,
-                next_run_at = null,
-                updated_at = $6
-            where id = $1
-              and dispatch_seq = $2
-              and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < $6))
-            returning id, workflow, current_step, attempt, user_id, notion_id, notion_kind, event_id
-            "#,
-        )
-        .bind(job.run_id)
-        .bind(job.seq)
-        .bind(owner)
-        .bind(token)
-        .bind(from_now(lease))
-        .bind(&now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let claim = ClaimedStep {
-            run_id: row.get("id"),
-            workflow: row.get("workflow"),
-            step: row.get::<Option<String>, _>("current_step").unwrap_or_default(),
-            attempt: row.get("attempt"),
-            lease_token: token,
-            user_id: row.get("user_id"),
-            notion_id: row.get("notion_id"),
-            notion_kind: row.get("notion_kind"),
-            event_id: row.get("event_id"),
-        };
-        sqlx::query(
-            r#"
-            insert into workflow_steps (run_id, name, state, attempts, started_at)
-            values ($1, $2, 'running', 1, $3)
-            on conflict (run_id, name) do update
-            set state = 'running', attempts = workflow_steps.attempts + 1, started_at = excluded.started_at,
-                finished_at = null
-            "#,
-        )
-        .bind(claim.run_id)
-        .bind(&claim.step)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            r#"
-            insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at)
-            values ($1, $2, $3, $4, $5)
-            "#,
-        )
-        .bind(token)
-        .bind(claim.run_id)
-        .bind(&claim.step)
-        .bind(owner)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(claim))
+        let claim = claim_step(&mut tx, job, owner, lease).await?;
+        if claim.is_some() {
+            tx.commit().await?;
+        }
+        Ok(claim)
+    }
+
+    /// Claims like [`SqliteStore::claim_step`] inside a write transaction that stays open, so
+    /// a step that only touches the database can run and be recorded in it.
+    pub async fn claim_and_begin(
+        &self,
+        job: StepJob,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<(ClaimedStep, sqlx::Transaction<'static, sqlx::Sqlite>)>> {
+        let mut tx = self.begin_write().await?;
+        Ok(claim_step(&mut tx, job, owner, lease).await?.map(|claim| (claim, tx)))
     }
 
     pub async fn step_output(&self, run_id: RunId, step: &str) -> StoreResult<Option<serde_json::Value>> {
@@ -226,6 +176,96 @@ impl SqliteStore {
     }
 }
 
+/// Claims the current step of the job's run inside the write transaction of `conn` (see
+/// [`SqliteStore::claim_step`]).
+pub async fn claim_step(
+    conn: &mut SqliteConnection,
+    job: StepJob,
+    owner: &str,
+    lease: Duration,
+) -> StoreResult<Option<ClaimedStep>> {
+    let token = Uuid::new_v4();
+    let now = now();
+    let row = sqlx::query(
+        r#"
+        update workflow_runs
+        set state = 'running',
+            lease_owner = $3,
+            lease_token = $4,
+            lease_expires_at = $5,
+            attempt = attempt + 1,
+            next_run_at = null,
+            updated_at = $6
+        where id = $1
+          and dispatch_seq = $2
+          and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < $6))
+        returning id, workflow, current_step, attempt, user_id, notion_id, notion_kind, event_id
+        "#,
+    )
+    .bind(job.run_id)
+    .bind(job.seq)
+    .bind(owner)
+    .bind(token)
+    .bind(from_now(lease))
+    .bind(&now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let claim = ClaimedStep {
+        run_id: row.get("id"),
+        workflow: row.get("workflow"),
+        step: row.get::<Option<String>, _>("current_step").unwrap_or_default(),
+        attempt: row.get("attempt"),
+        lease_token: token,
+        user_id: row.get("user_id"),
+        notion_id: row.get("notion_id"),
+        notion_kind: row.get("notion_kind"),
+        event_id: row.get("event_id"),
+    };
+    start_attempt(conn, claim.run_id, &claim.step, token, owner, &now).await?;
+    Ok(Some(claim))
+}
+
+/// A step attempt begins: the step's record is running (one more attempt), and the attempt's
+/// history row names its lease token and worker.
+async fn start_attempt(
+    conn: &mut SqliteConnection,
+    run_id: RunId,
+    step: &str,
+    token: Uuid,
+    worker: &str,
+    now: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        r#"
+        insert into workflow_steps (run_id, name, state, attempts, started_at)
+        values ($1, $2, 'running', 1, $3)
+        on conflict (run_id, name) do update
+        set state = 'running', attempts = workflow_steps.attempts + 1, started_at = excluded.started_at,
+            finished_at = null
+        "#,
+    )
+    .bind(run_id)
+    .bind(step)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        r#"
+        insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at)
+        values ($1, $2, $3, $4, $5)
+        "#,
+    )
+    .bind(token)
+    .bind(run_id)
+    .bind(step)
+    .bind(worker)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Applies a transition inside a fenced transaction (see [`SqliteStore::begin_fenced`]).
 pub async fn apply_transition(
     conn: &mut SqliteConnection,
@@ -334,34 +374,8 @@ pub async fn apply_transition(
     .execute(&mut *conn)
     .await?;
 
-    if let (Some(token), Some(next_step)) = (next_token, next_step) {
-        sqlx::query(
-            r#"
-            insert into workflow_steps (run_id, name, state, attempts, started_at)
-            values ($1, $2, 'running', 1, $3)
-            on conflict (run_id, name) do update
-            set state = 'running', attempts = workflow_steps.attempts + 1, started_at = excluded.started_at,
-                finished_at = null
-            "#,
-        )
-        .bind(claim.run_id)
-        .bind(next_step)
-        .bind(ts(now))
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            r#"
-            insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at)
-            values ($1, $2, $3, $4, $5)
-            "#,
-        )
-        .bind(token)
-        .bind(claim.run_id)
-        .bind(next_step)
-        .bind(owner)
-        .bind(ts(now))
-        .execute(&mut *conn)
-        .await?;
+    if let (Some(token), Some(next_step), Some(owner)) = (next_token, next_step, owner) {
+        start_attempt(conn, claim.run_id, next_step, token, owner, &ts(now)).await?;
     }
 
     if let Some(at) = next_at {
