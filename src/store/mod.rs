@@ -397,4 +397,8 @@ delegate! {
     /// Deletes finished runs (with their steps, attempts and links) and webhook events older
     /// than `retention`.
     pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned>;
+    /// Deletes apalis's rows of workers not seen for `older_than` that no job row refers to:
+    /// every process start (and every worker restart after a database outage) registers a
+    /// worker under a new name, and apalis never removes them.
+    pub async fn prune_gone_workers(&self, older_than: Duration) -> StoreResult<u64>;
 }

@@ -1,5 +1,6 @@
 //! The periodic pruning job (see `store::pg::retention`): apalis's finished job rows every few
-//! seconds, history older than `RETENTION_DAYS` every hour. Idempotent and safe to run in every
+//! seconds; history older than `RETENTION_DAYS`, and apalis's rows of workers gone for an hour,
+//! every hour. Idempotent and safe to run in every
 //! worker process at once (rows are claimed with SKIP LOCKED).
 
 use std::time::Duration;
@@ -15,6 +16,9 @@ use crate::store::Store;
 const JOB_GRACE: Duration = Duration::from_secs(5);
 const JOB_EVERY: Duration = Duration::from_secs(5);
 const HISTORY_EVERY: Duration = Duration::from_secs(3_600);
+/// A worker's row outlives its process by this much (apalis updates `last_seen` every few
+/// seconds while it runs), then goes with the hourly pruning.
+const WORKER_GONE: Duration = Duration::from_secs(3_600);
 
 /// Runs until `shutdown` resolves.
 pub async fn run(store: Store, retention: Duration, shutdown: impl std::future::Future<Output = ()>) {
@@ -31,13 +35,20 @@ pub async fn run(store: Store, retention: Duration, shutdown: impl std::future::
                 Ok(n) => tracing::debug!(jobs = n, "pruned finished job rows"),
                 Err(e) => tracing::warn!(error = %e, "pruning job rows failed; will retry"),
             },
-            _ = history.tick() => match store.prune_history(retention).await {
-                Ok(p) if p.runs + p.events > 0 => {
-                    tracing::info!(runs = p.runs, events = p.events, "pruned history older than RETENTION_DAYS")
+            _ = history.tick() => {
+                match store.prune_history(retention).await {
+                    Ok(p) if p.runs + p.events > 0 => {
+                        tracing::info!(runs = p.runs, events = p.events, "pruned history older than RETENTION_DAYS")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
-            },
+                match store.prune_gone_workers(WORKER_GONE).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(workers = n, "pruned the queue's rows of workers gone for an hour"),
+                    Err(e) => tracing::warn!(error = %e, "pruning gone workers failed; will retry"),
+                }
+            }
         }
     }
 }

@@ -4,7 +4,13 @@ use std::time::Duration;
 
 use cognie_sync::store::Store;
 
-use crate::support::{TestApp, db::postgres_or_skip};
+use crate::{
+    conformance, on_db,
+    support::{
+        TestApp,
+        db::{Backend, TestDb, postgres_or_skip},
+    },
+};
 
 /// `count` job rows of `job_type` in `status`, finished or due `age` ago.
 async fn insert_jobs(app: &TestApp, job_type: &str, status: &str, count: i64, age: &str) {
@@ -144,4 +150,47 @@ async fn history_older_than_the_retention_is_pruned() {
         ["succeeded", "waiting"],
         "the finished runs older than 30 days are gone, the rest kept"
     );
+}
+
+conformance! {
+/// Every process start (and every worker restart after a database outage) registers an apalis
+/// worker under a new name; the hourly pruning removes the rows of workers gone for an hour,
+/// except those a job row still refers to (its `lock_by` is a foreign key).
+async fn rows_of_workers_gone_for_an_hour_are_pruned_unless_a_job_refers_to_them() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    let statements: [&str; 2] = match db.backend {
+        Backend::Postgres => [
+            "insert into apalis.workers (id, worker_type, storage_name, layers, last_seen)
+             values ('gone', 't', 's', '', now() - interval '2 hours'),
+                    ('gone-but-locking', 't', 's', '', now() - interval '2 hours'),
+                    ('alive', 't', 's', '', now())",
+            "insert into apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, lock_by, priority, metadata)
+             values ('J1', 't', '\\x7b7d'::bytea, 'Running', 1, 1, now(), 'gone-but-locking', 0, ''::hstore)",
+        ],
+        Backend::Sqlite => [
+            "insert into Workers (id, worker_type, storage_name, layers, last_seen)
+             values ('gone', 't', 's', '', strftime('%s', 'now') - 7200),
+                    ('gone-but-locking', 't', 's', '', strftime('%s', 'now') - 7200),
+                    ('alive', 't', 's', '', strftime('%s', 'now'))",
+            "insert into Jobs (job, id, job_type, status, attempts, max_attempts, run_at, lock_by)
+             values (x'7b7d', 'J1', 't', 'Running', 1, 1, strftime('%s', 'now'), 'gone-but-locking')",
+        ],
+    };
+    for statement in statements {
+        on_db!(pool, |db| sqlx::query(statement).execute(db).await.map(|done| done.rows_affected()))
+            .expect("insert");
+    }
+
+    let pruned = store.prune_gone_workers(Duration::from_secs(3_600)).await.expect("prune");
+    assert_eq!(pruned, 1);
+    let table = match db.backend {
+        Backend::Postgres => "select id from apalis.workers order by id",
+        Backend::Sqlite => "select id from Workers order by id",
+    };
+    let left: Vec<String> =
+        on_db!(pool, |db| sqlx::query_scalar(table).fetch_all(db).await).expect("workers left");
+    assert_eq!(left, ["alive", "gone-but-locking"]);
+}
 }

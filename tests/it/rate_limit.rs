@@ -5,29 +5,16 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use cognie_sync::store::{Grant, PoolSettings, Store};
+use cognie_sync::store::Grant;
 
 use crate::{conformance, support::db::TestDb};
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-async fn store(db: &TestDb) -> Store {
-    let settings = PoolSettings {
-        url: db.url.clone().into(),
-        max_connections: 8,
-        acquire_timeout: Duration::from_secs(30),
-        create_database: true,
-    };
-    let store = Store::connect(&settings).await.expect("open the store");
-    cognie_sync::workflow::queue::setup(&store).await.expect("the job queue's migrations");
-    store.migrate().await.expect("migrate");
-    store
-}
-
 conformance! {
     async fn the_limiter_grants_up_to_the_limit_then_says_when_the_first_slot_frees() {
         let db = TestDb::create().await;
-        let store = store(&db).await;
+        let store = db.store().await;
         let user = store.create_user("limited@example.com").await.expect("user").id;
         let other = store.create_user("other@example.com").await.expect("user").id;
 
@@ -68,7 +55,7 @@ conformance! {
 conformance! {
     async fn concurrent_requests_never_get_more_slots_than_the_limit() {
         let db = TestDb::create().await;
-        let store = store(&db).await;
+        let store = db.store().await;
         let user = store.create_user("busy@example.com").await.expect("user").id;
         let attempts = (0..60).map(|_| {
             let store = store.clone();

@@ -38,6 +38,22 @@ impl PgStore {
         }
     }
 
+    /// Deletes apalis's rows of workers not seen for `older_than` that no job row refers to
+    /// (a job's `lock_by` references its worker).
+    pub async fn prune_gone_workers(&self, older_than: Duration) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            r#"
+            delete from apalis.workers w
+            where w.last_seen < now() - make_interval(secs => $1)
+              and not exists (select 1 from apalis.jobs j where j.lock_by = w.id)
+            "#,
+        )
+        .bind(older_than.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Deletes finished runs (with their steps, attempts and links) and webhook events older
     /// than `retention`.
     pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned> {

@@ -36,6 +36,22 @@ impl SqliteStore {
         }
     }
 
+    /// Deletes apalis's rows of workers not seen for `older_than` that no job row refers to.
+    pub async fn prune_gone_workers(&self, older_than: Duration) -> StoreResult<u64> {
+        let cutoff =
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(older_than);
+        Ok(sqlx::query(
+            r#"
+            delete from Workers
+            where last_seen < $1 and not exists (select 1 from Jobs j where j.lock_by = Workers.id)
+            "#,
+        )
+        .bind(cutoff.as_secs() as i64)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
     pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned> {
         let cutoff = ago(retention);
         let mut pruned = Pruned::default();

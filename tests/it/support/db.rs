@@ -111,6 +111,20 @@ impl TestDb {
         Self { backend: Backend::Sqlite, url, name: String::new(), _dir: Some(dir) }
     }
 
+    /// The service's store on this database, migrated (the job queue's tables included).
+    pub async fn store(&self) -> cognie_sync::store::Store {
+        let settings = cognie_sync::store::PoolSettings {
+            url: self.url.clone().into(),
+            max_connections: 8,
+            acquire_timeout: std::time::Duration::from_secs(30),
+            create_database: true,
+        };
+        let store = cognie_sync::store::Store::connect(&settings).await.expect("open the store");
+        cognie_sync::workflow::queue::setup(&store).await.expect("the job queue's migrations");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
     /// A pool on this database, for the test's own assertions.
     pub async fn connect(&self) -> Db {
         match self.backend {
