@@ -5,6 +5,7 @@
 //! runs against both.
 
 pub mod jobs;
+mod keys;
 pub mod model;
 pub mod pg;
 pub mod sqlite;
@@ -201,15 +202,6 @@ impl Store {
                 .await?
                 .map(|(claim, tx)| (claim, StoreTx::Sqlite(tx, s.wake_signal()))),
         })
-    }
-
-    /// Records how a claimed step ended and enqueues what follows, atomically and only if the
-    /// claim still holds the lease.
-    pub async fn transition(&self, claim: &ClaimedStep, transition: &Transition) -> StoreResult<Fenced> {
-        let Some(mut tx) = self.begin_fenced(claim).await? else { return Ok(Fenced::LeaseLost) };
-        let fenced = tx.apply_transition(claim, transition).await?;
-        tx.commit().await?;
-        Ok(fenced)
     }
 
     pub async fn close(&self) {

@@ -1,0 +1,68 @@
+//! The encrypted secrets at rest, for moving them to a new `TOKEN_ENCRYPTION_KEY`: users' Notion
+//! tokens and the webhook verification tokens. A value is replaced only if it is still what was
+//! read, so several instances re-encrypting at once (or a user reconnecting meanwhile) never
+//! overwrite each other.
+//!
+//! The SQL is the same on both backends, so it is written once here and instantiated for each
+//! store with the pool its writes go through.
+
+/// Implements `encrypted_secrets` and `replace_encrypted_secret` for a store type whose field
+/// `$pool` is the pool to use.
+macro_rules! encrypted_secrets_impl {
+    ($store:ty, $pool:ident) => {
+        impl $store {
+            /// Every encrypted value at rest, with where it lives.
+            pub async fn encrypted_secrets(&self) -> StoreResult<Vec<(SecretRow, Vec<u8>)>> {
+                let users: Vec<(UserId, Vec<u8>)> = sqlx::query_as(
+                    r#"select id, notion_token_ciphertext from users where notion_token_ciphertext is not null order by id"#,
+                )
+                .fetch_all(&self.$pool)
+                .await?;
+                let tokens: Vec<(i64, Vec<u8>)> =
+                    sqlx::query_as(r#"select id, token_ciphertext from webhook_verification_tokens order by id"#)
+                        .fetch_all(&self.$pool)
+                        .await?;
+                Ok(users
+                    .into_iter()
+                    .map(|(id, ct)| (SecretRow::UserNotionToken(id), ct))
+                    .chain(tokens.into_iter().map(|(id, ct)| (SecretRow::VerificationToken(id), ct)))
+                    .collect())
+            }
+
+            /// Replaces one encrypted value, if it is still `old`. `false`: it changed meanwhile.
+            pub async fn replace_encrypted_secret(
+                &self,
+                row: SecretRow,
+                old: &[u8],
+                new: &[u8],
+            ) -> StoreResult<bool> {
+                let result = match row {
+                    SecretRow::UserNotionToken(id) => {
+                        sqlx::query(
+                            r#"update users set notion_token_ciphertext = $3
+                               where id = $1 and notion_token_ciphertext = $2"#,
+                        )
+                        .bind(id)
+                        .bind(old)
+                        .bind(new)
+                        .execute(&self.$pool)
+                        .await?
+                    }
+                    SecretRow::VerificationToken(id) => {
+                        sqlx::query(
+                            r#"update webhook_verification_tokens set token_ciphertext = $3
+                               where id = $1 and token_ciphertext = $2"#,
+                        )
+                        .bind(id)
+                        .bind(old)
+                        .bind(new)
+                        .execute(&self.$pool)
+                        .await?
+                    }
+                };
+                Ok(result.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use encrypted_secrets_impl;
