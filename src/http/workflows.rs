@@ -52,7 +52,8 @@ pub struct Run {
     pub notion_kind: Option<String>,
     /// `webhook`, `subscription`, `manual`, `retry` or `reconcile`.
     pub trigger: String,
-    /// The event run that started this sync.
+    /// The event run that started this sync. Once the retention period has passed, that run
+    /// may be deleted before this one, and this id then names no run.
     #[oai(nullable)]
     pub parent_id: Option<Uuid>,
     /// Attempts of the current step so far.

@@ -183,6 +183,17 @@ impl Store {
         })
     }
 
+    /// Opens a transaction to record a step's outcome in (a step that ran outside any). On
+    /// PostgreSQL it takes no lock first: the transition is fenced itself (it changes the run
+    /// only under the claim's lease token, and says `LeaseLost` otherwise), which saves a
+    /// statement per step. On SQLite it is [`Store::begin_fenced`] (one writer at a time).
+    pub async fn begin_record(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
+        Ok(match &self.backend {
+            Backend::Postgres(s) => Some(StoreTx::Postgres(s.pool().begin().await?, s.notifier())),
+            Backend::Sqlite(_) => self.begin_fenced(claim).await?,
+        })
+    }
+
     /// Claims the job's step (see [`Store::claim_step`]) in a transaction that stays open and
     /// holds the run, so a step that only touches the database runs and is recorded in the
     /// same transaction as its claim. Commit it at once to run the step outside it.

@@ -62,6 +62,29 @@ pub struct ClaimedStep {
     pub notion_id: Option<String>,
     pub notion_kind: Option<String>,
     pub event_id: Option<EventId>,
+    /// Outputs of this run's steps that the worker already holds (see [`KnownOutputs`]).
+    pub known_outputs: KnownOutputs,
+}
+
+/// Outputs of a run's steps that a worker holds because it ran those steps itself and went on
+/// with the run: the steps after them take these instead of reading them back from the store
+/// (a sync's fetched content is its largest value). A step not listed is read from the store.
+#[derive(Debug, Clone, Default)]
+pub struct KnownOutputs(std::sync::Arc<Vec<(String, Option<serde_json::Value>)>>);
+
+impl KnownOutputs {
+    /// `Some(output)`: known (`Some(None)`: the step is known to have stored no output);
+    /// `None`: not known here, read the store.
+    pub fn get(&self, step: &str) -> Option<Option<&serde_json::Value>> {
+        self.0.iter().rev().find(|(name, _)| name == step).map(|(_, output)| output.as_ref())
+    }
+
+    /// These outputs and `step`'s.
+    pub fn with(&self, step: &str, output: Option<serde_json::Value>) -> Self {
+        let mut outputs = self.0.as_ref().clone();
+        outputs.push((step.to_owned(), output));
+        Self(std::sync::Arc::new(outputs))
+    }
 }
 
 /// How a step attempt ended, as the engine decided.

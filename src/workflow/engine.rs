@@ -19,7 +19,9 @@ use super::{
     definition::{Definitions, SYNC_WORKFLOW, StepPolicy},
     steps::{self, StepDeps, StepError, StepOutcome},
 };
-use crate::store::{ClaimedStep, StepFailure, StoreError, StoreTx, Transition, jobs::StepJob};
+use crate::store::{ClaimedStep, Fenced, StepFailure, StoreError, StoreTx, Transition, jobs::StepJob};
+
+const LEASE_LOST: &str = "the step's lease was lost before its result was recorded; result discarded";
 
 /// Engine settings (from the configuration).
 #[derive(Debug, Clone)]
@@ -137,7 +139,7 @@ impl Engine {
             };
             let transition = Transition::Fail { failure };
             return match open {
-                Some(open) => self.commit(open.tx, &claim, transition, worker, true).await.map(Some),
+                Some(open) => self.commit(open.tx, &claim, transition, worker, true).await,
                 None => self.record(&claim, transition, worker).await,
             };
         }
@@ -208,7 +210,7 @@ impl Engine {
             };
             return self.record(&again, transition, worker).await;
         }
-        self.commit(tx, &claim, transition, worker, true).await.map(Some)
+        self.commit(tx, &claim, transition, worker, true).await
     }
 
     /// A step that calls out: no transaction is held; the lease is kept alive by heartbeats.
@@ -263,14 +265,15 @@ impl Engine {
         worker: &str,
         chain: bool,
     ) -> Result<Option<Recorded>, StoreError> {
-        let Some(tx) = self.deps.store.begin_fenced(claim).await? else {
-            tracing::warn!("the step's lease was lost before its result was recorded; result discarded");
+        let Some(tx) = self.deps.store.begin_record(claim).await? else {
+            tracing::warn!("{LEASE_LOST}");
             return Ok(None);
         };
-        self.commit(tx, claim, transition, worker, chain).await.map(Some)
+        self.commit(tx, claim, transition, worker, chain).await
     }
 
-    /// Applies the transition and its consequences on the fenced transaction, and commits.
+    /// Applies the transition and its consequences on the transaction, and commits. `None`:
+    /// the claim had lost its lease, so nothing is recorded (the transaction is rolled back).
     /// A step that succeeded with another step after it claims that step for this worker in
     /// the same transaction (unless the worker is shutting down), returned as the next claim.
     /// With `chain`, when that next step only touches the database, the transaction is not
@@ -283,31 +286,34 @@ impl Engine {
         transition: Transition,
         worker: &str,
         chain: bool,
-    ) -> Result<Recorded, StoreError> {
+    ) -> Result<Option<Recorded>, StoreError> {
         let chained = chain
             && matches!(&transition, Transition::Advance { next_step, .. } if steps::is_transactional(next_step));
         // Kept to record it again if the chained step fails (which undoes this transaction).
         let recorded = chained.then(|| transition.clone());
         let (transition, next) = self.continuation(claim, transition, worker);
-        tx.apply_transition(claim, &transition).await?;
+        if tx.apply_transition(claim, &transition).await? == Fenced::LeaseLost {
+            tracing::warn!("{LEASE_LOST}");
+            return Ok(None);
+        }
         self.after_transition(&mut tx, claim, &transition).await?;
         let label = transition.outcome_label();
         let Some(next) = next else {
             tx.commit().await?;
             log_transition(&transition);
-            return Ok((label, None));
+            return Ok(Some((label, None)));
         };
         if let Some(recorded) = recorded {
             // Logged now: it commits with the next step's outcome.
             log_transition(&transition);
             let redo = Redo::Record { previous: Box::new(claim.clone()), transition: recorded };
-            return Ok((label, Some(Next { claim: next, open: Some(OpenClaim { tx, redo }) })));
+            return Ok(Some((label, Some(Next { claim: next, open: Some(OpenClaim { tx, redo }) }))));
         }
         // The run went on with this worker; no step in this workflow enqueues jobs of its own
         // when it is followed by another (discover_users and persist are last).
         tx.commit_without_jobs().await?;
         log_transition(&transition);
-        Ok((label, Some(Next { claim: next, open: None })))
+        Ok(Some((label, Some(Next { claim: next, open: None }))))
     }
 
     /// `Advance` becomes `Continue` (with the next step's claim) while the engine continues.
@@ -319,10 +325,16 @@ impl Engine {
     ) -> (Transition, Option<ClaimedStep>) {
         match transition {
             Transition::Advance { output, next_step } if self.continuing.load(Ordering::SeqCst) => {
+                // The next step runs with this step's output in hand, and with its own known
+                // to be empty: a run only moves forward, so it has not run in this run before
+                // (a retry resumes at the failed step itself, through the queue).
+                let known_outputs =
+                    claim.known_outputs.with(&claim.step, Some(output.clone())).with(&next_step, None);
                 let next = ClaimedStep {
                     step: next_step.clone(),
                     attempt: 1,
                     lease_token: uuid::Uuid::new_v4(),
+                    known_outputs,
                     ..claim.clone()
                 };
                 let transition = Transition::Continue {

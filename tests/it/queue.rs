@@ -126,10 +126,19 @@ async fn history_older_than_the_retention_is_pruned() {
             .iter()
             .enumerate()
     {
+        // Each run with its step record and attempt history, in one statement (the app's own
+        // pruning may run at any moment; steps and attempts have no foreign key, they go with
+        // the run).
         sqlx::query(
-            "insert into workflow_runs (id, workflow, state, trigger, created_at, finished_at)
-             values ($1, 'notion_event', $2, 'webhook', now() - $3::interval,
-                     case when $2 = 'waiting' then null else now() - $3::interval end)",
+            "with run as (
+                 insert into workflow_runs (id, workflow, state, trigger, created_at, finished_at)
+                 values ($1, 'notion_event', $2, 'webhook', now() - $3::interval,
+                         case when $2 = 'waiting' then null else now() - $3::interval end)
+             ), step as (
+                 insert into workflow_steps (run_id, name, state, attempts) values ($1, 'discover_users', 'succeeded', 1)
+             )
+             insert into workflow_step_attempts (lease_token, run_id, step, worker, outcome)
+             values (gen_random_uuid(), $1, 'discover_users', 'w', 'succeeded')",
         )
         .bind(uuid::Uuid::from_u128(n as u128 + 1))
         .bind(state)
@@ -150,6 +159,14 @@ async fn history_older_than_the_retention_is_pruned() {
         ["succeeded", "waiting"],
         "the finished runs older than 30 days are gone, the rest kept"
     );
+    let orphans = app
+        .count(
+            "select (select count(*) from workflow_steps s where not exists (select 1 from workflow_runs r where r.id = s.run_id))
+                  + (select count(*) from workflow_step_attempts a where not exists (select 1 from workflow_runs r where r.id = a.run_id))",
+        )
+        .await;
+    assert_eq!(orphans, 0, "a pruned run's steps and attempts are pruned with it");
+    assert_eq!(app.count("select count(*) from workflow_steps").await, 2, "the kept runs' steps are kept");
 }
 
 conformance! {

@@ -141,6 +141,7 @@ pub async fn claim_step(
         notion_id: r.get("notion_id"),
         notion_kind: r.get("notion_kind"),
         event_id: r.get("event_id"),
+        known_outputs: Default::default(),
     }))
 }
 

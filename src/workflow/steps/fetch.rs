@@ -5,6 +5,7 @@
 //! worth retrying, the crawl's progress is saved with the step and the step is rescheduled,
 //! holding no worker. Waiting for a slot spends no attempt; a failure does.
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{StepDeps, StepError, StepOutcome};
@@ -28,16 +29,14 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         .map_err(|e| StepError::fatal("notion_token_undecryptable", e.to_string()))?;
     let token = secrecy::ExposeSecret::expose_secret(&token);
 
-    let mut crawl =
-        match deps.store.step_output(claim.run_id, "fetch").await?.and_then(|o| o.get("progress").cloned()) {
-            Some(saved) => serde_json::from_value(saved).map_err(|e| {
-                StepError::fatal("fetch_progress_invalid", format!("saved crawl progress is unreadable: {e}"))
-            })?,
-            None if claim.notion_kind.as_deref() == Some("database") => {
-                Crawl::database(notion_id, flavor(deps))
-            }
-            None => Crawl::page(notion_id),
-        };
+    let saved = super::step_output(claim, "fetch", deps.store.step_output(claim.run_id, "fetch")).await?;
+    let mut crawl = match saved.as_deref().and_then(|o| o.get("progress")) {
+        Some(saved) => Crawl::deserialize(saved).map_err(|e| {
+            StepError::fatal("fetch_progress_invalid", format!("saved crawl progress is unreadable: {e}"))
+        })?,
+        None if claim.notion_kind.as_deref() == Some("database") => Crawl::database(notion_id, flavor(deps)),
+        None => Crawl::page(notion_id),
+    };
 
     while let Some(request) = crawl.next_request() {
         match deps.limiter.acquire(user).await? {

@@ -12,9 +12,10 @@ pub mod fetch;
 pub mod generate;
 pub mod persist;
 
-use std::time::Duration;
+use std::{borrow::Cow, future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use crate::{
     crypto::SecretCipher,
@@ -22,7 +23,7 @@ use crate::{
     ids::UserId,
     notion::NotionClient,
     ratelimit::RateLimiter,
-    store::{ClaimedStep, DebounceWindow, Store, StoreError, StoreTx},
+    store::{ClaimedStep, DebounceWindow, Store, StoreError, StoreResult, StoreTx},
 };
 
 /// What the steps need besides the claim.
@@ -102,17 +103,38 @@ fn sync_key(claim: &ClaimedStep) -> Result<(UserId, &str), StepError> {
     }
 }
 
+/// The stored output of a step of the claim's run: the one this worker holds when it ran that
+/// step itself (see [`crate::store::KnownOutputs`]), else what `read` reads from the store.
+async fn step_output<'c>(
+    claim: &'c ClaimedStep,
+    step: &str,
+    read: impl Future<Output = StoreResult<Option<Value>>>,
+) -> Result<Option<Cow<'c, Value>>, StepError> {
+    match claim.known_outputs.get(step) {
+        Some(known) => Ok(known.map(Cow::Borrowed)),
+        None => Ok(read.await?.map(Cow::Owned)),
+    }
+}
+
+/// A field of a previous step's output (all of it when `field` is empty), read as `T`.
+async fn previous_output<T: serde::de::DeserializeOwned>(
+    claim: &ClaimedStep,
+    step: &str,
+    field: &str,
+    read: impl Future<Output = StoreResult<Option<Value>>>,
+) -> Result<T, StepError> {
+    let output = step_output(claim, step, read).await?.ok_or_else(|| {
+        StepError::fatal("step_output_missing", format!("the `{step}` step left no output"))
+    })?;
+    let value = if field.is_empty() { Some(output.as_ref()) } else { output.get(field) };
+    T::deserialize(value.unwrap_or(&Value::Null)).map_err(|e| {
+        StepError::fatal("step_output_invalid", format!("the `{step}` step's output cannot be read: {e}"))
+    })
+}
+
 /// The content the fetch step read, as the generators take it.
 async fn fetched_content(deps: &StepDeps, claim: &ClaimedStep) -> Result<Content, StepError> {
-    let output = deps
-        .store
-        .step_output(claim.run_id, "fetch")
-        .await?
-        .and_then(|o| o.get("content").cloned())
-        .ok_or_else(|| StepError::fatal("step_output_missing", "the fetch step left no content"))?;
-    serde_json::from_value(output).map_err(|e| {
-        StepError::fatal("step_output_invalid", format!("the fetched content cannot be read: {e}"))
-    })
+    previous_output(claim, "fetch", "content", deps.store.step_output(claim.run_id, "fetch")).await
 }
 
 /// Runs a transactional step on the fenced transaction.

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{StepDeps, StepError, StepOutcome};
+use super::{StepDeps, StepError, StepOutcome, previous_output};
 use crate::{
     flashcards::{Card, CardSource},
     notion::FetchedContent,
@@ -20,8 +20,10 @@ struct Generated {
 
 pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
-    let fetched: FetchedContent = output(tx, claim, "fetch", "content").await?;
-    let generated: Generated = output(tx, claim, "generate", "").await?;
+    let fetched: FetchedContent =
+        previous_output(claim, "fetch", "content", tx.step_output(claim.run_id, "fetch")).await?;
+    let generated: Generated =
+        previous_output(claim, "generate", "", tx.step_output(claim.run_id, "generate")).await?;
 
     let database = claim.notion_kind.as_deref() == Some("database");
     let scope = SyncScope {
@@ -69,22 +71,6 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
         "Internal sync completed"
     );
     Ok(StepOutcome::Done { output: json!(counts) })
-}
-
-/// A previous step's output (or one field of it), as stored.
-async fn output<T: serde::de::DeserializeOwned>(
-    tx: &mut StoreTx,
-    claim: &ClaimedStep,
-    step: &str,
-    field: &str,
-) -> Result<T, StepError> {
-    let value = tx.step_output(claim.run_id, step).await?.ok_or_else(|| {
-        StepError::fatal("step_output_missing", format!("the `{step}` step left no output"))
-    })?;
-    let value = if field.is_empty() { value } else { value.get(field).cloned().unwrap_or(Value::Null) };
-    serde_json::from_value(value).map_err(|e| {
-        StepError::fatal("step_output_invalid", format!("the `{step}` step's output cannot be read: {e}"))
-    })
 }
 
 fn page_id(page: &Value) -> Option<&str> {
