@@ -815,6 +815,13 @@ async fn drive(options: DriveOptions) -> Result<(), String> {
         .await?;
     println!("PHASE initial end");
     let initial = phase_report(&pool, INITIAL_RUNS, initial_started).await?;
+    // Statistics, as autovacuum (on by default) would have taken them on a real database by
+    // now: the tables were empty when the service started, and a PostgreSQL run with
+    // autovacuum off (as on the development machines) never analyzes them, so the planner
+    // would keep guessing; e.g. retiring a sync's cards walked all of the user's cards
+    // instead of the page's. The apalis reference runs on this database afterwards and has
+    // the same statistics.
+    sqlx::query("analyze").execute(&pool).await.map_err(|e| format!("analyze: {e}"))?;
     let notion_after_initial = fake.requests.load(Ordering::Relaxed);
 
     // --- event phase: one signed event per page ---------------------------------------------
