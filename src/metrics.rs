@@ -31,6 +31,7 @@ struct Inner {
     /// HTTP status (or `error` for no response) → count.
     notion_requests: BTreeMap<String, u64>,
     rate_limit_waits: u64,
+    step_jobs_redelivered: u64,
 }
 
 pub struct Metrics {
@@ -80,6 +81,11 @@ impl Metrics {
         self.with(|m| m.rate_limit_waits += 1);
     }
 
+    /// A step job failed on an unexpected database error and was enqueued again.
+    pub fn step_job_redelivered(&self) {
+        self.with(|m| m.step_jobs_redelivered += 1);
+    }
+
     /// The exposition text. `queue` comes from the database at scrape time (absent when the
     /// database is unreachable: the other metrics are still served).
     pub fn render(&self, queue: Option<&QueueStats>) -> String {
@@ -110,6 +116,13 @@ impl Metrics {
             }
             header(&mut out, "cognie_rate_limit_waits_total", "counter", "Steps rescheduled to wait for a rate-limit slot.");
             let _ = writeln!(out, "cognie_rate_limit_waits_total {}", m.rate_limit_waits);
+            header(
+                &mut out,
+                "cognie_step_jobs_redelivered_total",
+                "counter",
+                "Step jobs that failed on an unexpected database error and were enqueued again (see the error log).",
+            );
+            let _ = writeln!(out, "cognie_step_jobs_redelivered_total {}", m.step_jobs_redelivered);
         });
         if let Some(q) = queue {
             header(

@@ -58,7 +58,8 @@ impl HealthApi {
     }
 
     /// Prometheus metrics (text exposition format): webhooks by outcome, step durations,
-    /// Notion requests by status, rate-limit waits, runs by state, queue depth, process metrics.
+    /// Notion requests by status, rate-limit waits, redelivered step jobs, runs by state, queue
+    /// depth, process metrics.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, state: Data<&Arc<HttpState>>) -> PlainText<String> {
         let queue = match tokio::time::timeout(READY_TIMEOUT, state.store.queue_stats()).await {

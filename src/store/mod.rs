@@ -324,6 +324,10 @@ delegate! {
     /// matches) and the run is runnable: pending or waiting, or running under a lease that
     /// expired (its worker died).
     pub async fn claim_step(&self, job: jobs::StepJob, owner: &str, lease: Duration) -> StoreResult<Option<ClaimedStep>>;
+    /// Enqueues `job` again, due after `delay`: for a job that failed on an unexpected
+    /// database error, which would otherwise leave its run with no job at all. A repeat is
+    /// harmless: claims are fenced by the run's state and dispatch sequence.
+    pub async fn redeliver(&self, job: jobs::StepJob, delay: Duration) -> StoreResult<()>;
     /// The stored output of a step of a run (its result, or its saved progress).
     pub async fn step_output(&self, run_id: RunId, step: &str) -> StoreResult<Option<serde_json::Value>>;
     /// Extends the lease of a claimed step. `false`: the lease is gone (stop working on it).

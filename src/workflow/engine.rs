@@ -78,6 +78,18 @@ impl Engine {
         self.continuing.store(false, Ordering::SeqCst);
     }
 
+    /// Delivers a job again after it failed on an unexpected database error (not an outage:
+    /// those are retried in place). If its claim did not commit, nothing else would ever run
+    /// the run's step again; if it did, the repeat is fenced (a stale or still-leased run is
+    /// not claimed). A persistent error is retried after `RETRY_MAX_DELAY_MS` each time, with
+    /// an error logged, until the run is cancelled (which makes the job stale).
+    pub async fn redeliver(&self, job: StepJob) -> Result<Duration, StoreError> {
+        let delay = self.settings.retry_max_delay;
+        self.deps.store.redeliver(job, delay).await?;
+        self.deps.metrics.step_job_redelivered();
+        Ok(delay)
+    }
+
     /// Runs the current step of the job's run, if the job is still current, and then the
     /// run's next steps for as long as each one succeeds: a step's success claims the next
     /// step for this worker in the transaction that records it, so a run does not go back

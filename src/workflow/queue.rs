@@ -169,13 +169,16 @@ fn monitor(
 }
 
 /// One job = one step attempt. Errors are recorded on the run by the engine; apalis only sees
-/// an error when the database itself failed.
+/// an error when the database itself failed and the job could not be enqueued again.
 ///
 /// A failed job is never re-run by apalis (`max_attempts = 1`), and a run whose claim did not
 /// happen would be left with no job at all. So while the database is unavailable the attempt is
 /// tried again here, with a backoff: claims are fenced, so a repeat is harmless (if the claim
 /// did commit, the run is leased, the repeat finds the job stale, and the lease expiry hands
 /// the step to a worker). If this worker dies meanwhile, apalis re-queues the job as an orphan.
+/// Any other database error (a bug, a constraint the data broke) is not worth repeating at
+/// once: the job is enqueued again for later ([`Engine::redeliver`]), so the run is never left
+/// without one.
 async fn handle_job(
     job: StepJob,
     engine: Data<Arc<Engine>>,
@@ -195,10 +198,32 @@ async fn handle_job(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => {
-                tracing::error!(run_id = %job.run_id, error = %e, "step attempt could not be recorded; its lease will expire and the step be taken over");
-                return Err(Box::new(e));
-            }
+            Err(e) => match engine.redeliver(job).await {
+                Ok(later) => {
+                    tracing::error!(
+                        run_id = %job.run_id,
+                        error = %e,
+                        retry_in_ms = later.as_millis() as u64,
+                        "step job failed on a database error; it is enqueued again (cancel the run to stop it)"
+                    );
+                    return Ok(());
+                }
+                // The database went away meanwhile: as above, try the job again in place.
+                Err(again) if again.is_unavailable() => {
+                    tracing::warn!(run_id = %job.run_id, error = %e, enqueue_error = %again, retry_in_ms = delay.as_millis() as u64, "step job failed and the database is unavailable; trying it again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(again) => {
+                    tracing::error!(
+                        run_id = %job.run_id,
+                        error = %e,
+                        enqueue_error = %again,
+                        "step job failed on a database error and could not be enqueued again; a leased step is taken over when its lease expires"
+                    );
+                    return Err(Box::new(e));
+                }
+            },
         }
     }
 }

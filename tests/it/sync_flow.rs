@@ -72,6 +72,52 @@ impl Env {
         .await
     }
 
+    /// Runs one SQL statement on the app's database.
+    async fn execute(&self, sql: &str) {
+        let statement = sql.to_owned();
+        on_db!(self.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(db)
+            .await
+            .map(|d| d.rows_affected()))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Installs a trigger `name` that fails every row statement of `event` ("before insert")
+    /// on `table` (those matching `when`, a condition on `old`/`new`) with a database error;
+    /// returns the statement that removes it.
+    async fn install_refusing_trigger(
+        &self,
+        name: &str,
+        event: &str,
+        table: &str,
+        when: Option<&str>,
+    ) -> String {
+        let message = format!("{name}: refused by the test");
+        match self.app.db.backend() {
+            Backend::Postgres => {
+                let when = when.map(|w| format!("when ({w})")).unwrap_or_default();
+                self.execute(&format!(
+                    "create function {name}() returns trigger language plpgsql as
+                     $$ begin raise exception '{message}'; end $$"
+                ))
+                .await;
+                self.execute(&format!(
+                    "create trigger {name} {event} on {table} for each row {when} execute function {name}()"
+                ))
+                .await;
+                format!("drop trigger {name} on {table}")
+            }
+            Backend::Sqlite => {
+                let when = when.map(|w| format!("when {w}")).unwrap_or_default();
+                self.execute(&format!(
+                    "create trigger {name} {event} on {table} {when} begin select raise(abort, '{message}'); end"
+                ))
+                .await;
+                format!("drop trigger {name}")
+            }
+        }
+    }
+
     async fn cards(&self) -> Vec<Value> {
         let list =
             expect_json(self.app.get_authorized(&format!("/api/users/{}/flashcards", self.user)).await, 200)
@@ -450,28 +496,7 @@ async fn a_failing_persist_keeps_what_generate_produced_and_is_retried() {
     })
     .await;
     // Every card insert fails (a database error, so a retryable one) until the trigger goes.
-    let (install, remove) = match env.app.db.backend() {
-        Backend::Postgres => (
-            vec![
-                "create function refuse_cards() returns trigger language plpgsql as
-                 $$ begin raise exception 'cards refused by the test'; end $$",
-                "create trigger refuse_cards before insert on flashcards
-                 for each row execute function refuse_cards()",
-            ],
-            "drop trigger refuse_cards on flashcards",
-        ),
-        Backend::Sqlite => (
-            vec![
-                "create trigger refuse_cards before insert on flashcards
-                 begin select raise(abort, 'cards refused by the test'); end",
-            ],
-            "drop trigger refuse_cards",
-        ),
-    };
-    for statement in install {
-        on_db!(env.app.db, |db| sqlx::query(statement).execute(db).await.map(|d| d.rows_affected()))
-            .expect("install the trigger");
-    }
+    let remove = env.install_refusing_trigger("refuse_cards", "before insert", "flashcards", None).await;
     let run_id = env.subscribe(ids::PAGE, "page").await;
     let run: uuid::Uuid = run_id.parse().expect("run id");
     let outcomes = |step: &'static str| {
@@ -493,8 +518,7 @@ async fn a_failing_persist_keeps_what_generate_produced_and_is_retried() {
         outcomes("persist").await.first().is_some_and(|o| o == "retrying").then_some(())
     })
     .await;
-    on_db!(env.app.db, |db| sqlx::query(remove).execute(db).await.map(|d| d.rows_affected()))
-        .expect("remove the trigger");
+    env.execute(&remove).await;
 
     let finished = env.finished(&run_id).await;
     assert_eq!(finished["state"], "succeeded", "{finished}");
@@ -502,6 +526,40 @@ async fn a_failing_persist_keeps_what_generate_produced_and_is_retried() {
     let persist = outcomes("persist").await;
     assert_eq!(persist.first().map(String::as_str), Some("retrying"), "{persist:?}");
     assert_eq!(persist.last().map(String::as_str), Some("succeeded"), "{persist:?}");
+    assert_eq!(env.cards().await.len(), 4);
+}
+}
+
+conformance! {
+/// A step job whose claim fails on a database error that is not an outage (here a trigger
+/// refusing every claim) is enqueued again for later instead of being dropped, which would
+/// leave its run with no job at all; once the error is gone, the run completes.
+async fn a_job_failing_on_a_database_error_is_delivered_again_until_its_run_completes() {
+    let env = setup(|s| {
+        s.insert("RETRY_MAX_DELAY_MS", "300".into());
+    })
+    .await;
+    let claims = "new.state = 'running' and old.state <> 'running'";
+    let remove = env.install_refusing_trigger("refuse_claims", "before update", "workflow_runs", Some(claims)).await;
+    let run_id = env.subscribe(ids::PAGE, "page").await;
+    // Delivered, refused, delivered again, refused again: the job is not lost on the way.
+    eventually("the job to be delivered again twice", Duration::from_secs(30), || async {
+        let metrics = env.app.get("/metrics").await.text().await.expect("metrics");
+        let redelivered: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cognie_step_jobs_redelivered_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        (redelivered >= 2).then_some(())
+    })
+    .await;
+    let run = expect_json(env.app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+    assert_eq!(run["steps"], json!([]), "no claim got through: {run}");
+    assert_ne!(run["state"], "running", "no claim got through: {run}");
+    env.execute(&remove).await;
+
+    let finished = env.finished(&run_id).await;
+    assert_eq!(finished["state"], "succeeded", "{finished}");
     assert_eq!(env.cards().await.len(), 4);
 }
 }

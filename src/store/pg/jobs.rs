@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
+use super::PgStore;
 use crate::store::{StoreResult, jobs::StepJob};
 
 /// Inserts one pending job; `$1` id, `$2` payload, `$3` seconds from now until it is due.
@@ -19,4 +20,16 @@ pub async fn enqueue_job(conn: &mut PgConnection, job: StepJob, delay: Duration)
     let (id, payload) = job.encode();
     sqlx::query(INSERT_JOB_SQL).bind(id).bind(payload).bind(delay.as_secs_f64()).execute(conn).await?;
     Ok(())
+}
+
+impl PgStore {
+    /// Enqueues a step job on its own (see [`crate::store::Store::redeliver`]).
+    pub async fn redeliver(&self, job: StepJob, delay: Duration) -> StoreResult<()> {
+        let mut conn = self.pool().acquire().await?;
+        enqueue_job(&mut conn, job, delay).await?;
+        if delay.is_zero() {
+            self.jobs_committed();
+        }
+        Ok(())
+    }
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::SqliteConnection;
 
+use super::SqliteStore;
 use crate::store::{StoreResult, jobs::StepJob};
 
 /// Enqueues a step job due after `delay`, on the caller's connection (and so transaction).
@@ -26,4 +27,15 @@ pub async fn enqueue_job(conn: &mut SqliteConnection, job: StepJob, delay: Durat
     .execute(conn)
     .await?;
     Ok(())
+}
+
+impl SqliteStore {
+    /// Enqueues a step job on its own (see [`crate::store::Store::redeliver`]).
+    pub async fn redeliver(&self, job: StepJob, delay: Duration) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        enqueue_job(&mut tx, job, delay).await?;
+        tx.commit().await?;
+        self.wake_signal().notify_one();
+        Ok(())
+    }
 }
