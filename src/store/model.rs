@@ -69,21 +69,22 @@ pub struct ClaimedStep {
 /// Outputs of a run's steps that a worker holds because it ran those steps itself and went on
 /// with the run: the steps after them take these instead of reading them back from the store
 /// (a sync's fetched content is its largest value). A step not listed is read from the store.
+/// Each output is shared, not copied, from one step's claim to the next.
 #[derive(Debug, Clone, Default)]
-pub struct KnownOutputs(std::sync::Arc<Vec<(String, Option<serde_json::Value>)>>);
+pub struct KnownOutputs(Vec<(String, Option<std::sync::Arc<serde_json::Value>>)>);
 
 impl KnownOutputs {
     /// `Some(output)`: known (`Some(None)`: the step is known to have stored no output);
     /// `None`: not known here, read the store.
     pub fn get(&self, step: &str) -> Option<Option<&serde_json::Value>> {
-        self.0.iter().rev().find(|(name, _)| name == step).map(|(_, output)| output.as_ref())
+        self.0.iter().rev().find(|(name, _)| name == step).map(|(_, output)| output.as_deref())
     }
 
     /// These outputs and `step`'s.
     pub fn with(&self, step: &str, output: Option<serde_json::Value>) -> Self {
-        let mut outputs = self.0.as_ref().clone();
-        outputs.push((step.to_owned(), output));
-        Self(std::sync::Arc::new(outputs))
+        let mut outputs = self.0.clone();
+        outputs.push((step.to_owned(), output.map(std::sync::Arc::new)));
+        Self(outputs)
     }
 }
 
@@ -457,4 +458,25 @@ pub enum SecretRow {
     UserNotionToken(UserId),
     /// `webhook_verification_tokens.token_ciphertext`.
     VerificationToken(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::KnownOutputs;
+
+    #[test]
+    fn known_outputs_tell_known_empty_and_unknown_apart_and_the_latest_wins() {
+        let known = KnownOutputs::default()
+            .with("debounce", Some(json!({"events": 1})))
+            .with("fetch", None)
+            .with("fetch", Some(json!({"content": "page"})));
+        assert_eq!(known.get("debounce"), Some(Some(&json!({"events": 1}))));
+        assert_eq!(known.get("fetch"), Some(Some(&json!({"content": "page"}))), "the latest entry wins");
+        assert_eq!(known.get("generate"), None, "unknown: read the store");
+        let with_empty = known.with("generate", None);
+        assert_eq!(with_empty.get("generate"), Some(None), "known to have no output");
+        assert_eq!(known.get("generate"), None, "extending makes a new set; the old one is unchanged");
+    }
 }
