@@ -186,18 +186,11 @@ async fn handle_job(
 ) -> Result<(), BoxDynError> {
     let mut delay = Duration::from_millis(100);
     loop {
-        match engine.execute(job, worker.name()).await {
+        // The database is unavailable (for the step, or for enqueueing it again after another
+        // error): try the job again in place.
+        let unavailable = match engine.execute(job, worker.name()).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(
-                    run_id = %job.run_id,
-                    error = %e,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "database unavailable for a step job; trying it again"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+            Err(e) if e.is_unavailable() => e,
             Err(e) => match engine.redeliver(job).await {
                 Ok(later) => {
                     tracing::error!(
@@ -208,12 +201,7 @@ async fn handle_job(
                     );
                     return Ok(());
                 }
-                // The database went away meanwhile: as above, try the job again in place.
-                Err(again) if again.is_unavailable() => {
-                    tracing::warn!(run_id = %job.run_id, error = %e, enqueue_error = %again, retry_in_ms = delay.as_millis() as u64, "step job failed and the database is unavailable; trying it again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+                Err(again) if again.is_unavailable() => again,
                 Err(again) => {
                     tracing::error!(
                         run_id = %job.run_id,
@@ -224,6 +212,14 @@ async fn handle_job(
                     return Err(Box::new(e));
                 }
             },
-        }
+        };
+        tracing::warn!(
+            run_id = %job.run_id,
+            error = %unavailable,
+            retry_in_ms = delay.as_millis() as u64,
+            "database unavailable for a step job; trying it again"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
