@@ -177,9 +177,9 @@ impl Store {
     pub async fn begin_fenced(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
         Ok(match &self.backend {
             Backend::Postgres(s) => {
-                s.begin_fenced(claim).await?.map(|tx| StoreTx::Postgres(tx, s.notifier()))
+                s.begin_fenced(claim).await?.map(|tx| StoreTx::postgres(tx, s.notifier()))
             }
-            Backend::Sqlite(s) => s.begin_fenced(claim).await?.map(|tx| StoreTx::Sqlite(tx, s.wake_signal())),
+            Backend::Sqlite(s) => s.begin_fenced(claim).await?.map(|tx| StoreTx::sqlite(tx, s.wake_signal())),
         })
     }
 
@@ -189,7 +189,7 @@ impl Store {
     /// statement per step. On SQLite it is [`Store::begin_fenced`] (one writer at a time).
     pub async fn begin_record(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
         Ok(match &self.backend {
-            Backend::Postgres(s) => Some(StoreTx::Postgres(s.pool().begin().await?, s.notifier())),
+            Backend::Postgres(s) => Some(StoreTx::postgres(s.pool().begin().await?, s.notifier())),
             Backend::Sqlite(_) => self.begin_fenced(claim).await?,
         })
     }
@@ -207,11 +207,11 @@ impl Store {
             Backend::Postgres(s) => s
                 .claim_and_begin(job, owner, lease)
                 .await?
-                .map(|(claim, tx)| (claim, StoreTx::Postgres(tx, s.notifier()))),
+                .map(|(claim, tx)| (claim, StoreTx::postgres(tx, s.notifier()))),
             Backend::Sqlite(s) => s
                 .claim_and_begin(job, owner, lease)
                 .await?
-                .map(|(claim, tx)| (claim, StoreTx::Sqlite(tx, s.wake_signal()))),
+                .map(|(claim, tx)| (claim, StoreTx::sqlite(tx, s.wake_signal()))),
         })
     }
 

@@ -173,6 +173,14 @@ pub struct SyncTarget {
     pub kind: String,
 }
 
+/// A sync run started or joined, and its job: due at `due` (now, when nothing delays it).
+#[derive(Debug, Clone, Copy)]
+pub struct StartedSync {
+    pub run_id: RunId,
+    pub job: super::jobs::StepJob,
+    pub due: DateTime<Utc>,
+}
+
 /// Why a sync starts, and so how its debounce behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncTrigger {

@@ -4,26 +4,124 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{StoreResult, model::*, pg, sqlite};
+use super::{StoreResult, jobs::StepJob, model::*, pg, sqlite};
 use crate::ids::{EventId, RunId, UserId};
 
 /// An open transaction that holds a claimed run (see [`super::Store::begin_fenced`]). Dropping
 /// it rolls back.
-pub enum StoreTx {
+pub struct StoreTx {
+    conn: TxConn,
+    handoff: Handoff,
+    /// Whether [`StoreTx::enqueue`] added a job that is due now: its commit must wake the
+    /// workers, whatever the engine's path.
+    enqueued_due: bool,
+}
+
+enum TxConn {
     /// With what wakes the workers once the transaction's jobs are committed.
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>, std::sync::Arc<pg::notify::JobNotifier>),
     /// With what wakes the worker once the transaction's jobs are committed.
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, std::sync::Arc<tokio::sync::Notify>),
 }
 
+/// Whether a sync that a step starts in this transaction, due at once, is left for the
+/// engine to claim on the same transaction instead of being queued (see
+/// [`StoreTx::offer_handoff`]).
+enum Handoff {
+    Off,
+    Offered,
+    Deferred(StepJob),
+}
+
 impl StoreTx {
-    pub async fn commit(self) -> StoreResult<()> {
-        match self {
-            StoreTx::Postgres(tx, notifier) => {
+    pub(super) fn postgres(
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        notifier: std::sync::Arc<pg::notify::JobNotifier>,
+    ) -> Self {
+        Self { conn: TxConn::Postgres(tx, notifier), handoff: Handoff::Off, enqueued_due: false }
+    }
+
+    pub(super) fn sqlite(
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Self { conn: TxConn::Sqlite(tx, wake), handoff: Handoff::Off, enqueued_due: false }
+    }
+
+    /// Lets the first sync started in this transaction that is due at once go without a job:
+    /// [`StoreTx::take_handoff`] returns it, for the engine to claim here and run itself (no
+    /// trip through the queue). A job not taken is enqueued at commit, as without the offer.
+    pub fn offer_handoff(&mut self) {
+        if matches!(self.handoff, Handoff::Off) {
+            self.handoff = Handoff::Offered;
+        }
+    }
+
+    /// The job of the sync left to the engine (see [`StoreTx::offer_handoff`]), if any: the
+    /// caller must now claim its run on this transaction or enqueue it ([`StoreTx::enqueue`]).
+    pub fn take_handoff(&mut self) -> Option<StepJob> {
+        match std::mem::replace(&mut self.handoff, Handoff::Off) {
+            Handoff::Deferred(job) => Some(job),
+            _ => None,
+        }
+    }
+
+    /// Starts the sync for `target`, or joins the one already collecting events in debounce,
+    /// and enqueues its job (unless it is handed off: see [`StoreTx::offer_handoff`]).
+    pub async fn start_or_join_sync(
+        &mut self,
+        target: &SyncTarget,
+        trigger: SyncTrigger,
+        event_id: Option<EventId>,
+        parent_id: Option<RunId>,
+        window: DebounceWindow,
+    ) -> StoreResult<RunId> {
+        let started = match &mut self.conn {
+            TxConn::Postgres(tx, _) => {
+                pg::sync::start_or_join(tx, target, trigger, event_id, parent_id, window).await?
+            }
+            TxConn::Sqlite(tx, _) => {
+                sqlite::sync::start_or_join(tx, target, trigger, event_id, parent_id, window).await?
+            }
+        };
+        if matches!(self.handoff, Handoff::Offered) && started.due <= Utc::now() {
+            self.handoff = Handoff::Deferred(started.job);
+        } else {
+            self.enqueue(started.job, (started.due - Utc::now()).to_std().unwrap_or_default()).await?;
+        }
+        Ok(started.run_id)
+    }
+
+    /// Enqueues a step job due after `delay`.
+    pub async fn enqueue(&mut self, job: StepJob, delay: std::time::Duration) -> StoreResult<()> {
+        self.enqueued_due |= delay.is_zero();
+        match &mut self.conn {
+            TxConn::Postgres(tx, _) => pg::jobs::enqueue_job(tx, job, delay).await,
+            TxConn::Sqlite(tx, _) => sqlite::jobs::enqueue_job(tx, job, delay).await,
+        }
+    }
+
+    /// Claims the job's step on this transaction (see [`super::Store::claim_step`]).
+    pub async fn claim_step(
+        &mut self,
+        job: StepJob,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<ClaimedStep>> {
+        match &mut self.conn {
+            TxConn::Postgres(tx, _) => pg::runs::claim_step(tx, job, owner, lease).await,
+            TxConn::Sqlite(tx, _) => sqlite::runs::claim_step(tx, job, owner, lease).await,
+        }
+    }
+
+    pub async fn commit(mut self) -> StoreResult<()> {
+        self.enqueue_handoff_left().await?;
+        match self.conn {
+            TxConn::Postgres(tx, notifier) => {
                 tx.commit().await?;
                 notifier.notify();
             }
-            StoreTx::Sqlite(tx, wake) => {
+            TxConn::Sqlite(tx, wake) => {
                 tx.commit().await?;
                 wake.notify_one();
             }
@@ -31,14 +129,26 @@ impl StoreTx {
         Ok(())
     }
 
-    /// Commits a transaction that enqueued no job that is due now, so there is nothing to
-    /// wake the workers for (e.g. a step that claimed the run's next step for its own worker).
+    /// Commits a transaction that the engine enqueued no job in that is due now, so there is
+    /// nothing to wake the workers for (e.g. a step that claimed the run's next step for its
+    /// own worker); the workers are still woken for any due job [`StoreTx::enqueue`] added.
     pub async fn commit_without_jobs(self) -> StoreResult<()> {
-        match self {
-            StoreTx::Postgres(tx, _) => tx.commit().await?,
-            StoreTx::Sqlite(tx, _) => tx.commit().await?,
+        if self.enqueued_due || matches!(self.handoff, Handoff::Deferred(_)) {
+            return self.commit().await;
+        }
+        match self.conn {
+            TxConn::Postgres(tx, _) => tx.commit().await?,
+            TxConn::Sqlite(tx, _) => tx.commit().await?,
         }
         Ok(())
+    }
+
+    /// A handed-off sync that nobody claimed still gets its job: a run is never left without.
+    async fn enqueue_handoff_left(&mut self) -> StoreResult<()> {
+        match self.take_handoff() {
+            Some(job) => self.enqueue(job, std::time::Duration::ZERO).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -50,9 +160,9 @@ macro_rules! delegate_tx {
             $(
                 $(#[$attr])*
                 pub async fn $name(&mut self $(, $arg: $ty)*) -> $ret {
-                    match self {
-                        StoreTx::Postgres(tx, _) => pg::$module::$name(&mut **tx $(, $arg)*).await,
-                        StoreTx::Sqlite(tx, _) => sqlite::$module::$name(&mut **tx $(, $arg)*).await,
+                    match &mut self.conn {
+                        TxConn::Postgres(tx, _) => pg::$module::$name(&mut **tx $(, $arg)*).await,
+                        TxConn::Sqlite(tx, _) => sqlite::$module::$name(&mut **tx $(, $arg)*).await,
                     }
                 }
             )*
@@ -71,8 +181,6 @@ delegate_tx! {
     pub async fn sync::event_target(&mut self, event_id: EventId) -> StoreResult<Option<EventTarget>>;
     /// Everyone subscribed to what the event touched, and what each of them must re-sync.
     pub async fn sync::subscribers(&mut self, target: &EventTarget) -> StoreResult<Vec<SyncTarget>>;
-    /// Starts the sync for `target`, or joins the one already collecting events in debounce.
-    pub async fn sync::start_or_join_sync(&mut self, target: &SyncTarget, trigger: SyncTrigger, event_id: Option<EventId>, parent_id: Option<RunId>, window: DebounceWindow) -> StoreResult<RunId>;
     /// The debounce deadline of a sync run, and whether an earlier sync of the same content is
     /// still past debounce and unfinished (this one must run after it).
     pub async fn sync::debounce_state(&mut self, run_id: RunId) -> StoreResult<(Option<DateTime<Utc>>, bool)>;

@@ -40,11 +40,13 @@ pub struct Engine {
     continuing: AtomicBool,
 }
 
-/// How a step attempt ended, as recorded: its outcome, and the run's next step when this
-/// worker claimed it on in the same transaction (which may still be open: see [`Next`]).
-type Recorded = (&'static str, Option<Next>);
+/// How a step attempt ended, as recorded: its outcome (`None`: undone, so not recorded at
+/// all; see [`Redo::Again`]), and the step this worker claimed on in the same transaction
+/// (which may still be open: see [`Next`]).
+type Recorded = (Option<&'static str>, Option<Next>);
 
-/// A step of the run that this worker has claimed and goes on with.
+/// A step that this worker has claimed and goes on with: the run's next step, or the first
+/// step of a run that the previous step started (a handoff, see [`StoreTx::offer_handoff`]).
 struct Next {
     claim: ClaimedStep,
     /// The claim's transaction, when it is still open: the step runs inside it if it only
@@ -60,8 +62,14 @@ struct OpenClaim {
 }
 
 enum Redo {
-    /// The transaction claimed the step for this job: claim it again with the job.
-    Claim(StepJob),
+    /// The transaction claimed the step for this job: claim it again with the job. `handoff`:
+    /// whether a sync the step starts may be handed to this worker (see [`Engine::commit`]).
+    Claim { job: StepJob, handoff: bool },
+    /// The transaction also holds the run that handed this one off: the claim of its step by
+    /// this job, the step's effects (this run's creation among them) and its outcome. Undo all
+    /// and run that job again, without a handoff this time, so this run is started again
+    /// with a job of its own and its failure is recorded the usual way.
+    Again(StepJob),
     /// The transaction recorded the previous step's outcome, which claimed this step on:
     /// record that outcome again.
     Record { previous: Box<ClaimedStep>, transition: Transition },
@@ -104,7 +112,8 @@ impl Engine {
             tracing::debug!(run_id = %job.run_id, seq = job.seq, "stale step job skipped");
             return Ok(());
         };
-        let mut next = Some(Next { claim, open: Some(OpenClaim { tx, redo: Redo::Claim(job) }) });
+        let redo = Redo::Claim { job, handoff: true };
+        let mut next = Some(Next { claim, open: Some(OpenClaim { tx, redo }) });
         while let Some(Next { claim, open }) = next.take() {
             let span = tracing::info_span!(
                 "step",
@@ -130,7 +139,9 @@ impl Engine {
         let Some((outcome, next)) = self.run_policed(claim.clone(), open, worker).await? else {
             return Ok(None);
         };
-        self.deps.metrics.step_finished(&claim.step, outcome, started.elapsed().as_secs_f64());
+        if let Some(outcome) = outcome {
+            self.deps.metrics.step_finished(&claim.step, outcome, started.elapsed().as_secs_f64());
+        }
         Ok(next)
     }
 
@@ -151,7 +162,7 @@ impl Engine {
             };
             let transition = Transition::Fail { failure };
             return match open {
-                Some(open) => self.commit(open.tx, &claim, transition, worker, true).await,
+                Some(open) => self.commit(open.tx, &claim, transition, worker, true, None).await,
                 None => self.record(&claim, transition, worker).await,
             };
         }
@@ -186,6 +197,15 @@ impl Engine {
                 }
             },
         };
+        // A sync this step starts that is due at once may be claimed by this worker in this
+        // transaction, when the transaction can be undone and redone whole (it holds the claim).
+        let handoff = match &redo {
+            Some(Redo::Claim { job, handoff: true }) if self.continuing.load(Ordering::SeqCst) => {
+                tx.offer_handoff();
+                Some(*job)
+            }
+            _ => None,
+        };
         let work = AssertUnwindSafe(steps::run_in_tx(&mut tx, &claim, &self.deps)).catch_unwind();
         let outcome = match tokio::time::timeout(policy.timeout, work).await {
             Ok(Ok(outcome)) => outcome,
@@ -204,9 +224,10 @@ impl Engine {
             // it meanwhile: the run is unchanged and this worker holds its job or lease.
             let again = match redo {
                 None => return self.record(&claim, transition, worker).await,
-                Some(Redo::Claim(job)) => {
+                Some(Redo::Claim { job, .. }) => {
                     self.deps.store.claim_step(job, worker, self.settings.lease).await?
                 }
+                Some(Redo::Again(job)) => return self.undo_handoff(job, &transition, worker).await,
                 Some(Redo::Record { previous, transition: recorded }) => {
                     match self.record_with(&previous, recorded, worker, false).await? {
                         Some((_, Some(next))) => Some(next.claim),
@@ -222,7 +243,32 @@ impl Engine {
             };
             return self.record(&again, transition, worker).await;
         }
-        self.commit(tx, &claim, transition, worker, true).await
+        self.commit(tx, &claim, transition, worker, true, handoff).await
+    }
+
+    /// A handed-off run's step failed in the transaction that also holds the run that started
+    /// it (see [`Redo::Again`]): that transaction is gone; claim the job of the starting run
+    /// again and go on with it, without a handoff.
+    async fn undo_handoff(
+        &self,
+        job: StepJob,
+        transition: &Transition,
+        worker: &str,
+    ) -> Result<Option<Recorded>, StoreError> {
+        let failure = match transition {
+            Transition::Wait { error: Some(f), .. } | Transition::Fail { failure: f } => f.message.as_str(),
+            _ => "",
+        };
+        tracing::warn!(
+            error = failure,
+            "a run handed to this worker failed its first step; the run that started it runs again, queueing it instead"
+        );
+        let Some((claim, tx)) = self.deps.store.claim_and_begin(job, worker, self.settings.lease).await?
+        else {
+            return Ok(None);
+        };
+        let redo = Redo::Claim { job, handoff: true };
+        Ok(Some((None, Some(Next { claim, open: Some(OpenClaim { tx, redo }) }))))
     }
 
     /// A step that calls out: no transaction is held; the lease is kept alive by heartbeats.
@@ -281,7 +327,7 @@ impl Engine {
             tracing::warn!("{LEASE_LOST}");
             return Ok(None);
         };
-        self.commit(tx, claim, transition, worker, chain).await
+        self.commit(tx, claim, transition, worker, chain, None).await
     }
 
     /// Applies the transition and its consequences on the transaction, and commits. `None`:
@@ -291,6 +337,12 @@ impl Engine {
     /// With `chain`, when that next step only touches the database, the transaction is not
     /// committed here but handed on with the claim: the next step runs in it, and both
     /// outcomes commit together (one commit instead of two).
+    ///
+    /// `handoff`: the job whose claim this transaction holds, when its step was offered a
+    /// handoff ([`StoreTx::offer_handoff`]). When the run succeeded and its step started a
+    /// sync that is due now, this worker claims that sync here and goes on with it, in this
+    /// transaction too when its first step only touches the database: the sync never goes
+    /// through the queue (no job to insert, fetch and acknowledge, no claim of its own).
     async fn commit(
         &self,
         mut tx: StoreTx,
@@ -298,6 +350,7 @@ impl Engine {
         transition: Transition,
         worker: &str,
         chain: bool,
+        handoff: Option<StepJob>,
     ) -> Result<Option<Recorded>, StoreError> {
         let chained = chain
             && matches!(&transition, Transition::Advance { next_step, .. } if steps::is_transactional(next_step));
@@ -309,11 +362,21 @@ impl Engine {
             return Ok(None);
         }
         self.after_transition(&mut tx, claim, &transition).await?;
-        let label = transition.outcome_label();
+        let label = Some(transition.outcome_label());
         let Some(next) = next else {
-            tx.commit().await?;
+            let Some((handed, origin)) = self.claim_handoff(&mut tx, &transition, worker, handoff).await?
+            else {
+                tx.commit().await?;
+                log_transition(&transition);
+                return Ok(Some((label, None)));
+            };
             log_transition(&transition);
-            return Ok(Some((label, None)));
+            if steps::is_transactional(&handed.step) {
+                let open = OpenClaim { tx, redo: Redo::Again(origin) };
+                return Ok(Some((label, Some(Next { claim: handed, open: Some(open) }))));
+            }
+            tx.commit().await?;
+            return Ok(Some((label, Some(Next { claim: handed, open: None }))));
         };
         if let Some(recorded) = recorded {
             // Logged now: it commits with the next step's outcome.
@@ -326,6 +389,32 @@ impl Engine {
         tx.commit_without_jobs().await?;
         log_transition(&transition);
         Ok(Some((label, Some(Next { claim: next, open: None }))))
+    }
+
+    /// Claims the sync handed off in `tx` (see [`Engine::commit`]) for this worker, once the
+    /// run that started it has succeeded, with the job to redo if its first step fails. A
+    /// handoff not claimed is enqueued instead.
+    async fn claim_handoff(
+        &self,
+        tx: &mut StoreTx,
+        transition: &Transition,
+        worker: &str,
+        origin: Option<StepJob>,
+    ) -> Result<Option<(ClaimedStep, StepJob)>, StoreError> {
+        let Some(job) = tx.take_handoff() else { return Ok(None) };
+        let claimed = match origin {
+            Some(origin)
+                if matches!(transition, Transition::Succeed { .. })
+                    && self.continuing.load(Ordering::SeqCst) =>
+            {
+                tx.claim_step(job, worker, self.settings.lease).await?.map(|claim| (claim, origin))
+            }
+            _ => None,
+        };
+        if claimed.is_none() {
+            tx.enqueue(job, Duration::ZERO).await?;
+        }
+        Ok(claimed)
     }
 
     /// `Advance` becomes `Continue` (with the next step's claim) while the engine continues.

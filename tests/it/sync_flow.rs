@@ -563,3 +563,42 @@ async fn a_job_failing_on_a_database_error_is_delivered_again_until_its_run_comp
     assert_eq!(env.cards().await.len(), 4);
 }
 }
+
+conformance! {
+async fn an_event_sync_due_at_once_runs_on_the_worker_that_started_it_without_a_job_of_its_own() {
+    // No quiet period: the sync an event starts is due at once, so the worker that ran the
+    // event's discover_users claims it in the same transaction instead of queueing it.
+    let env = setup(|s| {
+        s.insert("DEBOUNCE_SECONDS", "0".into());
+    })
+    .await;
+    let first = env.subscribe(ids::PAGE, "page").await;
+    assert_eq!(env.finished(&first).await["state"], "succeeded");
+    let jobs_before = env.app.count(env.app.db.step_jobs_sql()).await;
+
+    let handed = "1f3c8a2e-4b7d-8999-9999-0000000000a1";
+    env.notion.set_children(ids::PAGE, vec![toggle(handed, "Handed off?")]);
+    env.notion.set_children(handed, vec![paragraph("1f3c8a2e-4b7d-8999-9999-0000000000a2", "Yes.")]);
+    env.page_edited().await;
+    let runs = env.syncs_settled(2).await;
+    let (sync_id, state) = &runs[1];
+    assert_eq!(state, "succeeded");
+    let sync = env.finished(&sync_id.to_string()).await;
+    let event_id = sync["parent_id"].as_str().expect("the sync names the event run that started it");
+    let event = env.finished(event_id).await;
+    assert_eq!(event["state"], "succeeded", "{event}");
+    let steps: Vec<(&str, &str)> = sync["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap_or(""), s["state"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        steps,
+        [("debounce", "succeeded"), ("fetch", "succeeded"), ("generate", "succeeded"), ("persist", "succeeded")]
+    );
+    assert_eq!(fronts(&env.cards().await), ["Handed off?"]);
+    // One job for the event run; none for the sync it started.
+    assert_eq!(env.app.count(env.app.db.step_jobs_sql()).await, jobs_before + 1);
+}
+}

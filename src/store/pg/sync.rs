@@ -14,7 +14,7 @@ use sqlx::{PgConnection, Row};
 use super::jobs::enqueue_job;
 use crate::{
     ids::{EventId, RunId, UserId},
-    store::{DebounceWindow, EventTarget, StoreResult, SyncTarget, SyncTrigger, jobs::StepJob},
+    store::{DebounceWindow, EventTarget, StartedSync, StoreResult, SyncTarget, SyncTrigger, jobs::StepJob},
 };
 
 pub async fn event_target(conn: &mut PgConnection, event_id: EventId) -> StoreResult<Option<EventTarget>> {
@@ -88,6 +88,21 @@ pub async fn start_or_join_sync(
     parent_id: Option<RunId>,
     window: DebounceWindow,
 ) -> StoreResult<RunId> {
+    let started = start_or_join(conn, target, trigger, event_id, parent_id, window).await?;
+    enqueue_at(conn, started.job, started.due).await?;
+    Ok(started.run_id)
+}
+
+/// [`start_or_join_sync`] without enqueueing the run's job: the caller enqueues it, or claims
+/// the run itself when it is due now (see [`crate::store::StoreTx::offer_handoff`]).
+pub async fn start_or_join(
+    conn: &mut PgConnection,
+    target: &SyncTarget,
+    trigger: SyncTrigger,
+    event_id: Option<EventId>,
+    parent_id: Option<RunId>,
+    window: DebounceWindow,
+) -> StoreResult<StartedSync> {
     let quiet = if trigger.debounced() { window.quiet.as_secs_f64() } else { 0.0 };
     let max_wait = window.max_wait.as_secs_f64();
     // One statement through the unique index of debouncing syncs: concurrent fan-outs of the
@@ -133,8 +148,11 @@ pub async fn start_or_join_sync(
     .await?;
     let run_id: RunId = row.get("id");
     link_event(conn, run_id, event_id).await?;
-    enqueue_at(conn, StepJob { run_id, seq: row.get("dispatch_seq") }, row.get("next_run_at")).await?;
-    Ok(run_id)
+    Ok(StartedSync {
+        run_id,
+        job: StepJob { run_id, seq: row.get("dispatch_seq") },
+        due: row.get("next_run_at"),
+    })
 }
 
 async fn link_event(conn: &mut PgConnection, run_id: RunId, event_id: Option<EventId>) -> StoreResult<()> {

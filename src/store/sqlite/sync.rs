@@ -7,7 +7,7 @@ use sqlx::{Row, SqliteConnection};
 use super::{jobs::enqueue_job, now, ts};
 use crate::{
     ids::{EventId, RunId, UserId},
-    store::{DebounceWindow, EventTarget, StoreResult, SyncTarget, SyncTrigger, jobs::StepJob},
+    store::{DebounceWindow, EventTarget, StartedSync, StoreResult, SyncTarget, SyncTrigger, jobs::StepJob},
 };
 
 pub async fn event_target(
@@ -78,6 +78,21 @@ pub async fn start_or_join_sync(
     parent_id: Option<RunId>,
     window: DebounceWindow,
 ) -> StoreResult<RunId> {
+    let started = start_or_join(conn, target, trigger, event_id, parent_id, window).await?;
+    enqueue_at(conn, started.job, started.due).await?;
+    Ok(started.run_id)
+}
+
+/// [`start_or_join_sync`] without enqueueing the run's job: the caller enqueues it, or claims
+/// the run itself when it is due now (see [`crate::store::StoreTx::offer_handoff`]).
+pub async fn start_or_join(
+    conn: &mut SqliteConnection,
+    target: &SyncTarget,
+    trigger: SyncTrigger,
+    event_id: Option<EventId>,
+    parent_id: Option<RunId>,
+    window: DebounceWindow,
+) -> StoreResult<StartedSync> {
     let quiet = if trigger.debounced() { window.quiet } else { std::time::Duration::ZERO };
     let now = Utc::now();
     let quiet_until = now + chrono::Duration::from_std(quiet).unwrap_or_default();
@@ -121,8 +136,7 @@ pub async fn start_or_join_sync(
         .fetch_one(&mut *conn)
         .await?;
         link_event(conn, run_id, event_id).await?;
-        enqueue_at(conn, StepJob { run_id, seq }, deadline).await?;
-        return Ok(run_id);
+        return Ok(StartedSync { run_id, job: StepJob { run_id, seq }, due: deadline });
     }
 
     let run_id = RunId::new();
@@ -144,8 +158,7 @@ pub async fn start_or_join_sync(
     .execute(&mut *conn)
     .await?;
     link_event(conn, run_id, event_id).await?;
-    enqueue_at(conn, StepJob { run_id, seq: 1 }, quiet_until).await?;
-    Ok(run_id)
+    Ok(StartedSync { run_id, job: StepJob { run_id, seq: 1 }, due: quiet_until })
 }
 
 async fn link_event(
