@@ -197,15 +197,20 @@ impl Store {
     /// Claims the job's step (see [`Store::claim_step`]) in a transaction that stays open and
     /// holds the run, so a step that only touches the database runs and is recorded in the
     /// same transaction as its claim. Commit it at once to run the step outside it.
+    ///
+    /// `unwritten(step)`: on PostgreSQL, the claim of such a step (one that will run in this
+    /// transaction) is not written but only locked, and written with its outcome (see
+    /// [`ClaimedStep::unwritten`]). SQLite writes every claim at once.
     pub async fn claim_and_begin(
         &self,
         job: jobs::StepJob,
         owner: &str,
         lease: Duration,
+        unwritten: fn(&str) -> bool,
     ) -> StoreResult<Option<(ClaimedStep, StoreTx)>> {
         Ok(match &self.backend {
             Backend::Postgres(s) => s
-                .claim_and_begin(job, owner, lease)
+                .claim_and_begin(job, owner, lease, unwritten)
                 .await?
                 .map(|(claim, tx)| (claim, StoreTx::postgres(tx, s.notifier()))),
             Backend::Sqlite(s) => s

@@ -64,6 +64,11 @@ pub struct ClaimedStep {
     pub event_id: Option<EventId>,
     /// Outputs of this run's steps that the worker already holds (see [`KnownOutputs`]).
     pub known_outputs: KnownOutputs,
+    /// `Some(owner)`: the claim is not written yet, only the run's row is locked by the open
+    /// transaction the step runs in (PostgreSQL, a step that only touches the database); the
+    /// transition writes claim and outcome at once, as `owner`'s attempt under `lease_token`.
+    /// Only that transaction can record it (see [`super::StoreTx::claim_step`]).
+    pub unwritten: Option<String>,
 }
 
 /// Outputs of a run's steps that a worker holds because it ran those steps itself and went on

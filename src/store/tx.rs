@@ -101,15 +101,17 @@ impl StoreTx {
         }
     }
 
-    /// Claims the job's step on this transaction (see [`super::Store::claim_step`]).
+    /// Claims the job's step on this transaction (see [`super::Store::claim_and_begin`], also
+    /// for `unwritten`).
     pub async fn claim_step(
         &mut self,
         job: StepJob,
         owner: &str,
         lease: std::time::Duration,
+        unwritten: fn(&str) -> bool,
     ) -> StoreResult<Option<ClaimedStep>> {
         match &mut self.conn {
-            TxConn::Postgres(tx, _) => pg::runs::claim_step(tx, job, owner, lease).await,
+            TxConn::Postgres(tx, _) => pg::runs::claim_step_in_tx(tx, job, owner, lease, unwritten).await,
             TxConn::Sqlite(tx, _) => sqlite::runs::claim_step(tx, job, owner, lease).await,
         }
     }

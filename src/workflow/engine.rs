@@ -107,8 +107,12 @@ impl Engine {
     /// database runs and is recorded in it (one commit for claim, step and outcome); for any
     /// other step it commits at once.
     pub async fn execute(&self, job: StepJob, worker: &str) -> Result<(), StoreError> {
-        let Some((claim, tx)) = self.deps.store.claim_and_begin(job, worker, self.settings.lease).await?
-        else {
+        let claimed = self
+            .deps
+            .store
+            .claim_and_begin(job, worker, self.settings.lease, steps::is_transactional)
+            .await?;
+        let Some((claim, tx)) = claimed else {
             tracing::debug!(run_id = %job.run_id, seq = job.seq, "stale step job skipped");
             return Ok(());
         };
@@ -263,10 +267,12 @@ impl Engine {
             error = failure,
             "a run handed to this worker failed its first step; the run that started it runs again, queueing it instead"
         );
-        let Some((claim, tx)) = self.deps.store.claim_and_begin(job, worker, self.settings.lease).await?
-        else {
-            return Ok(None);
-        };
+        let claimed = self
+            .deps
+            .store
+            .claim_and_begin(job, worker, self.settings.lease, steps::is_transactional)
+            .await?;
+        let Some((claim, tx)) = claimed else { return Ok(None) };
         let redo = Redo::Claim { job, handoff: true };
         Ok(Some((None, Some(Next { claim, open: Some(OpenClaim { tx, redo }) }))))
     }
@@ -407,7 +413,8 @@ impl Engine {
                 if matches!(transition, Transition::Succeed { .. })
                     && self.continuing.load(Ordering::SeqCst) =>
             {
-                tx.claim_step(job, worker, self.settings.lease).await?.map(|claim| (claim, origin))
+                let lease = self.settings.lease;
+                tx.claim_step(job, worker, lease, steps::is_transactional).await?.map(|claim| (claim, origin))
             }
             _ => None,
         };
@@ -436,6 +443,8 @@ impl Engine {
                     attempt: 1,
                     lease_token: uuid::Uuid::new_v4(),
                     known_outputs,
+                    // Written by the transition that continues into it.
+                    unwritten: None,
                     ..claim.clone()
                 };
                 let transition = Transition::Continue {

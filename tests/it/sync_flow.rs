@@ -405,6 +405,29 @@ async fn an_edit_during_a_sync_causes_one_more_sync_so_the_last_edit_is_never_lo
         .await)
         .expect("times");
     assert!(second_fetch >= first_done, "syncs of one page run one after another");
+
+    // The second sync's debounce waited for the first and then succeeded, each attempt in the
+    // transaction of its claim: waits spend no attempt, and every attempt's history row is
+    // whole (who ran it, when it ended, how).
+    let second = env.finished(&runs[1].0.to_string()).await;
+    let debounce = &second["steps"][0];
+    assert_eq!((debounce["name"].as_str(), debounce["attempts"].as_i64()), (Some("debounce"), Some(1)), "{second}");
+    assert!(debounce["started_at"].as_str() <= debounce["finished_at"].as_str(), "{debounce}");
+    let event_run = second["parent_id"].as_str().expect("the event run that started it").to_owned();
+    let event_run = env.finished(&event_run).await;
+    assert_eq!(event_run["steps"][0]["attempts"], 1, "{event_run}");
+    let history: Vec<(String, Option<String>, bool)> = on_db!(env.app.db, |db| sqlx::query_as(
+        "select a.step, a.outcome, a.worker <> '' and a.finished_at is not null and a.finished_at >= a.started_at
+         from workflow_step_attempts a where a.run_id = $1 and a.step = 'debounce' order by a.started_at",
+    )
+    .bind(runs[1].0)
+    .fetch_all(db)
+    .await)
+    .expect("history");
+    let outcomes: Vec<&str> = history.iter().map(|(_, o, _)| o.as_deref().unwrap_or("none")).collect();
+    assert!(outcomes.len() >= 2 && outcomes[..outcomes.len() - 1].iter().all(|o| *o == "waiting"), "{outcomes:?}");
+    assert_eq!(outcomes.last(), Some(&"succeeded"));
+    assert!(history.iter().all(|(_, _, whole)| *whole), "{history:?}");
 }
 }
 

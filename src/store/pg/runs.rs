@@ -42,9 +42,10 @@ impl PgStore {
         job: StepJob,
         owner: &str,
         lease: Duration,
+        unwritten: fn(&str) -> bool,
     ) -> StoreResult<Option<(ClaimedStep, sqlx::Transaction<'static, sqlx::Postgres>)>> {
         let mut tx = self.pool.begin().await?;
-        Ok(claim_step(&mut tx, job, owner, lease).await?.map(|claim| (claim, tx)))
+        Ok(claim_step_in_tx(&mut tx, job, owner, lease, unwritten).await?.map(|claim| (claim, tx)))
     }
 
     /// The stored output of a step of a run (its result, or its saved progress).
@@ -142,12 +143,61 @@ pub async fn claim_step(
         notion_kind: r.get("notion_kind"),
         event_id: r.get("event_id"),
         known_outputs: Default::default(),
+        unwritten: None,
+    }))
+}
+
+/// Claims the current step of the job's run on a transaction that stays open (see
+/// [`PgStore::claim_and_begin`]). When `unwritten(step)` (a step that runs in this
+/// transaction), the run's row is only locked, with the claim's conditions: the step's
+/// transition writes claim and outcome in one statement (one write of the run's row, its
+/// step's and its attempt's instead of two each). Otherwise the claim is written now.
+pub async fn claim_step_in_tx(
+    conn: &mut PgConnection,
+    job: StepJob,
+    owner: &str,
+    lease: Duration,
+    unwritten: fn(&str) -> bool,
+) -> StoreResult<Option<ClaimedStep>> {
+    let row = sqlx::query(
+        r#"
+        select id, workflow, current_step, attempt + 1 as attempt, user_id, notion_id, notion_kind, event_id
+        from workflow_runs
+        where id = $1
+          and dispatch_seq = $2
+          and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < now()))
+        for update
+        "#,
+    )
+    .bind(job.run_id)
+    .bind(job.seq)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let step = r.get::<Option<String>, _>("current_step").unwrap_or_default();
+    if !unwritten(&step) {
+        return claim_step(conn, job, owner, lease).await;
+    }
+    Ok(Some(ClaimedStep {
+        run_id: r.get("id"),
+        workflow: r.get("workflow"),
+        step,
+        attempt: r.get("attempt"),
+        lease_token: Uuid::new_v4(),
+        user_id: r.get("user_id"),
+        notion_id: r.get("notion_id"),
+        notion_kind: r.get("notion_kind"),
+        event_id: r.get("event_id"),
+        known_outputs: Default::default(),
+        unwritten: Some(owner.to_owned()),
     }))
 }
 
 /// Applies a transition on a connection inside a fenced transaction (see [`Store::begin_fenced`]):
 /// the run's and the step's records and the attempt's history in one statement, then the job
-/// that comes next, if any.
+/// that comes next, if any. For a claim not written yet ([`ClaimedStep::unwritten`], whose
+/// transaction holds the run's row lock) the same statement writes the claim too: the step's
+/// record as started now, the attempt's history row whole.
 pub async fn apply_transition(
     conn: &mut PgConnection,
     claim: &ClaimedStep,
@@ -193,7 +243,7 @@ pub async fn apply_transition(
                 current_step = coalesce($4, current_step),
                 attempt = case when $13::uuid is not null then 1
                                when $4::text is not null then 0
-                               when $10 then attempt else attempt - 1 end,
+                               when $10 then $18 else $18 - 1 end,
                 next_run_at = $5,
                 error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
                 last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
@@ -203,7 +253,7 @@ pub async fn apply_transition(
                 lease_expires_at = now() + make_interval(secs => $14),
                 finished_at = case when $9 then now() else null end,
                 updated_at = now()
-            where id = $1 and lease_token = $2
+            where id = $1 and (lease_token = $2 or $19)
             returning id, dispatch_seq
         ), step as (
             update workflow_steps s
@@ -214,12 +264,28 @@ pub async fn apply_transition(
                 error = coalesce($7, s.error),
                 finished_at = case when $11 in ('succeeded', 'failed') then now() else s.finished_at end
             from run
-            where s.run_id = run.id and s.name = $16
+            where s.run_id = run.id and s.name = $16 and not $19
+        ), unwritten_step as (
+            insert into workflow_steps (run_id, name, state, attempts, output, error_kind, error, started_at, finished_at)
+            select id, $16, $11, case when $10 then 1 else 0 end, $15, $6, $7, now(),
+                   case when $11 in ('succeeded', 'failed') then now() end
+            from run where $19
+            on conflict (run_id, name) do update
+            set state = excluded.state,
+                attempts = workflow_steps.attempts + excluded.attempts,
+                output = coalesce(excluded.output, workflow_steps.output),
+                error_kind = coalesce(excluded.error_kind, workflow_steps.error_kind),
+                error = coalesce(excluded.error, workflow_steps.error),
+                started_at = excluded.started_at,
+                finished_at = excluded.finished_at
         ), history as (
             update workflow_step_attempts a
             set finished_at = now(), outcome = $17, error_kind = $6, error = $7
             from run
-            where a.lease_token = $2
+            where a.lease_token = $2 and not $19
+        ), unwritten_history as (
+            insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at, finished_at, outcome, error_kind, error)
+            select $2, id, $16, $20, now(), now(), $17, $6, $7 from run where $19
         ), next_step as (
             insert into workflow_steps (run_id, name, state, attempts, started_at)
             select id, $4, 'running', 1, now() from run where $13::uuid is not null
@@ -249,6 +315,9 @@ pub async fn apply_transition(
     .bind(output)
     .bind(&claim.step)
     .bind(transition.outcome_label())
+    .bind(claim.attempt)
+    .bind(claim.unwritten.is_some())
+    .bind(claim.unwritten.as_deref())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };

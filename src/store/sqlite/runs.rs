@@ -222,6 +222,7 @@ pub async fn claim_step(
         notion_kind: row.get("notion_kind"),
         event_id: row.get("event_id"),
         known_outputs: Default::default(),
+        unwritten: None,
     };
     start_attempt(conn, claim.run_id, &claim.step, token, owner, &now).await?;
     Ok(Some(claim))
@@ -273,6 +274,7 @@ pub async fn apply_transition(
     claim: &ClaimedStep,
     transition: &Transition,
 ) -> StoreResult<Fenced> {
+    debug_assert!(claim.unwritten.is_none(), "SQLite writes every claim when it is made");
     let now = Utc::now();
     let (state, next_step, next_at, error, finished) = match transition {
         Transition::Advance { next_step, .. } => {
