@@ -81,8 +81,6 @@ pub struct App {
 
 /// How long start-up waits for the database before giving up.
 const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
-/// Every Notion request's whole-request timeout.
-const NOTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// An HTTP connection with no traffic for this long is closed (its in-flight requests finish
 /// first), so idle or stalled clients do not hold connections forever.
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -141,7 +139,7 @@ impl App {
         let notion = NotionClient::new(NotionClientConfig {
             base_url: config.notion_api_base_url.clone(),
             version: config.notion_version.clone(),
-            timeout: NOTION_TIMEOUT,
+            timeout: config.notion_timeout,
         })?;
         let generator = build_generator(&config)?;
         let single_process = match config.database_backend() {

@@ -55,6 +55,8 @@ pub struct Config {
     pub notion_max_retries: u32,
     pub notion_api_base_url: String,
     pub notion_version: String,
+    /// Every Notion request's whole-request timeout (API calls and the OAuth token exchange).
+    pub notion_timeout: Duration,
 
     pub debounce: Duration,
     pub debounce_max_wait: Duration,
@@ -159,6 +161,7 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             notion_version: env.string("NOTION_VERSION").unwrap_or_else(|| "2025-09-03".into()),
+            notion_timeout: Duration::from_secs(env.parse_in("NOTION_TIMEOUT_SECONDS", 30, 1..=600)?),
 
             debounce: Duration::from_secs_f64(env.parse_in("DEBOUNCE_SECONDS", 30.0, 0.0..=86_400.0)?),
             debounce_max_wait: Duration::from_secs_f64(env.parse_in(
@@ -395,6 +398,7 @@ mod tests {
         assert_eq!(c.notion_max_retries, 3);
         assert_eq!(c.notion_version, "2025-09-03");
         assert_eq!(c.notion_api_base_url, "https://api.notion.com");
+        assert_eq!(c.notion_timeout, Duration::from_secs(30));
         assert_eq!(c.debounce, Duration::from_secs(30));
         assert_eq!(c.debounce_max_wait, Duration::from_secs(300));
         assert_eq!(c.retry_base_delay, Duration::from_secs(1));

@@ -175,6 +175,8 @@ impl Store {
     /// Writes made in it commit only together with the step's transition, and no other worker
     /// can take the step over while it is open.
     pub async fn begin_fenced(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
+        // An unwritten claim is fenced only by the transaction that locked its run.
+        debug_assert!(claim.unwritten.is_none(), "an unwritten claim is recorded in its own transaction");
         Ok(match &self.backend {
             Backend::Postgres(s) => {
                 s.begin_fenced(claim).await?.map(|tx| StoreTx::postgres(tx, s.notifier()))
@@ -188,6 +190,7 @@ impl Store {
     /// only under the claim's lease token, and says `LeaseLost` otherwise), which saves a
     /// statement per step. On SQLite it is [`Store::begin_fenced`] (one writer at a time).
     pub async fn begin_record(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
+        debug_assert!(claim.unwritten.is_none(), "an unwritten claim is recorded in its own transaction");
         Ok(match &self.backend {
             Backend::Postgres(s) => Some(StoreTx::postgres(s.pool().begin().await?, s.notifier())),
             Backend::Sqlite(_) => self.begin_fenced(claim).await?,

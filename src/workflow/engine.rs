@@ -273,7 +273,7 @@ impl Engine {
             .claim_and_begin(job, worker, self.settings.lease, steps::is_transactional)
             .await?;
         let Some((claim, tx)) = claimed else { return Ok(None) };
-        let redo = Redo::Claim { job, handoff: true };
+        let redo = Redo::Claim { job, handoff: false };
         Ok(Some((None, Some(Next { claim, open: Some(OpenClaim { tx, redo }) }))))
     }
 

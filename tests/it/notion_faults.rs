@@ -332,3 +332,25 @@ async fn malformed_answers_that_never_stop_fail_the_run_after_its_attempts() {
     assert_eq!(env.notion.count("/v1/blocks/"), 3, "NOTION_MAX_RETRIES=2: three attempts, then stop");
     assert_eq!(env.live_cards().await, 0);
 }
+
+#[tokio::test]
+async fn a_notion_request_slower_than_notion_timeout_seconds_times_out_and_is_retried() {
+    let env = setup(|s| {
+        s.insert("NOTION_TIMEOUT_SECONDS", "1".into());
+    })
+    .await;
+    // Slower than the configured timeout, far faster than the 30 s default.
+    env.notion.inject("/v1/blocks/", Fault::Delay(Duration::from_secs(3)));
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(env.live_cards().await, 4);
+    let kinds: Vec<Option<String>> = on_db!(env.app.db, |db| sqlx::query_scalar(
+        "select error_kind from workflow_step_attempts where step = 'fetch' order by started_at",
+    )
+    .fetch_all(db)
+    .await)
+    .expect("attempts");
+    assert_eq!(kinds, [Some("notion_timeout".to_owned()), None], "{run}");
+}

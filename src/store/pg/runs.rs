@@ -166,7 +166,7 @@ pub async fn claim_step_in_tx(
         where id = $1
           and dispatch_seq = $2
           and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < now()))
-        for update
+        for no key update
         "#,
     )
     .bind(job.run_id)
@@ -250,7 +250,9 @@ pub async fn apply_transition(
                 dispatch_seq = dispatch_seq + case when $8 or $13::uuid is not null then 1 else 0 end,
                 lease_owner = $12,
                 lease_token = $13,
-                lease_expires_at = now() + make_interval(secs => $14),
+                -- From the clock, not the transaction's start: a transaction that ran steps
+                -- (a claim's, a handoff's) may be older than the lease it hands on.
+                lease_expires_at = clock_timestamp() + make_interval(secs => $14),
                 finished_at = case when $9 then now() else null end,
                 updated_at = now()
             where id = $1 and (lease_token = $2 or $19)
