@@ -130,9 +130,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let mut runs = Vec::with_capacity(targets.len());
         for target in targets {
-            runs.push(
-                sync::start_or_join_sync(&mut tx, target, SyncTrigger::Reconcile, None, None, window).await?,
-            );
+            runs.push(sync::start_or_join_sync(&mut tx, target, SyncTrigger::Reconcile, window).await?);
         }
         sqlx::query(r#"update subscriptions set reconciled_at = now() where id = $1"#)
             .bind(subscription)

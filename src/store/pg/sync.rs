@@ -78,23 +78,23 @@ pub async fn subscribers(conn: &mut PgConnection, target: &EventTarget) -> Store
 }
 
 /// Starts the sync for `target`, or joins the one already collecting events in debounce for
-/// it (pushing its deadline out, within the cap). Returns the run. Runs on the caller's
-/// transaction, so the fan-out commits with the step that caused it.
+/// it, and enqueues its job, on the caller's transaction: a sync that no event caused
+/// (subscription, manual, reconciliation). Returns the run.
 pub async fn start_or_join_sync(
     conn: &mut PgConnection,
     target: &SyncTarget,
     trigger: SyncTrigger,
-    event_id: Option<EventId>,
-    parent_id: Option<RunId>,
     window: DebounceWindow,
 ) -> StoreResult<RunId> {
-    let started = start_or_join(conn, target, trigger, event_id, parent_id, window).await?;
+    let started = start_or_join(conn, target, trigger, None, None, window).await?;
     enqueue_at(conn, started.job, started.due).await?;
     Ok(started.run_id)
 }
 
-/// [`start_or_join_sync`] without enqueueing the run's job: the caller enqueues it, or claims
-/// the run itself when it is due now (see [`crate::store::StoreTx::offer_handoff`]).
+/// Starts the sync for `target`, or joins the one already collecting events in debounce for
+/// it (pushing its deadline out, within the cap), on the caller's transaction, so a fan-out
+/// commits with the step that caused it. Its job is not enqueued: the caller enqueues it, or
+/// claims the run itself when it is due now (see [`crate::store::StoreTx::offer_handoff`]).
 pub async fn start_or_join(
     conn: &mut PgConnection,
     target: &SyncTarget,

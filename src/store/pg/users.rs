@@ -154,5 +154,5 @@ async fn start_sync(
     trigger: SyncTrigger,
     window: DebounceWindow,
 ) -> StoreResult<RunId> {
-    sync::start_or_join_sync(conn, target, trigger, None, None, window).await
+    sync::start_or_join_sync(conn, target, trigger, window).await
 }

@@ -117,9 +117,7 @@ impl SqliteStore {
         let mut tx = self.begin_write().await?;
         let mut runs = Vec::with_capacity(targets.len());
         for target in targets {
-            runs.push(
-                sync::start_or_join_sync(&mut tx, target, SyncTrigger::Reconcile, None, None, window).await?,
-            );
+            runs.push(sync::start_or_join_sync(&mut tx, target, SyncTrigger::Reconcile, window).await?);
         }
         sqlx::query(r#"update subscriptions set reconciled_at = $2 where id = $1"#)
             .bind(subscription)

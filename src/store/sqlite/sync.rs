@@ -68,23 +68,23 @@ pub async fn subscribers(conn: &mut SqliteConnection, target: &EventTarget) -> S
 }
 
 /// Starts the sync for `target`, or joins the one already collecting events in debounce for
-/// it (pushing its deadline out, within the cap). Runs on the caller's write transaction, so
-/// no other writer can start the same sync in between.
+/// it, and enqueues its job, on the caller's transaction: a sync that no event caused
+/// (subscription, manual, reconciliation). Returns the run.
 pub async fn start_or_join_sync(
     conn: &mut SqliteConnection,
     target: &SyncTarget,
     trigger: SyncTrigger,
-    event_id: Option<EventId>,
-    parent_id: Option<RunId>,
     window: DebounceWindow,
 ) -> StoreResult<RunId> {
-    let started = start_or_join(conn, target, trigger, event_id, parent_id, window).await?;
+    let started = start_or_join(conn, target, trigger, None, None, window).await?;
     enqueue_at(conn, started.job, started.due).await?;
     Ok(started.run_id)
 }
 
-/// [`start_or_join_sync`] without enqueueing the run's job: the caller enqueues it, or claims
-/// the run itself when it is due now (see [`crate::store::StoreTx::offer_handoff`]).
+/// Starts the sync for `target`, or joins the one already collecting events in debounce for
+/// it (pushing its deadline out, within the cap), on the caller's transaction, so a fan-out
+/// commits with the step that caused it. Its job is not enqueued: the caller enqueues it, or
+/// claims the run itself when it is due now (see [`crate::store::StoreTx::offer_handoff`]).
 pub async fn start_or_join(
     conn: &mut SqliteConnection,
     target: &SyncTarget,

@@ -117,8 +117,7 @@ impl SqliteStore {
             Err(e) => return Err(e.into()),
         };
         let target = SyncTarget { user_id, notion_id: notion_id.to_string(), kind: kind.to_owned() };
-        let run_id =
-            sync::start_or_join_sync(&mut tx, &target, SyncTrigger::Subscription, None, None, window).await?;
+        let run_id = sync::start_or_join_sync(&mut tx, &target, SyncTrigger::Subscription, window).await?;
         tx.commit().await?;
         self.wake();
         Ok((subscription, run_id))
@@ -147,8 +146,7 @@ impl SqliteStore {
 
     pub async fn start_manual_sync(&self, target: &SyncTarget, window: DebounceWindow) -> StoreResult<RunId> {
         let mut tx = self.begin_write().await?;
-        let run_id =
-            sync::start_or_join_sync(&mut tx, target, SyncTrigger::Manual, None, None, window).await?;
+        let run_id = sync::start_or_join_sync(&mut tx, target, SyncTrigger::Manual, window).await?;
         tx.commit().await?;
         self.wake();
         Ok(run_id)
