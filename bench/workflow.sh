@@ -33,6 +33,11 @@
 #   SKIP_BUILD=1           use the binaries already built
 #   KEEP_DB=1              keep the database(s) (names are printed)
 #   OUT_DIR=               where logs and raw outputs go (default target/bench-workflow/<stamp>)
+#   REPEAT=1               whole runs to make (each as above, built once); with more than one,
+#                          a last line gives the median, min and max of runs/s, apalis jobs/s
+#                          and their ratio. Single runs of the same build vary by +-15% on a
+#                          2-core machine (the apalis reference most of all), so compare builds
+#                          on medians of 5 or more.
 #
 # Fairness of the reference: same PostgreSQL and the same database, so the same apalis schema
 # (including our index-friendly apalis.get_jobs, migrations/postgres/*_fast_job_fetch.sql); the
@@ -52,6 +57,37 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+
+if (( ${REPEAT:-1} > 1 )); then
+  [[ ${SKIP_BUILD:-0} == 1 ]] || { cargo build --release --quiet && cargo bench --bench workflow --no-run --quiet; }
+  results=()
+  for i in $(seq 1 "$REPEAT"); do
+    echo "bench: run $i of $REPEAT" >&2
+    if ! out=$(REPEAT=1 SKIP_BUILD=1 OUT_DIR= bash "$0"); then
+      echo "bench: run $i of $REPEAT failed; it is left out of the summary" >&2
+      continue
+    fi
+    echo "$out"
+    results+=("$(grep '^RESULT ' <<<"$out" | tail -n 1)")
+  done
+  (( ${#results[@]} > 0 )) || { echo "bench: every run failed" >&2; exit 1; }
+  printf '%s\n' "${results[@]}" | awk -v n="$REPEAT" '
+    function med(a, k,   i, j, t) {
+      for (i = 2; i <= k; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+    }
+    {
+      for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] = kv[2] }
+      r[NR] = v["runs_per_sec"]; a[NR] = v["apalis_jobs_per_sec"]; q[NR] = v["ratio_pct"]
+    }
+    END {
+      printf "REPEAT runs=%d", NR
+      printf " runs_per_sec_median=%.1f", med(r, NR); printf " runs_per_sec_min=%.1f runs_per_sec_max=%.1f", r[1], r[NR]
+      printf " apalis_jobs_per_sec_median=%.1f", med(a, NR); printf " apalis_min=%.1f apalis_max=%.1f", a[1], a[NR]
+      printf " ratio_pct_median=%.1f", med(q, NR); printf " ratio_pct_min=%.1f ratio_pct_max=%.1f\n", q[1], q[NR]
+    }'
+  exit 0
+fi
 
 PG_HOST=127.0.0.1
 PG_PORT=5432

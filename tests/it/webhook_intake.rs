@@ -322,3 +322,90 @@ async fn a_database_outage_answers_503_quickly_and_recovers_without_restart() {
     assert_eq!(app.count(EVENTS).await, 2);
     assert_eq!(app.count(RUNS).await, 2);
 }
+
+conformance! {
+async fn a_burst_of_deliveries_and_redeliveries_stores_each_event_once_and_names_it() {
+    // Notion delivers many events at once when a workspace changes, and retries some of them
+    // while the first delivery is still in flight: each gets its own answer, and a redelivery
+    // in the same burst names the stored event.
+    let app = TestApp::spawn().await;
+    let body = |n: usize, attempt: usize| {
+        format!(
+            r#"{{"id":"evt-burst-{n}","type":"page.content_updated","attempt_number":{attempt},"entity":{{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0{n:02x}","type":"page"}}}}"#
+        )
+    };
+    let ignored = r#"{"id":"evt-burst-view","type":"view.created","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0ff","type":"view"}}"#;
+    let mut bodies: Vec<String> = (0..24).flat_map(|n| [body(n, 1), body(n, 2)]).collect();
+    bodies.push(ignored.to_owned());
+    let responses = futures::future::join_all(bodies.iter().map(|b| app.post_signed(b.as_bytes()))).await;
+    let mut ids = std::collections::HashMap::<String, Vec<(String, String)>>::new();
+    for (body, response) in bodies.iter().zip(responses) {
+        let ack = expect_json(response, 200).await;
+        let event: serde_json::Value = serde_json::from_str(body).expect("json");
+        let key = event["id"].as_str().expect("id").to_owned();
+        let status = ack["status"].as_str().expect("status").to_owned();
+        ids.entry(key).or_default().push((status, ack["event_id"].as_str().expect("event_id").to_owned()));
+    }
+    for n in 0..24 {
+        let answers = &ids[&format!("evt-burst-{n}")];
+        let mut statuses: Vec<&str> = answers.iter().map(|(s, _)| s.as_str()).collect();
+        statuses.sort();
+        assert_eq!(statuses, ["accepted", "duplicate"], "event {n}");
+        assert_eq!(answers[0].1, answers[1].1, "event {n}: both answers name the stored event");
+    }
+    assert_eq!(ids["evt-burst-view"][0].0, "ignored");
+    assert_eq!(app.count(EVENTS).await, 25);
+    assert_eq!(app.count(RUNS).await, 24, "one event run per accepted event");
+    let linked = app.count("select count(*) from workflow_run_events").await;
+    assert_eq!(linked, 24, "each run names its event");
+    let mut stored: Vec<uuid::Uuid> = on_db!(app.db, |db| sqlx::query_scalar(
+        "select e.id from webhook_events e join workflow_runs r on r.event_id = e.id"
+    )
+    .fetch_all(db)
+    .await)
+    .expect("events");
+    stored.sort();
+    let mut answered: Vec<uuid::Uuid> = ids
+        .iter()
+        .filter(|(k, _)| *k != "evt-burst-view")
+        .map(|(_, a)| a[0].1.parse().expect("a uuid"))
+        .collect();
+    answered.sort();
+    assert_eq!(stored, answered, "the ids answered are the events stored, each with its run");
+}
+}
+
+#[tokio::test]
+async fn an_unstorable_event_in_a_burst_is_refused_alone() {
+    // PostgreSQL's JSON cannot hold a NUL character, which JSON itself allows: such an event is
+    // the sender's fault (400, nothing stored, no retry storm of 5xx), and the deliveries
+    // around it are stored as usual.
+    if !postgres_or_skip() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let good = |n: usize| {
+        format!(
+            r#"{{"id":"evt-nul-{n}","type":"page.updated","entity":{{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0{n:02x}","type":"page"}}}}"#
+        )
+    };
+    let bad = r#"{"id":"evt-nul-bad","type":"page.updated","note":"a\u0000b","entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0ff","type":"page"}}"#;
+    for round in 0..3 {
+        let mut bodies: Vec<String> = (round * 16..round * 16 + 16).map(good).collect();
+        bodies.insert(8, bad.to_owned());
+        let responses = futures::future::join_all(bodies.iter().map(|b| app.post_signed(b.as_bytes()))).await;
+        for (body, response) in bodies.iter().zip(responses) {
+            if body == bad {
+                expect_error(response, 400, "invalid_event").await;
+            } else {
+                assert_eq!(expect_json(response, 200).await["status"], "accepted", "{body}");
+            }
+        }
+    }
+    assert_eq!(app.count(EVENTS).await, 48);
+    assert_eq!(app.count(RUNS).await, 48);
+    assert_eq!(
+        app.count("select count(*) from webhook_events where notion_event_id = 'evt-nul-bad'").await,
+        0
+    );
+}

@@ -39,6 +39,10 @@ pub async fn event_target(conn: &mut PgConnection, event_id: EventId) -> StoreRe
 ///   re-syncs just that row page, which is all that changed;
 /// - a subscriber of a database that a database / data-source event names re-syncs the
 ///   database (rows may have been added or removed).
+///
+/// Each way of matching is its own branch so that each uses its index (the notion id's
+/// b-tree, the data source ids' GIN index) even in a generic plan: one `where` with `or`s
+/// across them is a scan of every subscription per event.
 pub async fn subscribers(conn: &mut PgConnection, target: &EventTarget) -> StoreResult<Vec<SyncTarget>> {
     let Some(entity) = target.entity_id.as_deref() else { return Ok(Vec::new()) };
     let rows = sqlx::query(
@@ -50,14 +54,15 @@ pub async fn subscribers(conn: &mut PgConnection, target: &EventTarget) -> Store
                case when s.notion_id = $1 then s.kind
                     when $2 = 'page' then 'page'
                     else 'database' end as sync_kind
-        from subscriptions s
-        where s.notion_id = $1
-           or (s.kind = 'database' and (
-                   s.notion_id = $3
-                or s.notion_id = $4
-                or $1 = any(s.data_source_ids)
-                or $3 = any(s.data_source_ids)
-                or $4 = any(s.data_source_ids)))
+        from (
+            select user_id, notion_id, kind from subscriptions where notion_id = $1
+            union all
+            select user_id, notion_id, kind from subscriptions
+            where kind = 'database' and notion_id = any(array[$3, $4])
+            union all
+            select user_id, notion_id, kind from subscriptions
+            where kind = 'database' and data_source_ids && array[$1, $3, $4]
+        ) s
         order by s.user_id
         "#,
     )
