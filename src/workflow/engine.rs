@@ -35,6 +35,8 @@ pub struct Engine {
     deps: StepDeps,
     definitions: Definitions,
     settings: EngineSettings,
+    /// Whether a step runs inside its outcome's transaction (see [`steps::transactional_steps`]).
+    transactional: fn(&str) -> bool,
     /// Whether a worker that finishes a step goes on with the run's next step itself (until
     /// shutdown begins).
     continuing: AtomicBool,
@@ -70,14 +72,36 @@ enum Redo {
     /// and run that job again, without a handoff this time, so this run is started again
     /// with a job of its own and its failure is recorded the usual way.
     Again(StepJob),
-    /// The transaction recorded the previous step's outcome, which claimed this step on:
-    /// record that outcome again.
-    Record { previous: Box<ClaimedStep>, transition: Transition },
+    /// The transaction recorded the outcomes of the steps before this one in the run, each
+    /// claiming the next step on (a chain: see [`Engine::commit`]): get the first of those
+    /// claims back and record each outcome again, in its own transaction.
+    Record { start: ChainStart, transitions: Vec<Transition> },
+}
+
+/// Where a chain of steps recorded in one transaction began.
+enum ChainStart {
+    /// With a claim committed before the transaction.
+    Committed(Box<ClaimedStep>),
+    /// With the claim of this job, made in the transaction.
+    Claim(StepJob),
+}
+
+/// Whether a transaction may go on with the run's next step when that step only touches the
+/// database (see [`Engine::commit`]), and how to redo what it holds before the outcome it is
+/// about to record if that next step fails.
+enum Chain {
+    /// It may not: it commits with the outcome.
+    No,
+    /// It may; it holds nothing else (the claim being recorded was committed before).
+    Committed,
+    /// It may (unless it holds a handoff); it holds more, redone this way.
+    Open(Redo),
 }
 
 impl Engine {
     pub fn new(deps: StepDeps, definitions: Definitions, settings: EngineSettings) -> Arc<Self> {
-        Arc::new(Self { deps, definitions, settings, continuing: AtomicBool::new(true) })
+        let transactional = steps::transactional_steps(&deps.generator);
+        Arc::new(Self { deps, definitions, settings, transactional, continuing: AtomicBool::new(true) })
     }
 
     /// From now on, a finished step hands the run's next step to the queue instead of running
@@ -107,11 +131,8 @@ impl Engine {
     /// database runs and is recorded in it (one commit for claim, step and outcome); for any
     /// other step it commits at once.
     pub async fn execute(&self, job: StepJob, worker: &str) -> Result<(), StoreError> {
-        let claimed = self
-            .deps
-            .store
-            .claim_and_begin(job, worker, self.settings.lease, steps::is_transactional)
-            .await?;
+        let claimed =
+            self.deps.store.claim_and_begin(job, worker, self.settings.lease, self.transactional).await?;
         let Some((claim, tx)) = claimed else {
             tracing::debug!(run_id = %job.run_id, seq = job.seq, "stale step job skipped");
             return Ok(());
@@ -166,11 +187,11 @@ impl Engine {
             };
             let transition = Transition::Fail { failure };
             return match open {
-                Some(open) => self.commit(open.tx, &claim, transition, worker, true, None).await,
+                Some(open) => self.commit(open.tx, &claim, transition, worker, Chain::No, None).await,
                 None => self.record(&claim, transition, worker).await,
             };
         }
-        if steps::is_transactional(&claim.step) {
+        if (self.transactional)(&claim.step) {
             return self.run_transactional(claim, policy, open, worker).await;
         }
         // The step runs outside any transaction: its claim commits on its own first.
@@ -232,11 +253,8 @@ impl Engine {
                     self.deps.store.claim_step(job, worker, self.settings.lease).await?
                 }
                 Some(Redo::Again(job)) => return self.undo_handoff(job, &transition, worker).await,
-                Some(Redo::Record { previous, transition: recorded }) => {
-                    match self.record_with(&previous, recorded, worker, false).await? {
-                        Some((_, Some(next))) => Some(next.claim),
-                        _ => None,
-                    }
+                Some(Redo::Record { start, transitions }) => {
+                    self.record_again(start, transitions, worker).await?
                 }
             };
             let Some(again) = again else {
@@ -247,7 +265,39 @@ impl Engine {
             };
             return self.record(&again, transition, worker).await;
         }
-        self.commit(tx, &claim, transition, worker, true, handoff).await
+        let chain = match redo {
+            Some(redo) => Chain::Open(redo),
+            None => Chain::Committed,
+        };
+        self.commit(tx, &claim, transition, worker, chain, handoff).await
+    }
+
+    /// Records again, each in its own transaction, the outcomes of a chain of steps whose
+    /// transaction was undone (see [`Redo::Record`]), and returns the claim the last one made:
+    /// the step whose failure undid them. `None`: the chain's claims are gone (the run was
+    /// cancelled or taken over meanwhile); the step will run again.
+    async fn record_again(
+        &self,
+        start: ChainStart,
+        transitions: Vec<Transition>,
+        worker: &str,
+    ) -> Result<Option<ClaimedStep>, StoreError> {
+        let mut claim = match start {
+            ChainStart::Committed(claim) => *claim,
+            ChainStart::Claim(job) => {
+                let Some(claim) = self.deps.store.claim_step(job, worker, self.settings.lease).await? else {
+                    return Ok(None);
+                };
+                claim
+            }
+        };
+        for transition in transitions {
+            match self.record_with(&claim, transition, worker, Chain::No).await? {
+                Some((_, Some(next))) => claim = next.claim,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(claim))
     }
 
     /// A handed-off run's step failed in the transaction that also holds the run that started
@@ -267,11 +317,8 @@ impl Engine {
             error = failure,
             "a run handed to this worker failed its first step; the run that started it runs again, queueing it instead"
         );
-        let claimed = self
-            .deps
-            .store
-            .claim_and_begin(job, worker, self.settings.lease, steps::is_transactional)
-            .await?;
+        let claimed =
+            self.deps.store.claim_and_begin(job, worker, self.settings.lease, self.transactional).await?;
         let Some((claim, tx)) = claimed else { return Ok(None) };
         let redo = Redo::Claim { job, handoff: false };
         Ok(Some((None, Some(Next { claim, open: Some(OpenClaim { tx, redo }) }))))
@@ -318,7 +365,7 @@ impl Engine {
         transition: Transition,
         worker: &str,
     ) -> Result<Option<Recorded>, StoreError> {
-        self.record_with(claim, transition, worker, true).await
+        self.record_with(claim, transition, worker, Chain::Committed).await
     }
 
     /// [`Engine::record`]; `chain`: see [`Engine::commit`].
@@ -327,7 +374,7 @@ impl Engine {
         claim: &ClaimedStep,
         transition: Transition,
         worker: &str,
-        chain: bool,
+        chain: Chain,
     ) -> Result<Option<Recorded>, StoreError> {
         let Some(tx) = self.deps.store.begin_record(claim).await? else {
             tracing::warn!("{LEASE_LOST}");
@@ -340,9 +387,11 @@ impl Engine {
     /// the claim had lost its lease, so nothing is recorded (the transaction is rolled back).
     /// A step that succeeded with another step after it claims that step for this worker in
     /// the same transaction (unless the worker is shutting down), returned as the next claim.
-    /// With `chain`, when that next step only touches the database, the transaction is not
-    /// committed here but handed on with the claim: the next step runs in it, and both
-    /// outcomes commit together (one commit instead of two).
+    /// When `chain` allows and that next step only touches the database, the transaction is
+    /// not committed here but handed on with the claim: the next step runs in it, and both
+    /// outcomes commit together (one commit instead of two; a chain may go on, e.g. fetch's
+    /// outcome, generate and persist in one). If a chained step fails, the whole transaction
+    /// is undone and its earlier outcomes are recorded again ([`Redo::Record`]).
     ///
     /// `handoff`: the job whose claim this transaction holds, when its step was offered a
     /// handoff ([`StoreTx::offer_handoff`]). When the run succeeded and its step started a
@@ -355,13 +404,24 @@ impl Engine {
         claim: &ClaimedStep,
         transition: Transition,
         worker: &str,
-        chain: bool,
+        chain: Chain,
         handoff: Option<StepJob>,
     ) -> Result<Option<Recorded>, StoreError> {
-        let chained = chain
-            && matches!(&transition, Transition::Advance { next_step, .. } if steps::is_transactional(next_step));
-        // Kept to record it again if the chained step fails (which undoes this transaction).
-        let recorded = chained.then(|| transition.clone());
+        let next_in_tx =
+            matches!(&transition, Transition::Advance { next_step, .. } if (self.transactional)(next_step));
+        // How to redo this transaction if the chained step fails: record this outcome again
+        // (kept here) after whatever the transaction held before it.
+        let redo = match chain {
+            _ if !next_in_tx => None,
+            Chain::No | Chain::Open(Redo::Again(_)) => None,
+            Chain::Committed => Some((ChainStart::Committed(Box::new(claim.clone())), Vec::new())),
+            Chain::Open(Redo::Claim { job, .. }) => Some((ChainStart::Claim(job), Vec::new())),
+            Chain::Open(Redo::Record { start, transitions }) => Some((start, transitions)),
+        }
+        .map(|(start, mut transitions)| {
+            transitions.push(transition.clone());
+            Redo::Record { start, transitions }
+        });
         let (transition, next) = self.continuation(claim, transition, worker);
         if tx.apply_transition(claim, &transition).await? == Fenced::LeaseLost {
             tracing::warn!("{LEASE_LOST}");
@@ -377,17 +437,16 @@ impl Engine {
                 return Ok(Some((label, None)));
             };
             log_transition(&transition);
-            if steps::is_transactional(&handed.step) {
+            if (self.transactional)(&handed.step) {
                 let open = OpenClaim { tx, redo: Redo::Again(origin) };
                 return Ok(Some((label, Some(Next { claim: handed, open: Some(open) }))));
             }
             tx.commit().await?;
             return Ok(Some((label, Some(Next { claim: handed, open: None }))));
         };
-        if let Some(recorded) = recorded {
+        if let Some(redo) = redo {
             // Logged now: it commits with the next step's outcome.
             log_transition(&transition);
-            let redo = Redo::Record { previous: Box::new(claim.clone()), transition: recorded };
             return Ok(Some((label, Some(Next { claim: next, open: Some(OpenClaim { tx, redo }) }))));
         }
         // The run went on with this worker; no step in this workflow enqueues jobs of its own
@@ -414,7 +473,7 @@ impl Engine {
                     && self.continuing.load(Ordering::SeqCst) =>
             {
                 let lease = self.settings.lease;
-                tx.claim_step(job, worker, lease, steps::is_transactional).await?.map(|claim| (claim, origin))
+                tx.claim_step(job, worker, lease, self.transactional).await?.map(|claim| (claim, origin))
             }
             _ => None,
         };

@@ -226,6 +226,21 @@ async fn subscribing_to_the_fixture_page_makes_its_four_cards() {
     assert_eq!(status["runs"][0]["id"], run_id.as_str());
     // The fixture page took 1 page + 2 block pages + 4 toggles' children.
     assert_eq!(env.notion.requests_for_token(TOKEN).len(), 7);
+    if env.app.db.backend() == Backend::Postgres {
+        // With the local generator, fetch's outcome, generate and persist are recorded by one
+        // transaction (one commit): PostgreSQL's now() is the transaction's start, so all
+        // three attempts finished at the same instant.
+        let run: uuid::Uuid = run_id.parse().expect("run id");
+        let instants: i64 = on_db!(env.app.db, |db| sqlx::query_scalar(
+            "select count(distinct finished_at) from workflow_step_attempts
+             where run_id = $1 and step in ('fetch', 'generate', 'persist')"
+        )
+        .bind(run)
+        .fetch_one(db)
+        .await)
+        .expect("attempts");
+        assert_eq!(instants, 1, "fetch, generate and persist commit together");
+    }
 }
 }
 
@@ -545,6 +560,9 @@ async fn a_failing_persist_keeps_what_generate_produced_and_is_retried() {
 
     let finished = env.finished(&run_id).await;
     assert_eq!(finished["state"], "succeeded", "{finished}");
+    // fetch's outcome, generate and persist ran in one transaction; persist's failure undid
+    // it, and fetch's and generate's outcomes were recorded again, once each.
+    assert_eq!(outcomes("fetch").await, ["succeeded"], "fetch was recorded once");
     assert_eq!(outcomes("generate").await, ["succeeded"], "generate ran and was recorded once");
     let persist = outcomes("persist").await;
     assert_eq!(persist.first().map(String::as_str), Some("retrying"), "{persist:?}");

@@ -157,16 +157,26 @@ pub async fn record_sync(
     Ok(())
 }
 
+/// The content hash of the last successful sync of (user, content).
+pub async fn last_content_hash(
+    conn: &mut SqliteConnection,
+    user: UserId,
+    notion_id: &str,
+) -> StoreResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        r#"select last_content_hash from sync_state where user_id = $1 and notion_id = $2"#,
+    )
+    .bind(user)
+    .bind(notion_id)
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
 impl SqliteStore {
     pub async fn last_content_hash(&self, user: UserId, notion_id: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar(
-            r#"select last_content_hash from sync_state where user_id = $1 and notion_id = $2"#,
-        )
-        .bind(user)
-        .bind(notion_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten())
+        let mut conn = self.pool.acquire().await?;
+        last_content_hash(&mut conn, user, notion_id).await
     }
 
     pub async fn live_cards(

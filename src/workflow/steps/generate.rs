@@ -6,16 +6,41 @@ use serde_json::json;
 
 use super::{StepDeps, StepError, StepOutcome, fetched_content};
 use crate::{
-    flashcards::{self, GenerateError},
-    store::ClaimedStep,
+    flashcards::{self, Content, GenerateError},
+    store::{ClaimedStep, StoreTx},
 };
 
+/// With a generator that calls out (a model): outside any transaction.
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
-    let content = fetched_content(deps, claim).await?;
+    let content = fetched_content(claim, deps.store.step_output(claim.run_id, "fetch")).await?;
+    let last_hash = deps.store.last_content_hash(user, notion_id).await?;
+    generate(content, last_hash, deps).await
+}
+
+/// With the local generator: in the transaction that records the outcome (nothing is called
+/// out, so the run's row lock is held only briefly), the one that also recorded `fetch` when
+/// this worker ran it and that will record `persist`: one commit for the three.
+pub async fn run_in_tx(
+    tx: &mut StoreTx,
+    claim: &ClaimedStep,
+    deps: &StepDeps,
+) -> Result<StepOutcome, StepError> {
+    let (user, notion_id) = super::sync_key(claim)?;
+    let content = fetched_content(claim, tx.step_output(claim.run_id, "fetch")).await?;
+    let last_hash = tx.last_content_hash(user, notion_id).await?;
+    generate(content, last_hash, deps).await
+}
+
+/// The cards for `content`, or the run's early end when its hash is the last sync's.
+async fn generate(
+    content: Content,
+    last_hash: Option<String>,
+    deps: &StepDeps,
+) -> Result<StepOutcome, StepError> {
     // The generator takes part in the hash: switching generators regenerates every card.
     let hash = format!("{}:{}", deps.generator_id, flashcards::content_hash(&content));
-    if deps.store.last_content_hash(user, notion_id).await?.as_deref() == Some(hash.as_str()) {
+    if last_hash.as_deref() == Some(hash.as_str()) {
         tracing::info!("content unchanged since the last sync; nothing to generate or persist");
         return Ok(StepOutcome::Finish { output: json!({ "skipped": "unchanged", "content_hash": hash }) });
     }

@@ -1,10 +1,11 @@
 //! The steps. Each classifies its own failures where they happen: retryable (with an optional
 //! earliest retry time) or fatal.
 //!
-//! Steps that only touch the database (`discover_users`, `debounce`, `persist`) run inside the
-//! transaction that also records their outcome, under the run's row lock: their effects commit
-//! exactly when the step succeeds, and a worker whose lease was taken over cannot apply them.
-//! Steps that call out (`fetch`, `generate`) run outside it, under a heartbeated lease.
+//! Steps that only touch the database (`discover_users`, `debounce`, `persist`, and `generate`
+//! with the local `rules` generator) run inside the transaction that also records their
+//! outcome, under the run's row lock: their effects commit exactly when the step succeeds, and
+//! a worker whose lease was taken over cannot apply them. Steps that call out (`fetch`, and
+//! `generate` with the `openai` generator) run outside it, under a heartbeated lease.
 
 pub mod debounce;
 pub mod discover_users;
@@ -90,8 +91,17 @@ impl From<StoreError> for StepError {
     }
 }
 
-/// Whether the step runs inside its outcome's transaction.
-pub fn is_transactional(step: &str) -> bool {
+/// Which steps run inside their outcome's transaction with this generator (see the module
+/// docs): `generate` does when it computes the cards itself, and not when it calls a model.
+pub fn transactional_steps(generator: &Generator) -> fn(&str) -> bool {
+    match generator {
+        Generator::Rules(_) => |step| is_database_only(step) || step == "generate",
+        Generator::OpenAi(_) => is_database_only,
+    }
+}
+
+/// The steps that only ever touch the database.
+fn is_database_only(step: &str) -> bool {
     matches!(step, "discover_users" | "debounce" | "persist")
 }
 
@@ -132,9 +142,13 @@ async fn previous_output<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The content the fetch step read, as the generators take it.
-async fn fetched_content(deps: &StepDeps, claim: &ClaimedStep) -> Result<Content, StepError> {
-    previous_output(claim, "fetch", "content", deps.store.step_output(claim.run_id, "fetch")).await
+/// The content the fetch step read, as the generators take it; `read` reads it from the store
+/// when this worker does not hold it already.
+async fn fetched_content(
+    claim: &ClaimedStep,
+    read: impl Future<Output = StoreResult<Option<Value>>>,
+) -> Result<Content, StepError> {
+    previous_output(claim, "fetch", "content", read).await
 }
 
 /// Runs a transactional step on the fenced transaction.
@@ -146,6 +160,7 @@ pub async fn run_in_tx(
     match (claim.workflow.as_str(), claim.step.as_str()) {
         ("notion_event", "discover_users") => discover_users::run(tx, claim, deps).await,
         ("notion_sync", "debounce") => debounce::run(tx, claim, deps).await,
+        ("notion_sync", "generate") => generate::run_in_tx(tx, claim, deps).await,
         ("notion_sync", "persist") => persist::run(tx, claim, deps).await,
         (workflow, step) => Err(unknown_step(workflow, step)),
     }
