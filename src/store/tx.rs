@@ -1,6 +1,6 @@
 //! A step's fenced transaction, whichever backend holds it: the operations a transactional
-//! step (discover_users, debounce, persist) and the engine's transition make inside it, all
-//! committed together or not at all.
+//! step (discover_users, debounce, persist, and generate with the local generator) and the
+//! engine's transition make inside it, all committed together or not at all.
 
 use chrono::{DateTime, Utc};
 

@@ -74,7 +74,9 @@ enum Redo {
     Again(StepJob),
     /// The transaction recorded the outcomes of the steps before this one in the run, each
     /// claiming the next step on (a chain: see [`Engine::commit`]): get the first of those
-    /// claims back and record each outcome again, in its own transaction.
+    /// claims back and record each outcome again, in its own transaction. Only outcomes are
+    /// recorded again, so a chain only goes on from a step that writes nothing else
+    /// ([`steps::writes_only_its_outcome`]).
     Record { start: ChainStart, transitions: Vec<Transition> },
 }
 
@@ -92,7 +94,9 @@ enum ChainStart {
 enum Chain {
     /// It may not: it commits with the outcome.
     No,
-    /// It may; it holds nothing else (the claim being recorded was committed before).
+    /// It may; it holds nothing to redo but the outcome: the claim being recorded was
+    /// committed before (and a step that ran in the transaction wrote nothing else, or the
+    /// chain does not go on: see [`Redo::Record`]).
     Committed,
     /// It may (unless it holds a handoff); it holds more, redone this way.
     Open(Redo),
@@ -245,8 +249,10 @@ impl Engine {
             // A failure: undo the step's partial writes and record it in a transaction of its own.
             drop(tx);
             // When the claim was made in that transaction, it was undone with them: claim the
-            // step again, on its own, to record the failure under. Nobody else can have taken
-            // it meanwhile: the run is unchanged and this worker holds its job or lease.
+            // step again, on its own, to record the failure under (first recording again the
+            // outcomes of the steps before it that the transaction recorded). Nobody else can
+            // have taken it meanwhile: the run is unchanged and this worker holds its job or
+            // lease (unless that lease expired during a long chain: then the step runs again).
             let again = match redo {
                 None => return self.record(&claim, transition, worker).await,
                 Some(Redo::Claim { job, .. }) => {
@@ -275,7 +281,8 @@ impl Engine {
     /// Records again, each in its own transaction, the outcomes of a chain of steps whose
     /// transaction was undone (see [`Redo::Record`]), and returns the claim the last one made:
     /// the step whose failure undid them. `None`: the chain's claims are gone (the run was
-    /// cancelled or taken over meanwhile); the step will run again.
+    /// cancelled or taken over meanwhile), or the worker is shutting down (an outcome then
+    /// queues the next step instead of claiming it); either way the step will run again.
     async fn record_again(
         &self,
         start: ChainStart,
@@ -407,8 +414,8 @@ impl Engine {
         chain: Chain,
         handoff: Option<StepJob>,
     ) -> Result<Option<Recorded>, StoreError> {
-        let next_in_tx =
-            matches!(&transition, Transition::Advance { next_step, .. } if (self.transactional)(next_step));
+        let next_in_tx = steps::writes_only_its_outcome(&claim.step)
+            && matches!(&transition, Transition::Advance { next_step, .. } if (self.transactional)(next_step));
         // How to redo this transaction if the chained step fails: record this outcome again
         // (kept here) after whatever the transaction held before it.
         let redo = match chain {

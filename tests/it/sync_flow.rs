@@ -72,6 +72,19 @@ impl Env {
         .await
     }
 
+    /// The recorded outcomes of a run's attempts at `step`, oldest first.
+    async fn attempt_outcomes(&self, run: uuid::Uuid, step: &str) -> Vec<String> {
+        on_db!(self.app.db, |db| sqlx::query_scalar(
+            "select outcome from workflow_step_attempts where run_id = $1 and step = $2
+             and outcome is not null order by started_at"
+        )
+        .bind(run)
+        .bind(step)
+        .fetch_all(db)
+        .await)
+        .expect("attempt history")
+    }
+
     /// Runs one SQL statement on the app's database.
     async fn execute(&self, sql: &str) {
         let statement = sql.to_owned();
@@ -537,21 +550,7 @@ async fn a_failing_persist_keeps_what_generate_produced_and_is_retried() {
     let remove = env.install_refusing_trigger("refuse_cards", "before insert", "flashcards", None).await;
     let run_id = env.subscribe(ids::PAGE, "page").await;
     let run: uuid::Uuid = run_id.parse().expect("run id");
-    let outcomes = |step: &'static str| {
-        let env = &env;
-        async move {
-            let outcomes: Vec<String> = on_db!(env.app.db, |db| sqlx::query_scalar(
-                "select outcome from workflow_step_attempts where run_id = $1 and step = $2
-                 and outcome is not null order by started_at"
-            )
-            .bind(run)
-            .bind(step)
-            .fetch_all(db)
-            .await)
-            .expect("attempt history");
-            outcomes
-        }
-    };
+    let outcomes = |step: &'static str| env.attempt_outcomes(run, step);
     eventually("persist to fail", Duration::from_secs(30), || async {
         outcomes("persist").await.first().is_some_and(|o| o == "retrying").then_some(())
     })
@@ -564,6 +563,62 @@ async fn a_failing_persist_keeps_what_generate_produced_and_is_retried() {
     // it, and fetch's and generate's outcomes were recorded again, once each.
     assert_eq!(outcomes("fetch").await, ["succeeded"], "fetch was recorded once");
     assert_eq!(outcomes("generate").await, ["succeeded"], "generate ran and was recorded once");
+    let persist = outcomes("persist").await;
+    assert_eq!(persist.first().map(String::as_str), Some("retrying"), "{persist:?}");
+    assert_eq!(persist.last().map(String::as_str), Some("succeeded"), "{persist:?}");
+    assert_eq!(env.cards().await.len(), 4);
+}
+}
+
+conformance! {
+/// generate claimed through the queue (here: its worker died, and the lease sweeper dispatched
+/// it again) runs in its claim's transaction and persist in the same one. When persist fails,
+/// that transaction, the claim included, is undone: generate is claimed again and its outcome
+/// recorded again before persist's failure, and the run completes once persist can.
+async fn a_failing_persist_after_generate_from_the_queue_is_recorded_and_retried() {
+    let env = setup(|s| {
+        s.insert("STEP_LEASE_SECONDS", "1".into());
+        s.insert("RETRY_BASE_DELAY_MS", "300".into());
+    })
+    .await;
+    let run_id = env.subscribe(ids::PAGE, "page").await;
+    assert_eq!(env.finished(&run_id).await["state"], "succeeded");
+    let run: uuid::Uuid = run_id.parse().expect("run id");
+    // Back to generate, as a worker that died in it would leave the run (fetch's output kept),
+    // with the last sync forgotten so that generate makes cards again.
+    // persist records the sync (a new row now) after its cards: refusing that fails persist on
+    // both backends whether or not its cards changed.
+    env.execute("delete from sync_state").await;
+    let remove = env.install_refusing_trigger("refuse_sync_record", "before insert", "sync_state", None).await;
+    let past = env.app.db.shifted_sql(env.app.db.now_sql(), -1);
+    let statements = [
+        "delete from workflow_steps where run_id = $1 and name in ('generate', 'persist')".to_owned(),
+        "delete from workflow_step_attempts where run_id = $1".to_owned(),
+        format!(
+            "update workflow_runs set state = 'running', current_step = 'generate', finished_at = null,
+                 lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {past},
+                 dispatch_seq = dispatch_seq + 1
+             where id = $1"
+        ),
+    ];
+    for statement in statements {
+        on_db!(env.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .bind(run)
+            .bind(uuid::Uuid::new_v4())
+            .execute(db)
+            .await
+            .map(|d| d.rows_affected()))
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let outcomes = |step: &'static str| env.attempt_outcomes(run, step);
+    eventually("persist to fail", Duration::from_secs(30), || async {
+        outcomes("persist").await.first().is_some_and(|o| o == "retrying").then_some(())
+    })
+    .await;
+    assert_eq!(outcomes("generate").await, ["succeeded"], "generate's outcome recorded again, once");
+    env.execute(&remove).await;
+    let finished = env.finished(&run_id).await;
+    assert_eq!(finished["state"], "succeeded", "{finished}");
     let persist = outcomes("persist").await;
     assert_eq!(persist.first().map(String::as_str), Some("retrying"), "{persist:?}");
     assert_eq!(persist.last().map(String::as_str), Some("succeeded"), "{persist:?}");

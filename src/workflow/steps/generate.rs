@@ -19,8 +19,9 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
 }
 
 /// With the local generator: in the transaction that records the outcome (nothing is called
-/// out, so the run's row lock is held only briefly), the one that also recorded `fetch` when
-/// this worker ran it and that will record `persist`: one commit for the three.
+/// out; the rules take milliseconds of CPU, not a model's seconds of waiting), the one that
+/// also recorded `fetch` when this worker ran it and that will record `persist`: one commit
+/// for the three.
 pub async fn run_in_tx(
     tx: &mut StoreTx,
     claim: &ClaimedStep,

@@ -105,6 +105,13 @@ fn is_database_only(step: &str) -> bool {
     matches!(step, "discover_users" | "debounce" | "persist")
 }
 
+/// Whether the step's outcome is all it writes (it reads the database and calls out, but
+/// changes nothing itself): recording the outcome again redoes the step's part of a
+/// transaction that was undone, so the engine may run the next step in that transaction.
+pub fn writes_only_its_outcome(step: &str) -> bool {
+    matches!(step, "fetch" | "generate")
+}
+
 /// The (user, content) a sync run is about.
 fn sync_key(claim: &ClaimedStep) -> Result<(UserId, &str), StepError> {
     match (claim.user_id, claim.notion_id.as_deref()) {
