@@ -9,5 +9,6 @@ pub mod reconcile;
 pub mod retention;
 pub mod steps;
 pub mod sweeper;
+pub mod wake;
 
 pub use engine::Engine;

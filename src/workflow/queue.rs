@@ -7,7 +7,7 @@ use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 
-use super::Engine;
+use super::{Engine, wake::WakeStrategy};
 use crate::store::{
     Store,
     jobs::{STEP_QUEUE, StepJob},
@@ -131,10 +131,15 @@ fn monitor(
             .heartbeat_interval(Duration::from_secs(5))
             .missed_heartbeats(3);
         monitor.register(move |_| {
-            let backend = PostgresStorage::<StepJob>::new(&pool)
-                .with_config(config.clone())
-                .with_pubsub()
-                .poll_with_interval(poll);
+            // Woken by apalis's LISTEN on job inserts (every process's notifications), see
+            // `wake` for why not with apalis's own `with_pubsub().poll_with_interval(..)`.
+            let listen_pool = pool.clone();
+            let strategy = WakeStrategy::new(
+                move || apalis_postgres::Pubsub::new(listen_pool.clone(), STEP_QUEUE.to_owned()),
+                poll,
+            );
+            let backend =
+                PollWith::new(PostgresStorage::<StepJob>::new(&pool).with_config(config.clone()), strategy);
             WorkerBuilder::new(name.clone())
                 .backend(backend)
                 .data(engine.clone())
@@ -152,11 +157,16 @@ fn monitor(
         monitor.register(move |_| {
             // Woken at once when this process commits a job (nothing else writes to the
             // file); the interval picks up jobs scheduled for later.
-            let woken = Box::pin(futures::stream::unfold(wake.clone(), |wake| async move {
-                wake.notified().await;
-                Some(((), wake))
-            }));
-            let strategy = Strategy::new().stream(woken).interval(poll);
+            let wake = wake.clone();
+            let strategy = WakeStrategy::new(
+                move || {
+                    Box::pin(futures::stream::unfold(wake.clone(), |wake| async move {
+                        wake.notified().await;
+                        Some(((), wake))
+                    }))
+                },
+                poll,
+            );
             let backend =
                 SqliteStorage::<StepJob>::new(&pool).with_config(config.clone()).poll_with_strategy(strategy);
             WorkerBuilder::new(name.clone())
