@@ -30,8 +30,11 @@ use apalis::prelude::{PollSnapshot, PollStrategy};
 use futures::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep, sleep};
 
-/// How long after a notification the worker fetches once more: longer than an idle fetch takes
-/// (~1 ms), far below the pickup bound (50 ms).
+/// How long after the latest notification the worker fetches once more: longer than an idle
+/// fetch takes (~1 ms), far below the pickup bound (50 ms). It costs one fetch per wake-up only
+/// while notifications are sparse: each new one puts the recheck off again, and a busy worker
+/// is woken by its own work anyway. A racing fetch still running at the recheck (a loaded
+/// database) leaves the job to the poll interval, as before.
 const RECHECK_AFTER: Duration = Duration::from_millis(10);
 /// How long to wait before making a notification stream again after it ended.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
