@@ -221,9 +221,14 @@ pg_activity_report() {
   samples=$(grep -c '^SAMPLE|' "$1" 2>/dev/null || true)
   samples=${samples:-0}
   (( samples > 0 )) || { echo "  n/a"; return; }
-  grep -v -e '^SAMPLE|' -e '^$' "$1" | sort | uniq -c | sort -rn | head -n 12 |
+  # Samples with no active backend at all (a short phase) leave nothing for grep -v, which then
+  # fails; under pipefail that ended the whole run before its RESULT line.
+  local active
+  active=$(grep -v -e '^SAMPLE|' -e '^$' "$1" || true)
+  [[ -n $active ]] || { echo "  no active backend in $samples samples"; return; }
+  sort <<<"$active" | uniq -c | sort -rn | head -n 12 |
     awk -v n="$samples" '{ c = $1; $1 = ""; printf "  %5.2f  %s\n", c / n, substr($0, 2) }'
-  echo "  ($samples samples; first column: backends in that state per sample, on average; total $(grep -v -e '^SAMPLE|' -e '^$' "$1" | wc -l | awk -v n="$samples" '{ printf "%.2f", $1 / n }'))"
+  echo "  ($samples samples; first column: backends in that state per sample, on average; total $(wc -l <<<"$active" | awk -v n="$samples" '{ printf "%.2f", $1 / n }'))"
 }
 # watch_run PID OUTPUT PHASE SERVICE_PID DB: waits for PID (returning its status) while checking
 # that the service is alive; when PID prints "PHASE <PHASE> start" / "PHASE <PHASE> end", takes
