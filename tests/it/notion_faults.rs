@@ -269,7 +269,7 @@ async fn a_sync_rides_out_every_kind_of_transient_fault_in_one_fetch() {
             "notion_malformed_response",
         ]
     );
-    // Retry-After is honoured for the 529 (the step's retry) and the 429 (the user's limiter).
+    // Retry-After is honoured for the 529 and the 429 (the step's retry and the user's limiter).
     for status in [529, 429] {
         let gap = env.gap_after(status);
         assert!(gap >= Duration::from_millis(950), "after the {status}, the next request came in {gap:?}");

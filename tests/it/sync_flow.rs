@@ -359,6 +359,35 @@ async fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
 }
 
 conformance! {
+async fn an_overloaded_notion_blocks_the_users_limiter_like_a_rate_limit() {
+    // Notion asks for 529 `service_overload` to be treated like 429: every request with the
+    // token pauses for Retry-After, not only the step that got it.
+    let env = setup(|_| {}).await;
+    env.notion.inject_times("/v1/pages", Fault::StatusRetryAfter { status: 529, retry_after_secs: 2 }, 1);
+    let started = chrono::Utc::now();
+    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+
+    // The block is on the user's limiter, which every worker of every process consults.
+    let blocks: Vec<Option<chrono::DateTime<chrono::Utc>>> = on_db!(env.app.db, |db| sqlx::query_scalar(
+        "select blocked_until from notion_rate_limits",
+    )
+    .fetch_all(db)
+    .await)
+    .expect("limiter rows");
+    let blocked_until = blocks.into_iter().flatten().max().expect("the 529 blocked the user's limiter");
+    assert!(
+        blocked_until >= started + chrono::Duration::milliseconds(1900),
+        "blocked until {blocked_until}, less than Retry-After: 2 after {started}"
+    );
+    let requests = env.notion.requests_for_token(TOKEN);
+    let overloaded = requests.iter().position(|r| r.status == 529).expect("the 529 was recorded");
+    let gap = requests[overloaded + 1].at.duration_since(requests[overloaded].at);
+    assert!(gap >= Duration::from_millis(1950), "Retry-After: 2 honoured; next request after {gap:?}");
+}
+}
+
+conformance! {
 async fn a_revoked_token_fails_the_run_at_once_and_an_ops_retry_resumes_it() {
     let env = setup(|_| {}).await;
     env.notion.revoke_token(TOKEN);

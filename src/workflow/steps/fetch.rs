@@ -93,10 +93,11 @@ fn crawl_error(e: CrawlError, crawl: &Crawl) -> StepError {
     }
 }
 
-/// Classifies a failed request. A 429 also blocks the user's limiter for `Retry-After`, so
-/// every worker holds off, not just this step.
+/// Classifies a failed request. A 429 (rate limited) or 529 (overloaded) also blocks the
+/// user's limiter for `Retry-After`, so every worker holds off, not just this step: Notion asks
+/// for 529 to be treated like 429, pausing every request for the wait it names.
 async fn notion_error(e: NotionError, deps: &StepDeps, user: crate::ids::UserId, crawl: &Crawl) -> StepError {
-    if e.status() == Some(429) {
+    if matches!(e.status(), Some(429 | 529)) {
         let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
         if let Err(block) = deps.limiter.block(user, wait).await {
             tracing::warn!(error = %block, "could not record Notion's Retry-After on the limiter");
