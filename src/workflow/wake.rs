@@ -133,7 +133,12 @@ impl<S: Stream + Unpin> PollStrategy for WakeStrategy<S> {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
         let notified = self.drain_notifications(cx);
         if notified {
-            self.recheck = Some(Box::pin(sleep(self.recheck_after)));
+            // Put off (or arm) the recheck; the timer is reused, not made anew per wake-up.
+            let at = Instant::now() + self.recheck_after;
+            match self.recheck.as_mut() {
+                Some(recheck) => recheck.as_mut().reset(at),
+                None => self.recheck = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
         }
         // Every source is polled on every call, so each one holds this call's waker.
         let rechecked = fired(&mut self.recheck, cx);
