@@ -93,6 +93,15 @@ impl KnownOutputs {
     }
 }
 
+/// Whether the transition ends a sync run: the next sync of the same content, which may be
+/// waiting in debounce for it to end, is woken by the same transition.
+pub(crate) fn ends_a_sync(claim: &ClaimedStep, transition: &Transition) -> bool {
+    claim.workflow == "notion_sync"
+        && claim.user_id.is_some()
+        && claim.notion_id.is_some()
+        && matches!(transition, Transition::Succeed { .. } | Transition::Fail { .. })
+}
+
 /// How a step attempt ended, as the engine decided.
 #[derive(Debug, Clone)]
 pub enum Transition {
@@ -184,6 +193,8 @@ pub struct StartedSync {
     pub run_id: RunId,
     pub job: super::jobs::StepJob,
     pub due: DateTime<Utc>,
+    /// The run's attempts of its current step (debounce) so far.
+    pub attempt: i32,
 }
 
 /// Why a sync starts, and so how its debounce behaves.
@@ -390,6 +401,18 @@ pub struct NewCard {
     pub container_id: Option<String>,
     pub front: String,
     pub back: String,
+}
+
+/// Where a sync run stands in its debounce step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebounceState {
+    /// Its deadline: no sync before it (unless the run must wait longer, see `blocked`).
+    pub until: Option<DateTime<Utc>>,
+    /// An earlier sync of the same content is past debounce and unfinished: this one must
+    /// run after it.
+    pub blocked: bool,
+    /// How many webhook events the run stands for.
+    pub events: i64,
 }
 
 /// What one sync read, and so what its cards replace.

@@ -2,7 +2,7 @@
 //! step (discover_users, debounce, persist, and generate with the local generator) and the
 //! engine's transition make inside it, all committed together or not at all.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::{StoreResult, jobs::StepJob, model::*, pg, sqlite};
 use crate::ids::{EventId, RunId, UserId};
@@ -30,7 +30,24 @@ enum TxConn {
 enum Handoff {
     Off,
     Offered,
-    Deferred(StepJob),
+    Deferred(HandedSync),
+}
+
+/// A sync started in a transaction and left to the engine to claim on it (see
+/// [`StoreTx::offer_handoff`]).
+#[derive(Debug)]
+pub struct HandedSync {
+    job: StepJob,
+    target: SyncTarget,
+    /// The run's attempts of its debounce step so far.
+    attempt: i32,
+}
+
+impl HandedSync {
+    /// Its job, to enqueue when the engine does not claim it.
+    pub fn job(&self) -> StepJob {
+        self.job
+    }
 }
 
 impl StoreTx {
@@ -57,9 +74,10 @@ impl StoreTx {
         }
     }
 
-    /// The job of the sync left to the engine (see [`StoreTx::offer_handoff`]), if any: the
-    /// caller must now claim its run on this transaction or enqueue it ([`StoreTx::enqueue`]).
-    pub fn take_handoff(&mut self) -> Option<StepJob> {
+    /// The sync left to the engine (see [`StoreTx::offer_handoff`]), if any: the caller must
+    /// now claim its run on this transaction ([`StoreTx::claim_handed_off`]) or enqueue its job
+    /// ([`StoreTx::enqueue`]).
+    pub fn take_handoff(&mut self) -> Option<HandedSync> {
         match std::mem::replace(&mut self.handoff, Handoff::Off) {
             Handoff::Deferred(job) => Some(job),
             _ => None,
@@ -85,7 +103,9 @@ impl StoreTx {
             }
         };
         if matches!(self.handoff, Handoff::Offered) && started.due <= Utc::now() {
-            self.handoff = Handoff::Deferred(started.job);
+            let target = target.clone();
+            self.handoff =
+                Handoff::Deferred(HandedSync { job: started.job, target, attempt: started.attempt });
         } else {
             self.enqueue(started.job, (started.due - Utc::now()).to_std().unwrap_or_default()).await?;
         }
@@ -101,18 +121,40 @@ impl StoreTx {
         }
     }
 
-    /// Claims the job's step on this transaction (see [`super::Store::claim_and_begin`], also
-    /// for `unwritten`).
-    pub async fn claim_step(
+    /// Claims the handed-off sync's first step on this transaction (see
+    /// [`super::Store::claim_and_begin`], also for `unwritten`).
+    ///
+    /// On PostgreSQL, when that step (debounce) runs in this transaction, nothing needs to be
+    /// read or written for the claim: this transaction created or joined the run a moment ago,
+    /// so it holds the run's row lock and knows its state (waiting, in debounce, at the job's
+    /// sequence number), and the step's transition writes claim and outcome at once.
+    pub async fn claim_handed_off(
         &mut self,
-        job: StepJob,
+        handed: &HandedSync,
         owner: &str,
         lease: std::time::Duration,
         unwritten: fn(&str) -> bool,
     ) -> StoreResult<Option<ClaimedStep>> {
+        // As `start_or_join_sync` creates it (its SQL names the same workflow and step).
+        const FIRST_STEP: &str = "debounce";
         match &mut self.conn {
-            TxConn::Postgres(tx, _) => pg::runs::claim_step_in_tx(tx, job, owner, lease, unwritten).await,
-            TxConn::Sqlite(tx, _) => sqlite::runs::claim_step(tx, job, owner, lease).await,
+            TxConn::Postgres(..) if unwritten(FIRST_STEP) => Ok(Some(ClaimedStep {
+                run_id: handed.job.run_id,
+                workflow: "notion_sync".to_owned(),
+                step: FIRST_STEP.to_owned(),
+                attempt: handed.attempt + 1,
+                lease_token: uuid::Uuid::new_v4(),
+                user_id: Some(handed.target.user_id),
+                notion_id: Some(handed.target.notion_id.clone()),
+                notion_kind: Some(handed.target.kind.clone()),
+                event_id: None,
+                known_outputs: Default::default(),
+                unwritten: Some(owner.to_owned()),
+            })),
+            TxConn::Postgres(tx, _) => {
+                pg::runs::claim_step_in_tx(tx, handed.job, owner, lease, unwritten).await
+            }
+            TxConn::Sqlite(tx, _) => sqlite::runs::claim_step(tx, handed.job, owner, lease).await,
         }
     }
 
@@ -148,7 +190,7 @@ impl StoreTx {
     /// A handed-off sync that nobody claimed still gets its job: a run is never left without.
     async fn enqueue_handoff_left(&mut self) -> StoreResult<()> {
         match self.take_handoff() {
-            Some(job) => self.enqueue(job, std::time::Duration::ZERO).await,
+            Some(handed) => self.enqueue(handed.job, std::time::Duration::ZERO).await,
             None => Ok(()),
         }
     }
@@ -183,13 +225,9 @@ delegate_tx! {
     pub async fn sync::event_target(&mut self, event_id: EventId) -> StoreResult<Option<EventTarget>>;
     /// Everyone subscribed to what the event touched, and what each of them must re-sync.
     pub async fn sync::subscribers(&mut self, target: &EventTarget) -> StoreResult<Vec<SyncTarget>>;
-    /// The debounce deadline of a sync run, and whether an earlier sync of the same content is
-    /// still past debounce and unfinished (this one must run after it).
-    pub async fn sync::debounce_state(&mut self, run_id: RunId) -> StoreResult<(Option<DateTime<Utc>>, bool)>;
-    /// A sync of (user, content) ended: wake the next one, which may be waiting for it.
-    pub async fn sync::wake_next_sync(&mut self, user_id: UserId, notion_id: &str) -> StoreResult<()>;
-    /// How many webhook events a run stands for.
-    pub async fn sync::coalesced_event_count(&mut self, run_id: RunId) -> StoreResult<i64>;
+    /// Where a sync run stands in its debounce step: its deadline, whether an earlier sync of
+    /// the same content must end first, how many events it stands for (one statement).
+    pub async fn sync::debounce_state(&mut self, run_id: RunId) -> StoreResult<DebounceState>;
     /// If another sync of the same content is collecting events in debounce, moves this run's
     /// events onto it and returns its id.
     pub async fn sync::merge_into_other_debouncing_sync(&mut self, run_id: RunId) -> StoreResult<Option<RunId>>;

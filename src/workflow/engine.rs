@@ -16,7 +16,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use super::{
-    definition::{Definitions, SYNC_WORKFLOW, StepPolicy},
+    definition::{Definitions, StepPolicy},
     steps::{self, StepDeps, StepError, StepOutcome},
 };
 use crate::store::{ClaimedStep, Fenced, StepFailure, StoreError, StoreTx, Transition, jobs::StepJob};
@@ -434,7 +434,6 @@ impl Engine {
             tracing::warn!("{LEASE_LOST}");
             return Ok(None);
         }
-        self.after_transition(&mut tx, claim, &transition).await?;
         let label = Some(transition.outcome_label());
         let Some(next) = next else {
             let Some((handed, origin)) = self.claim_handoff(&mut tx, &transition, worker, handoff).await?
@@ -473,19 +472,21 @@ impl Engine {
         worker: &str,
         origin: Option<StepJob>,
     ) -> Result<Option<(ClaimedStep, StepJob)>, StoreError> {
-        let Some(job) = tx.take_handoff() else { return Ok(None) };
+        let Some(handed) = tx.take_handoff() else { return Ok(None) };
         let claimed = match origin {
             Some(origin)
                 if matches!(transition, Transition::Succeed { .. })
                     && self.continuing.load(Ordering::SeqCst) =>
             {
                 let lease = self.settings.lease;
-                tx.claim_step(job, worker, lease, self.transactional).await?.map(|claim| (claim, origin))
+                tx.claim_handed_off(&handed, worker, lease, self.transactional)
+                    .await?
+                    .map(|claim| (claim, origin))
             }
             _ => None,
         };
         if claimed.is_none() {
-            tx.enqueue(job, Duration::ZERO).await?;
+            tx.enqueue(handed.job(), Duration::ZERO).await?;
         }
         Ok(claimed)
     }
@@ -524,22 +525,6 @@ impl Engine {
             }
             other => (other, None),
         }
-    }
-
-    /// Effects of a run ending: the next sync of the same content may be waiting for it.
-    async fn after_transition(
-        &self,
-        tx: &mut StoreTx,
-        claim: &ClaimedStep,
-        transition: &Transition,
-    ) -> Result<(), StoreError> {
-        let terminal = matches!(transition, Transition::Succeed { .. } | Transition::Fail { .. });
-        if let (true, Some(user), Some(notion_id)) =
-            (terminal && claim.workflow == SYNC_WORKFLOW, claim.user_id, claim.notion_id.as_deref())
-        {
-            tx.wake_next_sync(user, notion_id).await?;
-        }
-        Ok(())
     }
 
     /// Turns a step's outcome into the run's next state.

@@ -462,6 +462,13 @@ async fn an_edit_during_a_sync_causes_one_more_sync_so_the_last_edit_is_never_lo
         .await)
         .expect("times");
     assert!(second_fetch >= first_done, "syncs of one page run one after another");
+    // The first one's end woke it (its transition enqueued the waiting sync's job), not its
+    // debounce step's recheck 10 s later.
+    assert!(
+        second_fetch - first_done < chrono::Duration::seconds(5),
+        "the second sync started {} s after the first ended",
+        (second_fetch - first_done).num_milliseconds() as f64 / 1000.0
+    );
 
     // The second sync's debounce waited for the first and then succeeded, each attempt in the
     // transaction of its claim: waits spend no attempt, and every attempt's history row is

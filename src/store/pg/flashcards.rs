@@ -10,8 +10,14 @@ use crate::{
 };
 
 /// Upserts `cards` for `user` and retires the cards in `scope` whose source is gone, on the
-/// caller's (fenced) transaction. Running it twice has the same effect as once: rows whose
-/// text did not change are not touched.
+/// caller's (fenced) transaction, in one statement whatever the number of cards (a page with
+/// many toggles is not a round trip per card). Running it twice has the same effect as once:
+/// rows whose text did not change are not touched.
+///
+/// The upsert and the retirement are two parts of one statement: both see the table as it was
+/// before it, and they touch disjoint rows (the retirement spares every source in `cards`).
+/// A source named twice in `cards` is written once, with its last card (one statement cannot
+/// upsert a row twice).
 pub async fn persist_cards(
     conn: &mut PgConnection,
     user: UserId,
@@ -19,13 +25,19 @@ pub async fn persist_cards(
     scope: &SyncScope,
     cards: &[NewCard],
 ) -> StoreResult<PersistCounts> {
-    let mut counts = PersistCounts::default();
-    for card in cards {
-        let row = sqlx::query(
-            r#"
+    let cards = last_card_per_source(cards);
+    let column = |f: fn(&NewCard) -> &str| cards.iter().map(|c| f(c)).collect::<Vec<&str>>();
+    let ids: Vec<uuid::Uuid> = cards.iter().map(|_| uuid::Uuid::now_v7()).collect();
+    let containers: Vec<Option<&str>> = cards.iter().map(|c| c.container_id.as_deref()).collect();
+    let row = sqlx::query(
+        r#"
+        with cards as (
+            select * from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+                as c(id, source_page_id, source_block_id, source_kind, container_id, front, back)
+        ), upserted as (
             insert into flashcards (id, user_id, source_page_id, source_block_id, source_kind, container_id,
                 front, back, last_run_id)
-            values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            select id, $1, source_page_id, source_block_id, source_kind, container_id, front, back, $2 from cards
             on conflict (user_id, source_block_id, source_kind) do update
             set front = excluded.front, back = excluded.back, source_page_id = excluded.source_page_id,
                 container_id = coalesce(excluded.container_id, flashcards.container_id),
@@ -34,52 +46,60 @@ pub async fn persist_cards(
                   (excluded.front, excluded.back, excluded.source_page_id)
                or flashcards.retired_at is not null
             returning (xmax = 0) as created
-            "#,
+        ), retired as (
+            update flashcards f
+            set retired_at = now(), updated_at = now(), last_run_id = $2
+            where f.user_id = $1 and f.retired_at is null
+              and (f.source_page_id = any($3) or ($11::text is not null and f.container_id = $11))
+              and not exists (
+                  select 1 from cards k where k.source_block_id = f.source_block_id and k.source_kind = f.source_kind
+              )
+            returning 1
         )
-        .bind(uuid::Uuid::now_v7())
-        .bind(user)
-        .bind(&card.source_page_id)
-        .bind(&card.source_block_id)
-        .bind(&card.source_kind)
-        .bind(&card.container_id)
-        .bind(&card.front)
-        .bind(&card.back)
-        .bind(run_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match row.map(|r| r.get::<bool, _>("created")) {
-            Some(true) => counts.created += 1,
-            Some(false) => counts.updated += 1,
-            None => counts.unchanged += 1,
-        }
-    }
-    let keep_blocks: Vec<&str> = cards.iter().map(|c| c.source_block_id.as_str()).collect();
-    let keep_kinds: Vec<&str> = cards.iter().map(|c| c.source_kind.as_str()).collect();
-    let retired = sqlx::query(
-        r#"
-        update flashcards f
-        set retired_at = now(), updated_at = now(), last_run_id = $5
-        where f.user_id = $1 and f.retired_at is null
-          and (f.source_page_id = any($2) or ($3::text is not null and f.container_id = $3))
-          and not exists (
-              select 1 from unnest($4::text[], $6::text[]) as keep(block_id, kind)
-              where keep.block_id = f.source_block_id and keep.kind = f.source_kind
-          )
+        select (select count(*) from upserted where created) as created,
+               (select count(*) from upserted where not created) as updated,
+               (select count(*) from retired) as retired
         "#,
     )
     .bind(user)
-    .bind(&scope.pages)
-    .bind(&scope.container)
-    .bind(&keep_blocks)
     .bind(run_id)
-    .bind(&keep_kinds)
-    .execute(&mut *conn)
+    .bind(&scope.pages)
+    .bind(&ids)
+    .bind(column(|c| &c.source_page_id))
+    .bind(column(|c| &c.source_block_id))
+    .bind(column(|c| &c.source_kind))
+    .bind(&containers)
+    .bind(column(|c| &c.front))
+    .bind(column(|c| &c.back))
+    .bind(&scope.container)
+    .fetch_one(&mut *conn)
     .await?;
-    counts.retired = retired.rows_affected();
-    Ok(counts)
+    let count = |name: &str| row.get::<i64, _>(name) as u64;
+    let (created, updated) = (count("created"), count("updated"));
+    Ok(PersistCounts {
+        created,
+        updated,
+        retired: count("retired"),
+        unchanged: cards.len() as u64 - created - updated,
+    })
 }
 
-/// Records a successful sync: its content hash (to skip unchanged content next time) and time.
+/// The cards to write: the last one for each source (block id and kind), in their order.
+fn last_card_per_source(cards: &[NewCard]) -> Vec<&NewCard> {
+    let mut last = std::collections::HashMap::with_capacity(cards.len());
+    for (i, card) in cards.iter().enumerate() {
+        last.insert((card.source_block_id.as_str(), card.source_kind.as_str()), i);
+    }
+    cards
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| last[&(c.source_block_id.as_str(), c.source_kind.as_str())] == *i)
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Records a successful sync: its content hash (to skip unchanged content next time) and time,
+/// and on the subscription, the time and the database's data source ids (one statement).
 pub async fn record_sync(
     conn: &mut PgConnection,
     user: UserId,
@@ -90,28 +110,22 @@ pub async fn record_sync(
 ) -> StoreResult<()> {
     sqlx::query(
         r#"
-        insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)
-        values ($1, $2, $3, now(), $4)
-        on conflict (user_id, notion_id) do update
-        set last_content_hash = excluded.last_content_hash, last_synced_at = now(), last_run_id = excluded.last_run_id
+        with state as (
+            insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)
+            values ($1, $2, $3, now(), $4)
+            on conflict (user_id, notion_id) do update
+            set last_content_hash = excluded.last_content_hash, last_synced_at = now(), last_run_id = excluded.last_run_id
+        )
+        update subscriptions
+        set last_synced_at = now(),
+            data_source_ids = case when cardinality($5::text[]) > 0 then $5 else data_source_ids end
+        where user_id = $1 and notion_id = $2
         "#,
     )
     .bind(user)
     .bind(notion_id)
     .bind(content_hash)
     .bind(run_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        r#"
-        update subscriptions
-        set last_synced_at = now(),
-            data_source_ids = case when cardinality($3::text[]) > 0 then $3 else data_source_ids end
-        where user_id = $1 and notion_id = $2
-        "#,
-    )
-    .bind(user)
-    .bind(notion_id)
     .bind(data_source_ids)
     .execute(conn)
     .await?;

@@ -235,6 +235,8 @@ pub async fn apply_transition(
         Transition::Fail { .. } => ("failed", None),
     };
     let enqueue = next_at.is_some();
+    // A sync that ends wakes the next sync of the same content, which may be waiting for it.
+    let wake = crate::store::model::ends_a_sync(claim, transition);
     let row = sqlx::query(
         r#"
         with run as (
@@ -296,8 +298,19 @@ pub async fn apply_transition(
         ), next_history as (
             insert into workflow_step_attempts (lease_token, run_id, step, worker)
             select $13, id, $4, $12 from run where $13::uuid is not null
+        ), woken as (
+            -- Not this run: this statement sees it as it was before (it may be the claim of its
+            -- own debounce step, still `waiting` on disk), and must not write it twice.
+            update workflow_runs w
+            set next_run_at = greatest(now(), w.debounce_until), dispatch_seq = w.dispatch_seq + 1, updated_at = now()
+            from run
+            where $21 and w.workflow = 'notion_sync' and w.user_id = $22 and w.notion_id = $23 and w.id <> $1
+              and (w.current_step = 'debounce') is true and (w.state = 'waiting') is true
+              and w.next_run_at > greatest(now(), w.debounce_until)
+            returning w.id, w.dispatch_seq, w.next_run_at
         )
-        select dispatch_seq from run
+        select run.dispatch_seq, woken.id as woken_id, woken.dispatch_seq as woken_seq, woken.next_run_at as woken_at
+        from run left join woken on true
         "#,
     )
     .bind(claim.run_id)
@@ -320,6 +333,9 @@ pub async fn apply_transition(
     .bind(claim.attempt)
     .bind(claim.unwritten.is_some())
     .bind(claim.unwritten.as_deref())
+    .bind(wake)
+    .bind(claim.user_id)
+    .bind(claim.notion_id.as_deref())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };
@@ -328,6 +344,11 @@ pub async fn apply_transition(
     if let Some(at) = next_at {
         let delay = (at - Utc::now()).to_std().unwrap_or_default();
         enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
+    }
+    if let Some(woken) = row.get::<Option<RunId>, _>("woken_id") {
+        let at: DateTime<Utc> = row.get("woken_at");
+        let delay = (at - Utc::now()).to_std().unwrap_or_default();
+        enqueue_job(conn, StepJob { run_id: woken, seq: row.get("woken_seq") }, delay).await?;
     }
     Ok(Fenced::Applied)
 }

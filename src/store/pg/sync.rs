@@ -14,7 +14,10 @@ use sqlx::{PgConnection, Row};
 use super::jobs::enqueue_job;
 use crate::{
     ids::{EventId, RunId, UserId},
-    store::{DebounceWindow, EventTarget, StartedSync, StoreResult, SyncTarget, SyncTrigger, jobs::StepJob},
+    store::{
+        DebounceState, DebounceWindow, EventTarget, StartedSync, StoreResult, SyncTarget, SyncTrigger,
+        jobs::StepJob,
+    },
 };
 
 pub async fn event_target(conn: &mut PgConnection, event_id: EventId) -> StoreResult<Option<EventTarget>> {
@@ -113,32 +116,40 @@ pub async fn start_or_join(
     // One statement through the unique index of debouncing syncs: concurrent fan-outs of the
     // same key cannot both insert (the loser joins the winner's run), and no planner choice is
     // involved. Joining pushes the deadline out, within the cap; a manual or subscription sync
-    // (or no quiet period) is due at once.
+    // (or no quiet period) is due at once. The event that caused it is linked to the run in
+    // the same statement.
     let row = sqlx::query(
         r#"
-        insert into workflow_runs (id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger,
-            parent_id, dispatch_seq, debounce_started_at, debounce_until, next_run_at)
-        values ($1, 'notion_sync', 'waiting', 'debounce', $2, $3, $4, $5, $6, 1, now(),
-            now() + make_interval(secs => $7), now() + make_interval(secs => $7))
-        on conflict (user_id, notion_id)
-            where workflow = 'notion_sync' and current_step = 'debounce' and state in ('pending', 'waiting')
-        do update set
-            debounce_until = case
-                when workflow_runs.trigger in ('manual', 'subscription') or $7 = 0
-                    then least(workflow_runs.debounce_until, now())
-                else least(now() + make_interval(secs => $7),
-                           workflow_runs.debounce_started_at + make_interval(secs => $8))
-            end,
-            next_run_at = case
-                when workflow_runs.trigger in ('manual', 'subscription') or $7 = 0
-                    then least(workflow_runs.debounce_until, now())
-                else least(now() + make_interval(secs => $7),
-                           workflow_runs.debounce_started_at + make_interval(secs => $8))
-            end,
-            state = 'waiting',
-            dispatch_seq = workflow_runs.dispatch_seq + 1,
-            updated_at = now()
-        returning id, dispatch_seq, next_run_at
+        with run as (
+            insert into workflow_runs (id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger,
+                parent_id, dispatch_seq, debounce_started_at, debounce_until, next_run_at)
+            values ($1, 'notion_sync', 'waiting', 'debounce', $2, $3, $4, $5, $6, 1, now(),
+                now() + make_interval(secs => $7), now() + make_interval(secs => $7))
+            on conflict (user_id, notion_id)
+                where workflow = 'notion_sync' and current_step = 'debounce' and state in ('pending', 'waiting')
+            do update set
+                debounce_until = case
+                    when workflow_runs.trigger in ('manual', 'subscription') or $7 = 0
+                        then least(workflow_runs.debounce_until, now())
+                    else least(now() + make_interval(secs => $7),
+                               workflow_runs.debounce_started_at + make_interval(secs => $8))
+                end,
+                next_run_at = case
+                    when workflow_runs.trigger in ('manual', 'subscription') or $7 = 0
+                        then least(workflow_runs.debounce_until, now())
+                    else least(now() + make_interval(secs => $7),
+                               workflow_runs.debounce_started_at + make_interval(secs => $8))
+                end,
+                state = 'waiting',
+                dispatch_seq = workflow_runs.dispatch_seq + 1,
+                updated_at = now()
+            returning id, dispatch_seq, next_run_at, attempt
+        ), event as (
+            insert into workflow_run_events (run_id, event_id)
+            select id, $9 from run where $9::uuid is not null
+            on conflict do nothing
+        )
+        select id, dispatch_seq, next_run_at, attempt from run
         "#,
     )
     .bind(RunId::new())
@@ -149,28 +160,16 @@ pub async fn start_or_join(
     .bind(parent_id)
     .bind(quiet)
     .bind(max_wait)
+    .bind(event_id)
     .fetch_one(&mut *conn)
     .await?;
     let run_id: RunId = row.get("id");
-    link_event(conn, run_id, event_id).await?;
     Ok(StartedSync {
         run_id,
         job: StepJob { run_id, seq: row.get("dispatch_seq") },
         due: row.get("next_run_at"),
+        attempt: row.get("attempt"),
     })
-}
-
-async fn link_event(conn: &mut PgConnection, run_id: RunId, event_id: Option<EventId>) -> StoreResult<()> {
-    if let Some(event_id) = event_id {
-        sqlx::query(
-            r#"insert into workflow_run_events (run_id, event_id) values ($1, $2) on conflict do nothing"#,
-        )
-        .bind(run_id)
-        .bind(event_id)
-        .execute(conn)
-        .await?;
-    }
-    Ok(())
 }
 
 async fn enqueue_at(conn: &mut PgConnection, job: StepJob, at: DateTime<Utc>) -> StoreResult<()> {
@@ -180,10 +179,7 @@ async fn enqueue_at(conn: &mut PgConnection, job: StepJob, at: DateTime<Utc>) ->
 
 /// The debounce state of a sync run: its deadline, and whether an earlier sync of the same
 /// content is still past debounce and unfinished (this one must run after it).
-pub async fn debounce_state(
-    conn: &mut PgConnection,
-    run_id: RunId,
-) -> StoreResult<(Option<DateTime<Utc>>, bool)> {
+pub async fn debounce_state(conn: &mut PgConnection, run_id: RunId) -> StoreResult<DebounceState> {
     let row = sqlx::query(
         r#"
         select r.debounce_until,
@@ -192,7 +188,8 @@ pub async fn debounce_state(
                    where o.workflow = 'notion_sync' and o.user_id = r.user_id and o.notion_id = r.notion_id
                      and o.id <> r.id and (o.current_step <> 'debounce') is true
                      and (o.state in ('pending', 'running', 'waiting')) is true
-               ) as blocked
+               ) as blocked,
+               (select count(*) from workflow_run_events e where e.run_id = r.id) as events
         from workflow_runs r
         where r.id = $1
         "#,
@@ -200,7 +197,11 @@ pub async fn debounce_state(
     .bind(run_id)
     .fetch_one(conn)
     .await?;
-    Ok((row.get("debounce_until"), row.get("blocked")))
+    Ok(DebounceState {
+        until: row.get("debounce_until"),
+        blocked: row.get("blocked"),
+        events: row.get("events"),
+    })
 }
 
 /// A sync of (user, content) ended: wake the next one, which may be waiting for it.
@@ -228,14 +229,6 @@ pub async fn wake_next_sync(conn: &mut PgConnection, user_id: UserId, notion_id:
         .await?;
     }
     Ok(())
-}
-
-/// How many webhook events a run stands for.
-pub async fn coalesced_event_count(conn: &mut PgConnection, run_id: RunId) -> StoreResult<i64> {
-    Ok(sqlx::query_scalar(r#"select count(*) from workflow_run_events where run_id = $1"#)
-        .bind(run_id)
-        .fetch_one(conn)
-        .await?)
 }
 
 /// If another sync of the same content is collecting events in debounce, moves this run's

@@ -385,6 +385,12 @@ pub async fn apply_transition(
         let delay = (at - Utc::now()).to_std().unwrap_or_default();
         enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
     }
+    // A sync that ends wakes the next sync of the same content, which may be waiting for it.
+    if let (true, Some(user), Some(notion_id)) =
+        (crate::store::model::ends_a_sync(claim, transition), claim.user_id, claim.notion_id.as_deref())
+    {
+        super::sync::wake_next_sync(conn, user, notion_id).await?;
+    }
     Ok(Fenced::Applied)
 }
 

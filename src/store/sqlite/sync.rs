@@ -7,7 +7,10 @@ use sqlx::{Row, SqliteConnection};
 use super::{jobs::enqueue_job, now, ts};
 use crate::{
     ids::{EventId, RunId, UserId},
-    store::{DebounceWindow, EventTarget, StartedSync, StoreResult, SyncTarget, SyncTrigger, jobs::StepJob},
+    store::{
+        DebounceState, DebounceWindow, EventTarget, StartedSync, StoreResult, SyncTarget, SyncTrigger,
+        jobs::StepJob,
+    },
 };
 
 pub async fn event_target(
@@ -121,13 +124,13 @@ pub async fn start_or_join(
         } else {
             quiet_until.min(started + max_wait)
         };
-        let seq: i64 = sqlx::query_scalar(
+        let (seq, attempt): (i64, i32) = sqlx::query_as(
             r#"
             update workflow_runs
             set debounce_until = $2, next_run_at = $2, state = 'waiting', dispatch_seq = dispatch_seq + 1,
                 updated_at = $3
             where id = $1
-            returning dispatch_seq
+            returning dispatch_seq, attempt
             "#,
         )
         .bind(run_id)
@@ -136,7 +139,7 @@ pub async fn start_or_join(
         .fetch_one(&mut *conn)
         .await?;
         link_event(conn, run_id, event_id).await?;
-        return Ok(StartedSync { run_id, job: StepJob { run_id, seq }, due: deadline });
+        return Ok(StartedSync { run_id, job: StepJob { run_id, seq }, due: deadline, attempt });
     }
 
     let run_id = RunId::new();
@@ -158,7 +161,7 @@ pub async fn start_or_join(
     .execute(&mut *conn)
     .await?;
     link_event(conn, run_id, event_id).await?;
-    Ok(StartedSync { run_id, job: StepJob { run_id, seq: 1 }, due: quiet_until })
+    Ok(StartedSync { run_id, job: StepJob { run_id, seq: 1 }, due: quiet_until, attempt: 0 })
 }
 
 async fn link_event(
@@ -183,10 +186,7 @@ async fn enqueue_at(conn: &mut SqliteConnection, job: StepJob, at: DateTime<Utc>
     enqueue_job(conn, job, delay).await
 }
 
-pub async fn debounce_state(
-    conn: &mut SqliteConnection,
-    run_id: RunId,
-) -> StoreResult<(Option<DateTime<Utc>>, bool)> {
+pub async fn debounce_state(conn: &mut SqliteConnection, run_id: RunId) -> StoreResult<DebounceState> {
     let row = sqlx::query(
         r#"
         select r.debounce_until,
@@ -195,7 +195,8 @@ pub async fn debounce_state(
                    where o.workflow = 'notion_sync' and o.user_id = r.user_id and o.notion_id = r.notion_id
                      and o.id <> r.id and o.current_step <> 'debounce'
                      and o.state in ('pending', 'running', 'waiting')
-               ) as blocked
+               ) as blocked,
+               (select count(*) from workflow_run_events e where e.run_id = r.id) as events
         from workflow_runs r
         where r.id = $1
         "#,
@@ -203,7 +204,11 @@ pub async fn debounce_state(
     .bind(run_id)
     .fetch_one(conn)
     .await?;
-    Ok((row.get("debounce_until"), row.get("blocked")))
+    Ok(DebounceState {
+        until: row.get("debounce_until"),
+        blocked: row.get("blocked"),
+        events: row.get("events"),
+    })
 }
 
 /// A sync of (user, content) ended: wake the next one, which may be waiting for it.
@@ -237,13 +242,6 @@ pub async fn wake_next_sync(
         .await?;
     }
     Ok(())
-}
-
-pub async fn coalesced_event_count(conn: &mut SqliteConnection, run_id: RunId) -> StoreResult<i64> {
-    Ok(sqlx::query_scalar(r#"select count(*) from workflow_run_events where run_id = $1"#)
-        .bind(run_id)
-        .fetch_one(conn)
-        .await?)
 }
 
 pub async fn merge_into_other_debouncing_sync(

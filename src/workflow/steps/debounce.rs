@@ -8,14 +8,14 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{StepDeps, StepError, StepOutcome};
-use crate::store::{ClaimedStep, StoreTx};
+use crate::store::{ClaimedStep, DebounceState, StoreTx};
 
 /// How often a sync blocked behind an earlier one looks again, as a backstop: the earlier
 /// one wakes it when it ends.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(10);
 
 pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Result<StepOutcome, StepError> {
-    let (until, blocked) = tx.debounce_state(claim.run_id).await?;
+    let DebounceState { until, blocked, events } = tx.debounce_state(claim.run_id).await?;
     let now = Utc::now();
     let wait_until = match until {
         Some(until) if until > now => Some(until),
@@ -23,7 +23,6 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
         _ => None,
     };
     let Some(until) = wait_until else {
-        let events = tx.coalesced_event_count(claim.run_id).await?;
         return Ok(StepOutcome::Done { output: json!({ "coalesced_events": events }) });
     };
     // While this step ran, new events could not join this run and may have started another
