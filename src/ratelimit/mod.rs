@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 pub use crate::store::Grant;
 use crate::{
     ids::UserId,
-    store::{Store, StoreResult},
+    store::{Store, StoreResult, StoredNotionToken},
 };
 
 /// Notion counts requests when they arrive; we count them when granted, a moment earlier. The
@@ -28,9 +28,22 @@ impl RateLimiter {
         Self { store, per_minute }
     }
 
-    /// Takes a slot for one request with `user`'s token, or says when one frees.
-    pub async fn acquire(&self, user: UserId) -> StoreResult<Grant> {
-        self.store.acquire_rate_limit_slot(user, self.per_minute, WINDOW).await
+    /// Takes slots for up to `count` requests with `user`'s token (as many as are free), or
+    /// says when one frees. Take only as many as will be used at once: a slot taken counts
+    /// whether or not its request is made.
+    pub async fn acquire(&self, user: UserId, count: u32) -> StoreResult<Grant> {
+        self.store.acquire_rate_limit_slots(user, self.per_minute, WINDOW, count).await
+    }
+
+    /// The user's stored Notion token and slots for up to `count` requests with it, as
+    /// [`RateLimiter::acquire`] takes them: what a crawl needs before its first request, in
+    /// one round trip. `None`: the user has no token (no slot is taken).
+    pub async fn token_and_slots(
+        &self,
+        user: UserId,
+        count: u32,
+    ) -> StoreResult<Option<(StoredNotionToken, Grant)>> {
+        self.store.notion_token_and_slots(user, self.per_minute, WINDOW, count).await
     }
 
     /// Notion said 429: no request with this user's token before `retry_after` has passed.

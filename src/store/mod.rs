@@ -382,8 +382,12 @@ delegate! {
     pub async fn sync_status(&self, notion_id: &str) -> StoreResult<SyncStatus>;
 
     // --- The per-user rate limiter
-    /// Counts one request against `user`'s limit of `limit` per `window`, if a slot is free.
-    pub async fn acquire_rate_limit_slot(&self, user: UserId, limit: u32, window: Duration) -> StoreResult<Grant>;
+    /// Counts up to `count` requests against `user`'s limit of `limit` per `window`, as many as
+    /// there are free slots.
+    pub async fn acquire_rate_limit_slots(&self, user: UserId, limit: u32, window: Duration, count: u32) -> StoreResult<Grant>;
+    /// The user's stored Notion token and, when there is one, up to `count` slots as
+    /// [`Store::acquire_rate_limit_slots`] takes them (one round trip on PostgreSQL).
+    pub async fn notion_token_and_slots(&self, user: UserId, limit: u32, window: Duration, count: u32) -> StoreResult<Option<(StoredNotionToken, Grant)>>;
     /// Blocks `user`'s limiter for `for_at_least` (Notion answered 429 with Retry-After).
     pub async fn block_rate_limit(&self, user: UserId, for_at_least: Duration) -> StoreResult<chrono::DateTime<chrono::Utc>>;
 

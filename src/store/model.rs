@@ -62,6 +62,10 @@ pub struct ClaimedStep {
     pub notion_id: Option<String>,
     pub notion_kind: Option<String>,
     pub event_id: Option<EventId>,
+    /// What the run's webhook event touched, when the claim read it with the run (PostgreSQL,
+    /// an event run's step that runs in the claim's transaction); otherwise read it from the
+    /// store.
+    pub event: Option<EventTarget>,
     /// Outputs of this run's steps that the worker already holds (see [`KnownOutputs`]).
     pub known_outputs: KnownOutputs,
     /// `Some(owner)`: the claim is not written yet, only the run's row is locked by the open
@@ -457,8 +461,9 @@ pub struct SyncStatus {
 /// The limiter's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
-    /// One request may be made now; it has been counted.
-    Granted,
+    /// This many requests (at least one, at most as many as were asked for) may be made now;
+    /// they have been counted.
+    Granted(u32),
     /// No slot is free before this time.
     WaitUntil(DateTime<Utc>),
 }

@@ -148,6 +148,7 @@ impl StoreTx {
                 notion_id: Some(handed.target.notion_id.clone()),
                 notion_kind: Some(handed.target.kind.clone()),
                 event_id: None,
+                event: None,
                 known_outputs: Default::default(),
                 unwritten: Some(owner.to_owned()),
             })),

@@ -294,7 +294,7 @@ impl Reconciler {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, NotionError>>,
     {
-        if let Grant::WaitUntil(_) = self.limiter.acquire(user).await? {
+        if let Grant::WaitUntil(_) = self.limiter.acquire(user, 1).await? {
             return Ok(Call::RateLimited);
         }
         let answer = request().await;

@@ -20,11 +20,11 @@ conformance! {
 
         let first_grant = Utc::now();
         for n in 1..=3 {
-            let grant = store.acquire_rate_limit_slot(user, 3, WINDOW).await.expect("acquire");
-            assert!(matches!(grant, Grant::Granted), "grant {n} of 3 refused: {grant:?}");
+            let grant = store.acquire_rate_limit_slots(user, 3, WINDOW, 1).await.expect("acquire");
+            assert_eq!(grant, Grant::Granted(1), "grant {n} of 3");
         }
         let last_grant = Utc::now();
-        let Grant::WaitUntil(until) = store.acquire_rate_limit_slot(user, 3, WINDOW).await.expect("acquire") else {
+        let Grant::WaitUntil(until) = store.acquire_rate_limit_slots(user, 3, WINDOW, 1).await.expect("acquire") else {
             panic!("a fourth request inside the window was granted");
         };
         // The first grant's slot frees one window after it was made; PostgreSQL counts grants
@@ -35,17 +35,17 @@ conformance! {
             "the slot frees more than a second after the window: {until}"
         );
         // A refusal takes no slot: asking again gives the same answer.
-        let Grant::WaitUntil(again) = store.acquire_rate_limit_slot(user, 3, WINDOW).await.expect("acquire") else {
+        let Grant::WaitUntil(again) = store.acquire_rate_limit_slots(user, 3, WINDOW, 1).await.expect("acquire") else {
             panic!("granted after a refusal");
         };
         assert_eq!(again, until);
         // Every user has a budget of their own.
-        assert!(matches!(store.acquire_rate_limit_slot(other, 3, WINDOW).await.expect("acquire"), Grant::Granted));
+        assert!(matches!(store.acquire_rate_limit_slots(other, 3, WINDOW, 1).await.expect("acquire"), Grant::Granted(1)));
 
         // Notion's 429: no grant for the user until its Retry-After has passed.
         let blocked_at = Utc::now();
         store.block_rate_limit(other, Duration::from_secs(30)).await.expect("block");
-        let Grant::WaitUntil(until) = store.acquire_rate_limit_slot(other, 3, WINDOW).await.expect("acquire") else {
+        let Grant::WaitUntil(until) = store.acquire_rate_limit_slots(other, 3, WINDOW, 1).await.expect("acquire") else {
             panic!("granted while blocked by a 429");
         };
         assert!(until >= blocked_at + chrono::Duration::seconds(30), "the block ends early: {until}");
@@ -57,16 +57,49 @@ conformance! {
         let db = TestDb::create().await;
         let store = db.store().await;
         let user = store.create_user("busy@example.com").await.expect("user").id;
-        let attempts = (0..60).map(|_| {
+        // Some ask for one slot, some for several (a crawl's next requests).
+        let attempts = (0..60).map(|n| {
             let store = store.clone();
-            tokio::spawn(async move { store.acquire_rate_limit_slot(user, 25, WINDOW).await.expect("acquire") })
+            tokio::spawn(async move { store.acquire_rate_limit_slots(user, 25, WINDOW, 1 + n % 3).await.expect("acquire") })
         });
         let mut granted = 0;
         for attempt in attempts {
-            if matches!(attempt.await.expect("task"), Grant::Granted) {
-                granted += 1;
+            if let Grant::Granted(n) = attempt.await.expect("task") {
+                granted += n;
             }
         }
-        assert_eq!(granted, 25, "60 concurrent requests at a limit of 25");
+        assert_eq!(granted, 25, "60 concurrent requests for 1-3 slots at a limit of 25");
+    }
+}
+
+conformance! {
+    async fn several_slots_are_granted_as_far_as_they_are_free_and_count_like_single_ones() {
+        let db = TestDb::create().await;
+        let store = db.store().await;
+        let user = store.create_user("crawler@example.com").await.expect("user").id;
+        assert_eq!(store.acquire_rate_limit_slots(user, 5, WINDOW, 3).await.expect("acquire"), Grant::Granted(3));
+        assert_eq!(store.acquire_rate_limit_slots(user, 5, WINDOW, 4).await.expect("acquire"), Grant::Granted(2));
+        let refused = store.acquire_rate_limit_slots(user, 5, WINDOW, 1).await.expect("acquire");
+        assert!(matches!(refused, Grant::WaitUntil(_)), "a sixth slot inside the window: {refused:?}");
+    }
+}
+
+conformance! {
+    async fn a_crawl_gets_the_token_and_its_first_slots_together_and_no_slot_without_a_token() {
+        let db = TestDb::create().await;
+        let store = db.store().await;
+        let user = store.create_user("tokenless@example.com").await.expect("user").id;
+        let none = store.notion_token_and_slots(user, 2, WINDOW, 2).await.expect("token and slots");
+        assert!(none.is_none(), "a user without a token: {none:?}");
+        // No slot was taken: both are still free.
+        assert_eq!(store.acquire_rate_limit_slots(user, 2, WINDOW, 2).await.expect("acquire"), Grant::Granted(2));
+
+        let other = store.create_user("connected@example.com").await.expect("user").id;
+        let workspace = cognie_sync::store::NotionWorkspace::default();
+        assert!(store.set_notion_token(other, b"sealed", &workspace).await.expect("token"));
+        let (token, grant) =
+            store.notion_token_and_slots(other, 3, WINDOW, 2).await.expect("token and slots").expect("a token");
+        assert_eq!((token.ciphertext.as_slice(), grant), (&b"sealed"[..], Grant::Granted(2)));
+        assert_eq!(store.acquire_rate_limit_slots(other, 3, WINDOW, 2).await.expect("acquire"), Grant::Granted(1));
     }
 }

@@ -182,6 +182,21 @@ fn a_crawl_saved_and_restored_between_every_request_ends_with_the_same_content()
 }
 
 #[test]
+fn the_requests_ahead_are_all_made_and_there_is_always_one_until_the_end() {
+    let (_, all) = drive(Crawl::page(PAGE), fixture_answer);
+    let mut crawl = Crawl::page(PAGE);
+    assert_eq!(crawl.requests_ahead(), 2, "a page, then its children");
+    let mut made = 0;
+    while let Some(request) = crawl.next_request() {
+        let ahead = crawl.requests_ahead();
+        assert!((1..=all.len() - made).contains(&ahead), "{ahead} ahead with {} left", all.len() - made);
+        crawl.apply(&request, fixture_answer(&request)).expect("accepted");
+        made += 1;
+    }
+    assert_eq!(crawl.requests_ahead(), 0);
+}
+
+#[test]
 fn fetched_content_round_trips_through_serde() {
     let (content, _) = drive(Crawl::page(PAGE), fixture_answer);
     let text = serde_json::to_string(&content).expect("serialises");

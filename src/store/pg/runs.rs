@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{PgStore, jobs::enqueue_job};
 use crate::{
     ids::RunId,
-    store::{ClaimedStep, Fenced, StepFailure, StoreResult, Transition, jobs::StepJob},
+    store::{ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult, Transition, jobs::StepJob},
 };
 
 impl PgStore {
@@ -142,6 +142,7 @@ pub async fn claim_step(
         notion_id: r.get("notion_id"),
         notion_kind: r.get("notion_kind"),
         event_id: r.get("event_id"),
+        event: None,
         known_outputs: Default::default(),
         unwritten: None,
     }))
@@ -161,12 +162,15 @@ pub async fn claim_step_in_tx(
 ) -> StoreResult<Option<ClaimedStep>> {
     let row = sqlx::query(
         r#"
-        select id, workflow, current_step, attempt + 1 as attempt, user_id, notion_id, notion_kind, event_id
-        from workflow_runs
-        where id = $1
-          and dispatch_seq = $2
-          and (state in ('pending', 'waiting') or (state = 'running' and lease_expires_at < now()))
-        for no key update
+        select r.id, r.workflow, r.current_step, r.attempt + 1 as attempt, r.user_id, r.notion_id,
+               r.notion_kind, r.event_id,
+               e.id is not null as has_event, e.entity_id, e.entity_kind, e.parent_id, e.data_source_id, e.event_type
+        from workflow_runs r
+        left join webhook_events e on e.id = r.event_id
+        where r.id = $1
+          and r.dispatch_seq = $2
+          and (r.state in ('pending', 'waiting') or (r.state = 'running' and r.lease_expires_at < now()))
+        for no key update of r
         "#,
     )
     .bind(job.run_id)
@@ -188,6 +192,14 @@ pub async fn claim_step_in_tx(
         notion_id: r.get("notion_id"),
         notion_kind: r.get("notion_kind"),
         event_id: r.get("event_id"),
+        // An event run's step reads its event: it comes with the claim, not a statement later.
+        event: r.get::<bool, _>("has_event").then(|| EventTarget {
+            entity_id: r.get("entity_id"),
+            entity_kind: r.get("entity_kind"),
+            parent_id: r.get("parent_id"),
+            data_source_id: r.get("data_source_id"),
+            event_type: r.get("event_type"),
+        }),
         known_outputs: Default::default(),
         unwritten: Some(owner.to_owned()),
     }))

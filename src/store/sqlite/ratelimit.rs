@@ -8,15 +8,16 @@ use chrono::{DateTime, Utc};
 use super::{SqliteStore, ts};
 use crate::{
     ids::UserId,
-    store::{Grant, StoreResult},
+    store::{Grant, StoreResult, StoredNotionToken},
 };
 
 impl SqliteStore {
-    pub async fn acquire_rate_limit_slot(
+    pub async fn acquire_rate_limit_slots(
         &self,
         user: UserId,
         limit: u32,
         window: Duration,
+        count: u32,
     ) -> StoreResult<Grant> {
         let now = Utc::now();
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
@@ -39,12 +40,15 @@ impl SqliteStore {
         let grant = match blocked_until {
             Some(until) if until > now => Grant::WaitUntil(until),
             _ if live < i64::from(limit) => {
-                sqlx::query(r#"insert into notion_rate_grants (user_id, granted_at) values ($1, $2)"#)
-                    .bind(user)
-                    .bind(ts(now))
-                    .execute(&mut *tx)
-                    .await?;
-                Grant::Granted
+                let granted = (i64::from(limit) - live).min(i64::from(count.max(1))) as u32;
+                for _ in 0..granted {
+                    sqlx::query(r#"insert into notion_rate_grants (user_id, granted_at) values ($1, $2)"#)
+                        .bind(user)
+                        .bind(ts(now))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Grant::Granted(granted)
             }
             // The slot that frees first is the one taken `limit` grants ago.
             _ => {
@@ -61,6 +65,18 @@ impl SqliteStore {
         };
         tx.commit().await?;
         Ok(grant)
+    }
+
+    /// As on PostgreSQL, in two statements (one process, nothing to save on round trips).
+    pub async fn notion_token_and_slots(
+        &self,
+        user: UserId,
+        limit: u32,
+        window: Duration,
+        count: u32,
+    ) -> StoreResult<Option<(StoredNotionToken, Grant)>> {
+        let Some(token) = self.notion_token(user).await? else { return Ok(None) };
+        Ok(Some((token, self.acquire_rate_limit_slots(user, limit, window, count).await?)))
     }
 
     pub async fn block_rate_limit(&self, user: UserId, for_at_least: Duration) -> StoreResult<DateTime<Utc>> {

@@ -221,6 +221,7 @@ pub async fn claim_step(
         notion_id: row.get("notion_id"),
         notion_kind: row.get("notion_kind"),
         event_id: row.get("event_id"),
+        event: None,
         known_outputs: Default::default(),
         unwritten: None,
     };

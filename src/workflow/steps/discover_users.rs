@@ -11,10 +11,13 @@ use crate::store::{ClaimedStep, StoreTx, SyncTrigger};
 pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let event_id =
         claim.event_id.ok_or_else(|| StepError::fatal("event_missing", "the run names no event"))?;
-    let target = tx
-        .event_target(event_id)
-        .await?
-        .ok_or_else(|| StepError::fatal("event_missing", format!("event {event_id} no longer exists")))?;
+    let target = match &claim.event {
+        Some(read_with_the_claim) => read_with_the_claim.clone(),
+        None => tx
+            .event_target(event_id)
+            .await?
+            .ok_or_else(|| StepError::fatal("event_missing", format!("event {event_id} no longer exists")))?,
+    };
     let subscribers = tx.subscribers(&target).await?;
     if subscribers.is_empty() {
         tracing::info!(event_type = %target.event_type, "no subscribers for this content");

@@ -15,20 +15,13 @@ use crate::{
     store::ClaimedStep,
 };
 
+/// The most rate-limit slots a crawl takes at once: the requests it will make next, one after
+/// another, each costs no round trip to the limiter of its own; a slot not used (the request
+/// failed and the step must wait) stays counted, so few are taken.
+const SLOTS_AT_ONCE: usize = 4;
+
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
-    let stored = deps.store.notion_token(user).await?.ok_or_else(|| {
-        StepError::fatal(
-            "notion_token_missing",
-            "the user has no Notion token; connect Notion or PUT a token",
-        )
-    })?;
-    let token = deps
-        .cipher
-        .decrypt(&stored.ciphertext, &user.to_string())
-        .map_err(|e| StepError::fatal("notion_token_undecryptable", e.to_string()))?;
-    let token = secrecy::ExposeSecret::expose_secret(&token);
-
     let saved = super::step_output(claim, "fetch", deps.store.step_output(claim.run_id, "fetch")).await?;
     let mut crawl = match saved.as_deref().and_then(|o| o.get("progress")) {
         Some(saved) => Crawl::deserialize(saved).map_err(|e| {
@@ -38,9 +31,31 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         None => Crawl::page(notion_id),
     };
 
+    // The token and the slots for the first requests come in one round trip.
+    let (stored, first) =
+        deps.limiter.token_and_slots(user, slots_wanted(&crawl)).await?.ok_or_else(|| {
+            StepError::fatal(
+                "notion_token_missing",
+                "the user has no Notion token; connect Notion or PUT a token",
+            )
+        })?;
+    let token = deps
+        .cipher
+        .decrypt(&stored.ciphertext, &user.to_string())
+        .map_err(|e| StepError::fatal("notion_token_undecryptable", e.to_string()))?;
+    let token = secrecy::ExposeSecret::expose_secret(&token);
+
+    let mut grant = Some(first);
     while let Some(request) = crawl.next_request() {
-        match deps.limiter.acquire(user).await? {
-            Grant::Granted => {}
+        let slots = match grant.take() {
+            Some(grant) => grant,
+            None => deps.limiter.acquire(user, slots_wanted(&crawl)).await?,
+        };
+        match slots {
+            Grant::Granted(n) => {
+                // This request takes one; the rest serve the next ones.
+                grant = (n > 1).then(|| Grant::Granted(n - 1));
+            }
             Grant::WaitUntil(until) => {
                 deps.metrics.rate_limit_wait();
                 tracing::debug!(%until, requests = crawl.requests_applied(), "rate limit reached; fetch continues later");
@@ -66,6 +81,10 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
     let content = crawl.finish().map_err(|e| StepError::fatal(e.error_kind(), e.to_string()))?;
     tracing::info!(requests, pages = content.pages.len(), gone = content.gone, "fetched from Notion");
     Ok(StepOutcome::Done { output: json!({ "content": content }) })
+}
+
+fn slots_wanted(crawl: &Crawl) -> u32 {
+    crawl.requests_ahead().clamp(1, SLOTS_AT_ONCE) as u32
 }
 
 fn flavor(deps: &StepDeps) -> ApiFlavor {
