@@ -204,7 +204,9 @@ pub async fn debounce_state(conn: &mut PgConnection, run_id: RunId) -> StoreResu
     })
 }
 
-/// A sync of (user, content) ended: wake the next one, which may be waiting for it.
+/// A sync of (user, content) ended: wake the next one, which may be waiting for it (a
+/// cancel). A step transition that ends a sync does the same inside its own statement (the
+/// `woken` part in `runs::apply_transition`): keep the two conditions alike.
 pub async fn wake_next_sync(conn: &mut PgConnection, user_id: UserId, notion_id: &str) -> StoreResult<()> {
     let woken = sqlx::query(
         r#"
