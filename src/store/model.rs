@@ -419,6 +419,31 @@ pub struct DebounceState {
     pub events: i64,
 }
 
+impl NewCard {
+    /// One card per source (block id and kind), in the order of first appearance: for a source
+    /// named more than once, its last card, with the last container any of them named (what
+    /// writing them one after another would leave). The store writes each source once.
+    pub fn one_per_source(cards: Vec<NewCard>) -> Vec<NewCard> {
+        let mut index = std::collections::HashMap::with_capacity(cards.len());
+        let mut unique: Vec<NewCard> = Vec::with_capacity(cards.len());
+        for card in cards {
+            let key = (card.source_block_id.clone(), card.source_kind.clone());
+            match index.get(&key) {
+                Some(&i) => {
+                    let earlier: &mut NewCard = &mut unique[i];
+                    let container = card.container_id.clone().or_else(|| earlier.container_id.take());
+                    *earlier = NewCard { container_id: container, ..card };
+                }
+                None => {
+                    index.insert(key, unique.len());
+                    unique.push(card);
+                }
+            }
+        }
+        unique
+    }
+}
+
 /// What one sync read, and so what its cards replace.
 #[derive(Debug, Clone, Default)]
 pub struct SyncScope {
@@ -505,7 +530,7 @@ pub enum SecretRow {
 mod tests {
     use serde_json::json;
 
-    use super::KnownOutputs;
+    use super::{KnownOutputs, NewCard};
 
     #[test]
     fn known_outputs_tell_known_empty_and_unknown_apart_and_the_latest_wins() {
@@ -519,5 +544,33 @@ mod tests {
         let with_empty = known.with("generate", None);
         assert_eq!(with_empty.get("generate"), Some(None), "known to have no output");
         assert_eq!(known.get("generate"), None, "extending makes a new set; the old one is unchanged");
+    }
+
+    fn card(block: &str, front: &str, container: Option<&str>) -> NewCard {
+        NewCard {
+            source_page_id: "page".into(),
+            source_block_id: block.into(),
+            source_kind: "block".into(),
+            container_id: container.map(Into::into),
+            front: front.into(),
+            back: "back".into(),
+        }
+    }
+
+    #[test]
+    fn a_source_named_twice_keeps_its_last_card_and_the_last_container_named() {
+        let cards = NewCard::one_per_source(vec![
+            card("a", "first", Some("db")),
+            card("b", "only", None),
+            card("a", "second", None),
+        ]);
+        let fronts: Vec<(&str, &str, Option<&str>)> = cards
+            .iter()
+            .map(|c| (c.source_block_id.as_str(), c.front.as_str(), c.container_id.as_deref()))
+            .collect();
+        assert_eq!(fronts, vec![("a", "second", Some("db")), ("b", "only", None)]);
+        let mut row = card("a", "x", None);
+        row.source_kind = "row".into();
+        assert_eq!(NewCard::one_per_source(vec![card("a", "x", None), row]).len(), 2, "kinds are apart");
     }
 }

@@ -146,6 +146,8 @@ impl StoreTx {
                 lease_token: uuid::Uuid::new_v4(),
                 user_id: Some(handed.target.user_id),
                 notion_id: Some(handed.target.notion_id.clone()),
+                // The kind it was started with: a Notion id names a page or a database, never
+                // both, so a run joined for the same id has the same kind.
                 notion_kind: Some(handed.target.kind.clone()),
                 event_id: None,
                 event: None,

@@ -216,10 +216,11 @@ impl Crawl {
         self.todo.last().map(|task| task.request.clone())
     }
 
-    /// How many requests the crawl will make next, one after another, unless an answer ends it
-    /// (a root found gone) or Notion fails: every list already queued, and the children of a
-    /// root page not read yet. At least one until the crawl is finished. A caller may take
-    /// that many rate-limit slots at once.
+    /// How many requests the crawl will make next, one after another: every list already
+    /// queued, and the children of a root page not read yet. Fewer are made when an answer
+    /// ends the crawl (a root found gone), drops a subtree (a block not found, with the lists
+    /// queued under it) or Notion fails. At least one until the crawl is finished. A caller
+    /// may take that many rate-limit slots at once.
     pub fn requests_ahead(&self) -> usize {
         let root_children = matches!(self.todo.last(), Some(Task { into: Target::RootPage, .. }));
         self.todo.len() + usize::from(root_children)

@@ -16,8 +16,8 @@ use crate::{
 ///
 /// The upsert and the retirement are two parts of one statement: both see the table as it was
 /// before it, and they touch disjoint rows (the retirement spares every source in `cards`).
-/// A source named twice in `cards` is written once, with its last card (one statement cannot
-/// upsert a row twice).
+/// `cards` names each source once ([`NewCard::one_per_source`]): one statement cannot upsert a
+/// row twice.
 pub async fn persist_cards(
     conn: &mut PgConnection,
     user: UserId,
@@ -25,8 +25,7 @@ pub async fn persist_cards(
     scope: &SyncScope,
     cards: &[NewCard],
 ) -> StoreResult<PersistCounts> {
-    let cards = last_card_per_source(cards);
-    let column = |f: fn(&NewCard) -> &str| cards.iter().map(|c| f(c)).collect::<Vec<&str>>();
+    let column = |f: fn(&NewCard) -> &str| cards.iter().map(f).collect::<Vec<&str>>();
     let ids: Vec<uuid::Uuid> = cards.iter().map(|_| uuid::Uuid::now_v7()).collect();
     let containers: Vec<Option<&str>> = cards.iter().map(|c| c.container_id.as_deref()).collect();
     let row = sqlx::query(
@@ -82,20 +81,6 @@ pub async fn persist_cards(
         retired: count("retired"),
         unchanged: cards.len() as u64 - created - updated,
     })
-}
-
-/// The cards to write: the last one for each source (block id and kind), in their order.
-fn last_card_per_source(cards: &[NewCard]) -> Vec<&NewCard> {
-    let mut last = std::collections::HashMap::with_capacity(cards.len());
-    for (i, card) in cards.iter().enumerate() {
-        last.insert((card.source_block_id.as_str(), card.source_kind.as_str()), i);
-    }
-    cards
-        .iter()
-        .enumerate()
-        .filter(|(i, c)| last[&(c.source_block_id.as_str(), c.source_kind.as_str())] == *i)
-        .map(|(_, c)| c)
-        .collect()
 }
 
 /// Records a successful sync: its content hash (to skip unchanged content next time) and time,

@@ -5,6 +5,8 @@
 //! worth retrying, the crawl's progress is saved with the step and the step is rescheduled,
 //! holding no worker. Waiting for a slot spends no attempt; a failure does.
 
+use std::time::Instant;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,6 +21,12 @@ use crate::{
 /// another, each costs no round trip to the limiter of its own; a slot not used (the request
 /// failed and the step must wait) stays counted, so few are taken.
 const SLOTS_AT_ONCE: usize = 4;
+
+/// How long a slot taken ahead may wait for its request. The limiter counts a request from its
+/// grant, and its window is a second longer than Notion's so that a request granted late in
+/// one window cannot reach Notion inside the next (`src/ratelimit`); a slot used long after
+/// its grant would eat into that second. An older spare slot is left unused (it stays counted).
+const SPARE_SLOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
@@ -45,16 +53,16 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         .map_err(|e| StepError::fatal("notion_token_undecryptable", e.to_string()))?;
     let token = secrecy::ExposeSecret::expose_secret(&token);
 
-    let mut grant = Some(first);
+    let mut slots = Some((first, Instant::now()));
     while let Some(request) = crawl.next_request() {
-        let slots = match grant.take() {
-            Some(grant) => grant,
-            None => deps.limiter.acquire(user, slots_wanted(&crawl)).await?,
+        let (grant, granted_at) = match slots.take() {
+            Some((grant, at)) if at.elapsed() < SPARE_SLOT_MAX_AGE => (grant, at),
+            _ => (deps.limiter.acquire(user, slots_wanted(&crawl)).await?, Instant::now()),
         };
-        match slots {
+        match grant {
             Grant::Granted(n) => {
-                // This request takes one; the rest serve the next ones.
-                grant = (n > 1).then(|| Grant::Granted(n - 1));
+                // This request takes one; the rest serve the next ones, while they are young.
+                slots = (n > 1).then(|| (Grant::Granted(n - 1), granted_at));
             }
             Grant::WaitUntil(until) => {
                 deps.metrics.rate_limit_wait();

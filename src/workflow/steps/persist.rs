@@ -36,22 +36,24 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     };
     let containers: std::collections::HashMap<&str, Option<String>> =
         fetched.pages.iter().filter_map(|p| Some((page_id(&p.page)?, database_of(&p.page)))).collect();
-    let cards: Vec<NewCard> = generated
-        .cards
-        .iter()
-        .map(|card| NewCard {
-            source_page_id: card.source_page_id.clone(),
-            source_block_id: card.source_block_id.clone(),
-            source_kind: match card.source {
-                CardSource::Block => "block",
-                CardSource::Row => "row",
-            }
-            .to_owned(),
-            container_id: containers.get(card.source_page_id.as_str()).cloned().flatten(),
-            front: card.front.clone(),
-            back: card.back.clone(),
-        })
-        .collect();
+    let cards: Vec<NewCard> = NewCard::one_per_source(
+        generated
+            .cards
+            .iter()
+            .map(|card| NewCard {
+                source_page_id: card.source_page_id.clone(),
+                source_block_id: card.source_block_id.clone(),
+                source_kind: match card.source {
+                    CardSource::Block => "block",
+                    CardSource::Row => "row",
+                }
+                .to_owned(),
+                container_id: containers.get(card.source_page_id.as_str()).cloned().flatten(),
+                front: card.front.clone(),
+                back: card.back.clone(),
+            })
+            .collect(),
+    );
 
     let counts = tx.persist_cards(user, claim.run_id, &scope, &cards).await?;
     let data_sources: Vec<String> = fetched
