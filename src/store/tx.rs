@@ -79,7 +79,7 @@ impl StoreTx {
     /// ([`StoreTx::enqueue`]).
     pub fn take_handoff(&mut self) -> Option<HandedSync> {
         match std::mem::replace(&mut self.handoff, Handoff::Off) {
-            Handoff::Deferred(job) => Some(job),
+            Handoff::Deferred(handed) => Some(handed),
             _ => None,
         }
     }
