@@ -97,13 +97,18 @@ impl KnownOutputs {
     }
 }
 
-/// Whether the transition ends a sync run: the next sync of the same content, which may be
-/// waiting in debounce for it to end, is woken by the same transition.
-pub(crate) fn ends_a_sync(claim: &ClaimedStep, transition: &Transition) -> bool {
-    claim.workflow == "notion_sync"
-        && claim.user_id.is_some()
-        && claim.notion_id.is_some()
-        && matches!(transition, Transition::Succeed { .. } | Transition::Fail { .. })
+/// The (user, content) of the sync run the transition ends, if it ends one: the next sync of
+/// the same content, which may be waiting in debounce for it to end, is woken by the same
+/// transition.
+pub(crate) fn sync_ended_by<'c>(
+    claim: &'c ClaimedStep,
+    transition: &Transition,
+) -> Option<(UserId, &'c str)> {
+    let ends = matches!(transition, Transition::Succeed { .. } | Transition::Fail { .. });
+    match (ends && claim.workflow == "notion_sync", claim.user_id, claim.notion_id.as_deref()) {
+        (true, Some(user), Some(notion_id)) => Some((user, notion_id)),
+        _ => None,
+    }
 }
 
 /// How a step attempt ended, as the engine decided.

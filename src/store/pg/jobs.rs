@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::PgStore;
@@ -20,6 +21,12 @@ pub async fn enqueue_job(conn: &mut PgConnection, job: StepJob, delay: Duration)
     let (id, payload) = job.encode();
     sqlx::query(INSERT_JOB_SQL).bind(id).bind(payload).bind(delay.as_secs_f64()).execute(conn).await?;
     Ok(())
+}
+
+/// Enqueues a step job due at `at` (at once if that has passed), on the caller's connection.
+pub async fn enqueue_at(conn: &mut PgConnection, job: StepJob, at: DateTime<Utc>) -> StoreResult<()> {
+    let delay = (at - Utc::now()).to_std().unwrap_or_default();
+    enqueue_job(conn, job, delay).await
 }
 
 impl PgStore {

@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::{PgStore, jobs::enqueue_job};
+use super::{
+    PgStore,
+    jobs::{enqueue_at, enqueue_job},
+};
 use crate::{
     ids::RunId,
     store::{ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult, Transition, jobs::StepJob},
@@ -248,7 +251,7 @@ pub async fn apply_transition(
     };
     let enqueue = next_at.is_some();
     // A sync that ends wakes the next sync of the same content, which may be waiting for it.
-    let wake = crate::store::model::ends_a_sync(claim, transition);
+    let woken_key = crate::store::model::sync_ended_by(claim, transition);
     let row = sqlx::query(
         r#"
         with run as (
@@ -345,22 +348,19 @@ pub async fn apply_transition(
     .bind(claim.attempt)
     .bind(claim.unwritten.is_some())
     .bind(claim.unwritten.as_deref())
-    .bind(wake)
-    .bind(claim.user_id)
-    .bind(claim.notion_id.as_deref())
+    .bind(woken_key.is_some())
+    .bind(woken_key.map(|(user, _)| user))
+    .bind(woken_key.map(|(_, notion_id)| notion_id))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };
     let seq: i64 = row.get("dispatch_seq");
 
     if let Some(at) = next_at {
-        let delay = (at - Utc::now()).to_std().unwrap_or_default();
-        enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
+        enqueue_at(conn, StepJob { run_id: claim.run_id, seq }, at).await?;
     }
     if let Some(woken) = row.get::<Option<RunId>, _>("woken_id") {
-        let at: DateTime<Utc> = row.get("woken_at");
-        let delay = (at - Utc::now()).to_std().unwrap_or_default();
-        enqueue_job(conn, StepJob { run_id: woken, seq: row.get("woken_seq") }, delay).await?;
+        enqueue_at(conn, StepJob { run_id: woken, seq: row.get("woken_seq") }, row.get("woken_at")).await?;
     }
     Ok(Fenced::Applied)
 }

@@ -8,10 +8,9 @@
 //! API instead, whose entries on a busy table are mostly dead versions of runs that passed
 //! through that state: measured 0.6-0.9 ms and 2,000 buffers per call instead of a few.
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
-use super::jobs::enqueue_job;
+use super::jobs::enqueue_at;
 use crate::{
     ids::{EventId, RunId, UserId},
     store::{
@@ -170,11 +169,6 @@ pub async fn start_or_join(
         due: row.get("next_run_at"),
         attempt: row.get("attempt"),
     })
-}
-
-async fn enqueue_at(conn: &mut PgConnection, job: StepJob, at: DateTime<Utc>) -> StoreResult<()> {
-    let delay = (at - Utc::now()).to_std().unwrap_or_default();
-    enqueue_job(conn, job, delay).await
 }
 
 /// The debounce state of a sync run: its deadline, and whether an earlier sync of the same

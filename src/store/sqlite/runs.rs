@@ -387,9 +387,7 @@ pub async fn apply_transition(
         enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
     }
     // A sync that ends wakes the next sync of the same content, which may be waiting for it.
-    if let (true, Some(user), Some(notion_id)) =
-        (crate::store::model::ends_a_sync(claim, transition), claim.user_id, claim.notion_id.as_deref())
-    {
+    if let Some((user, notion_id)) = crate::store::model::sync_ended_by(claim, transition) {
         super::sync::wake_next_sync(conn, user, notion_id).await?;
     }
     Ok(Fenced::Applied)
