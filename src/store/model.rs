@@ -162,6 +162,34 @@ impl Transition {
     }
 }
 
+/// A chained step's success that is not written yet: the step that it continued into runs in
+/// the same transaction, and that step's transition writes both (see
+/// [`super::StoreTx::continue_in_tx`]): the run's row is written once for the chain instead
+/// of once a step.
+#[derive(Debug, Clone)]
+pub struct ChainedSuccess {
+    pub step: String,
+    pub output: serde_json::Value,
+    /// The attempt's lease token (its history row's key).
+    pub lease_token: Uuid,
+    /// The worker that made the attempt.
+    pub worker: String,
+    /// Whether its claim is written (else see [`ClaimedStep::unwritten`]).
+    pub claim_written: bool,
+}
+
+/// How [`super::StoreTx::continue_in_tx`] recorded a step's success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continued {
+    /// Not written yet: it is written with the next recorded transition of the transaction,
+    /// so the next step's claim is not written either ([`ClaimedStep::unwritten`]).
+    Deferred,
+    /// Written now, with the next step's claim (SQLite).
+    Written,
+    /// The lease is no longer ours.
+    LeaseLost,
+}
+
 #[derive(Debug, Clone)]
 pub struct StepFailure {
     pub kind: String,

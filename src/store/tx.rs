@@ -15,6 +15,8 @@ pub struct StoreTx {
     /// Whether [`StoreTx::enqueue`] added a job that is due now: its commit must wake the
     /// workers, whatever the engine's path.
     enqueued_due: bool,
+    /// Successes recorded by [`StoreTx::continue_in_tx`] and not written yet.
+    chained: Vec<ChainedSuccess>,
 }
 
 enum TxConn {
@@ -55,14 +57,24 @@ impl StoreTx {
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
         notifier: std::sync::Arc<pg::notify::JobNotifier>,
     ) -> Self {
-        Self { conn: TxConn::Postgres(tx, notifier), handoff: Handoff::Off, enqueued_due: false }
+        Self {
+            conn: TxConn::Postgres(tx, notifier),
+            handoff: Handoff::Off,
+            enqueued_due: false,
+            chained: Vec::new(),
+        }
     }
 
     pub(super) fn sqlite(
         tx: sqlx::Transaction<'static, sqlx::Sqlite>,
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Self {
-        Self { conn: TxConn::Sqlite(tx, wake), handoff: Handoff::Off, enqueued_due: false }
+        Self {
+            conn: TxConn::Sqlite(tx, wake),
+            handoff: Handoff::Off,
+            enqueued_due: false,
+            chained: Vec::new(),
+        }
     }
 
     /// Lets the first sync started in this transaction that is due at once go without a job:
@@ -161,7 +173,69 @@ impl StoreTx {
         }
     }
 
+    /// Applies a step's transition: the run's and the step's new state, the attempt's history,
+    /// and the job that comes next; with them, the successes that [`StoreTx::continue_in_tx`]
+    /// left unwritten. `LeaseLost` when the claim no longer holds the run.
+    pub async fn apply_transition(
+        &mut self,
+        claim: &ClaimedStep,
+        transition: &Transition,
+    ) -> StoreResult<Fenced> {
+        let chained = std::mem::take(&mut self.chained);
+        match &mut self.conn {
+            TxConn::Postgres(tx, _) => pg::runs::apply_transition(tx, claim, transition, &chained).await,
+            TxConn::Sqlite(tx, _) => {
+                debug_assert!(chained.is_empty(), "SQLite writes each transition at once");
+                sqlite::runs::apply_transition(tx, claim, transition).await
+            }
+        }
+    }
+
+    /// Records that the claimed step succeeded and its run goes on, in this transaction, with
+    /// the step that `transition` (a `Continue`) claims for this worker.
+    ///
+    /// On PostgreSQL the success is not written now but with the next transition applied in
+    /// this transaction, in the same statement ([`Continued::Deferred`]: the next step's claim
+    /// is then unwritten too): a chain of steps recorded in one transaction (fetch's outcome,
+    /// generate, persist) writes the run's row once instead of once a step. The run's row is
+    /// locked now (unless this transaction holds it already: an unwritten claim), so the lease
+    /// is checked here as the transition would have, and nobody can take the run over before
+    /// the transaction ends. A transaction dropped before that writes nothing, as before.
+    /// SQLite writes the transition at once ([`Continued::Written`]).
+    pub async fn continue_in_tx(
+        &mut self,
+        claim: &ClaimedStep,
+        transition: &Transition,
+    ) -> StoreResult<Continued> {
+        let Transition::Continue { output, owner, .. } = transition else {
+            unreachable!("only a Continue goes on in its transaction");
+        };
+        let fenced = match &mut self.conn {
+            TxConn::Postgres(..) if claim.unwritten.is_some() => Fenced::Applied,
+            TxConn::Postgres(tx, _) => pg::runs::lock_claimed(tx, claim).await?,
+            TxConn::Sqlite(..) => {
+                return Ok(match self.apply_transition(claim, transition).await? {
+                    Fenced::Applied => Continued::Written,
+                    Fenced::LeaseLost => Continued::LeaseLost,
+                });
+            }
+        };
+        if fenced == Fenced::LeaseLost {
+            return Ok(Continued::LeaseLost);
+        }
+        self.chained.push(ChainedSuccess {
+            step: claim.step.clone(),
+            output: output.clone(),
+            lease_token: claim.lease_token,
+            // The worker that goes on with the run is the one that holds it.
+            worker: owner.clone(),
+            claim_written: claim.unwritten.is_none(),
+        });
+        Ok(Continued::Deferred)
+    }
+
     pub async fn commit(mut self) -> StoreResult<()> {
+        debug_assert!(self.chained.is_empty(), "a chain's successes are written before its commit");
         self.enqueue_handoff_left().await?;
         match self.conn {
             TxConn::Postgres(tx, notifier) => {
@@ -180,6 +254,7 @@ impl StoreTx {
     /// nothing to wake the workers for (e.g. a step that claimed the run's next step for its
     /// own worker); the workers are still woken for any due job [`StoreTx::enqueue`] added.
     pub async fn commit_without_jobs(self) -> StoreResult<()> {
+        debug_assert!(self.chained.is_empty(), "a chain's successes are written before its commit");
         if self.enqueued_due || matches!(self.handoff, Handoff::Deferred(_)) {
             return self.commit().await;
         }
@@ -218,9 +293,6 @@ macro_rules! delegate_tx {
 }
 
 delegate_tx! {
-    /// Applies a step's transition: the run's and the step's new state, the attempt's history,
-    /// and the job that comes next. `LeaseLost` when the claim no longer holds the run.
-    pub async fn runs::apply_transition(&mut self, claim: &ClaimedStep, transition: &Transition) -> StoreResult<Fenced>;
     /// The `output` of a step of a run, for the steps after it.
     pub async fn runs::step_output(&mut self, run_id: RunId, step: &str) -> StoreResult<Option<serde_json::Value>>;
 

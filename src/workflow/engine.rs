@@ -19,7 +19,9 @@ use super::{
     definition::{Definitions, StepPolicy},
     steps::{self, StepDeps, StepError, StepOutcome},
 };
-use crate::store::{ClaimedStep, Fenced, StepFailure, StoreError, StoreTx, Transition, jobs::StepJob};
+use crate::store::{
+    ClaimedStep, Continued, Fenced, StepFailure, StoreError, StoreTx, Transition, jobs::StepJob,
+};
 
 const LEASE_LOST: &str = "the step's lease was lost before its result was recorded; result discarded";
 
@@ -430,11 +432,28 @@ impl Engine {
             Redo::Record { start, transitions }
         });
         let (transition, next) = self.continuation(claim, transition, worker);
+        let label = Some(transition.outcome_label());
+        let next = match (next, redo) {
+            (Some(mut next), Some(redo)) => {
+                // The next step runs in this transaction: its transition writes this success too.
+                match tx.continue_in_tx(claim, &transition).await? {
+                    Continued::LeaseLost => {
+                        tracing::warn!("{LEASE_LOST}");
+                        return Ok(None);
+                    }
+                    Continued::Deferred => next.unwritten = Some(worker.to_owned()),
+                    Continued::Written => {}
+                }
+                // Logged now: it commits with the next step's outcome.
+                log_transition(&transition);
+                return Ok(Some((label, Some(Next { claim: next, open: Some(OpenClaim { tx, redo }) }))));
+            }
+            (next, _) => next,
+        };
         if tx.apply_transition(claim, &transition).await? == Fenced::LeaseLost {
             tracing::warn!("{LEASE_LOST}");
             return Ok(None);
         }
-        let label = Some(transition.outcome_label());
         let Some(next) = next else {
             let Some((handed, origin)) = self.claim_handoff(&mut tx, &transition, worker, handoff).await?
             else {
@@ -450,11 +469,6 @@ impl Engine {
             tx.commit().await?;
             return Ok(Some((label, Some(Next { claim: handed, open: None }))));
         };
-        if let Some(redo) = redo {
-            // Logged now: it commits with the next step's outcome.
-            log_transition(&transition);
-            return Ok(Some((label, Some(Next { claim: next, open: Some(OpenClaim { tx, redo }) }))));
-        }
         // The run went on with this worker; no step in this workflow enqueues jobs of its own
         // when it is followed by another (discover_users and persist are last).
         tx.commit_without_jobs().await?;

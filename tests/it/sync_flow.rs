@@ -254,6 +254,36 @@ async fn subscribing_to_the_fixture_page_makes_its_four_cards() {
         .expect("attempts");
         assert_eq!(instants, 1, "fetch, generate and persist commit together");
     }
+    // However the chain's successes were written (on PostgreSQL, with persist's transition in
+    // one statement), each step has its whole record: succeeded once, with its output, and one
+    // finished attempt of this service's worker.
+    let run: uuid::Uuid = run_id.parse().expect("run id");
+    let mut records: Vec<(String, String, i32, bool, String, bool, bool)> = on_db!(env.app.db, |db| {
+        sqlx::query_as(
+            "select s.name, s.state, s.attempts, s.output is not null, a.outcome,
+                    a.worker like 'cognie-sync-%', a.finished_at is not null
+             from workflow_steps s join workflow_step_attempts a on a.run_id = s.run_id and a.step = s.name
+             where s.run_id = $1",
+        )
+        .bind(run)
+        .fetch_all(db)
+        .await
+    })
+    .expect("step records");
+    records.sort();
+    let whole = |step: &str| (step.to_owned(), "succeeded".to_owned(), 1, true, "succeeded".to_owned(), true, true);
+    assert_eq!(records, ["debounce", "fetch", "generate", "persist"].map(whole), "{records:?}");
+    let seq: i64 = on_db!(env.app.db, |db| sqlx::query_scalar(
+        "select dispatch_seq from workflow_runs where id = $1"
+    )
+    .bind(run)
+    .fetch_one(db)
+    .await)
+    .expect("dispatch_seq");
+    // Created with its first job (1), then one more for each step that moved on (debounce's
+    // job for fetch, fetch's and generate's claims of the next step), as when each transition
+    // is written on its own: so a job of this run enqueued before any of them is stale.
+    assert_eq!(seq, 4, "the run's sequence moved on once for each step that moved on");
 }
 }
 

@@ -20,7 +20,9 @@ use super::{
 };
 use crate::{
     ids::RunId,
-    store::{ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult, Transition, jobs::StepJob},
+    store::{
+        ChainedSuccess, ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult, Transition, jobs::StepJob,
+    },
 };
 
 impl PgStore {
@@ -213,11 +215,18 @@ pub async fn claim_step_in_tx(
 /// that comes next, if any. For a claim not written yet ([`ClaimedStep::unwritten`], whose
 /// transaction holds the run's row lock) the same statement writes the claim too: the step's
 /// record as started now, the attempt's history row whole.
+///
+/// `chained`: the successes of the steps before this one in the transaction that are not
+/// written yet (see [`crate::store::StoreTx::continue_in_tx`]), in order; this claim is then
+/// unwritten too. The same statement writes their step records and attempt histories, and
+/// moves the run's `dispatch_seq` on by one each, as their own transitions would have.
 pub async fn apply_transition(
     conn: &mut PgConnection,
     claim: &ClaimedStep,
     transition: &Transition,
+    chained: &[ChainedSuccess],
 ) -> StoreResult<Fenced> {
+    debug_assert!(chained.is_empty() || claim.unwritten.is_some(), "a chain's last claim is unwritten");
     // Run-level change; `dispatch_seq` moves on whenever a new job is enqueued (or the run is
     // claimed on), so any older job for this run becomes a no-op.
     let (state, next_step, next_at, error, finished): (
@@ -264,7 +273,8 @@ pub async fn apply_transition(
                 next_run_at = $5,
                 error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
                 last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
-                dispatch_seq = dispatch_seq + case when $8 or $13::uuid is not null then 1 else 0 end,
+                dispatch_seq = dispatch_seq + cardinality($24::text[])
+                               + case when $8 or $13::uuid is not null then 1 else 0 end,
                 lease_owner = $12,
                 lease_token = $13,
                 -- From the clock, not the transaction's start: a transaction that ran steps
@@ -274,6 +284,24 @@ pub async fn apply_transition(
                 updated_at = now()
             where id = $1 and (lease_token = $2 or $19)
             returning id, dispatch_seq
+        ), chained_steps as (
+            -- A written claim's record exists (its attempts counted at the claim); an
+            -- unwritten one's is started now.
+            insert into workflow_steps (run_id, name, state, attempts, output, started_at, finished_at)
+            select run.id, c.name, 'succeeded', case when c.written then 0 else 1 end, c.output, now(), now()
+            from run, unnest($24::text[], $25::jsonb[], $27::boolean[]) as c(name, output, written)
+            on conflict (run_id, name) do update
+            set state = 'succeeded',
+                attempts = workflow_steps.attempts + excluded.attempts,
+                output = excluded.output,
+                started_at = case when excluded.attempts > 0 then excluded.started_at else workflow_steps.started_at end,
+                finished_at = excluded.finished_at
+        ), chained_history as (
+            insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at, finished_at, outcome)
+            select c.token, run.id, c.name, c.worker, now(), now(), 'succeeded'
+            from run, unnest($26::uuid[], $24::text[], $28::text[]) as c(token, name, worker)
+            on conflict (lease_token) do update
+            set finished_at = now(), outcome = 'succeeded', error_kind = null, error = null
         ), step as (
             update workflow_steps s
             set state = $11,
@@ -351,6 +379,11 @@ pub async fn apply_transition(
     .bind(woken_key.is_some())
     .bind(woken_key.map(|(user, _)| user))
     .bind(woken_key.map(|(_, notion_id)| notion_id))
+    .bind(chained.iter().map(|c| c.step.as_str()).collect::<Vec<_>>())
+    .bind(chained.iter().map(|c| &c.output).collect::<Vec<_>>())
+    .bind(chained.iter().map(|c| c.lease_token).collect::<Vec<_>>())
+    .bind(chained.iter().map(|c| c.claim_written).collect::<Vec<_>>())
+    .bind(chained.iter().map(|c| c.worker.as_str()).collect::<Vec<_>>())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };
@@ -363,6 +396,19 @@ pub async fn apply_transition(
         enqueue_at(conn, StepJob { run_id: woken, seq: row.get("woken_seq") }, row.get("woken_at")).await?;
     }
     Ok(Fenced::Applied)
+}
+
+/// Locks a claimed run's row in a transaction, if the claim still holds its lease (see
+/// [`crate::store::StoreTx::continue_in_tx`]). `LeaseLost` otherwise.
+pub async fn lock_claimed(conn: &mut PgConnection, claim: &ClaimedStep) -> StoreResult<Fenced> {
+    let held: Option<i32> = sqlx::query_scalar(
+        r#"select 1 from workflow_runs where id = $1 and lease_token = $2 for no key update"#,
+    )
+    .bind(claim.run_id)
+    .bind(claim.lease_token)
+    .fetch_optional(conn)
+    .await?;
+    Ok(if held.is_some() { Fenced::Applied } else { Fenced::LeaseLost })
 }
 
 /// The `output` of a succeeded step of a run, for the steps after it.
