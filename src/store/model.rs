@@ -486,6 +486,15 @@ pub struct SyncScope {
     pub container: Option<String>,
 }
 
+/// A successful sync, as persist records it with the cards: the content hash (to skip
+/// unchanged content next time), and for a database, its data source ids.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRecord {
+    pub notion_id: String,
+    pub content_hash: String,
+    pub data_source_ids: Vec<String>,
+}
+
 /// What a persist changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PersistCounts {

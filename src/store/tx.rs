@@ -307,10 +307,9 @@ delegate_tx! {
     /// events onto it and returns its id.
     pub async fn sync::merge_into_other_debouncing_sync(&mut self, run_id: RunId) -> StoreResult<Option<RunId>>;
 
-    /// Upserts a sync's cards and retires those in its scope whose source is gone.
-    pub async fn flashcards::persist_cards(&mut self, user: UserId, run_id: RunId, scope: &SyncScope, cards: &[NewCard]) -> StoreResult<PersistCounts>;
+    /// Upserts a sync's cards, retires those in its scope whose source is gone, and records
+    /// the sync (one statement on PostgreSQL).
+    pub async fn flashcards::persist_sync(&mut self, user: UserId, run_id: RunId, scope: &SyncScope, cards: &[NewCard], record: &SyncRecord) -> StoreResult<PersistCounts>;
     /// The content hash of the last successful sync of (user, content).
     pub async fn flashcards::last_content_hash(&mut self, user: UserId, notion_id: &str) -> StoreResult<Option<String>>;
-    /// Records a successful sync: its content hash and time.
-    pub async fn flashcards::record_sync(&mut self, user: UserId, notion_id: &str, run_id: RunId, content_hash: &str, data_source_ids: &[String]) -> StoreResult<()>;
 }

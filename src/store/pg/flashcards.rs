@@ -6,24 +6,26 @@ use sqlx::{PgConnection, Row};
 use super::PgStore;
 use crate::{
     ids::{RunId, UserId},
-    store::{CardRow, NewCard, PersistCounts, StoreResult, SyncScope, SyncStatus},
+    store::{CardRow, NewCard, PersistCounts, StoreResult, SyncRecord, SyncScope, SyncStatus},
 };
 
-/// Upserts `cards` for `user` and retires the cards in `scope` whose source is gone, on the
-/// caller's (fenced) transaction, in one statement whatever the number of cards (a page with
-/// many toggles is not a round trip per card). Running it twice has the same effect as once:
-/// rows whose text did not change are not touched.
+/// Upserts `cards` for `user`, retires the cards in `scope` whose source is gone, and records
+/// the sync (its content hash and time, and on the subscription, the time and the database's
+/// data source ids), on the caller's (fenced) transaction, in one statement whatever the number
+/// of cards (a page with many toggles is not a round trip per card). Running it twice has the
+/// same effect as once: rows whose text did not change are not touched.
 ///
 /// The upsert and the retirement are two parts of one statement: both see the table as it was
 /// before it, and they touch disjoint rows (the retirement spares every source in `cards`).
 /// `cards` names each source once ([`NewCard::one_per_source`]): one statement cannot upsert a
 /// row twice.
-pub async fn persist_cards(
+pub async fn persist_sync(
     conn: &mut PgConnection,
     user: UserId,
     run_id: RunId,
     scope: &SyncScope,
     cards: &[NewCard],
+    record: &SyncRecord,
 ) -> StoreResult<PersistCounts> {
     let column = |f: fn(&NewCard) -> &str| cards.iter().map(f).collect::<Vec<&str>>();
     let ids: Vec<uuid::Uuid> = cards.iter().map(|_| uuid::Uuid::now_v7()).collect();
@@ -54,6 +56,16 @@ pub async fn persist_cards(
                   select 1 from cards k where k.source_block_id = f.source_block_id and k.source_kind = f.source_kind
               )
             returning 1
+        ), state as (
+            insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)
+            values ($1, $12, $13, now(), $2)
+            on conflict (user_id, notion_id) do update
+            set last_content_hash = excluded.last_content_hash, last_synced_at = now(), last_run_id = excluded.last_run_id
+        ), subscription as (
+            update subscriptions
+            set last_synced_at = now(),
+                data_source_ids = case when cardinality($14::text[]) > 0 then $14 else data_source_ids end
+            where user_id = $1 and notion_id = $12
         )
         select (select count(*) from upserted where created) as created,
                (select count(*) from upserted where not created) as updated,
@@ -71,6 +83,9 @@ pub async fn persist_cards(
     .bind(column(|c| &c.front))
     .bind(column(|c| &c.back))
     .bind(&scope.container)
+    .bind(&record.notion_id)
+    .bind(&record.content_hash)
+    .bind(&record.data_source_ids)
     .fetch_one(&mut *conn)
     .await?;
     let count = |name: &str| row.get::<i64, _>(name) as u64;
@@ -81,40 +96,6 @@ pub async fn persist_cards(
         retired: count("retired"),
         unchanged: cards.len() as u64 - created - updated,
     })
-}
-
-/// Records a successful sync: its content hash (to skip unchanged content next time) and time,
-/// and on the subscription, the time and the database's data source ids (one statement).
-pub async fn record_sync(
-    conn: &mut PgConnection,
-    user: UserId,
-    notion_id: &str,
-    run_id: RunId,
-    content_hash: &str,
-    data_source_ids: &[String],
-) -> StoreResult<()> {
-    sqlx::query(
-        r#"
-        with state as (
-            insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)
-            values ($1, $2, $3, now(), $4)
-            on conflict (user_id, notion_id) do update
-            set last_content_hash = excluded.last_content_hash, last_synced_at = now(), last_run_id = excluded.last_run_id
-        )
-        update subscriptions
-        set last_synced_at = now(),
-            data_source_ids = case when cardinality($5::text[]) > 0 then $5 else data_source_ids end
-        where user_id = $1 and notion_id = $2
-        "#,
-    )
-    .bind(user)
-    .bind(notion_id)
-    .bind(content_hash)
-    .bind(run_id)
-    .bind(data_source_ids)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The content hash of the last successful sync of (user, content).

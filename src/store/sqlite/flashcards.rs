@@ -6,13 +6,26 @@ use sqlx::{Row, SqliteConnection};
 use super::{SqliteStore, now, ts};
 use crate::{
     ids::{RunId, UserId},
-    store::{CardRow, NewCard, PersistCounts, StoreResult, SyncScope, SyncStatus},
+    store::{CardRow, NewCard, PersistCounts, StoreResult, SyncRecord, SyncScope, SyncStatus},
 };
 
-/// Upserts `cards` for `user` and retires the cards in `scope` whose source is gone, on the
-/// caller's (fenced) transaction. Running it twice has the same effect as once: rows whose
-/// text did not change are not touched.
-pub async fn persist_cards(
+/// Upserts `cards` for `user`, retires the cards in `scope` whose source is gone, and records
+/// the sync, on the caller's (fenced) transaction. Running it twice has the same effect as
+/// once: rows whose text did not change are not touched.
+pub async fn persist_sync(
+    conn: &mut SqliteConnection,
+    user: UserId,
+    run_id: RunId,
+    scope: &SyncScope,
+    cards: &[NewCard],
+    record: &SyncRecord,
+) -> StoreResult<PersistCounts> {
+    let counts = persist_cards(conn, user, run_id, scope, cards).await?;
+    record_sync(conn, user, run_id, record).await?;
+    Ok(counts)
+}
+
+async fn persist_cards(
     conn: &mut SqliteConnection,
     user: UserId,
     run_id: RunId,
@@ -115,14 +128,13 @@ pub async fn persist_cards(
 }
 
 /// Records a successful sync: its content hash (to skip unchanged content next time) and time.
-pub async fn record_sync(
+async fn record_sync(
     conn: &mut SqliteConnection,
     user: UserId,
-    notion_id: &str,
     run_id: RunId,
-    content_hash: &str,
-    data_source_ids: &[String],
+    record: &SyncRecord,
 ) -> StoreResult<()> {
+    let SyncRecord { notion_id, content_hash, data_source_ids } = record;
     let now = now();
     sqlx::query(
         r#"

@@ -9,7 +9,7 @@ use super::{StepDeps, StepError, StepOutcome, previous_output};
 use crate::{
     flashcards::{Card, CardSource},
     notion::FetchedContent,
-    store::{ClaimedStep, NewCard, StoreTx, SyncScope},
+    store::{ClaimedStep, NewCard, StoreTx, SyncRecord, SyncScope},
 };
 
 #[derive(Deserialize)]
@@ -55,15 +55,16 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
             .collect(),
     );
 
-    let counts = tx.persist_cards(user, claim.run_id, &scope, &cards).await?;
-    let data_sources: Vec<String> = fetched
+    let data_source_ids: Vec<String> = fetched
         .database
         .as_ref()
         .and_then(|db| db.get("data_sources"))
         .and_then(Value::as_array)
         .map(|sources| sources.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    tx.record_sync(user, notion_id, claim.run_id, &generated.content_hash, &data_sources).await?;
+    let record =
+        SyncRecord { notion_id: notion_id.to_owned(), content_hash: generated.content_hash, data_source_ids };
+    let counts = tx.persist_sync(user, claim.run_id, &scope, &cards, &record).await?;
     tracing::info!(
         created = counts.created,
         updated = counts.updated,
