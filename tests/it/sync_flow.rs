@@ -273,13 +273,14 @@ async fn subscribing_to_the_fixture_page_makes_its_four_cards() {
     records.sort();
     let whole = |step: &str| (step.to_owned(), "succeeded".to_owned(), 1, true, "succeeded".to_owned(), true, true);
     assert_eq!(records, ["debounce", "fetch", "generate", "persist"].map(whole), "{records:?}");
-    let seq: i64 = on_db!(env.app.db, |db| sqlx::query_scalar(
-        "select dispatch_seq from workflow_runs where id = $1"
+    let (seq, step): (i64, String) = on_db!(env.app.db, |db| sqlx::query_as(
+        "select dispatch_seq, current_step from workflow_runs where id = $1"
     )
     .bind(run)
     .fetch_one(db)
     .await)
     .expect("dispatch_seq");
+    assert_eq!(step, "persist", "the run ended at its last step");
     // Created with its first job (1), then one more for each step that moved on (debounce's
     // job for fetch, fetch's and generate's claims of the next step), as when each transition
     // is written on its own: so a job of this run enqueued before any of them is stale.
@@ -348,6 +349,7 @@ async fn an_unchanged_page_is_fetched_but_nothing_is_written() {
     let steps: Vec<&str> =
         second["steps"].as_array().expect("steps").iter().filter_map(|s| s["name"].as_str()).collect();
     assert!(!steps.contains(&"persist"), "persist must be skipped when nothing changed: {steps:?}");
+    assert_eq!(second["current_step"], "generate", "the run ended where generate finished it: {second}");
     assert_eq!(env.cards().await, before);
 }
 }

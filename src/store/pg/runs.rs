@@ -266,7 +266,9 @@ pub async fn apply_transition(
         with run as (
             update workflow_runs
             set state = $3,
-                current_step = coalesce($4, current_step),
+                -- The claim's step, not the row's: a chain's successes before it (unwritten, see
+                -- `chained`) have not moved the row on.
+                current_step = coalesce($4, $16),
                 attempt = case when $13::uuid is not null then 1
                                when $4::text is not null then 0
                                when $10 then $18 else $18 - 1 end,
