@@ -84,14 +84,10 @@ impl PgStore {
         claim: &ClaimedStep,
     ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
         let mut tx = self.pool.begin().await?;
-        let held: Option<i32> = sqlx::query_scalar(
-            r#"select 1 from workflow_runs where id = $1 and lease_token = $2 for update"#,
-        )
-        .bind(claim.run_id)
-        .bind(claim.lease_token)
-        .fetch_optional(&mut *tx)
-        .await?;
-        Ok(held.map(|_| tx))
+        Ok(match lock_claimed(&mut tx, claim).await? {
+            Fenced::Applied => Some(tx),
+            Fenced::LeaseLost => None,
+        })
     }
 }
 
@@ -401,7 +397,8 @@ pub async fn apply_transition(
 }
 
 /// Locks a claimed run's row in a transaction, if the claim still holds its lease (see
-/// [`crate::store::StoreTx::continue_in_tx`]). `LeaseLost` otherwise.
+/// [`PgStore::begin_fenced`], [`crate::store::StoreTx::continue_in_tx`]). `LeaseLost`
+/// otherwise. `no key update`: the lock a transition's update of the row takes anyway.
 pub async fn lock_claimed(conn: &mut PgConnection, claim: &ClaimedStep) -> StoreResult<Fenced> {
     let held: Option<i32> = sqlx::query_scalar(
         r#"select 1 from workflow_runs where id = $1 and lease_token = $2 for no key update"#,

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::SqliteStore;
@@ -27,6 +28,12 @@ pub async fn enqueue_job(conn: &mut SqliteConnection, job: StepJob, delay: Durat
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Enqueues a step job due at `at` (at once if that has passed), on the caller's connection.
+pub async fn enqueue_at(conn: &mut SqliteConnection, job: StepJob, at: DateTime<Utc>) -> StoreResult<()> {
+    let delay = (at - Utc::now()).to_std().unwrap_or_default();
+    enqueue_job(conn, job, delay).await
 }
 
 impl SqliteStore {

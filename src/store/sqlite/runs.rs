@@ -7,7 +7,11 @@ use chrono::Utc;
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{SqliteStore, from_now, jobs::enqueue_job, now, ts};
+use super::{
+    SqliteStore, from_now,
+    jobs::{enqueue_at, enqueue_job},
+    now, ts,
+};
 use crate::{
     ids::RunId,
     store::{ClaimedStep, Fenced, StoreResult, Transition, jobs::StepJob},
@@ -383,8 +387,7 @@ pub async fn apply_transition(
     }
 
     if let Some(at) = next_at {
-        let delay = (at - Utc::now()).to_std().unwrap_or_default();
-        enqueue_job(conn, StepJob { run_id: claim.run_id, seq }, delay).await?;
+        enqueue_at(conn, StepJob { run_id: claim.run_id, seq }, at).await?;
     }
     // A sync that ends wakes the next sync of the same content, which may be waiting for it.
     if let Some((user, notion_id)) = crate::store::model::sync_ended_by(claim, transition) {

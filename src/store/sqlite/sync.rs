@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Row, SqliteConnection};
 
-use super::{jobs::enqueue_job, now, ts};
+use super::{jobs::enqueue_at, now, ts};
 use crate::{
     ids::{EventId, RunId, UserId},
     store::{
@@ -179,11 +179,6 @@ async fn link_event(
         .await?;
     }
     Ok(())
-}
-
-async fn enqueue_at(conn: &mut SqliteConnection, job: StepJob, at: DateTime<Utc>) -> StoreResult<()> {
-    let delay = (at - Utc::now()).to_std().unwrap_or_default();
-    enqueue_job(conn, job, delay).await
 }
 
 pub async fn debounce_state(conn: &mut SqliteConnection, run_id: RunId) -> StoreResult<DebounceState> {
