@@ -1,5 +1,7 @@
 //! Logging: human-readable or JSON lines on stdout (`LOG_FORMAT`), optionally also to a file
-//! rotated daily (`LOG_FILE`), levels from `RUST_LOG`.
+//! rotated daily (`LOG_FILE`, see [`daily_file`]), levels from `RUST_LOG`.
+
+mod daily_file;
 
 use std::path::Path;
 
@@ -25,10 +27,12 @@ pub fn init(format: LogFormat, log_file: Option<&Path>) -> anyhow::Result<Teleme
     let mut layers: Vec<Box<dyn Layer<_> + Send + Sync>> = vec![layer(format, stdout, true)];
     if let Some(path) = log_file {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name =
-            path.file_name().ok_or_else(|| anyhow::anyhow!("LOG_FILE `{}` names no file", path.display()))?;
+        if path.file_name().is_none() {
+            anyhow::bail!("LOG_FILE `{}` names no file", path.display());
+        }
         std::fs::create_dir_all(dir)?;
-        let appender = tracing_appender::rolling::daily(dir, name);
+        let appender = daily_file::DailyFile::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open LOG_FILE `{}`: {e}", path.display()))?;
         let (file, guard) = NonBlockingBuilder::default().lossy(false).finish(appender);
         guards.push(guard);
         layers.push(layer(format, file, false));
