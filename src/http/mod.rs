@@ -39,6 +39,7 @@ macro_rules! rejections {
 
 mod allow;
 pub mod auth;
+pub mod body;
 pub mod cursor;
 pub mod error;
 pub mod health;

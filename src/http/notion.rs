@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{
     ApiTags, HttpState,
     auth::ApiToken,
+    body::JsonBody,
     error::ErrorBody,
     params::NotionIdText,
     workflows::{Accepted, Run},
@@ -43,6 +44,9 @@ pub enum ManualSyncResponse {
     Unauthorized(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The body is larger than 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -85,7 +89,7 @@ pub enum SyncStatusResponse {
     Unavailable(Json<ErrorBody>),
 }
 
-rejections!(ManualSyncResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(ManualSyncResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
 rejections!(SyncStatusResponse { 400 => BadRequest, 401 => Unauthorized });
 
 #[OpenApi(tag = "ApiTags::Notion")]
@@ -97,7 +101,7 @@ impl NotionApi {
         &self,
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
-        body: Json<ManualSync>,
+        body: JsonBody<ManualSync>,
     ) -> ManualSyncResponse {
         let notion_id = match body.0.notion_id.parse() {
             Ok(id) => id,

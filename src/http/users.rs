@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     ApiTags, HttpState,
     auth::ApiToken,
+    body::JsonBody,
     error::ErrorBody,
     params::{EmailText, NotionIdText, TokenText},
 };
@@ -108,6 +109,9 @@ pub enum CreateUserResponse {
     /// A user with this email exists.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The body is larger than 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -148,6 +152,9 @@ pub enum NoContentResponse {
     Unauthorized(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The body is larger than 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -173,6 +180,9 @@ pub enum CreateSubscriptionResponse {
     /// Already subscribed.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The body is larger than 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -239,10 +249,10 @@ pub enum ListFlashcardsResponse {
     Unavailable(Json<ErrorBody>),
 }
 
-rejections!(CreateUserResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(CreateUserResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
 rejections!(GetUserResponse { 400 => BadRequest, 401 => Unauthorized });
-rejections!(NoContentResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
-rejections!(CreateSubscriptionResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(NoContentResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
+rejections!(CreateSubscriptionResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
 rejections!(ListSubscriptionsResponse { 400 => BadRequest, 401 => Unauthorized });
 rejections!(ListFlashcardsResponse { 400 => BadRequest, 401 => Unauthorized }, |name, _| match name {
     "limit" => Some("invalid_limit"),
@@ -261,7 +271,7 @@ impl UsersApi {
         &self,
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
-        body: Json<NewUser>,
+        body: JsonBody<NewUser>,
     ) -> CreateUserResponse {
         if !body.0.email.is_valid() {
             return CreateUserResponse::BadRequest(ErrorBody::new(
@@ -306,7 +316,7 @@ impl UsersApi {
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
         user_id: Path<Uuid>,
-        body: Json<NotionTokenBody>,
+        body: JsonBody<NotionTokenBody>,
     ) -> NoContentResponse {
         if !body.0.token.is_valid() {
             return NoContentResponse::BadRequest(ErrorBody::new(
@@ -331,7 +341,7 @@ impl UsersApi {
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
         user_id: Path<Uuid>,
-        body: Json<NewSubscription>,
+        body: JsonBody<NewSubscription>,
     ) -> CreateSubscriptionResponse {
         let notion_id = match body.0.notion_id.parse() {
             Ok(id) => id,

@@ -20,6 +20,11 @@ use crate::webhook::{IntakeError, IntakeResult, event::BodyError, signature::Sig
 /// Largest webhook body accepted (Notion's are a few KiB).
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
 
+/// Longest the body of a delivery may take to arrive once its headers have. Notion sends a few
+/// KiB at once; a client that trickles bytes would otherwise hold a connection and a task for as
+/// long as it keeps each gap under the 60 s idle timeout.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Longest a delivery may wait on the database before it is answered 503. A database that
 /// hangs (rather than refusing connections) would otherwise hang Notion's request on a pooled
 /// connection for as long as TCP takes to give up. If the event was committed after all,
@@ -63,6 +68,9 @@ pub enum WebhookResponse {
     /// Missing, malformed or wrong `X-Notion-Signature`, or no signing secret known yet.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The body did not arrive within 10 s of the headers. Notion will redeliver.
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorBody>),
     /// The body is larger than 1 MiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -118,7 +126,7 @@ pub enum VerificationTokenResponse {
     Unavailable(Json<ErrorBody>),
 }
 
-rejections!(WebhookResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge });
+rejections!(WebhookResponse { 400 => BadRequest, 401 => Unauthorized, 408 => RequestTimeout, 413 => PayloadTooLarge });
 rejections!(ChallengeResponse { 400 => BadRequest }, |name, missing| match name {
     "challenge" if missing => Some("missing_challenge"),
     _ => None,
@@ -144,13 +152,26 @@ impl WebhookApi {
     ) -> WebhookResponse {
         let bytes = match body.0 {
             Ok(bytes) => bytes,
-            Err(BodyTooLarge) => {
-                state.metrics.webhook("rejected", "payload_too_large");
-                tracing::warn!(reason = "payload_too_large", "Rejected Notion webhook");
-                return WebhookResponse::PayloadTooLarge(ErrorBody::new(
-                    "payload_too_large",
-                    format!("the body exceeds {MAX_WEBHOOK_BODY} bytes"),
-                ));
+            Err(unread) => {
+                let (reason, code, message) = match unread {
+                    UnreadBody::TooLarge => (
+                        "payload_too_large",
+                        "payload_too_large",
+                        format!("the body exceeds {MAX_WEBHOOK_BODY} bytes"),
+                    ),
+                    UnreadBody::TimedOut => (
+                        "body_timeout",
+                        "request_timeout",
+                        format!("the body did not arrive within {BODY_READ_TIMEOUT:?}"),
+                    ),
+                };
+                state.metrics.webhook("rejected", reason);
+                tracing::warn!(reason, "Rejected Notion webhook");
+                let body = ErrorBody::new(code, message);
+                return match unread {
+                    UnreadBody::TooLarge => WebhookResponse::PayloadTooLarge(body),
+                    UnreadBody::TimedOut => WebhookResponse::RequestTimeout(body),
+                };
             }
         };
         let received =
@@ -257,14 +278,19 @@ fn ack(result: IntakeResult) -> WebhookAck {
     WebhookAck { status, event_id }
 }
 
-/// The body was over [`MAX_WEBHOOK_BODY`].
+/// Why a delivery's body was not read.
 #[derive(Debug)]
-pub struct BodyTooLarge;
+pub enum UnreadBody {
+    /// It was over [`MAX_WEBHOOK_BODY`].
+    TooLarge,
+    /// It did not arrive within [`BODY_READ_TIMEOUT`].
+    TimedOut,
+}
 
 /// The raw request body, exactly as received (the signature covers these bytes), read with a
-/// size cap that also holds for chunked bodies without a Content-Length. Any content type is
-/// accepted: the signature, not the header, says whether the body is Notion's.
-pub struct RawWebhookBody(Result<bytes::Bytes, BodyTooLarge>);
+/// size cap that also holds for chunked bodies without a Content-Length, and a deadline. Any
+/// content type is accepted: the signature, not the header, says whether the body is Notion's.
+pub struct RawWebhookBody(Result<bytes::Bytes, UnreadBody>);
 
 /// Documents the envelope in the spec; the handler itself reads raw bytes.
 // Every field may be null or absent: the handler tolerates both (a null `type` is no type).
@@ -317,12 +343,14 @@ impl<'a> ApiExtractor<'a> for RawWebhookBody {
     ) -> poem::Result<Self> {
         let declared = request.header("content-length").and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > MAX_WEBHOOK_BODY) {
-            return Ok(Self(Err(BodyTooLarge)));
+            return Ok(Self(Err(UnreadBody::TooLarge)));
         }
-        match body.take()?.into_bytes_limit(MAX_WEBHOOK_BODY).await {
-            Ok(bytes) => Ok(Self(Ok(bytes))),
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => Ok(Self(Err(BodyTooLarge))),
-            Err(e) => Err(e.into()),
+        let read = body.take()?.into_bytes_limit(MAX_WEBHOOK_BODY);
+        match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(Ok(bytes)) => Ok(Self(Ok(bytes))),
+            Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => Ok(Self(Err(UnreadBody::TooLarge))),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Ok(Self(Err(UnreadBody::TimedOut))),
         }
     }
 }

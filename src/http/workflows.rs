@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     ApiTags, HttpState,
     auth::ApiToken,
+    body::JsonBody,
     error::ErrorBody,
     params::{
         NotionIdText, NullableStepText, RUN_STATES, RunStateText, STEPS, StepText, WORKFLOWS, WorkflowText,
@@ -226,6 +227,9 @@ pub enum RetryFailedResponse {
     BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The body is larger than 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -253,7 +257,7 @@ rejections!(ListRunsResponse { 400 => BadRequest, 401 => Unauthorized }, |name, 
 });
 rejections!(GetRunResponse { 400 => BadRequest, 401 => Unauthorized });
 rejections!(RunActionResponse { 400 => BadRequest, 401 => Unauthorized });
-rejections!(RetryFailedResponse { 400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType });
+rejections!(RetryFailedResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
 
 #[OpenApi(tag = "ApiTags::Workflows")]
 impl WorkflowsApi {
@@ -361,7 +365,7 @@ impl WorkflowsApi {
         &self,
         _auth: ApiToken,
         state: Data<&Arc<HttpState>>,
-        body: Json<RetryFailedRequest>,
+        body: JsonBody<RetryFailedRequest>,
     ) -> RetryFailedResponse {
         let body = body.0;
         let filter =

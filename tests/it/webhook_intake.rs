@@ -3,7 +3,7 @@
 use crate::{conformance, on_db};
 use std::time::{Duration, Instant};
 
-use futures::stream;
+use futures::{StreamExt, stream};
 
 use crate::support::{
     TestApp,
@@ -408,4 +408,19 @@ async fn an_unstorable_event_in_a_burst_is_refused_alone() {
         app.count("select count(*) from webhook_events where notion_event_id = 'evt-nul-bad'").await,
         0
     );
+}
+
+/// A body that stalls after its headers is cut off 10 s later with a 408 (Notion redelivers), so
+/// a client trickling bytes cannot hold a connection and a task for as long as it keeps each
+/// gap under the 60 s idle timeout. Nothing is stored.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_within_ten_seconds_is_answered_408() {
+    let app = TestApp::spawn().await;
+    let start: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(br#"{"type":"page.updated","#.to_vec())];
+    let stalled = stream::iter(start).chain(stream::pending());
+    let sent = Instant::now();
+    let response = app.post_webhook(reqwest::Body::wrap_stream(stalled), Some("sha256=00")).await;
+    expect_error(response, 408, "request_timeout").await;
+    assert!(sent.elapsed() >= Duration::from_secs(10), "cut off after {:?}", sent.elapsed());
+    assert_eq!(app.count(EVENTS).await, 0);
 }
