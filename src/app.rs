@@ -146,7 +146,10 @@ impl App {
             BackendKind::Sqlite => Some(claim_sqlite_file(&config, role)?),
             BackendKind::Postgres => None,
         };
-        let store = connect_and_migrate(&config).await?;
+        // No step leaves its transaction idle for longer than the step may run; a session idle
+        // in one for that long plus a lease belongs to a worker that hung or was cut off.
+        let idle_in_transaction = definitions.longest_timeout() + config.step_lease;
+        let store = connect_and_migrate(&config, Some(idle_in_transaction)).await?;
         let secrets = ServiceSecrets::load(&config)?;
         if secrets.cipher.has_previous_key() {
             let done = crate::secrets::reencrypt_stored_secrets(&store, &secrets.cipher)
@@ -353,13 +356,18 @@ fn claim_sqlite_file(config: &Config, role: Role) -> anyhow::Result<Option<std::
 }
 
 /// Connects and applies migrations, waiting for a database that is still starting.
-pub async fn connect_and_migrate(config: &Config) -> anyhow::Result<Store> {
+/// `idle_in_transaction_timeout`: see [`PoolSettings::idle_in_transaction_timeout`].
+pub async fn connect_and_migrate(
+    config: &Config,
+    idle_in_transaction_timeout: Option<Duration>,
+) -> anyhow::Result<Store> {
     let settings = PoolSettings {
         url: config.database_url(),
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_acquire_timeout,
         // SQLite files are always created; a PostgreSQL database is created by its operator.
         create_database: false,
+        idle_in_transaction_timeout,
     };
     let deadline = tokio::time::Instant::now() + STARTUP_DB_WAIT;
     let mut delay = Duration::from_millis(200);

@@ -64,7 +64,7 @@ pub fn main() -> ExitCode {
             Command::Api => run(config, Role::Api).await,
             Command::Worker => run(config, Role::Worker).await,
             Command::Migrate => {
-                app::connect_and_migrate(&config).await.map(|_| tracing::info!("migrations applied"))
+                app::connect_and_migrate(&config, None).await.map(|_| tracing::info!("migrations applied"))
             }
             Command::Openapi { .. } => unreachable!("handled above"),
         }

@@ -64,6 +64,11 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The engine asked the store for something its own rules forbid (a bug): the transaction
+    /// is rolled back rather than committed half-written, and the step's job is delivered
+    /// again.
+    #[error("store invariant broken: {0}")]
+    Invariant(&'static str),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -121,6 +126,12 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Create the database when it does not exist (the embedded default does this).
     pub create_database: bool,
+    /// PostgreSQL ends a session that sits idle inside a transaction this long
+    /// (`idle_in_transaction_session_timeout`), releasing its locks. A worker that hangs or
+    /// loses the network mid-step would otherwise hold its run's row lock until the server
+    /// notices the dead client (hours with default TCP keepalives), and the lease sweeper, which
+    /// skips locked runs, would never take the run over. `None`: the server's setting.
+    pub idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl Store {

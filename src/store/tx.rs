@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 
-use super::{StoreResult, jobs::StepJob, model::*, pg, sqlite};
+use super::{StoreError, StoreResult, jobs::StepJob, model::*, pg, sqlite};
 use crate::ids::{EventId, RunId, UserId};
 
 /// An open transaction that holds a claimed run (see [`super::Store::begin_fenced`]). Dropping
@@ -235,7 +235,7 @@ impl StoreTx {
     }
 
     pub async fn commit(mut self) -> StoreResult<()> {
-        debug_assert!(self.chained.is_empty(), "a chain's successes are written before its commit");
+        self.check_no_chained_pending()?;
         self.enqueue_handoff_left().await?;
         match self.conn {
             TxConn::Postgres(tx, notifier) => {
@@ -254,7 +254,7 @@ impl StoreTx {
     /// nothing to wake the workers for (e.g. a step that claimed the run's next step for its
     /// own worker); the workers are still woken for any due job [`StoreTx::enqueue`] added.
     pub async fn commit_without_jobs(self) -> StoreResult<()> {
-        debug_assert!(self.chained.is_empty(), "a chain's successes are written before its commit");
+        self.check_no_chained_pending()?;
         if self.enqueued_due || matches!(self.handoff, Handoff::Deferred(_)) {
             return self.commit().await;
         }
@@ -263,6 +263,18 @@ impl StoreTx {
             TxConn::Sqlite(tx, _) => tx.commit().await?,
         }
         Ok(())
+    }
+
+    /// A chain's deferred successes are written by the transition that ends the chain; a
+    /// commit before it would keep the steps' effects but not their records, so it is refused
+    /// (the transaction rolls back when dropped, and the step runs again).
+    fn check_no_chained_pending(&self) -> StoreResult<()> {
+        debug_assert!(self.chained.is_empty(), "a chain's successes are written before its commit");
+        if self.chained.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Invariant("commit with a chain's successes still unwritten"))
+        }
     }
 
     /// A handed-off sync that nobody claimed still gets its job: a run is never left without.

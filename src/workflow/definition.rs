@@ -170,6 +170,11 @@ impl Definitions {
             .cloned()
             .unwrap_or(StepPolicy { timeout: Duration::from_secs(30), max_attempts: 1 })
     }
+
+    /// The longest any step may run (at least the 30 s of a step no longer listed).
+    pub fn longest_timeout(&self) -> Duration {
+        self.policies.values().map(|p| p.timeout).fold(Duration::from_secs(30), Duration::max)
+    }
 }
 
 #[cfg(test)]

@@ -455,3 +455,28 @@ async fn connections_killed_under_the_workers_strand_no_run() {
         .expect("jobs");
     assert_eq!(failed_jobs, 0, "step jobs failed in apalis ({killed} connections killed)");
 }
+
+/// A worker that hangs or is cut off inside a step's transaction must not keep its run's row
+/// locked until the server notices the dead client (the lease sweeper skips locked runs, so
+/// nothing would take the run over): the service's sessions are ended by PostgreSQL once idle
+/// in a transaction for longer than any step may run, plus a lease.
+#[tokio::test]
+async fn a_session_left_idle_in_a_transaction_is_ended_after_the_longest_step_and_a_lease() {
+    if !postgres_or_skip() {
+        return;
+    }
+    let database = TestDb::create_postgres().await;
+    let data_dir = TempDir::new();
+    let mut settings = base_settings(&database.url, data_dir.path());
+    settings.insert("STEP_LEASE_SECONDS", "7".into());
+    let config =
+        cognie_sync::Config::from_lookup(|name| settings.get(name).cloned()).expect("valid settings");
+    let app = cognie_sync::App::build(config, cognie_sync::Role::Worker).await.expect("app starts");
+    let pool = app.store().pg_pool().expect("a PostgreSQL store");
+    let timeout: String = sqlx::query_scalar("show idle_in_transaction_session_timeout")
+        .fetch_one(pool)
+        .await
+        .expect("read the setting");
+    // The built-in workflow file's longest step timeout is 120 s (fetch, generate).
+    assert_eq!(timeout, "127s");
+}

@@ -34,7 +34,7 @@ async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
     let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
     let mut settings = base_settings(&db.url, data_dir.path());
     settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&old_key));
-    connect_and_migrate(&config(&settings)).await.expect("migrate");
+    connect_and_migrate(&config(&settings), None).await.expect("migrate");
     let pool = db.connect().await;
 
     // Secrets as the service stored them under the old key: a user's Notion token and the

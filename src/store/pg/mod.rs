@@ -67,6 +67,11 @@ impl PgStore {
             .parse::<PgConnectOptions>()?
             .application_name("cognie-sync")
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let options = match settings.idle_in_transaction_timeout {
+            Some(timeout) => options
+                .options([("idle_in_transaction_session_timeout", format!("{}ms", timeout.as_millis()))]),
+            None => options,
+        };
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(1)

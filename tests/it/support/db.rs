@@ -118,6 +118,7 @@ impl TestDb {
             max_connections: 8,
             acquire_timeout: std::time::Duration::from_secs(30),
             create_database: true,
+            idle_in_transaction_timeout: None,
         };
         let store = cognie_sync::store::Store::connect(&settings).await.expect("open the store");
         cognie_sync::workflow::queue::setup(&store).await.expect("the job queue's migrations");
