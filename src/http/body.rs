@@ -6,6 +6,7 @@
 //! holds for chunked bodies without a `Content-Length` too, and is answered 413. The spec is
 //! the same as for `Json<T>`.
 
+use bytes::Bytes;
 use poem::{Request, RequestBody, error::ReadBodyError, http::StatusCode};
 use poem_openapi::{
     error::ParseRequestPayloadError,
@@ -41,14 +42,8 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = T::IS_REQUIRED;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let declared = request.header("content-length").and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_JSON_BODY) {
+        let Some(bytes) = read_capped(request, body, MAX_JSON_BODY).await? else {
             return Err(too_large());
-        }
-        let bytes = match body.take()?.into_bytes_limit(MAX_JSON_BODY).await {
-            Ok(bytes) => bytes,
-            Err(ReadBodyError::PayloadTooLarge) => return Err(too_large()),
-            Err(e) => return Err(e.into()),
         };
         let value = if bytes.is_empty() {
             serde_json::Value::Null
@@ -59,6 +54,25 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
         let value = T::parse_from_json(Some(value))
             .map_err(|err| ParseRequestPayloadError { reason: err.into_message() })?;
         Ok(Self(value))
+    }
+}
+
+/// Reads the whole body if it is at most `limit` bytes; `None` if it is larger. A declared
+/// `Content-Length` over the limit is refused before reading; a chunked body stops being read
+/// at the limit.
+pub async fn read_capped(
+    request: &Request,
+    body: &mut RequestBody,
+    limit: usize,
+) -> poem::Result<Option<Bytes>> {
+    let declared = request.header("content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Ok(None);
+    }
+    match body.take()?.into_bytes_limit(limit).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadBodyError::PayloadTooLarge) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

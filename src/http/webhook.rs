@@ -341,16 +341,12 @@ impl<'a> ApiExtractor<'a> for RawWebhookBody {
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let declared = request.header("content-length").and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_WEBHOOK_BODY) {
-            return Ok(Self(Err(UnreadBody::TooLarge)));
-        }
-        let read = body.take()?.into_bytes_limit(MAX_WEBHOOK_BODY);
-        match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
-            Ok(Ok(bytes)) => Ok(Self(Ok(bytes))),
-            Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => Ok(Self(Err(UnreadBody::TooLarge))),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Ok(Self(Err(UnreadBody::TimedOut))),
-        }
+        let read = super::body::read_capped(request, body, MAX_WEBHOOK_BODY);
+        Ok(Self(match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(Ok(Some(bytes))) => Ok(bytes),
+            Ok(Ok(None)) => Err(UnreadBody::TooLarge),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => Err(UnreadBody::TimedOut),
+        }))
     }
 }

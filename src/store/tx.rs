@@ -254,10 +254,10 @@ impl StoreTx {
     /// nothing to wake the workers for (e.g. a step that claimed the run's next step for its
     /// own worker); the workers are still woken for any due job [`StoreTx::enqueue`] added.
     pub async fn commit_without_jobs(self) -> StoreResult<()> {
-        self.check_no_chained_pending()?;
         if self.enqueued_due || matches!(self.handoff, Handoff::Deferred(_)) {
             return self.commit().await;
         }
+        self.check_no_chained_pending()?;
         match self.conn {
             TxConn::Postgres(tx, _) => tx.commit().await?,
             TxConn::Sqlite(tx, _) => tx.commit().await?,

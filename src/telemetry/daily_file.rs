@@ -89,29 +89,27 @@ fn prune(path: &Path) -> io::Result<()> {
     };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let prefix = format!("{name}.");
-    let mut rotated: Vec<String> = fs::read_dir(dir)?
+    let mut rotated: Vec<((NaiveDate, u32), String)> = fs::read_dir(dir)?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|file| file.strip_prefix(&prefix).is_some_and(is_rotation_suffix))
+        .filter_map(|file| Some((rotation_of(file.strip_prefix(&prefix)?)?, file)))
         .collect();
-    // `YYYY-MM-DD[.n]` sorts by day, then by n: oldest first.
-    rotated.sort_by_key(|file| rotation_key(&file[prefix.len()..]));
+    // Oldest first: by day, then by n.
+    rotated.sort();
     let excess = rotated.len().saturating_sub(KEEP_ROTATED);
-    for file in &rotated[..excess] {
+    for (_, file) in &rotated[..excess] {
         fs::remove_file(dir.join(file))?;
     }
     Ok(())
 }
 
-fn is_rotation_suffix(suffix: &str) -> bool {
-    let (day, n) = suffix.split_once('.').unwrap_or((suffix, "1"));
-    NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok() && n.parse::<u32>().is_ok()
-}
-
-fn rotation_key(suffix: &str) -> (String, u32) {
-    match suffix.split_once('.') {
-        Some((day, n)) => (day.to_owned(), n.parse().unwrap_or(0)),
-        None => (suffix.to_owned(), 0),
-    }
+/// The day and number of a rotated file's suffix (`YYYY-MM-DD`, or `YYYY-MM-DD.n`); `None`
+/// for a name that is not a rotation.
+fn rotation_of(suffix: &str) -> Option<(NaiveDate, u32)> {
+    let (day, n) = match suffix.split_once('.') {
+        Some((day, n)) => (day, n.parse().ok()?),
+        None => (suffix, 0),
+    };
+    Some((NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?, n))
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub struct StepPolicy {
     pub max_attempts: u32,
 }
 
+/// The policy of a stored run's step that the file no longer lists (see [`Definitions::policy`]).
+const UNLISTED_STEP_POLICY: StepPolicy = StepPolicy { timeout: Duration::from_secs(30), max_attempts: 1 };
+
 /// The validated definitions.
 #[derive(Debug, Clone)]
 pub struct Definitions {
@@ -165,15 +168,12 @@ impl Definitions {
     /// The step's policy. Steps of stored runs that this file no longer lists still get one
     /// (the strictest), so such a run fails clearly instead of hanging.
     pub fn policy(&self, step: &str) -> StepPolicy {
-        self.policies
-            .get(step)
-            .cloned()
-            .unwrap_or(StepPolicy { timeout: Duration::from_secs(30), max_attempts: 1 })
+        self.policies.get(step).cloned().unwrap_or(UNLISTED_STEP_POLICY)
     }
 
-    /// The longest any step may run (at least the 30 s of a step no longer listed).
+    /// The longest any step may run (a step no longer listed included).
     pub fn longest_timeout(&self) -> Duration {
-        self.policies.values().map(|p| p.timeout).fold(Duration::from_secs(30), Duration::max)
+        self.policies.values().map(|p| p.timeout).fold(UNLISTED_STEP_POLICY.timeout, Duration::max)
     }
 }
 
