@@ -164,6 +164,27 @@ pub enum NoContentResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+/// DELETE has no body, so none of the body's statuses (413, 415).
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "Self::rejected")]
+pub enum DeleteSubscriptionResponse {
+    /// Unsubscribed.
+    #[oai(status = 204)]
+    NoContent,
+    /// `invalid_notion_id`, or a malformed parameter.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// `subscription_not_found`.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "Self::rejected")]
 pub enum CreateSubscriptionResponse {
@@ -252,6 +273,7 @@ pub enum ListFlashcardsResponse {
 rejections!(CreateUserResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
 rejections!(GetUserResponse { 400 => BadRequest, 401 => Unauthorized });
 rejections!(NoContentResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
+rejections!(DeleteSubscriptionResponse { 400 => BadRequest, 401 => Unauthorized });
 rejections!(CreateSubscriptionResponse { 400 => BadRequest, 401 => Unauthorized, 413 => PayloadTooLarge, 415 => UnsupportedMediaType });
 rejections!(ListSubscriptionsResponse { 400 => BadRequest, 401 => Unauthorized });
 rejections!(ListFlashcardsResponse { 400 => BadRequest, 401 => Unauthorized }, |name, _| match name {
@@ -480,20 +502,23 @@ impl UsersApi {
         state: Data<&Arc<HttpState>>,
         user_id: Path<Uuid>,
         notion_id: Path<NotionIdText>,
-    ) -> NoContentResponse {
+    ) -> DeleteSubscriptionResponse {
         let notion_id = match notion_id.0.parse() {
             Ok(id) => id,
             Err(e) => {
-                return NoContentResponse::BadRequest(ErrorBody::new("invalid_notion_id", e.to_string()));
+                return DeleteSubscriptionResponse::BadRequest(ErrorBody::new(
+                    "invalid_notion_id",
+                    e.to_string(),
+                ));
             }
         };
         match state.store.unsubscribe(UserId(user_id.0), &notion_id).await {
-            Ok(true) => NoContentResponse::NoContent,
-            Ok(false) => NoContentResponse::NotFound(ErrorBody::new(
+            Ok(true) => DeleteSubscriptionResponse::NoContent,
+            Ok(false) => DeleteSubscriptionResponse::NotFound(ErrorBody::new(
                 "subscription_not_found",
                 format!("user {} is not subscribed to {notion_id}", user_id.0),
             )),
-            Err(e) => store_failure!(NoContentResponse, e),
+            Err(e) => store_failure!(DeleteSubscriptionResponse, e),
         }
     }
 }

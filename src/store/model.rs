@@ -162,6 +162,12 @@ impl Transition {
     }
 }
 
+/// The message of an attempt recorded as `abandoned` (outcome) with `lease_expired` (error
+/// kind): its worker stopped heartbeating, and the step was taken over or swept back to the
+/// queue. Its result, if it ever comes, is discarded (the run's lease moved on).
+pub const ABANDONED_ATTEMPT: &str =
+    "the worker stopped heartbeating before the attempt ended; the step was handed to another attempt";
+
 /// A chained step's success that is not written yet: the step that it continued into runs in
 /// the same transaction, and that step's transition writes both (see
 /// [`super::StoreTx::continue_in_tx`]): the run's row is written once for the chain instead

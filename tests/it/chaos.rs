@@ -911,13 +911,20 @@ async fn chaos() {
     .fetch_all(&pool)
     .await
     .expect("attempts");
-    let takeovers: i64 = sqlx::query_scalar(
-        "select count(*) from workflow_step_attempts a where a.outcome is null
-         and exists (select 1 from workflow_step_attempts b where b.run_id = a.run_id and b.step = a.step and b.started_at > a.started_at)",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("takeovers");
+    let takeovers: i64 =
+        sqlx::query_scalar("select count(*) from workflow_step_attempts where outcome = 'abandoned'")
+            .fetch_one(&pool)
+            .await
+            .expect("takeovers");
+    // Every run has ended, so every attempt has too: finished, or closed by a takeover.
+    let open_attempts: i64 =
+        sqlx::query_scalar("select count(*) from workflow_step_attempts where outcome is null")
+            .fetch_one(&pool)
+            .await
+            .expect("open attempts");
+    if open_attempts > 0 {
+        problems.push(format!("{open_attempts} step attempts left open although every run ended"));
+    }
     let reconcile_runs: i64 =
         sqlx::query_scalar("select count(*) from workflow_runs where trigger = 'reconcile'")
             .fetch_one(&pool)

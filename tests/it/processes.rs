@@ -228,7 +228,7 @@ async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_
     .await)
     .expect("claims");
     assert_eq!(fetch_claims.len(), 2, "{fetch_claims:?}");
-    assert_eq!(fetch_claims[0].0, None, "the killed attempt never finished");
+    assert_eq!(fetch_claims[0].0.as_deref(), Some("abandoned"), "the killed attempt was closed at the takeover");
     assert_eq!(fetch_claims[1].0.as_deref(), Some("succeeded"));
     assert_ne!(fetch_claims[0].1, fetch_claims[1].1, "the restarted process took over under a new name");
     let persisted: i64 = on_db!(pool, |p| sqlx::query_scalar(

@@ -95,6 +95,20 @@ impl Env {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Runs SQL statements in turn on the app's database, each with `$1` = `run` and `$2` =
+    /// `token` (a lease token).
+    async fn execute_bound(&self, statements: &[String], run: uuid::Uuid, token: uuid::Uuid) {
+        for statement in statements {
+            on_db!(self.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .bind(run)
+                .bind(token)
+                .execute(db)
+                .await
+                .map(|d| d.rows_affected()))
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+
     /// Installs a trigger `name` that fails every row statement of `event` ("before insert")
     /// on `table` (those matching `when`, a condition on `old`/`new`) with a database error;
     /// returns the statement that removes it.
@@ -669,15 +683,7 @@ async fn a_failing_persist_after_generate_from_the_queue_is_recorded_and_retried
              where id = $1"
         ),
     ];
-    for statement in statements {
-        on_db!(env.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-            .bind(run)
-            .bind(uuid::Uuid::new_v4())
-            .execute(db)
-            .await
-            .map(|d| d.rows_affected()))
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+    env.execute_bound(&statements, run, uuid::Uuid::new_v4()).await;
     let outcomes = |step: &'static str| env.attempt_outcomes(run, step);
     eventually("persist to fail", Duration::from_secs(30), || async {
         outcomes("persist").await.first().is_some_and(|o| o == "retrying").then_some(())
@@ -691,6 +697,69 @@ async fn a_failing_persist_after_generate_from_the_queue_is_recorded_and_retried
     assert_eq!(persist.first().map(String::as_str), Some("retrying"), "{persist:?}");
     assert_eq!(persist.last().map(String::as_str), Some("succeeded"), "{persist:?}");
     assert_eq!(env.cards().await.len(), 4);
+}
+}
+
+conformance! {
+/// An attempt is never left open once it can no longer be recorded: the attempt of a worker
+/// that died (its lease ran out, the sweeper handed the step on) ends `abandoned`
+/// (`lease_expired`), and the attempt in flight when ops cancel a run ends `cancelled`.
+async fn attempts_that_cannot_be_recorded_any_more_are_closed() {
+    let env = setup(|s| {
+        s.insert("STEP_LEASE_SECONDS", "1".into());
+    })
+    .await;
+    let run_id = env.subscribe(ids::PAGE, "page").await;
+    assert_eq!(env.finished(&run_id).await["state"], "succeeded");
+    let run: uuid::Uuid = run_id.parse().expect("run id");
+    // As a worker that died in generate leaves the run: running under its lease, now expired,
+    // with the attempt it started open.
+    let dead = uuid::Uuid::new_v4();
+    let now = env.app.db.now_sql();
+    let past = env.app.db.shifted_sql(now, -1);
+    let future = env.app.db.shifted_sql(now, 10);
+    let dead_worker_at = |expires: &str| {
+        [
+            "delete from sync_state".to_owned(),
+            "insert into workflow_step_attempts (lease_token, run_id, step, worker) values ($2, $1, 'generate', 'dead-worker')"
+                .to_owned(),
+            format!(
+                "update workflow_runs set state = 'running', current_step = 'generate', finished_at = null,
+                     lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {expires},
+                     dispatch_seq = dispatch_seq + 1
+                 where id = $1"
+            ),
+        ]
+    };
+    env.execute_bound(&dead_worker_at(&past), run, dead).await;
+    let finished = env.finished(&run_id).await;
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    let db = &env.app.db;
+    let attempt = |token: uuid::Uuid| async move {
+        on_db!(*db, |db| sqlx::query_as::<_, (Option<String>, Option<String>, bool)>(
+            "select outcome, error_kind, finished_at is not null from workflow_step_attempts where lease_token = $1"
+        )
+        .bind(token)
+        .fetch_one(db)
+        .await)
+        .expect("the attempt")
+    };
+    assert_eq!(attempt(dead).await, (Some("abandoned".into()), Some("lease_expired".into()), true));
+    assert_eq!(env.attempt_outcomes(run, "generate").await.last().map(String::as_str), Some("succeeded"));
+
+    // A worker in generate now, its lease still good for minutes: ops cancel the run.
+    let live = uuid::Uuid::new_v4();
+    env.execute_bound(&dead_worker_at(&future), run, live).await;
+    expect_json(post(&env.app, &format!("/api/workflows/{run_id}/cancel"), json!({})).await, 202).await;
+    assert_eq!(attempt(live).await, (Some("cancelled".into()), None, true));
+    let open: i64 = on_db!(env.app.db, |db| sqlx::query_scalar(
+        "select count(*) from workflow_step_attempts where run_id = $1 and outcome is null"
+    )
+    .bind(run)
+    .fetch_one(db)
+    .await)
+    .expect("open attempts");
+    assert_eq!(open, 0);
 }
 }
 

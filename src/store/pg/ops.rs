@@ -136,6 +136,8 @@ impl PgStore {
         .bind(row.get::<Option<String>, _>("current_step"))
         .execute(&mut *tx)
         .await?;
+        // A step in flight will not be recorded (its lease is gone): its attempt ends here.
+        super::runs::close_open_attempts(&mut tx, id, "cancelled", None, None).await?;
         record_action(&mut tx, id, "cancel", actor).await?;
         let (workflow, user, notion_id): (String, Option<UserId>, Option<String>) =
             (row.get("workflow"), row.get("user_id"), row.get("notion_id"));

@@ -21,7 +21,8 @@ use super::{
 use crate::{
     ids::RunId,
     store::{
-        ChainedSuccess, ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult, Transition, jobs::StepJob,
+        ABANDONED_ATTEMPT, ChainedSuccess, ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult,
+        Transition, jobs::StepJob,
     },
 };
 
@@ -119,6 +120,12 @@ pub async fn claim_step(
             select id, current_step, 'running', 1, now() from claimed
             on conflict (run_id, name) do update
             set state = 'running', attempts = workflow_steps.attempts + 1, started_at = now(), finished_at = null
+        ), abandoned as (
+            -- Any attempt of the run still open was abandoned: this claim fences it off (the
+            -- statement does not see the row `history` inserts).
+            update workflow_step_attempts
+            set finished_at = now(), outcome = 'abandoned', error_kind = 'lease_expired', error = $6
+            where run_id = $1 and outcome is null and exists (select 1 from claimed)
         ), history as (
             insert into workflow_step_attempts (lease_token, run_id, step, worker)
             select $4, id, current_step, $3 from claimed
@@ -131,6 +138,7 @@ pub async fn claim_step(
     .bind(owner)
     .bind(token)
     .bind(lease.as_secs_f64())
+    .bind(ABANDONED_ATTEMPT)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| ClaimedStep {
@@ -164,7 +172,7 @@ pub async fn claim_step_in_tx(
     let row = sqlx::query(
         r#"
         select r.id, r.workflow, r.current_step, r.attempt + 1 as attempt, r.user_id, r.notion_id,
-               r.notion_kind, r.event_id,
+               r.notion_kind, r.event_id, r.state = 'running' as taken_over,
                e.id is not null as has_event, e.entity_id, e.entity_kind, e.parent_id, e.data_source_id, e.event_type
         from workflow_runs r
         left join webhook_events e on e.id = r.event_id
@@ -182,6 +190,12 @@ pub async fn claim_step_in_tx(
     let step = r.get::<Option<String>, _>("current_step").unwrap_or_default();
     if !unwritten(&step) {
         return claim_step(conn, job, owner, lease).await;
+    }
+    if r.get::<bool, _>("taken_over") {
+        // Rare (a worker died and its lease ran out before the sweeper re-queued the step), so
+        // not worth a part of the transition's statement: the dead attempt is closed now.
+        close_open_attempts(conn, job.run_id, "abandoned", Some("lease_expired"), Some(ABANDONED_ATTEMPT))
+            .await?;
     }
     Ok(Some(ClaimedStep {
         run_id: r.get("id"),
@@ -204,6 +218,30 @@ pub async fn claim_step_in_tx(
         known_outputs: Default::default(),
         unwritten: Some(owner.to_owned()),
     }))
+}
+
+/// Ends every attempt of the run that is still open with `outcome`: attempts that can no
+/// longer be recorded, because the run's lease moved on (a takeover) or the run ended (cancel).
+pub async fn close_open_attempts(
+    conn: &mut PgConnection,
+    run_id: RunId,
+    outcome: &str,
+    error_kind: Option<&str>,
+    error: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query(
+        r#"
+        update workflow_step_attempts set finished_at = now(), outcome = $2, error_kind = $3, error = $4
+        where run_id = $1 and outcome is null
+        "#,
+    )
+    .bind(run_id)
+    .bind(outcome)
+    .bind(error_kind)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Applies a transition on a connection inside a fenced transaction (see [`Store::begin_fenced`]):
@@ -457,6 +495,11 @@ impl PgStore {
                 set state = 'succeeded', output = jsonb_build_object('merged_into', m.other), finished_at = now()
                 from merged m
                 where s.run_id = m.id and s.name = 'debounce'
+            ), abandoned as (
+                update workflow_step_attempts a
+                set finished_at = now(), outcome = 'abandoned', error_kind = 'lease_expired', error = $1
+                from merged m
+                where a.run_id = m.id and a.outcome is null
             )
             update workflow_runs r
             set state = 'succeeded', dispatch_seq = r.dispatch_seq + 1, lease_owner = null, lease_token = null,
@@ -465,6 +508,7 @@ impl PgStore {
             where r.id = m.id
             "#,
         )
+        .bind(ABANDONED_ATTEMPT)
         .execute(&mut *tx)
         .await?;
         let rows = sqlx::query(
@@ -475,6 +519,11 @@ impl PgStore {
                 order by lease_expires_at
                 limit $1
                 for update skip locked
+            ), abandoned as (
+                update workflow_step_attempts a
+                set finished_at = now(), outcome = 'abandoned', error_kind = 'lease_expired', error = $2
+                from expired e
+                where a.run_id = e.id and a.outcome is null
             )
             update workflow_runs r
             set state = 'pending',
@@ -490,6 +539,7 @@ impl PgStore {
             "#,
         )
         .bind(limit)
+        .bind(ABANDONED_ATTEMPT)
         .fetch_all(&mut *tx)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());

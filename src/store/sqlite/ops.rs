@@ -122,6 +122,8 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(action_error)?;
+        // A step in flight will not be recorded (its lease is gone): its attempt ends here.
+        super::runs::close_open_attempts(&mut tx, id, "cancelled", None, None, &now).await?;
         record_action(&mut tx, id, "cancel", actor).await?;
         let (workflow, user, notion_id): (String, Option<UserId>, Option<String>) =
             (row.get("workflow"), row.get("user_id"), row.get("notion_id"));

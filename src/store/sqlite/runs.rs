@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     ids::RunId,
-    store::{ClaimedStep, Fenced, StoreResult, Transition, jobs::StepJob},
+    store::{ABANDONED_ATTEMPT, ClaimedStep, Fenced, StoreResult, Transition, jobs::StepJob},
 };
 
 impl SqliteStore {
@@ -142,6 +142,15 @@ impl SqliteStore {
             .bind(&now)
             .execute(&mut *tx)
             .await?;
+            close_open_attempts(
+                &mut tx,
+                run,
+                "abandoned",
+                Some("lease_expired"),
+                Some(ABANDONED_ATTEMPT),
+                &now,
+            )
+            .await?;
         }
         let rows = sqlx::query(
             r#"
@@ -169,6 +178,15 @@ impl SqliteStore {
         let mut ids = Vec::with_capacity(rows.len());
         for row in rows {
             let run_id: RunId = row.get("id");
+            close_open_attempts(
+                &mut tx,
+                run_id,
+                "abandoned",
+                Some("lease_expired"),
+                Some(ABANDONED_ATTEMPT),
+                &now,
+            )
+            .await?;
             enqueue_job(&mut tx, StepJob { run_id, seq: row.get("dispatch_seq") }, Duration::ZERO).await?;
             ids.push(run_id);
         }
@@ -229,6 +247,16 @@ pub async fn claim_step(
         known_outputs: Default::default(),
         unwritten: None,
     };
+    // Any attempt of the run still open was abandoned (a takeover): this claim fences it off.
+    close_open_attempts(
+        conn,
+        claim.run_id,
+        "abandoned",
+        Some("lease_expired"),
+        Some(ABANDONED_ATTEMPT),
+        &now,
+    )
+    .await?;
     start_attempt(conn, claim.run_id, &claim.step, token, owner, &now).await?;
     Ok(Some(claim))
 }
@@ -269,6 +297,32 @@ async fn start_attempt(
     .bind(worker)
     .bind(now)
     .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends every attempt of the run that is still open with `outcome`: attempts that can no
+/// longer be recorded, because the run's lease moved on (a takeover) or the run ended (cancel).
+pub async fn close_open_attempts(
+    conn: &mut SqliteConnection,
+    run_id: RunId,
+    outcome: &str,
+    error_kind: Option<&str>,
+    error: Option<&str>,
+    now: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        r#"
+        update workflow_step_attempts set finished_at = $5, outcome = $2, error_kind = $3, error = $4
+        where run_id = $1 and outcome is null
+        "#,
+    )
+    .bind(run_id)
+    .bind(outcome)
+    .bind(error_kind)
+    .bind(error)
+    .bind(now)
+    .execute(conn)
     .await?;
     Ok(())
 }

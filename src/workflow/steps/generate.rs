@@ -42,7 +42,9 @@ async fn generate(
     // The generator takes part in the hash: switching generators regenerates every card.
     let hash = format!("{}:{}", deps.generator_id, flashcards::content_hash(&content));
     if last_hash.as_deref() == Some(hash.as_str()) {
-        tracing::info!("content unchanged since the last sync; nothing to generate or persist");
+        // The sync ends here, so this is its `Internal sync completed` (the line ops grep for
+        // every sync, as the seed guide says); persist logs it for the others.
+        tracing::info!(content_unchanged = true, "Internal sync completed");
         return Ok(StepOutcome::Finish { output: json!({ "skipped": "unchanged", "content_hash": hash }) });
     }
     let cards = deps.generator.generate(&content).await.map_err(classify)?;
