@@ -272,7 +272,8 @@ impl App {
                     retry_max_delay: self.config.retry_max_delay,
                 },
             );
-            tokio::spawn(sweeper::run(self.store.clone(), (self.config.step_lease / 2).max(Duration::from_millis(200)), stopped()));
+            let sweep_every = (self.config.step_lease / 2).max(Duration::from_millis(200));
+            tokio::spawn(sweeper::run(self.store.clone(), metrics.clone(), sweep_every, stopped()));
             tokio::spawn(retention::run(self.store.clone(), self.config.retention, stopped()));
             let reconciler = Reconciler {
                 store: self.store.clone(),

@@ -32,6 +32,7 @@ struct Inner {
     notion_requests: BTreeMap<String, u64>,
     rate_limit_waits: u64,
     step_jobs_redelivered: u64,
+    steps_taken_over: u64,
 }
 
 pub struct Metrics {
@@ -86,6 +87,12 @@ impl Metrics {
         self.with(|m| m.step_jobs_redelivered += 1);
     }
 
+    /// This process's lease sweeper made `n` steps runnable again whose worker had stopped
+    /// heartbeating (died, hung, or lost the database for longer than its lease).
+    pub fn steps_taken_over(&self, n: usize) {
+        self.with(|m| m.steps_taken_over += n as u64);
+    }
+
     /// The exposition text. `queue` comes from the database at scrape time (absent when the
     /// database is unreachable: the other metrics are still served).
     pub fn render(&self, queue: Option<&QueueStats>) -> String {
@@ -123,6 +130,13 @@ impl Metrics {
                 "Step jobs that failed on an unexpected database error and were enqueued again (see the error log).",
             );
             let _ = writeln!(out, "cognie_step_jobs_redelivered_total {}", m.step_jobs_redelivered);
+            header(
+                &mut out,
+                "cognie_steps_taken_over_total",
+                "counter",
+                "Steps whose worker stopped heartbeating, handed on by this process's lease sweeper.",
+            );
+            let _ = writeln!(out, "cognie_steps_taken_over_total {}", m.steps_taken_over);
         });
         if let Some(q) = queue {
             header(
@@ -204,6 +218,8 @@ mod tests {
         m.step_finished("fetch", "succeeded", 0.02);
         m.step_finished("fetch", "succeeded", 3.0);
         m.notion_request(Some(429));
+        m.steps_taken_over(2);
+        m.steps_taken_over(1);
         let text = m.render(None);
         assert!(text.contains("cognie_webhooks_total{outcome=\"accepted\",reason=\"\"} 2"), "{text}");
         assert!(text.contains("cognie_webhooks_total{outcome=\"rejected\",reason=\"signature_mismatch\"} 1"));
@@ -215,6 +231,7 @@ mod tests {
         ));
         assert!(text.contains("cognie_step_duration_seconds_count{step=\"fetch\",outcome=\"succeeded\"} 2"));
         assert!(text.contains("cognie_notion_requests_total{status=\"429\"} 1"));
+        assert!(text.contains("\ncognie_steps_taken_over_total 3\n"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"));
     }
 }

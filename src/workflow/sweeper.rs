@@ -2,12 +2,17 @@
 //! runnable again, so another worker (or the restarted process) resumes it within about one
 //! lease plus one sweep interval.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use crate::store::Store;
+use crate::{metrics::Metrics, store::Store};
 
 /// Runs until `shutdown` resolves.
-pub async fn run(store: Store, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    store: Store,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -16,6 +21,7 @@ pub async fn run(store: Store, every: Duration, shutdown: impl std::future::Futu
             _ = &mut shutdown => return,
             _ = tick.tick() => match store.redispatch_expired_leases(100).await {
                 Ok(runs) if !runs.is_empty() => {
+                    metrics.steps_taken_over(runs.len());
                     tracing::warn!(count = runs.len(), runs = ?runs, "took over steps whose worker stopped heartbeating");
                 }
                 Ok(_) => {}

@@ -240,6 +240,8 @@ async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_
     .expect("persist");
     assert_eq!(persisted, 1);
     assert!(second.log_contains("took over steps whose worker stopped heartbeating"));
+    let metrics = client.get(second.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("\ncognie_steps_taken_over_total 1\n"), "{metrics}");
 }
 }
 
