@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use crate::{
     config::{Config, GeneratorKind},
     flashcards::{Generator, OpenAiConfig, OpenAiGenerator, RulesGenerator},
-    http::{self, HttpState, oauth::NotionConnect, tls::TlsConfig},
+    http::{self, HttpState, health::OpsState, oauth::NotionConnect, tls::TlsConfig},
     metrics::Metrics,
     notion::{ApiFlavor, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig},
     ratelimit::RateLimiter,
@@ -73,6 +73,8 @@ pub struct App {
     /// The flashcard generator and the name it goes by in content hashes.
     generator: (Generator, String),
     acceptor: Option<TcpAcceptor>,
+    /// `OPS_BIND_ADDR`'s: the ops endpoints alone, over plain HTTP.
+    ops_acceptor: Option<TcpAcceptor>,
     /// Serve HTTPS on the acceptor (`TLS_CERT_PATH`, `TLS_KEY_PATH`).
     tls: Option<TlsConfig>,
     /// With SQLite: held for the life of the process, so no second process opens the file.
@@ -135,6 +137,14 @@ impl App {
             (Some(cert), Some(key)) if listener.is_some() => Some(TlsConfig::load(cert, key)?),
             _ => None,
         };
+        let ops_listener = match config.ops_bind_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on OPS_BIND_ADDR {addr}"))?,
+            ),
+            None => None,
+        };
         let definitions = Definitions::load(config.workflow_file.as_deref(), config.notion_max_retries)?;
         let notion = NotionClient::new(NotionClientConfig {
             base_url: config.notion_api_base_url.clone(),
@@ -172,6 +182,7 @@ impl App {
             }
         }
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
+        let ops_acceptor = ops_listener.map(TcpAcceptor::from_tokio).transpose()?;
         Ok(Self {
             config,
             role,
@@ -181,6 +192,7 @@ impl App {
             notion,
             generator,
             acceptor,
+            ops_acceptor,
             tls,
             _single_process: single_process.flatten(),
         })
@@ -188,8 +200,12 @@ impl App {
 
     /// The address the HTTP API listens on, if this role serves HTTP.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        let addr = self.acceptor.as_ref()?.local_addr().into_iter().next()?;
-        addr.as_socket_addr().copied()
+        socket_addr(self.acceptor.as_ref()?)
+    }
+
+    /// The address the ops endpoints alone listen on (`OPS_BIND_ADDR`), if set.
+    pub fn ops_local_addr(&self) -> Option<SocketAddr> {
+        socket_addr(self.ops_acceptor.as_ref()?)
     }
 
     pub fn store(&self) -> &Store {
@@ -235,7 +251,7 @@ impl App {
                 oauth: NotionConnect::new(&self.config, self.notion.clone(), &self.secrets.cipher),
             });
             let scheme = if self.tls.is_some() { "https" } else { "http" };
-            if let Some(addr) = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()) {
+            if let Some(addr) = socket_addr(&acceptor) {
                 tracing::info!(%addr, scheme, "HTTP API listening; Swagger UI at /docs");
             }
             let routes = http::routes(state);
@@ -251,6 +267,17 @@ impl App {
                         .run_with_graceful_shutdown(routes, stopped(), Some(timeout)),
                 ),
             }
+        });
+        let ops = self.ops_acceptor.map(|acceptor| {
+            if let Some(addr) = socket_addr(&acceptor) {
+                tracing::info!(%addr, "ops endpoints listening (/healthz, /readyz, /metrics)");
+            }
+            let state = Arc::new(OpsState { store: self.store.clone(), metrics: metrics.clone() });
+            tokio::spawn(
+                Server::new_with_acceptor(acceptor)
+                    .idle_timeout(HTTP_IDLE_TIMEOUT)
+                    .run_with_graceful_shutdown(http::ops_routes(state), stopped(), Some(timeout)),
+            )
         });
         let worker = self.role.runs_workers().then(|| {
             let deps = StepDeps {
@@ -305,10 +332,18 @@ impl App {
         if let Some(worker) = worker {
             worker.await.context("worker task")?.context("worker")?;
         }
+        if let Some(ops) = ops {
+            ops.await.context("ops HTTP server task")?.context("ops HTTP server")?;
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The socket address an acceptor listens on.
+fn socket_addr(acceptor: &TcpAcceptor) -> Option<SocketAddr> {
+    acceptor.local_addr().into_iter().next()?.as_socket_addr().copied()
 }
 
 /// SQLite serves one process: refuses the roles that split the service across processes, and

@@ -42,6 +42,9 @@ pub struct Config {
     /// How long a request waits for a database connection before it answers 503.
     pub database_acquire_timeout: Duration,
     pub bind_addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are also served, alone (no API): how a
+    /// `worker` process, which serves no API, is probed and scraped.
+    pub ops_bind_addr: Option<SocketAddr>,
     /// Holds the generated API token and encryption key of the embedded default.
     pub data_dir: PathBuf,
 
@@ -146,6 +149,7 @@ impl Config {
                 10..=60_000,
             )?),
             bind_addr: env.parse("BIND_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
+            ops_bind_addr: env.parse_opt("OPS_BIND_ADDR")?,
             data_dir: env.string("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| "./data".into()),
 
             notion_webhook_secret: env.secret("NOTION_WEBHOOK_SECRET"),
@@ -341,10 +345,19 @@ impl Env<'_> {
         T: FromStr,
         T::Err: std::fmt::Display,
     {
+        Ok(self.parse_opt(name)?.unwrap_or(default))
+    }
+
+    fn parse_opt<T>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
         match self.string(name) {
-            None => Ok(default),
+            None => Ok(None),
             Some(raw) => raw
                 .parse()
+                .map(Some)
                 .map_err(|e: T::Err| ConfigError { name, reason: format!("cannot parse `{raw}`: {e}") }),
         }
     }
@@ -394,6 +407,7 @@ mod tests {
     fn defaults_follow_the_contract() {
         let c = config(&[]).expect("defaults are valid");
         assert_eq!(c.bind_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(c.ops_bind_addr, None);
         assert_eq!(c.notion_rate_limit_per_minute, 3);
         assert_eq!(c.notion_max_retries, 3);
         assert_eq!(c.notion_version, "2025-09-03");
@@ -418,6 +432,10 @@ mod tests {
         assert_eq!(err.name, "NOTION_RATE_LIMIT_PER_MINUTE");
         let err = config(&[("BIND_ADDR", "localhost")]).unwrap_err();
         assert_eq!(err.name, "BIND_ADDR");
+        let err = config(&[("OPS_BIND_ADDR", "9100")]).unwrap_err();
+        assert_eq!(err.name, "OPS_BIND_ADDR");
+        let ops = config(&[("OPS_BIND_ADDR", "0.0.0.0:9100")]).expect("config").ops_bind_addr;
+        assert_eq!(ops.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9100"));
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(err.name, "LOG_FORMAT");
         let err = config(&[("DATABASE_URL", "mysql://x")]).unwrap_err();

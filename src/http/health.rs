@@ -8,7 +8,15 @@ use poem_openapi::{
     payload::{Json, PlainText},
 };
 
-use super::{ApiTags, HttpState, error::ErrorBody};
+use super::{ApiTags, error::ErrorBody};
+use crate::{metrics::Metrics, store::Store};
+
+/// What the health and metrics endpoints read: they are served with the API, and alone on
+/// `OPS_BIND_ADDR` (see [`super::ops_routes`]).
+pub struct OpsState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
 
 /// How long readiness waits for the database before it says "not ready".
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,7 +50,7 @@ impl HealthApi {
     /// Readiness: the database is reachable and migrations are applied. Load balancers should
     /// route webhooks only to ready instances.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
-    async fn readyz(&self, state: Data<&Arc<HttpState>>) -> ReadyResponse {
+    async fn readyz(&self, state: Data<&Arc<OpsState>>) -> ReadyResponse {
         match tokio::time::timeout(READY_TIMEOUT, state.store.is_ready()).await {
             Ok(Ok(true)) => ReadyResponse::Ready(Json(HealthStatus { status: "ok".into() })),
             Ok(Ok(false)) => ReadyResponse::NotReady(ErrorBody::new(
@@ -61,7 +69,7 @@ impl HealthApi {
     /// Notion requests by status, rate-limit waits, redelivered step jobs, runs by state, queue
     /// depth, process metrics.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self, state: Data<&Arc<HttpState>>) -> PlainText<String> {
+    async fn metrics(&self, state: Data<&Arc<OpsState>>) -> PlainText<String> {
         let queue = match tokio::time::timeout(READY_TIMEOUT, state.store.queue_stats()).await {
             Ok(Ok(stats)) => Some(stats),
             _ => None,

@@ -119,11 +119,21 @@ pub fn routes(state: Arc<HttpState>) -> impl Endpoint {
     let api = api_service();
     let spec: serde_json::Value = serde_json::from_str(&api.spec()).expect("the generated spec is JSON");
     let allowed = Arc::new(allow::AllowedMethods::from_spec(&spec));
+    let ops = Arc::new(health::OpsState { store: state.store.clone(), metrics: state.metrics.clone() });
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
         .nest("/", api)
         .data(state)
+        .data(ops)
         .catch_all_error(error::render)
         .around(move |ep, req| allow::add_allow_header(allowed.clone(), ep, req))
+}
+
+/// The ops endpoints alone (`/healthz`, `/readyz`, `/metrics`, as in the API), for
+/// `OPS_BIND_ADDR`: probes and scrapes of any process, a `worker` too, on a port that need not
+/// be reachable from outside.
+pub fn ops_routes(ops: Arc<health::OpsState>) -> impl Endpoint {
+    let api = OpenApiService::new(health::HealthApi, "cognie-sync ops", env!("CARGO_PKG_VERSION"));
+    Route::new().nest("/", api).data(ops).catch_all_error(error::render)
 }

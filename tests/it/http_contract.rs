@@ -4,6 +4,7 @@ use crate::conformance;
 use crate::support::{
     TestApp,
     app::{expect_error, expect_json},
+    fixtures,
 };
 
 conformance! {
@@ -11,6 +12,37 @@ async fn health_and_readiness_answer_when_the_database_is_up() {
     let app = TestApp::spawn().await;
     assert_eq!(expect_json(app.get("/healthz").await, 200).await["status"], "ok");
     assert_eq!(expect_json(app.get("/readyz").await, 200).await["status"], "ok");
+}
+}
+
+conformance! {
+/// `OPS_BIND_ADDR` serves the health, readiness and metrics endpoints alone: nothing of the API,
+/// its spec or Swagger UI, and the same error body for what is not there.
+async fn the_ops_address_serves_health_readiness_and_metrics_only() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("OPS_BIND_ADDR", "127.0.0.1:0".into());
+    })
+    .await;
+    let ops = app.ops_addr.expect("the ops endpoints listen");
+    assert_ne!(ops, app.addr);
+    let get = |path: &'static str| {
+        let client = app.client.clone();
+        async move { client.get(format!("http://{ops}{path}")).send().await.expect("ops request") }
+    };
+    assert_eq!(expect_json(get("/healthz").await, 200).await["status"], "ok");
+    assert_eq!(expect_json(get("/readyz").await, 200).await["status"], "ok");
+    // The same registry as the API's: a webhook answered there is counted here.
+    expect_json(app.get("/api/notion/webhook/notion/verify?challenge=x").await, 200).await;
+    let ignored = app.post_signed(&fixtures::bytes("webhook_comment_created.json")).await;
+    assert_eq!(expect_json(ignored, 200).await["status"], "ignored");
+    let metrics = get("/metrics").await;
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.expect("metrics text");
+    assert!(text.contains("cognie_webhooks_total{outcome=\"ignored\",reason=\"\"} 1"), "{text}");
+    assert!(text.contains("cognie_workflow_runs{state=\"pending\"}"), "{text}");
+    for path in ["/api/users", "/openapi.json", "/docs", "/api/notion/webhook/notion/verify?challenge=x"] {
+        expect_error(get(path).await, 404, "not_found").await;
+    }
 }
 }
 

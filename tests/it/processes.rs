@@ -86,8 +86,11 @@ async fn an_api_process_and_two_worker_processes_share_the_work_without_running_
         .expect("subscription");
 
     let api = ServiceProcess::start("api", &settings);
-    let worker_a = ServiceProcess::start("worker", &settings);
-    let worker_b = ServiceProcess::start("worker", &settings);
+    // Workers serve no API; their health and metrics are on OPS_BIND_ADDR.
+    let mut worker_settings = settings.clone();
+    worker_settings.insert("OPS_BIND_ADDR", "127.0.0.1:0".into());
+    let worker_a = ServiceProcess::start("worker", &worker_settings);
+    let worker_b = ServiceProcess::start("worker", &worker_settings);
 
     let client = reqwest::Client::new();
     let events = 40;
@@ -126,6 +129,18 @@ async fn an_api_process_and_two_worker_processes_share_the_work_without_running_
     assert!(workers.iter().all(|(w, _)| w.starts_with("cognie-sync-")), "{workers:?}");
     let claims: i64 = workers.iter().map(|(_, n)| n).sum();
     assert_eq!(claims, events, "one claim per event run: {workers:?}");
+    // Each worker's metrics count the steps it ran: together, every event run's discover_users.
+    let mut counted = 0;
+    for worker in [&worker_a, &worker_b] {
+        let healthz = client.get(worker.ops_url("/healthz")).send().await.expect("healthz");
+        assert_eq!(healthz.status(), 200);
+        let metrics = client.get(worker.ops_url("/metrics")).send().await.expect("metrics");
+        let text = metrics.text().await.expect("metrics text");
+        let series = "cognie_step_duration_seconds_count{step=\"discover_users\",outcome=\"succeeded\"} ";
+        counted +=
+            text.lines().find_map(|l| l.strip_prefix(series)).map_or(0, |n| n.parse::<i64>().expect("count"));
+    }
+    assert_eq!(counted, events, "every discover_users counted once, by the worker that ran it");
     drop((api, worker_a, worker_b));
 }
 

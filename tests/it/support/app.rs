@@ -16,6 +16,8 @@ pub const API_TOKEN: &str = "test-api-token";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where the ops endpoints alone listen, when `OPS_BIND_ADDR` is set.
+    pub ops_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     /// A pool on the test's database, for assertions.
     pub db: Db,
@@ -77,6 +79,7 @@ impl TestApp {
 
         let app = App::build(config, Role::Serve).await.expect("app starts");
         let addr = app.local_addr().expect("app listens");
+        let ops_addr = app.ops_local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -84,6 +87,7 @@ impl TestApp {
         let db = database.connect().await;
         Self {
             addr,
+            ops_addr,
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             db,
             secret,

@@ -113,6 +113,23 @@ impl ServiceProcess {
         false
     }
 
+    /// A URL on the ops endpoints' address (`OPS_BIND_ADDR`), as the process logged it.
+    pub fn ops_url(&self, path: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let logged = self.log.lock().expect("log lock").iter().find_map(|line| {
+                let parsed: serde_json::Value = serde_json::from_str(line).ok()?;
+                parsed["message"].as_str()?.starts_with("ops endpoints listening").then_some(())?;
+                parsed["addr"].as_str()?.parse::<SocketAddr>().ok()
+            });
+            if let Some(addr) = logged {
+                return format!("http://{addr}{path}");
+            }
+            assert!(std::time::Instant::now() < deadline, "the process logged no ops address");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().expect("log lock").iter().any(|l| l.contains(needle))
     }
