@@ -29,7 +29,7 @@ use crate::{
         queue::{self, WorkerSettings},
         reconcile::{self, Reconciler},
         retention,
-        steps::StepDeps,
+        steps::{self, StepDeps},
         sweeper,
     },
 };
@@ -289,6 +289,10 @@ impl App {
                 generator: self.generator.0.clone(),
                 generator_id: self.generator.1.clone(),
                 metrics: metrics.clone(),
+                fetch_budget: steps::fetch_budget(
+                    self.definitions.policy("fetch").timeout,
+                    self.config.notion_timeout,
+                ),
             };
             let engine = Engine::new(
                 deps,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     TestApp,
-    app::{API_TOKEN, expect_json},
+    app::{API_TOKEN, TempDir, expect_json},
     eventually,
     fake_notion::{FakeNotion, Fault, RecordedRequest, ids},
 };
@@ -282,6 +282,47 @@ async fn a_sync_rides_out_every_kind_of_transient_fault_in_one_fetch() {
     };
     assert_eq!(ok("/v1/pages/"), 1);
     assert_eq!(ok("/v1/blocks/"), 6, "2 pages of top-level blocks + 4 toggles' children");
+}
+
+#[tokio::test]
+async fn a_crawl_longer_than_one_attempt_checkpoints_instead_of_timing_out() {
+    // fetch may run 2 s per attempt, Notion answers in 0.4 s, and the page takes 7 requests:
+    // 2.8 s of crawling. An attempt that ran into its timeout would start over every time.
+    let dir = TempDir::new();
+    let builtin = include_str!("../../workflows/notion_sync.toml");
+    let short = builtin.replacen(
+        "timeout_seconds = 120\nattempts = \"notion\"",
+        "timeout_seconds = 2\nattempts = \"notion\"",
+        1,
+    );
+    assert_ne!(short, builtin, "the fetch step's policy is where the test expects it");
+    let file = format!("{}/workflow.toml", dir.path());
+    std::fs::write(&file, short).expect("workflow file");
+    let env = setup(|s| {
+        s.insert("WORKFLOW_FILE", file.clone());
+        s.insert("NOTION_TIMEOUT_SECONDS", "1".into());
+        s.insert("NOTION_MAX_RETRIES", "1".into());
+    })
+    .await;
+    env.notion.inject_always("/v1/", Fault::Delay(Duration::from_millis(400)));
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(env.live_cards().await, 4);
+    let outcomes: Vec<Option<String>> = on_db!(env.app.db, |db| sqlx::query_scalar(
+        "select outcome from workflow_step_attempts where step = 'fetch' order by started_at",
+    )
+    .fetch_all(db)
+    .await)
+    .expect("attempts");
+    let last = outcomes.len() - 1;
+    assert!(outcomes.len() >= 3, "the crawl went on over several attempts: {outcomes:?}");
+    assert!(outcomes[..last].iter().all(|o| o.as_deref() == Some("waiting")), "{outcomes:?}");
+    assert_eq!(outcomes[last].as_deref(), Some("succeeded"));
+    // Each request was made once: every attempt went on where the previous one stopped.
+    assert_eq!(env.notion.count("/v1/pages/"), 1);
+    assert_eq!(env.notion.count("/v1/blocks/"), 6);
 }
 
 #[tokio::test]

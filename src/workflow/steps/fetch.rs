@@ -3,7 +3,9 @@
 //!
 //! The crawl is resumable: when the limiter says "not before T", or a request fails in a way
 //! worth retrying, the crawl's progress is saved with the step and the step is rescheduled,
-//! holding no worker. Waiting for a slot spends no attempt; a failure does.
+//! holding no worker. Waiting for a slot spends no attempt; a failure does. A crawl that runs
+//! longer than its budget (see [`super::fetch_budget`]) checkpoints the same way and goes on
+//! at once in a new attempt, so a long crawl never runs into the step's timeout.
 
 use std::time::Instant;
 
@@ -53,8 +55,19 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         .map_err(|e| StepError::fatal("notion_token_undecryptable", e.to_string()))?;
     let token = secrecy::ExposeSecret::expose_secret(&token);
 
-    let mut slots = Some((first, Instant::now()));
+    let started = Instant::now();
+    let applied_before = crawl.requests_applied();
+    let mut slots = Some((first, started));
     while let Some(request) = crawl.next_request() {
+        // Each attempt makes at least one request, so even a tiny budget makes progress.
+        if started.elapsed() >= deps.fetch_budget && crawl.requests_applied() > applied_before {
+            // Checkpoint: the next attempt goes on from here at once, spending no attempt.
+            tracing::debug!(
+                requests = crawl.requests_applied(),
+                "fetch checkpoint: the crawl goes on in the next attempt"
+            );
+            return Ok(StepOutcome::Wait { until: chrono::Utc::now(), progress: Some(progress(&crawl)) });
+        }
         let (grant, granted_at) = match slots.take() {
             Some((grant, at)) if at.elapsed() < SPARE_SLOT_MAX_AGE => (grant, at),
             _ => (deps.limiter.acquire(user, slots_wanted(&crawl)).await?, Instant::now()),
