@@ -5,7 +5,8 @@
 //! Every `RECONCILE_INTERVAL_SECONDS`, one worker process at a time (an advisory lock) sweeps
 //! the subscriptions that are due (see `Store::due_subscriptions`), longest unchecked first.
 //! For each, with the user's token and one rate-limiter slot per request (a user with no free
-//! slot is skipped until the next sweep):
+//! slot is skipped until the next sweep; a subscription whose check ran out of slots midway
+//! goes to the back of the line, so it cannot keep the user's others from being checked):
 //! - a page: `GET /v1/pages/{id}`; edited since the last successful sync read it → sync it;
 //! - a database: query each data source for rows edited since the last full sync of the
 //!   database read it; rows not read since by a sync of their own are synced one by one (as
@@ -83,17 +84,25 @@ pub async fn run(reconciler: Reconciler, shutdown: impl Future<Output = ()>) {
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tick.tick() => match reconciler.sweep().await {
-                Ok(Some(report)) if report != SweepReport::default() => tracing::info!(
-                    checked = report.checked,
-                    started = report.started,
-                    rate_limited_users = report.rate_limited_users,
-                    failed = report.failed,
-                    "reconciliation started {} syncs", report.started
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reconciliation sweep failed; will retry"),
-            },
+            _ = tick.tick() => {
+                // A sweep can take long (a Notion request per subscription): shutdown does
+                // not wait for it; what it checked so far is recorded.
+                let result = tokio::select! {
+                    _ = &mut shutdown => return,
+                    result = reconciler.sweep() => result,
+                };
+                match result {
+                    Ok(Some(report)) if report != SweepReport::default() => tracing::info!(
+                        checked = report.checked,
+                        started = report.started,
+                        rate_limited_users = report.rate_limited_users,
+                        failed = report.failed,
+                        "reconciliation started {} syncs", report.started
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reconciliation sweep failed; will retry"),
+                }
+            }
         }
     }
 }
@@ -104,8 +113,8 @@ enum Verdict {
     UpToDate,
     /// Start these syncs.
     Sync(Vec<SyncTarget>),
-    /// No rate-limit slot for this user now.
-    RateLimited,
+    /// No rate-limit slot for this user now. `partly`: the check had made requests already.
+    RateLimited { partly: bool },
     /// Could not be checked (logged).
     Failed,
 }
@@ -150,9 +159,20 @@ impl Reconciler {
                 }
                 let verdict = self.check(&subscription).await?;
                 let targets = match verdict {
-                    Verdict::RateLimited => {
+                    Verdict::RateLimited { partly } => {
                         skipped.push(subscription.user_id);
                         report.rate_limited_users += 1;
+                        if partly {
+                            // Left first in line, it would take the user's slots at every sweep
+                            // for the same requests and never let their other subscriptions be
+                            // checked: it goes to the back, unchecked.
+                            tracing::warn!(
+                                user_id = %subscription.user_id,
+                                notion_id = %subscription.notion_id,
+                                "reconciliation ran out of the user's rate-limit slots in the middle of a check; it is checked again after the user's other subscriptions (a database with more data sources than NOTION_RATE_LIMIT_PER_MINUTE can never be checked whole)"
+                            );
+                            self.store.finish_reconcile(subscription.id, &[], self.debounce).await?;
+                        }
                         continue;
                     }
                     Verdict::UpToDate => Vec::new(),
@@ -188,6 +208,8 @@ impl Reconciler {
             }
         };
         let token = secrecy::ExposeSecret::expose_secret(&token);
+        // The Notion requests of this check that were answered.
+        let mut made = 0u32;
         let read = self.store.last_read_at(user, std::slice::from_ref(&subscription.notion_id)).await?;
         let Some(&read_at) = read.get(&subscription.notion_id) else {
             // Never read by a successful sync (or its runs were pruned): sync it.
@@ -198,18 +220,25 @@ impl Reconciler {
             )]));
         };
         let verdict = if subscription.kind == "database" {
-            self.check_database(subscription, token, read_at).await?
+            self.check_database(subscription, token, read_at, &mut made).await?
         } else {
-            match self.call(user, || self.notion.retrieve_page(token, &subscription.notion_id)).await? {
+            match self
+                .call(user, &mut made, || self.notion.retrieve_page(token, &subscription.notion_id))
+                .await?
+            {
                 Call::Done(page) if edited_since(&page, read_at) => {
                     Verdict::Sync(vec![target(subscription, &subscription.notion_id, "page")])
                 }
                 Call::Done(_) => Verdict::UpToDate,
-                Call::RateLimited => Verdict::RateLimited,
+                Call::RateLimited => Verdict::RateLimited { partly: false },
                 Call::Failed(e) => failed(subscription, &e),
             }
         };
-        Ok(verdict)
+        Ok(match verdict {
+            // Refused after some of its requests were answered.
+            Verdict::RateLimited { .. } => Verdict::RateLimited { partly: made > 0 },
+            verdict => verdict,
+        })
     }
 
     async fn check_database(
@@ -217,6 +246,7 @@ impl Reconciler {
         subscription: &DueSubscription,
         token: &str,
         read_at: DateTime<Utc>,
+        made: &mut u32,
     ) -> StoreResult<Verdict> {
         let user = subscription.user_id;
         let database_id = subscription.notion_id.as_str();
@@ -231,20 +261,22 @@ impl Reconciler {
         let mut pages: Vec<ListPage> = Vec::new();
         if self.flavor == ApiFlavor::LegacyDatabase {
             let query = || self.notion.query_database_legacy(token, database_id, None, Some(filter.clone()));
-            match self.call(user, query).await? {
+            match self.call(user, made, query).await? {
                 Call::Done(page) => pages.push(page),
-                Call::RateLimited => return Ok(Verdict::RateLimited),
+                Call::RateLimited => return Ok(Verdict::RateLimited { partly: false }),
                 Call::Failed(e) => return Ok(failed(subscription, &e)),
             }
         } else {
             let mut sources = subscription.data_source_ids.clone();
             if sources.is_empty() {
-                let database =
-                    match self.call(user, || self.notion.retrieve_database(token, database_id)).await? {
-                        Call::Done(database) => database,
-                        Call::RateLimited => return Ok(Verdict::RateLimited),
-                        Call::Failed(e) => return Ok(failed(subscription, &e)),
-                    };
+                let database = match self
+                    .call(user, made, || self.notion.retrieve_database(token, database_id))
+                    .await?
+                {
+                    Call::Done(database) => database,
+                    Call::RateLimited => return Ok(Verdict::RateLimited { partly: false }),
+                    Call::Failed(e) => return Ok(failed(subscription, &e)),
+                };
                 if edited_since(&database, read_at) {
                     return Ok(whole());
                 }
@@ -252,14 +284,15 @@ impl Reconciler {
             }
             for source in &sources {
                 let query = || self.notion.query_data_source(token, source, None, Some(filter.clone()));
-                match self.call(user, query).await? {
+                match self.call(user, made, query).await? {
                     Call::Done(page) => pages.push(page),
-                    Call::RateLimited => return Ok(Verdict::RateLimited),
+                    Call::RateLimited => return Ok(Verdict::RateLimited { partly: false }),
                     Call::Failed(e) => return Ok(failed(subscription, &e)),
                 }
             }
         }
 
+        // More edited rows than one page of results: the whole database.
         if pages.iter().any(|p| p.has_more) {
             return Ok(whole());
         }
@@ -270,13 +303,11 @@ impl Reconciler {
             .filter(|row| edited_since(row, read_at))
             .filter_map(|row| Some((NotionId::parse(row.get("id")?.as_str()?).ok()?.to_string(), row)))
             .collect();
-        if edited.len() > MAX_ROW_SYNCS {
-            return Ok(whole());
-        }
         if edited.is_empty() {
             return Ok(Verdict::UpToDate);
         }
-        // A row synced on its own since its edit (its webhook arrived) needs nothing.
+        // A row synced on its own since its edit (its webhook arrived) needs nothing; only the
+        // rest count towards syncing the whole database instead.
         let ids: Vec<String> = edited.iter().map(|(id, _)| id.clone()).collect();
         let rows_read = self.store.last_read_at(user, &ids).await?;
         let targets: Vec<SyncTarget> = edited
@@ -284,12 +315,16 @@ impl Reconciler {
             .filter(|(id, row)| rows_read.get(id).is_none_or(|at| edited_since(row, *at)))
             .map(|(id, _)| target(subscription, id, "page"))
             .collect();
-        Ok(if targets.is_empty() { Verdict::UpToDate } else { Verdict::Sync(targets) })
+        Ok(match targets.len() {
+            0 => Verdict::UpToDate,
+            n if n > MAX_ROW_SYNCS => whole(),
+            _ => Verdict::Sync(targets),
+        })
     }
 
-    /// One Notion request, after taking a slot from the user's rate limiter. A 429 blocks the
-    /// limiter for `Retry-After`, as it does for the fetch step.
-    async fn call<T, F, Fut>(&self, user: UserId, request: F) -> StoreResult<Call<T>>
+    /// One Notion request, after taking a slot from the user's rate limiter (`made` counts the
+    /// ones answered). A 429 or 529 blocks the limiter for `Retry-After`, as it does for the fetch step.
+    async fn call<T, F, Fut>(&self, user: UserId, made: &mut u32, request: F) -> StoreResult<Call<T>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, NotionError>>,
@@ -303,8 +338,11 @@ impl Reconciler {
             Err(e) => e.status(),
         });
         match answer {
-            Ok(value) => Ok(Call::Done(value)),
-            Err(e) if e.status() == Some(429) => {
+            Ok(value) => {
+                *made += 1;
+                Ok(Call::Done(value))
+            }
+            Err(e) if matches!(e.status(), Some(429 | 529)) => {
                 self.limiter.block(user, e.retry_after().unwrap_or(Duration::from_secs(1))).await?;
                 Ok(Call::RateLimited)
             }

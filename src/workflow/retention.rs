@@ -36,7 +36,13 @@ pub async fn run(store: Store, retention: Duration, shutdown: impl std::future::
                 Err(e) => tracing::warn!(error = %e, "pruning job rows failed; will retry"),
             },
             _ = history.tick() => {
-                match store.prune_history(retention).await {
+                // Long on a big history: shutdown does not wait for it (what it deleted so far
+                // is committed batch by batch or not at all).
+                let pruned = tokio::select! {
+                    _ = &mut shutdown => return,
+                    pruned = store.prune_history(retention) => pruned,
+                };
+                match pruned {
                     Ok(p) if p.runs + p.events > 0 => {
                         tracing::info!(runs = p.runs, events = p.events, "pruned history older than RETENTION_DAYS")
                     }

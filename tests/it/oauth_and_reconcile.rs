@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::support::{
     TestApp,
     app::{API_TOKEN, TempDir, base_settings, expect_error, expect_json},
-    db::{Backend, TestDb},
+    db::{Backend, Db, TestDb},
     eventually,
     fake_notion::{FakeNotion, Fault, ids},
     fixtures,
@@ -359,6 +359,67 @@ impl SyncEnv {
         .expect("age runs");
     }
 
+    /// A subscription whose content a successful sync read a moment ago, written directly (the
+    /// run goes in first, so no sweep ever sees a subscription that was never synced).
+    async fn subscribed_and_synced(&self, user: uuid::Uuid, notion_id: &str, kind: &str) {
+        self.synced_run(user, notion_id, kind).await;
+        self.app.insert_subscription(user, notion_id, kind).await;
+    }
+
+    /// A successful sync of the content that read it a moment ago.
+    async fn synced_run(&self, user: uuid::Uuid, notion_id: &str, kind: &str) {
+        let run = uuid::Uuid::now_v7();
+        let now = self.app.db.now_sql();
+        let sql = format!(
+            "insert into workflow_runs (id, workflow, state, user_id, notion_id, notion_kind, trigger,
+                 debounce_started_at, debounce_until, finished_at)
+             values ($1, 'notion_sync', 'succeeded', $2, $3, $4, 'subscription', {now}, {now}, {now})"
+        );
+        on_db!(self.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(run)
+            .bind(user)
+            .bind(notion_id)
+            .bind(kind)
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
+        .expect("seed run");
+        on_db!(self.app.db, |db| sqlx::query(
+            "insert into workflow_steps (run_id, name, state, attempts) values ($1, 'fetch', 'succeeded', 1)",
+        )
+        .bind(run)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+        .expect("seed step");
+    }
+
+    /// Like [`Self::subscribed_and_synced`], for a database whose data sources (as its last
+    /// sync recorded them) are `sources`: in the subscription's first write, so that no sweep
+    /// sees it without them.
+    async fn database_subscribed_and_synced(&self, user: uuid::Uuid, database: &str, sources: &[&str]) {
+        let sources = serde_json::to_string(sources).expect("json");
+        let insert = match &self.app.db {
+            Db::Pg(_) => {
+                "insert into subscriptions (id, user_id, notion_id, kind, data_source_ids)
+                 select $1, $2, $3, 'database', array(select jsonb_array_elements_text($4::jsonb))"
+            }
+            Db::Sqlite(_) => {
+                "insert into subscriptions (id, user_id, notion_id, kind, data_source_ids) values ($1, $2, $3, 'database', $4)"
+            }
+        };
+        self.synced_run(user, database, "database").await;
+        on_db!(self.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(uuid::Uuid::now_v7())
+            .bind(user)
+            .bind(database)
+            .bind(&sources)
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
+        .expect("insert subscription");
+    }
+
     /// (notion_id, kind, state) of the syncs reconciliation started.
     async fn reconcile_runs(&self) -> Vec<(String, String, String)> {
         on_db!(self.app.db, |db| sqlx::query_as(
@@ -505,34 +566,10 @@ async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
     let env = sync_env(2).await;
     let old = "2026-06-01T09:30:00.000Z";
     let user = uuid::Uuid::parse_str(&env.user).expect("uuid");
-    // Three subscriptions, each synced a moment ago (so reconciliation asks Notion about each;
-    // the run goes in first, so no sweep ever sees a subscription that was never synced).
+    // Three subscriptions, each synced a moment ago (so reconciliation asks Notion about each).
     for n in 1..=3 {
         let id = serve_page(&env.notion, n, &format!("Page {n}"), old, &["Q"]);
-        let run = uuid::Uuid::now_v7();
-        let now = env.app.db.now_sql();
-        let sql = format!(
-            "insert into workflow_runs (id, workflow, state, user_id, notion_id, notion_kind, trigger,
-                 debounce_started_at, debounce_until, finished_at)
-             values ($1, 'notion_sync', 'succeeded', $2, $3, 'page', 'subscription', {now}, {now}, {now})"
-        );
-        on_db!(env.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-        .bind(run)
-        .bind(user)
-        .bind(&id)
-        .execute(db)
-        .await
-        .map(|done| done.rows_affected()))
-        .expect("seed run");
-        on_db!(env.app.db, |db| sqlx::query(
-            "insert into workflow_steps (run_id, name, state, attempts) values ($1, 'fetch', 'succeeded', 1)",
-        )
-        .bind(run)
-        .execute(db)
-        .await
-        .map(|done| done.rows_affected()))
-        .expect("seed step");
-        env.app.insert_subscription(user, &id, "page").await;
+        env.subscribed_and_synced(user, &id, "page").await;
     }
 
     eventually("two subscriptions checked", Duration::from_secs(10), || async {
@@ -545,6 +582,43 @@ async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
     assert_eq!(env.notion.requests_for_token(TOKEN).len(), 2, "{:?}", env.notion.requests());
     assert_eq!(env.app.count("select count(*) from subscriptions where reconciled_at is not null").await, 2);
     assert!(env.reconcile_runs().await.is_empty(), "nothing changed");
+}
+}
+
+conformance! {
+/// A check that runs out of the user's slots midway (here a database whose check queries three
+/// data sources, with a limit of two a minute) goes to the back of the line, so it cannot take
+/// the user's slots at every sweep and keep their other subscriptions from being checked.
+async fn a_check_that_runs_out_of_slots_midway_does_not_starve_the_users_other_subscriptions() {
+    let env = sync_env(2).await;
+    env.notion.load_fixture_database();
+    let user = uuid::Uuid::parse_str(&env.user).expect("uuid");
+    let source = ids::DATA_SOURCE;
+    env.database_subscribed_and_synced(user, ids::DATABASE, &[source, source, source]).await;
+    let page = serve_page(&env.notion, 1, "Page 1", "2026-06-01T09:30:00.000Z", &["Q"]);
+    env.subscribed_and_synced(user, &page, "page").await;
+
+    eventually("the database's check to run out of slots", Duration::from_secs(10), || async {
+        let deferred =
+            "select count(*) from subscriptions where kind = 'database' and reconciled_at is not null";
+        (env.app.count(deferred).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(env.notion.requests_for_token(TOKEN).len(), 2, "the two requests the limit allowed");
+    // A minute later the user's window has rolled (here: its grants are forgotten). The page
+    // comes first now; before, the database came first again and took the slots again.
+    let forget = match &env.app.db {
+        Db::Pg(_) => "delete from notion_rate_limits",
+        Db::Sqlite(_) => "delete from notion_rate_grants",
+    };
+    on_db!(env.app.db, |db| sqlx::query(forget).execute(db).await.map(|done| done.rows_affected()))
+        .expect("forget grants");
+    eventually("the page to be checked", Duration::from_secs(10), || async {
+        let checked = "select count(*) from subscriptions where kind = 'page' and reconciled_at is not null";
+        (env.app.count(checked).await == 1).then_some(())
+    })
+    .await;
+    assert!(env.notion.requests_for_token(TOKEN).iter().any(|r| r.path.starts_with("/v1/pages/")));
 }
 }
 

@@ -19,9 +19,11 @@ impl SqliteStore {
         window: Duration,
         count: u32,
     ) -> StoreResult<Grant> {
-        let now = Utc::now();
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
         let mut tx = self.begin_write().await?;
+        // Read once the write lock is held: a grant stamped while waiting for it would be
+        // counted from before it was made, and its slot would free early.
+        let now = Utc::now();
         sqlx::query(r#"delete from notion_rate_grants where user_id = $1 and granted_at <= $2"#)
             .bind(user)
             .bind(ts(now - window))
