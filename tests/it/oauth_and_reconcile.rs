@@ -586,6 +586,51 @@ async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
 }
 
 conformance! {
+/// More than 20 rows of a database edited since its last full sync, each already synced by its
+/// own webhook: nothing to do. Only rows not read since count towards syncing the whole
+/// database instead.
+async fn rows_synced_by_their_own_webhooks_do_not_make_reconciliation_sync_the_whole_database() {
+    let env = sync_env(1000).await;
+    env.notion.load_fixture_database();
+    let rows: Value = serde_json::from_slice(&fixtures::bytes("data_source_query.json")).expect("fixture");
+    let edited = notion_time(Utc::now() - chrono::Duration::minutes(3));
+    let user = uuid::Uuid::parse_str(&env.user).expect("uuid");
+    let mut added = Vec::new();
+    for n in 0..25u32 {
+        let mut row = rows["results"][0].clone();
+        let id = format!("{n:08x}-0000-4000-8000-00000000a11a");
+        row["id"] = json!(id);
+        row["last_edited_time"] = json!(edited);
+        added.push(row);
+        // Each row's webhook came, and its sync read it after the edit.
+        env.synced_run(user, &id, "page").await;
+    }
+    env.notion.add_data_source_rows(ids::DATA_SOURCE, added);
+    // The database's last full sync read it ten minutes ago, before the rows' edits.
+    env.database_subscribed_and_synced(user, ids::DATABASE, &[ids::DATA_SOURCE]).await;
+    let age = format!(
+        "update workflow_runs set created_at = {}, debounce_until = {} where notion_id = $1",
+        env.app.db.shifted_sql("created_at", -10),
+        env.app.db.shifted_sql("debounce_until", -10)
+    );
+    on_db!(env.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(age.clone()))
+        .bind(ids::DATABASE)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("age the database's sync");
+
+    eventually("the database to be checked", Duration::from_secs(10), || async {
+        let checked = "select count(*) from subscriptions where kind = 'database' and reconciled_at is not null";
+        (env.app.count(checked).await == 1).then_some(())
+    })
+    .await;
+    assert!(env.notion.requests().iter().any(|r| r.path.ends_with("/query")), "the data source was queried");
+    assert!(env.reconcile_runs().await.is_empty(), "{:?}", env.reconcile_runs().await);
+}
+}
+
+conformance! {
 /// A check that runs out of the user's slots midway (here a database whose check queries three
 /// data sources, with a limit of two a minute) goes to the back of the line, so it cannot take
 /// the user's slots at every sweep and keep their other subscriptions from being checked.
