@@ -586,6 +586,27 @@ async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
 }
 
 conformance! {
+/// Notion overloaded (529) answering reconciliation blocks the user's limiter for its
+/// `Retry-After`, as a 429 does and as `fetch` does, and the subscription is not counted as
+/// checked: it is first in line once the wait is over.
+async fn an_overloaded_notion_blocks_the_users_limiter_during_reconciliation() {
+    let env = sync_env(1000).await;
+    let user = uuid::Uuid::parse_str(&env.user).expect("uuid");
+    let page = serve_page(&env.notion, 1, "Page 1", "2026-06-01T09:30:00.000Z", &["Q"]);
+    env.notion.inject("/v1/pages/", Fault::StatusRetryAfter { status: 529, retry_after_secs: 120 });
+    env.subscribed_and_synced(user, &page, "page").await;
+
+    eventually("the user's limiter to be blocked", Duration::from_secs(10), || async {
+        let blocked = "select count(*) from notion_rate_limits where blocked_until is not null";
+        (env.app.count(blocked).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(env.notion.requests_for_token(TOKEN).len(), 1, "one request, answered 529");
+    assert_eq!(env.app.count("select count(*) from subscriptions where reconciled_at is not null").await, 0);
+}
+}
+
+conformance! {
 /// More than 20 rows of a database edited since its last full sync, each already synced by its
 /// own webhook: nothing to do. Only rows not read since count towards syncing the whole
 /// database instead.
