@@ -208,7 +208,9 @@ pub enum RunActionResponse {
     Unauthorized(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// The run's state does not allow it.
+    /// `invalid_state`: the run's state does not allow it; `sync_already_pending`: retrying
+    /// would put a second sync of the same content into debounce; `superseded`: a sync of the
+    /// same content started after this one (it reads the content as it is now; retry that one).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     #[oai(status = 500)]
@@ -418,6 +420,9 @@ fn action_response(id: Uuid, result: Result<(), ActionError>, done: &str) -> Run
         }
         Err(e @ ActionError::SyncAlreadyDebouncing) => {
             RunActionResponse::Conflict(ErrorBody::new("sync_already_pending", e.to_string()))
+        }
+        Err(e @ ActionError::Superseded(_)) => {
+            RunActionResponse::Conflict(ErrorBody::new("superseded", e.to_string()))
         }
         Err(ActionError::Store(e)) => store_failure!(RunActionResponse, e),
     }

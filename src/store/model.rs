@@ -406,6 +406,13 @@ pub enum ActionError {
     /// Retrying would put a second sync of the same content into debounce.
     #[error("another sync of the same content is already collecting events")]
     SyncAlreadyDebouncing,
+    /// A sync of the same content started after this one: it reads the content as it is now,
+    /// while this one would resume with what it read before (and could write older cards over
+    /// newer ones).
+    #[error(
+        "sync {0} of the same content started after this one; it reads the content as it is now (retry that one if it failed)"
+    )]
+    Superseded(RunId),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

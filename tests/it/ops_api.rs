@@ -188,6 +188,44 @@ async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
 }
 
 conformance! {
+/// A failed sync is not retried once a newer sync of the same content exists: it would resume
+/// with what it read before and could write older cards over the newer ones. The newer one is
+/// the one to retry.
+async fn a_failed_sync_superseded_by_a_newer_one_is_not_retried() {
+    let app = TestApp::spawn().await;
+    let user = app.insert_user("s@example.com").await;
+    let now = app.db.now_sql();
+    let earlier = app.db.shifted_sql(now, -10);
+    let insert = |created: &str| {
+        format!(
+            "insert into workflow_runs (id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger,
+                 error_kind, last_error, created_at, finished_at)
+             values ($1, 'notion_sync', 'failed', 'persist', $2, $3, 'page', 'webhook', 'x', 'boom', {created}, {now})"
+        )
+    };
+    let (old, new) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (id, sql) in [(old, insert(&earlier)), (new, insert(now))] {
+        on_db!(app.db, |db| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(id)
+            .bind(user)
+            .bind(PAGE)
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
+        .expect("seed run");
+    }
+
+    let refused = expect_error(post(&app, &format!("/api/workflows/{old}/retry"), json!({})).await, 409, "superseded").await;
+    assert!(refused["message"].as_str().unwrap_or("").contains(&new.to_string()), "{refused}");
+    let bulk = expect_json(post(&app, "/api/workflows/retry-failed", json!({})).await, 200).await;
+    assert_eq!(bulk["matched"], 2, "{bulk}");
+    assert_eq!(bulk["run_ids"], json!([new.to_string()]), "only the newer one: {bulk}");
+    let old_run = expect_json(app.get_authorized(&format!("/api/workflows/{old}")).await, 200).await;
+    assert_eq!(old_run["state"], "failed");
+}
+}
+
+conformance! {
 async fn failed_runs_are_retried_in_bulk_with_filters_and_dry_run() {
     let app = TestApp::spawn().await;
     let a = insert_failed_event_run(&app, 1).await;

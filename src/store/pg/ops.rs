@@ -328,7 +328,28 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, f: &RunFilter) {
     }
 }
 
+/// The first sync of the same content started after `id`, if `id` is a sync that a retry would
+/// resume (see [`ActionError::Superseded`]).
+async fn superseded_by(conn: &mut PgConnection, id: RunId) -> StoreResult<Option<RunId>> {
+    Ok(sqlx::query_scalar(
+        r#"
+        select n.id from workflow_runs r
+        join workflow_runs n on n.workflow = 'notion_sync' and n.user_id = r.user_id
+                            and n.notion_id = r.notion_id and n.created_at > r.created_at
+        where r.id = $1 and r.workflow = 'notion_sync' and r.state in ('failed', 'cancelled')
+        order by n.created_at
+        limit 1
+        "#,
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 async fn retry_in(conn: &mut PgConnection, id: RunId, actor: &str) -> Result<(), ActionError> {
+    if let Some(newer) = superseded_by(conn, id).await? {
+        return Err(ActionError::Superseded(newer));
+    }
     let row = sqlx::query(
         r#"
         update workflow_runs
