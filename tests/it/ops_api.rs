@@ -364,3 +364,38 @@ async fn a_manual_sync_skips_debounce() {
     expect_error(post(&app, "/api/notion/sync", bad).await, 400, "invalid_notion_id").await;
 }
 }
+
+conformance! {
+/// A manual sync that joins a webhook's sync waiting in debounce makes it run now, and makes it
+/// a manual sync: an event that joins it before a worker takes it does not defer it again.
+async fn a_manual_sync_joining_a_debouncing_sync_runs_it_now_for_good() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "60".into());
+        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "120".into());
+    })
+    .await;
+    let user = app.insert_user("j@example.com").await;
+    app.insert_subscription(user, PAGE, "page").await;
+    expect_json(app.post_signed(&event(1)).await, 200).await;
+    let waiting: uuid::Uuid = eventually("a sync waiting in debounce", Duration::from_secs(10), || async {
+        on_db!(app.db, |db| sqlx::query_scalar(
+            "select id from workflow_runs where workflow = 'notion_sync' and state = 'waiting'",
+        )
+        .fetch_optional(db)
+        .await)
+        .expect("query")
+    })
+    .await;
+
+    let accepted =
+        expect_json(post(&app, "/api/notion/sync", json!({"user_id": user, "notion_id": PAGE})).await, 202)
+            .await;
+    assert_eq!(accepted["run_id"], json!(waiting.to_string()), "the manual sync joined the waiting one");
+    let detail = eventually("the joined sync to leave debounce", Duration::from_secs(10), || async {
+        let d = expect_json(app.get_authorized(&format!("/api/workflows/{waiting}")).await, 200).await;
+        (d["current_step"] != "debounce").then_some(d)
+    })
+    .await;
+    assert_eq!(detail["trigger"], "manual", "{detail}");
+}
+}

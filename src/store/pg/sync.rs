@@ -139,6 +139,10 @@ pub async fn start_or_join(
                     else least(now() + make_interval(secs => $7),
                                workflow_runs.debounce_started_at + make_interval(secs => $8))
                 end,
+                -- A manual or subscription sync that joins makes the run its own: later
+                -- events join it without deferring it again.
+                trigger = case when excluded.trigger in ('manual', 'subscription')
+                    then excluded.trigger else workflow_runs.trigger end,
                 state = 'waiting',
                 dispatch_seq = workflow_runs.dispatch_seq + 1,
                 updated_at = now()

@@ -124,11 +124,14 @@ pub async fn start_or_join(
         } else {
             quiet_until.min(started + max_wait)
         };
+        // A manual or subscription sync that joins makes the run its own: later events join it
+        // without deferring it again.
+        let run_trigger = if trigger.debounced() { run_trigger.as_str() } else { trigger.as_str() };
         let (seq, attempt): (i64, i32) = sqlx::query_as(
             r#"
             update workflow_runs
             set debounce_until = $2, next_run_at = $2, state = 'waiting', dispatch_seq = dispatch_seq + 1,
-                updated_at = $3
+                updated_at = $3, trigger = $4
             where id = $1
             returning dispatch_seq, attempt
             "#,
@@ -136,6 +139,7 @@ pub async fn start_or_join(
         .bind(run_id)
         .bind(ts(deadline))
         .bind(ts(now))
+        .bind(run_trigger)
         .fetch_one(&mut *conn)
         .await?;
         link_event(conn, run_id, event_id).await?;
