@@ -514,6 +514,8 @@ pub struct PersistCounts {
     pub created: u64,
     pub updated: u64,
     pub retired: u64,
+    /// Cards already as this sync found them, or last written by a sync that started reading
+    /// after this one (left as it wrote them: it read newer text).
     pub unchanged: u64,
 }
 

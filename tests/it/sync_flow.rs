@@ -152,6 +152,25 @@ impl Env {
         list["items"].as_array().expect("items").clone()
     }
 
+    /// The fixture page, edited: the Krebs toggle's question reworded, the equation toggle
+    /// deleted, and a new toggle `new_toggle` ("What does NADH carry?", answered by the
+    /// paragraph `answer`: "Electrons.") added at the end.
+    fn serve_edited_page(&self, new_toggle: &str, answer: &str) {
+        let blocks: Vec<Value> = fixture_blocks()
+            .into_iter()
+            .filter(|b| b["id"] != ids::T_EQ)
+            .map(|mut b| {
+                if b["id"] == ids::T_KREBS {
+                    b["toggle"]["rich_text"] = rich_text("Where exactly does the Krebs cycle run?");
+                }
+                b
+            })
+            .chain([toggle(new_toggle, "What does NADH carry?")])
+            .collect();
+        self.notion.set_children(ids::PAGE, blocks);
+        self.notion.set_children(new_toggle, vec![paragraph(answer, "Electrons.")]);
+    }
+
     /// Sends a signed `page.content_updated` for the fixture page.
     async fn page_edited(&self) {
         let body = json!({
@@ -313,22 +332,8 @@ async fn edits_update_cards_in_place_deletions_retire_them_and_new_toggles_add_c
         .map(|c| (c["source_block_id"].as_str().expect("id").to_owned(), c))
         .collect();
 
-    // Edit the Krebs toggle's question, delete the equation toggle, add a new toggle.
     let new_toggle = "1f3c8a2e-4b7d-8999-9999-000000000001";
-    let blocks: Vec<Value> = fixture_blocks()
-        .into_iter()
-        .filter(|b| b["id"] != ids::T_EQ)
-        .map(|mut b| {
-            if b["id"] == ids::T_KREBS {
-                b["toggle"]["rich_text"] = rich_text("Where exactly does the Krebs cycle run?");
-            }
-            b
-        })
-        .chain([toggle(new_toggle, "What does NADH carry?")])
-        .collect();
-    env.notion.set_children(ids::PAGE, blocks);
-    env.notion
-        .set_children(new_toggle, vec![paragraph("1f3c8a2e-4b7d-8999-9999-000000000002", "Electrons.")]);
+    env.serve_edited_page(new_toggle, "1f3c8a2e-4b7d-8999-9999-000000000002");
     env.page_edited().await;
     env.syncs_settled(2).await;
 
@@ -697,6 +702,47 @@ async fn a_failing_persist_after_generate_from_the_queue_is_recorded_and_retried
     assert_eq!(persist.first().map(String::as_str), Some("retrying"), "{persist:?}");
     assert_eq!(persist.last().map(String::as_str), Some("succeeded"), "{persist:?}");
     assert_eq!(env.cards().await.len(), 4);
+}
+}
+
+conformance! {
+/// A sync that persists after a sync that started reading later leaves the cards the later one
+/// wrote: it read older text. (Syncs of one content run one after another, but a database's
+/// sync and a sync of one of its rows may overlap, and a run taken over persists late.) Here
+/// the first sync of the page is taken back to persist with what it read, after an edit's sync
+/// rewrote one card, added one and retired one.
+async fn a_late_persist_does_not_write_older_cards_over_a_later_syncs() {
+    let env = setup(|s| {
+        s.insert("DEBOUNCE_SECONDS", "0".into());
+        s.insert("STEP_LEASE_SECONDS", "1".into());
+    })
+    .await;
+    let first = env.subscribe(ids::PAGE, "page").await;
+    assert_eq!(env.finished(&first).await["state"], "succeeded");
+    env.serve_edited_page("1f3c8a2e-4b7d-8999-9999-000000000011", "1f3c8a2e-4b7d-8999-9999-000000000012");
+    env.page_edited().await;
+    env.syncs_settled(2).await;
+    let edited = fronts(&env.cards().await);
+    assert!(edited.contains(&"Where exactly does the Krebs cycle run?".to_owned()), "{edited:?}");
+
+    // The first sync, as a worker that died in its persist leaves it (what it read is kept).
+    let run: uuid::Uuid = first.parse().expect("run id");
+    let past = env.app.db.shifted_sql(env.app.db.now_sql(), -1);
+    env.execute_bound(
+        &[format!(
+            "update workflow_runs set state = 'running', current_step = 'persist', finished_at = null,
+                 lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {past},
+                 dispatch_seq = dispatch_seq + 1
+             where id = $1"
+        )],
+        run,
+        uuid::Uuid::new_v4(),
+    )
+    .await;
+    let again = env.finished(&first).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(env.attempt_outcomes(run, "persist").await, ["succeeded", "succeeded"], "it did persist again");
+    assert_eq!(fronts(&env.cards().await), edited, "the later sync's cards stand");
 }
 }
 

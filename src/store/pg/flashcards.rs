@@ -19,6 +19,11 @@ use crate::{
 /// before it, and they touch disjoint rows (the retirement spares every source in `cards`).
 /// `cards` names each source once ([`NewCard::one_per_source`]): one statement cannot upsert a
 /// row twice.
+///
+/// A card last written by a sync that started reading after this one is left as it is: syncs
+/// of one content run one after another, but a
+/// database's sync and a sync of one of its rows (another content) may overlap, and a retried
+/// or taken-over run may persist late; the later reader has the newer text.
 pub async fn persist_sync(
     conn: &mut PgConnection,
     user: UserId,
@@ -32,7 +37,9 @@ pub async fn persist_sync(
     let containers: Vec<Option<&str>> = cards.iter().map(|c| c.container_id.as_deref()).collect();
     let row = sqlx::query(
         r#"
-        with cards as (
+        with me as (
+            select debounce_until from workflow_runs where id = $2
+        ), cards as (
             select * from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
                 as c(id, source_page_id, source_block_id, source_kind, container_id, front, back)
         ), upserted as (
@@ -43,9 +50,12 @@ pub async fn persist_sync(
             set front = excluded.front, back = excluded.back, source_page_id = excluded.source_page_id,
                 container_id = coalesce(excluded.container_id, flashcards.container_id),
                 retired_at = null, updated_at = now(), last_run_id = excluded.last_run_id
-            where (flashcards.front, flashcards.back, flashcards.source_page_id) is distinct from
-                  (excluded.front, excluded.back, excluded.source_page_id)
-               or flashcards.retired_at is not null
+            where ((flashcards.front, flashcards.back, flashcards.source_page_id) is distinct from
+                   (excluded.front, excluded.back, excluded.source_page_id)
+                   or flashcards.retired_at is not null)
+              and not exists (
+                  select 1 from workflow_runs w, me
+                  where w.id = flashcards.last_run_id and w.debounce_until > me.debounce_until)
             returning (xmax = 0) as created
         ), retired as (
             update flashcards f
@@ -54,6 +64,9 @@ pub async fn persist_sync(
               and (f.source_page_id = any($3) or ($11::text is not null and f.container_id = $11))
               and not exists (
                   select 1 from cards k where k.source_block_id = f.source_block_id and k.source_kind = f.source_kind
+              )
+              and not exists (
+                  select 1 from workflow_runs w, me where w.id = f.last_run_id and w.debounce_until > me.debounce_until
               )
             returning 1
         ), state as (

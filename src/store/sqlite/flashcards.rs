@@ -11,7 +11,8 @@ use crate::{
 
 /// Upserts `cards` for `user`, retires the cards in `scope` whose source is gone, and records
 /// the sync, on the caller's (fenced) transaction. Running it twice has the same effect as
-/// once: rows whose text did not change are not touched.
+/// once: rows whose text did not change are not touched. A card last written by a sync that
+/// started reading after this one is left as it is (see the PostgreSQL twin).
 pub async fn persist_sync(
     conn: &mut SqliteConnection,
     user: UserId,
@@ -37,13 +38,18 @@ async fn persist_cards(
     for card in cards {
         let existing = sqlx::query(
             r#"
-            select front, back, source_page_id, retired_at is not null as retired from flashcards
+            select front, back, source_page_id, retired_at is not null as retired,
+                   exists (select 1 from workflow_runs w
+                           where w.id = flashcards.last_run_id
+                             and w.debounce_until > (select debounce_until from workflow_runs where id = $4)) as newer
+            from flashcards
             where user_id = $1 and source_block_id = $2 and source_kind = $3
             "#,
         )
         .bind(user)
         .bind(&card.source_block_id)
         .bind(&card.source_kind)
+        .bind(run_id)
         .fetch_optional(&mut *conn)
         .await?;
         match existing {
@@ -70,10 +76,11 @@ async fn persist_cards(
                 counts.created += 1;
             }
             Some(row)
-                if row.get::<String, _>("front") == card.front
-                    && row.get::<String, _>("back") == card.back
-                    && row.get::<String, _>("source_page_id") == card.source_page_id
-                    && !row.get::<bool, _>("retired") =>
+                if row.get::<bool, _>("newer")
+                    || (row.get::<String, _>("front") == card.front
+                        && row.get::<String, _>("back") == card.back
+                        && row.get::<String, _>("source_page_id") == card.source_page_id
+                        && !row.get::<bool, _>("retired")) =>
             {
                 counts.unchanged += 1;
             }
@@ -112,6 +119,11 @@ async fn persist_cards(
           and not exists (
               select 1 from json_each($4) keep
               where keep.value ->> 0 = flashcards.source_block_id and keep.value ->> 1 = flashcards.source_kind
+          )
+          and not exists (
+              select 1 from workflow_runs w
+              where w.id = flashcards.last_run_id
+                and w.debounce_until > (select debounce_until from workflow_runs where id = $6)
           )
         "#,
     )
