@@ -50,9 +50,21 @@ pub struct ListPage {
     #[serde(default)]
     pub next_cursor: Option<String>,
     pub has_more: bool,
+    /// A data source query's `{type: "complete" | "incomplete", incomplete_reason}`.
+    #[serde(default)]
+    pub request_status: Option<Value>,
 }
 
 impl ListPage {
+    /// Why Notion stopped the query short of every matching row, when it says so: e.g.
+    /// `query_result_limit_reached` (10,000 rows per query). The list then ends with
+    /// `has_more: false` although rows are left.
+    pub fn incomplete_reason(&self) -> Option<String> {
+        let status = self.request_status.as_ref()?;
+        (status.get("type")?.as_str()? == "incomplete")
+            .then(|| status.get("incomplete_reason").and_then(Value::as_str).unwrap_or("unknown").to_owned())
+    }
+
     /// Reads a list response, refusing one that says "more" without saying where: following it
     /// would either loop or silently drop the rest.
     pub fn from_value(value: Value) -> Result<Self, NotionError> {
@@ -203,7 +215,13 @@ impl NotionClient {
         filter: Option<Value>,
     ) -> Result<Value, NotionError> {
         let url = self.url(&[collection, id, "query"]);
-        let mut body = json!({ "page_size": PAGE_SIZE });
+        // Oldest first: without a sort Notion promises no order, and a crawl reads the pages of
+        // a query minutes or hours apart; a row added meanwhile then comes at the end instead of
+        // shifting rows past the cursor unseen.
+        let mut body = json!({
+            "page_size": PAGE_SIZE,
+            "sorts": [{ "timestamp": "created_time", "direction": "ascending" }],
+        });
         if let Some(cursor) = start_cursor {
             body["start_cursor"] = json!(cursor);
         }

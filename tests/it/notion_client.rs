@@ -141,7 +141,8 @@ async fn every_request_carries_the_token_the_version_and_the_largest_page_size()
     }
     assert_eq!(log[1].query.as_deref(), Some("page_size=100"));
     assert_eq!(log[2].method, "POST");
-    assert_eq!(log[2].body, Some(json!({"page_size": 100})));
+    let oldest_first = json!([{"timestamp": "created_time", "direction": "ascending"}]);
+    assert_eq!(log[2].body, Some(json!({"page_size": 100, "sorts": oldest_first})));
 }
 
 #[tokio::test]
@@ -207,7 +208,8 @@ async fn a_data_source_query_is_paginated_and_sends_the_filter() {
     assert_eq!(log[0].path, format!("/v1/data_sources/{}/query", ids::DATA_SOURCE));
     assert_eq!(
         log[1].body,
-        Some(json!({"page_size": 100, "start_cursor": ids::PHOTOSYNTHESIS, "filter": filter}))
+        Some(json!({"page_size": 100, "start_cursor": ids::PHOTOSYNTHESIS, "filter": filter,
+                    "sorts": [{"timestamp": "created_time", "direction": "ascending"}]}))
     );
 }
 

@@ -747,6 +747,44 @@ async fn a_late_persist_does_not_write_older_cards_over_a_later_syncs() {
 }
 
 conformance! {
+/// Saved crawl progress that this build cannot read (a deploy changed its format while a fetch
+/// was waiting) makes the crawl start over instead of failing the run.
+async fn unreadable_saved_crawl_progress_starts_the_crawl_over() {
+    let env = setup(|s| {
+        s.insert("STEP_LEASE_SECONDS", "1".into());
+    })
+    .await;
+    let first = env.subscribe(ids::PAGE, "page").await;
+    assert_eq!(env.finished(&first).await["state"], "succeeded");
+    env.execute("delete from sync_state").await;
+    let run: uuid::Uuid = first.parse().expect("run id");
+    let past = env.app.db.shifted_sql(env.app.db.now_sql(), -1);
+    env.execute_bound(
+        &[
+            "update workflow_steps set output = '{\"progress\": {\"format\": \"from another build\"}}'
+             where run_id = $1 and name = 'fetch'"
+                .to_owned(),
+            "delete from workflow_steps where run_id = $1 and name in ('generate', 'persist')".to_owned(),
+            format!(
+                "update workflow_runs set state = 'running', current_step = 'fetch', finished_at = null,
+                     lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {past},
+                     dispatch_seq = dispatch_seq + 1
+                 where id = $1"
+            ),
+        ],
+        run,
+        uuid::Uuid::new_v4(),
+    )
+    .await;
+    let requests_before = env.notion.count("/v1/");
+    let again = env.finished(&first).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(env.notion.count("/v1/") - requests_before, 7, "the whole page was read again");
+    assert_eq!(env.cards().await.len(), 4);
+}
+}
+
+conformance! {
 /// An attempt is never left open once it can no longer be recorded: the attempt of a worker
 /// that died (its lease ran out, the sweeper handed the step on) ends `abandoned`
 /// (`lease_expired`), and the attempt in flight when ops cancel a run ends `cancelled`.

@@ -95,6 +95,13 @@ pub enum CrawlError {
     MalformedResponse { request: CrawlRequest, detail: String },
     #[error("the crawl still has requests to make")]
     Unfinished,
+    /// Notion stopped a data source query short of its rows (`request_status: incomplete`,
+    /// e.g. past 10,000 rows). Finishing the crawl would retire the cards of every row not
+    /// read, so it stops here instead. Nothing was recorded.
+    #[error(
+        "Notion stopped the query of {request:?} short of its rows ({reason}): the database has more rows than one query returns, and syncing part of it would retire the cards of the rest"
+    )]
+    QueryIncomplete { request: CrawlRequest, reason: String },
 }
 
 impl CrawlError {
@@ -102,6 +109,7 @@ impl CrawlError {
     pub fn error_kind(&self) -> &'static str {
         match self {
             Self::MalformedResponse { .. } => "notion_malformed_response",
+            Self::QueryIncomplete { .. } => "notion_query_incomplete",
             Self::OutOfStep { .. } | Self::Unfinished => "notion_crawl_misuse",
         }
     }
@@ -253,6 +261,9 @@ impl Crawl {
             }
             Target::Rows { .. } => {
                 let list = read_list(response, "page").map_err(malformed)?;
+                if let Some(reason) = list.incomplete_reason() {
+                    return Err(CrawlError::QueryIncomplete { request: request.clone(), reason });
+                }
                 self.finish_task();
                 self.push_continuation(request, &list, task.into);
                 self.add_rows(list.results);
@@ -325,9 +336,14 @@ impl Crawl {
         self.todo.push(Task { request, into });
     }
 
+    /// Everything read so far is gone too: a page whose blocks vanished after it was read
+    /// makes no cards from the blocks read before.
     fn end_as_gone(&mut self) {
         self.gone = true;
         self.todo.clear();
+        for page in &mut self.pages {
+            page.gone = true;
+        }
     }
 
     fn add_root_page(&mut self, page: Value) {

@@ -236,6 +236,8 @@ fn a_page_whose_blocks_are_not_found_after_it_was_read_is_gone() {
     crawl.apply_not_found(&children(PAGE, None)).expect("recorded");
     let content = crawl.finish().expect("finished");
     assert!(content.gone);
+    // The page read before is gone too, so nothing makes cards from it.
+    assert!(content.pages.iter().all(|p| p.gone && p.blocks.is_empty()), "{:?}", content.pages);
 }
 
 #[test]
@@ -449,6 +451,25 @@ fn a_row_whose_blocks_are_not_found_is_gone_and_the_others_are_read() {
     assert!(!content.gone);
     assert!(content.pages[0].gone);
     assert!(!content.pages[1].gone);
+}
+
+#[test]
+fn a_query_notion_stopped_short_of_its_rows_ends_the_crawl_in_an_error_not_a_partial_result() {
+    let rows = fixture!("data_source_query.json")["results"].as_array().expect("rows").clone();
+    let mut crawl = Crawl::data_source(DATA_SOURCE);
+    let query = crawl.next_request().expect("the query");
+    // Past 10,000 rows Notion ends the list (has_more false) and says it is incomplete.
+    let capped = json!({"object": "list", "results": [rows[0]], "next_cursor": null, "has_more": false,
+                        "request_status": {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}});
+    let err = crawl.apply(&query, capped).expect_err("incomplete");
+    assert_eq!(err.error_kind(), "notion_query_incomplete");
+    assert!(!err.is_retryable(), "asking again gets the same answer");
+    assert!(err.to_string().contains("query_result_limit_reached"), "{err}");
+    assert_eq!(crawl.next_request(), Some(query.clone()), "nothing was recorded");
+    // A complete status is an ordinary answer.
+    let complete = json!({"object": "list", "results": [], "next_cursor": null, "has_more": false,
+                          "request_status": {"type": "complete"}});
+    crawl.apply(&query, complete).expect("accepted");
 }
 
 #[test]

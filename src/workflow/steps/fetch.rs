@@ -33,10 +33,17 @@ const SPARE_SLOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
     let saved = super::step_output(claim, "fetch", deps.store.step_output(claim.run_id, "fetch")).await?;
-    let mut crawl = match saved.as_deref().and_then(|o| o.get("progress")) {
-        Some(saved) => Crawl::deserialize(saved).map_err(|e| {
-            StepError::fatal("fetch_progress_invalid", format!("saved crawl progress is unreadable: {e}"))
-        })?,
+    let resumed = saved.as_deref().and_then(|o| o.get("progress")).and_then(|saved| {
+        Crawl::deserialize(saved)
+            .inspect_err(|e| {
+                // A deploy changed the crawl's format mid-way: reading again costs requests,
+                // failing the run would cost the sync.
+                tracing::warn!(error = %e, "saved crawl progress is unreadable; the crawl starts over");
+            })
+            .ok()
+    });
+    let mut crawl = match resumed {
+        Some(crawl) => crawl,
         None if claim.notion_kind.as_deref() == Some("database") => Crawl::database(notion_id, flavor(deps)),
         None => Crawl::page(notion_id),
     };
