@@ -109,6 +109,22 @@ impl Env {
         }
     }
 
+    /// SQL that leaves run `$1` as a worker that died in `step` would: running under lease `$2`
+    /// (owner `dead-worker`), which expires at `expires` (SQL), and its job made stale.
+    fn dead_worker_in(&self, step: &str, expires: &str) -> String {
+        format!(
+            "update workflow_runs set state = 'running', current_step = '{step}', finished_at = null,
+                 lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {expires},
+                 dispatch_seq = dispatch_seq + 1
+             where id = $1"
+        )
+    }
+
+    /// SQL for a lease that expired a minute ago.
+    fn expired(&self) -> String {
+        self.app.db.shifted_sql(self.app.db.now_sql(), -1)
+    }
+
     /// Installs a trigger `name` that fails every row statement of `event` ("before insert")
     /// on `table` (those matching `when`, a condition on `old`/`new`) with a database error;
     /// returns the statement that removes it.
@@ -677,16 +693,10 @@ async fn a_failing_persist_after_generate_from_the_queue_is_recorded_and_retried
     // both backends whether or not its cards changed.
     env.execute("delete from sync_state").await;
     let remove = env.install_refusing_trigger("refuse_sync_record", "before insert", "sync_state", None).await;
-    let past = env.app.db.shifted_sql(env.app.db.now_sql(), -1);
     let statements = [
         "delete from workflow_steps where run_id = $1 and name in ('generate', 'persist')".to_owned(),
         "delete from workflow_step_attempts where run_id = $1".to_owned(),
-        format!(
-            "update workflow_runs set state = 'running', current_step = 'generate', finished_at = null,
-                 lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {past},
-                 dispatch_seq = dispatch_seq + 1
-             where id = $1"
-        ),
+        env.dead_worker_in("generate", &env.expired()),
     ];
     env.execute_bound(&statements, run, uuid::Uuid::new_v4()).await;
     let outcomes = |step: &'static str| env.attempt_outcomes(run, step);
@@ -727,18 +737,7 @@ async fn a_late_persist_does_not_write_older_cards_over_a_later_syncs() {
 
     // The first sync, as a worker that died in its persist leaves it (what it read is kept).
     let run: uuid::Uuid = first.parse().expect("run id");
-    let past = env.app.db.shifted_sql(env.app.db.now_sql(), -1);
-    env.execute_bound(
-        &[format!(
-            "update workflow_runs set state = 'running', current_step = 'persist', finished_at = null,
-                 lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {past},
-                 dispatch_seq = dispatch_seq + 1
-             where id = $1"
-        )],
-        run,
-        uuid::Uuid::new_v4(),
-    )
-    .await;
+    env.execute_bound(&[env.dead_worker_in("persist", &env.expired())], run, uuid::Uuid::new_v4()).await;
     let again = env.finished(&first).await;
     assert_eq!(again["state"], "succeeded", "{again}");
     assert_eq!(env.attempt_outcomes(run, "persist").await, ["succeeded", "succeeded"], "it did persist again");
@@ -758,19 +757,13 @@ async fn unreadable_saved_crawl_progress_starts_the_crawl_over() {
     assert_eq!(env.finished(&first).await["state"], "succeeded");
     env.execute("delete from sync_state").await;
     let run: uuid::Uuid = first.parse().expect("run id");
-    let past = env.app.db.shifted_sql(env.app.db.now_sql(), -1);
     env.execute_bound(
         &[
             "update workflow_steps set output = '{\"progress\": {\"format\": \"from another build\"}}'
              where run_id = $1 and name = 'fetch'"
                 .to_owned(),
             "delete from workflow_steps where run_id = $1 and name in ('generate', 'persist')".to_owned(),
-            format!(
-                "update workflow_runs set state = 'running', current_step = 'fetch', finished_at = null,
-                     lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {past},
-                     dispatch_seq = dispatch_seq + 1
-                 where id = $1"
-            ),
+            env.dead_worker_in("fetch", &env.expired()),
         ],
         run,
         uuid::Uuid::new_v4(),
@@ -799,20 +792,14 @@ async fn attempts_that_cannot_be_recorded_any_more_are_closed() {
     // As a worker that died in generate leaves the run: running under its lease, now expired,
     // with the attempt it started open.
     let dead = uuid::Uuid::new_v4();
-    let now = env.app.db.now_sql();
-    let past = env.app.db.shifted_sql(now, -1);
-    let future = env.app.db.shifted_sql(now, 10);
+    let past = env.expired();
+    let future = env.app.db.shifted_sql(env.app.db.now_sql(), 10);
     let dead_worker_at = |expires: &str| {
         [
             "delete from sync_state".to_owned(),
             "insert into workflow_step_attempts (lease_token, run_id, step, worker) values ($2, $1, 'generate', 'dead-worker')"
                 .to_owned(),
-            format!(
-                "update workflow_runs set state = 'running', current_step = 'generate', finished_at = null,
-                     lease_owner = 'dead-worker', lease_token = $2, lease_expires_at = {expires},
-                     dispatch_seq = dispatch_seq + 1
-                 where id = $1"
-            ),
+            env.dead_worker_in("generate", expires),
         ]
     };
     env.execute_bound(&dead_worker_at(&past), run, dead).await;
