@@ -145,7 +145,7 @@ pub enum NoContentResponse {
     /// Done.
     #[oai(status = 204)]
     NoContent,
-    /// `invalid_token`, `invalid_notion_id`, or a malformed parameter or body.
+    /// `invalid_token`, or a malformed parameter or body.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     #[oai(status = 401)]

@@ -162,11 +162,40 @@ impl Transition {
     }
 }
 
-/// The message of an attempt recorded as `abandoned` (outcome) with `lease_expired` (error
-/// kind): its worker stopped heartbeating, and the step was taken over or swept back to the
-/// queue. Its result, if it ever comes, is discarded (the run's lease moved on).
-pub const ABANDONED_ATTEMPT: &str =
-    "the worker stopped heartbeating before the attempt ended; the step was handed to another attempt";
+/// How an attempt that can no longer be recorded is closed in its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// Its worker stopped heartbeating, and the step was taken over or swept back to the
+    /// queue. Its result, if it ever comes, is discarded (the run's lease moved on).
+    Abandoned,
+    /// Ops cancelled the run under it.
+    Cancelled,
+}
+
+impl AttemptEnd {
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Self::Abandoned => "abandoned",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn error_kind(self) -> Option<&'static str> {
+        match self {
+            Self::Abandoned => Some("lease_expired"),
+            Self::Cancelled => None,
+        }
+    }
+
+    pub fn error(self) -> Option<&'static str> {
+        match self {
+            Self::Abandoned => Some(
+                "the worker stopped heartbeating before the attempt ended; the step was handed to another attempt",
+            ),
+            Self::Cancelled => None,
+        }
+    }
+}
 
 /// A chained step's success that is not written yet: the step that it continued into runs in
 /// the same transaction, and that step's transition writes both (see

@@ -146,17 +146,18 @@ async fn a_failed_run_is_retried_at_its_failed_step_and_the_action_is_recorded()
 }
 }
 
-conformance! {
-async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
+/// An app with a 60 s debounce, a user subscribed to `PAGE`, and the sync an event for it
+/// started, waiting in debounce: (app, user, that run).
+async fn sync_waiting_in_debounce(email: &str) -> (TestApp, uuid::Uuid, uuid::Uuid) {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "60".into());
         s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "120".into());
     })
     .await;
-    let user = app.insert_user("c@example.com").await;
+    let user = app.insert_user(email).await;
     app.insert_subscription(user, PAGE, "page").await;
     expect_json(app.post_signed(&event(1)).await, 200).await;
-    let run_id: uuid::Uuid = eventually("a sync waiting in debounce", Duration::from_secs(10), || async {
+    let run: uuid::Uuid = eventually("a sync waiting in debounce", Duration::from_secs(10), || async {
         on_db!(app.db, |db| sqlx::query_scalar(
             "select id from workflow_runs where workflow = 'notion_sync' and state = 'waiting'",
         )
@@ -165,6 +166,12 @@ async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
         .expect("query")
     })
     .await;
+    (app, user, run)
+}
+
+conformance! {
+async fn a_waiting_run_is_cancelled_at_once_and_can_be_retried() {
+    let (app, _user, run_id) = sync_waiting_in_debounce("c@example.com").await;
 
     expect_json(post(&app, &format!("/api/workflows/{run_id}/cancel"), json!({})).await, 202).await;
     let detail = expect_json(app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
@@ -369,23 +376,7 @@ conformance! {
 /// A manual sync that joins a webhook's sync waiting in debounce makes it run now, and makes it
 /// a manual sync: an event that joins it before a worker takes it does not defer it again.
 async fn a_manual_sync_joining_a_debouncing_sync_runs_it_now_for_good() {
-    let app = TestApp::spawn_with(|s| {
-        s.insert("DEBOUNCE_SECONDS", "60".into());
-        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "120".into());
-    })
-    .await;
-    let user = app.insert_user("j@example.com").await;
-    app.insert_subscription(user, PAGE, "page").await;
-    expect_json(app.post_signed(&event(1)).await, 200).await;
-    let waiting: uuid::Uuid = eventually("a sync waiting in debounce", Duration::from_secs(10), || async {
-        on_db!(app.db, |db| sqlx::query_scalar(
-            "select id from workflow_runs where workflow = 'notion_sync' and state = 'waiting'",
-        )
-        .fetch_optional(db)
-        .await)
-        .expect("query")
-    })
-    .await;
+    let (app, user, waiting) = sync_waiting_in_debounce("j@example.com").await;
 
     let accepted =
         expect_json(post(&app, "/api/notion/sync", json!({"user_id": user, "notion_id": PAGE})).await, 202)

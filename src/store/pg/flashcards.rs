@@ -21,9 +21,9 @@ use crate::{
 /// row twice.
 ///
 /// A card last written by a sync that started reading after this one is left as it is: syncs
-/// of one content run one after another, but a
-/// database's sync and a sync of one of its rows (another content) may overlap, and a retried
-/// or taken-over run may persist late; the later reader has the newer text.
+/// of one content run one after another, but a database's sync and a sync of one of its rows
+/// (another content) may overlap, and a taken-over run may persist late; the later reader has
+/// the newer text.
 pub async fn persist_sync(
     conn: &mut PgConnection,
     user: UserId,

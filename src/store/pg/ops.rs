@@ -8,8 +8,8 @@ use super::{PgStore, jobs::enqueue_job, sync};
 use crate::{
     ids::{EventId, RunId, UserId},
     store::{
-        ActionError, ActionRow, QueueStats, RunCursor, RunDetail, RunFilter, RunRow, StepRow, StoreResult,
-        jobs::StepJob,
+        ActionError, ActionRow, AttemptEnd, QueueStats, RunCursor, RunDetail, RunFilter, RunRow, StepRow,
+        StoreResult, jobs::StepJob,
     },
 };
 
@@ -137,7 +137,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         // A step in flight will not be recorded (its lease is gone): its attempt ends here.
-        super::runs::close_open_attempts(&mut tx, id, "cancelled", None, None).await?;
+        super::runs::close_open_attempts(&mut tx, id, AttemptEnd::Cancelled).await?;
         record_action(&mut tx, id, "cancel", actor).await?;
         let (workflow, user, notion_id): (String, Option<UserId>, Option<String>) =
             (row.get("workflow"), row.get("user_id"), row.get("notion_id"));

@@ -21,8 +21,8 @@ use super::{
 use crate::{
     ids::RunId,
     store::{
-        ABANDONED_ATTEMPT, ChainedSuccess, ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult,
-        Transition, jobs::StepJob,
+        AttemptEnd, ChainedSuccess, ClaimedStep, EventTarget, Fenced, StepFailure, StoreResult, Transition,
+        jobs::StepJob,
     },
 };
 
@@ -124,7 +124,7 @@ pub async fn claim_step(
             -- Any attempt of the run still open was abandoned: this claim fences it off (the
             -- statement does not see the row `history` inserts).
             update workflow_step_attempts
-            set finished_at = now(), outcome = 'abandoned', error_kind = 'lease_expired', error = $6
+            set finished_at = now(), outcome = $6, error_kind = $7, error = $8
             where run_id = $1 and outcome is null and exists (select 1 from claimed)
         ), history as (
             insert into workflow_step_attempts (lease_token, run_id, step, worker)
@@ -138,7 +138,9 @@ pub async fn claim_step(
     .bind(owner)
     .bind(token)
     .bind(lease.as_secs_f64())
-    .bind(ABANDONED_ATTEMPT)
+    .bind(AttemptEnd::Abandoned.outcome())
+    .bind(AttemptEnd::Abandoned.error_kind())
+    .bind(AttemptEnd::Abandoned.error())
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| ClaimedStep {
@@ -194,8 +196,7 @@ pub async fn claim_step_in_tx(
     if r.get::<bool, _>("taken_over") {
         // Rare (a worker died and its lease ran out before the sweeper re-queued the step), so
         // not worth a part of the transition's statement: the dead attempt is closed now.
-        close_open_attempts(conn, job.run_id, "abandoned", Some("lease_expired"), Some(ABANDONED_ATTEMPT))
-            .await?;
+        close_open_attempts(conn, job.run_id, AttemptEnd::Abandoned).await?;
     }
     Ok(Some(ClaimedStep {
         run_id: r.get("id"),
@@ -220,15 +221,9 @@ pub async fn claim_step_in_tx(
     }))
 }
 
-/// Ends every attempt of the run that is still open with `outcome`: attempts that can no
+/// Ends every attempt of the run that is still open, as `end` says: attempts that can no
 /// longer be recorded, because the run's lease moved on (a takeover) or the run ended (cancel).
-pub async fn close_open_attempts(
-    conn: &mut PgConnection,
-    run_id: RunId,
-    outcome: &str,
-    error_kind: Option<&str>,
-    error: Option<&str>,
-) -> StoreResult<()> {
+pub async fn close_open_attempts(conn: &mut PgConnection, run_id: RunId, end: AttemptEnd) -> StoreResult<()> {
     sqlx::query(
         r#"
         update workflow_step_attempts set finished_at = now(), outcome = $2, error_kind = $3, error = $4
@@ -236,9 +231,9 @@ pub async fn close_open_attempts(
         "#,
     )
     .bind(run_id)
-    .bind(outcome)
-    .bind(error_kind)
-    .bind(error)
+    .bind(end.outcome())
+    .bind(end.error_kind())
+    .bind(end.error())
     .execute(conn)
     .await?;
     Ok(())
@@ -497,7 +492,7 @@ impl PgStore {
                 where s.run_id = m.id and s.name = 'debounce'
             ), abandoned as (
                 update workflow_step_attempts a
-                set finished_at = now(), outcome = 'abandoned', error_kind = 'lease_expired', error = $1
+                set finished_at = now(), outcome = $1, error_kind = $2, error = $3
                 from merged m
                 where a.run_id = m.id and a.outcome is null
             )
@@ -508,7 +503,9 @@ impl PgStore {
             where r.id = m.id
             "#,
         )
-        .bind(ABANDONED_ATTEMPT)
+        .bind(AttemptEnd::Abandoned.outcome())
+        .bind(AttemptEnd::Abandoned.error_kind())
+        .bind(AttemptEnd::Abandoned.error())
         .execute(&mut *tx)
         .await?;
         let rows = sqlx::query(
@@ -521,7 +518,7 @@ impl PgStore {
                 for update skip locked
             ), abandoned as (
                 update workflow_step_attempts a
-                set finished_at = now(), outcome = 'abandoned', error_kind = 'lease_expired', error = $2
+                set finished_at = now(), outcome = $2, error_kind = $3, error = $4
                 from expired e
                 where a.run_id = e.id and a.outcome is null
             )
@@ -539,7 +536,9 @@ impl PgStore {
             "#,
         )
         .bind(limit)
-        .bind(ABANDONED_ATTEMPT)
+        .bind(AttemptEnd::Abandoned.outcome())
+        .bind(AttemptEnd::Abandoned.error_kind())
+        .bind(AttemptEnd::Abandoned.error())
         .fetch_all(&mut *tx)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());

@@ -34,14 +34,21 @@ async fn persist_cards(
     cards: &[NewCard],
 ) -> StoreResult<PersistCounts> {
     let now = now();
+    // When this sync started reading (at the latest its debounce deadline): a card written by
+    // a sync that started later is left as it is.
+    let read_from: Option<String> =
+        sqlx::query_scalar(r#"select debounce_until from workflow_runs where id = $1"#)
+            .bind(run_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
     let mut counts = PersistCounts::default();
     for card in cards {
         let existing = sqlx::query(
             r#"
             select front, back, source_page_id, retired_at is not null as retired,
                    exists (select 1 from workflow_runs w
-                           where w.id = flashcards.last_run_id
-                             and w.debounce_until > (select debounce_until from workflow_runs where id = $4)) as newer
+                           where w.id = flashcards.last_run_id and w.debounce_until > $4) as newer
             from flashcards
             where user_id = $1 and source_block_id = $2 and source_kind = $3
             "#,
@@ -49,7 +56,7 @@ async fn persist_cards(
         .bind(user)
         .bind(&card.source_block_id)
         .bind(&card.source_kind)
-        .bind(run_id)
+        .bind(&read_from)
         .fetch_optional(&mut *conn)
         .await?;
         match existing {
@@ -121,9 +128,7 @@ async fn persist_cards(
               where keep.value ->> 0 = flashcards.source_block_id and keep.value ->> 1 = flashcards.source_kind
           )
           and not exists (
-              select 1 from workflow_runs w
-              where w.id = flashcards.last_run_id
-                and w.debounce_until > (select debounce_until from workflow_runs where id = $6)
+              select 1 from workflow_runs w where w.id = flashcards.last_run_id and w.debounce_until > $7
           )
         "#,
     )
@@ -133,6 +138,7 @@ async fn persist_cards(
     .bind(serde_json::to_string(&keep).expect("strings serialise"))
     .bind(&now)
     .bind(run_id)
+    .bind(&read_from)
     .execute(&mut *conn)
     .await?;
     counts.retired = retired.rows_affected();

@@ -7,8 +7,8 @@ use super::{SqliteStore, jobs::enqueue_job, now, sync, ts};
 use crate::{
     ids::{EventId, RunId, UserId},
     store::{
-        ActionError, ActionRow, QueueStats, RunCursor, RunDetail, RunFilter, RunRow, StepRow, StoreError,
-        StoreResult, jobs::StepJob,
+        ActionError, ActionRow, AttemptEnd, QueueStats, RunCursor, RunDetail, RunFilter, RunRow, StepRow,
+        StoreError, StoreResult, jobs::StepJob,
     },
 };
 
@@ -123,7 +123,7 @@ impl SqliteStore {
         .await
         .map_err(action_error)?;
         // A step in flight will not be recorded (its lease is gone): its attempt ends here.
-        super::runs::close_open_attempts(&mut tx, id, "cancelled", None, None, &now).await?;
+        super::runs::close_open_attempts(&mut tx, id, AttemptEnd::Cancelled, &now).await?;
         record_action(&mut tx, id, "cancel", actor).await?;
         let (workflow, user, notion_id): (String, Option<UserId>, Option<String>) =
             (row.get("workflow"), row.get("user_id"), row.get("notion_id"));

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     ids::RunId,
-    store::{ABANDONED_ATTEMPT, ClaimedStep, Fenced, StoreResult, Transition, jobs::StepJob},
+    store::{AttemptEnd, ClaimedStep, Fenced, StoreResult, Transition, jobs::StepJob},
 };
 
 impl SqliteStore {
@@ -142,15 +142,7 @@ impl SqliteStore {
             .bind(&now)
             .execute(&mut *tx)
             .await?;
-            close_open_attempts(
-                &mut tx,
-                run,
-                "abandoned",
-                Some("lease_expired"),
-                Some(ABANDONED_ATTEMPT),
-                &now,
-            )
-            .await?;
+            close_open_attempts(&mut tx, run, AttemptEnd::Abandoned, &now).await?;
         }
         let rows = sqlx::query(
             r#"
@@ -178,15 +170,7 @@ impl SqliteStore {
         let mut ids = Vec::with_capacity(rows.len());
         for row in rows {
             let run_id: RunId = row.get("id");
-            close_open_attempts(
-                &mut tx,
-                run_id,
-                "abandoned",
-                Some("lease_expired"),
-                Some(ABANDONED_ATTEMPT),
-                &now,
-            )
-            .await?;
+            close_open_attempts(&mut tx, run_id, AttemptEnd::Abandoned, &now).await?;
             enqueue_job(&mut tx, StepJob { run_id, seq: row.get("dispatch_seq") }, Duration::ZERO).await?;
             ids.push(run_id);
         }
@@ -248,15 +232,7 @@ pub async fn claim_step(
         unwritten: None,
     };
     // Any attempt of the run still open was abandoned (a takeover): this claim fences it off.
-    close_open_attempts(
-        conn,
-        claim.run_id,
-        "abandoned",
-        Some("lease_expired"),
-        Some(ABANDONED_ATTEMPT),
-        &now,
-    )
-    .await?;
+    close_open_attempts(conn, claim.run_id, AttemptEnd::Abandoned, &now).await?;
     start_attempt(conn, claim.run_id, &claim.step, token, owner, &now).await?;
     Ok(Some(claim))
 }
@@ -301,14 +277,12 @@ async fn start_attempt(
     Ok(())
 }
 
-/// Ends every attempt of the run that is still open with `outcome`: attempts that can no
+/// Ends every attempt of the run that is still open, as `end` says: attempts that can no
 /// longer be recorded, because the run's lease moved on (a takeover) or the run ended (cancel).
 pub async fn close_open_attempts(
     conn: &mut SqliteConnection,
     run_id: RunId,
-    outcome: &str,
-    error_kind: Option<&str>,
-    error: Option<&str>,
+    end: AttemptEnd,
     now: &str,
 ) -> StoreResult<()> {
     sqlx::query(
@@ -318,9 +292,9 @@ pub async fn close_open_attempts(
         "#,
     )
     .bind(run_id)
-    .bind(outcome)
-    .bind(error_kind)
-    .bind(error)
+    .bind(end.outcome())
+    .bind(end.error_kind())
+    .bind(end.error())
     .bind(now)
     .execute(conn)
     .await?;
