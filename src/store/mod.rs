@@ -189,9 +189,7 @@ impl Store {
         // An unwritten claim is fenced only by the transaction that locked its run.
         debug_assert!(claim.unwritten.is_none(), "an unwritten claim is recorded in its own transaction");
         Ok(match &self.backend {
-            Backend::Postgres(s) => {
-                s.begin_fenced(claim).await?.map(|tx| StoreTx::postgres(tx, s.notifier()))
-            }
+            Backend::Postgres(s) => s.begin_fenced(claim).await?.map(|tx| StoreTx::postgres(tx, s.clone())),
             Backend::Sqlite(s) => s.begin_fenced(claim).await?.map(|tx| StoreTx::sqlite(tx, s.wake_signal())),
         })
     }
@@ -203,7 +201,7 @@ impl Store {
     pub async fn begin_record(&self, claim: &ClaimedStep) -> StoreResult<Option<StoreTx>> {
         debug_assert!(claim.unwritten.is_none(), "an unwritten claim is recorded in its own transaction");
         Ok(match &self.backend {
-            Backend::Postgres(s) => Some(StoreTx::postgres(s.pool().begin().await?, s.notifier())),
+            Backend::Postgres(s) => Some(StoreTx::postgres(s.pool().begin().await?, s.clone())),
             Backend::Sqlite(_) => self.begin_fenced(claim).await?,
         })
     }
@@ -226,7 +224,7 @@ impl Store {
             Backend::Postgres(s) => s
                 .claim_and_begin(job, owner, lease, unwritten)
                 .await?
-                .map(|(claim, tx)| (claim, StoreTx::postgres(tx, s.notifier()))),
+                .map(|(claim, tx)| (claim, StoreTx::postgres(tx, s.clone()))),
             Backend::Sqlite(s) => s
                 .claim_and_begin(job, owner, lease)
                 .await?
@@ -256,9 +254,10 @@ impl Store {
     }
 
     /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
-    /// `limit` runs per call, oldest first. Returns (matched, retried). One transaction per
-    /// run: a run that cannot be retried (it changed meanwhile, or its content already has a
-    /// debouncing sync) does not hold up the others.
+    /// `limit` runs per call, oldest first. Returns (matched, retried); with `dry_run`, the
+    /// runs that would be retried instead (every match but superseded syncs). One transaction
+    /// per run: a run that cannot be retried (it changed meanwhile, or its content already has
+    /// a debouncing sync) does not hold up the others.
     pub async fn retry_failed(
         &self,
         filter: &RunFilter,
@@ -271,8 +270,10 @@ impl Store {
             Backend::Sqlite(s) => s.failed_run_ids(filter, limit).await?,
         };
         if dry_run {
-            return Ok((matched, Vec::new()));
+            let would = matched.iter().filter(|(_, superseded)| !superseded).map(|(id, _)| *id).collect();
+            return Ok((matched.into_iter().map(|(id, _)| id).collect(), would));
         }
+        let matched: Vec<RunId> = matched.into_iter().map(|(id, _)| id).collect();
         let mut retried = Vec::with_capacity(matched.len());
         for id in &matched {
             match self.retry_run(*id, actor).await {

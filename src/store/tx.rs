@@ -17,11 +17,15 @@ pub struct StoreTx {
     enqueued_due: bool,
     /// Successes recorded by [`StoreTx::continue_in_tx`] and not written yet.
     chained: Vec<ChainedSuccess>,
+    /// A sync this transaction found blocked behind an earlier one (see
+    /// [`StoreTx::debounce_state`]): checked again once committed.
+    blocked_sync: Option<RunId>,
 }
 
 enum TxConn {
-    /// With what wakes the workers once the transaction's jobs are committed.
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>, std::sync::Arc<pg::notify::JobNotifier>),
+    /// With the store it came from: what wakes the workers once the transaction's jobs are
+    /// committed, and the pool for what must follow the commit.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>, pg::PgStore),
     /// With what wakes the worker once the transaction's jobs are committed.
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, std::sync::Arc<tokio::sync::Notify>),
 }
@@ -53,15 +57,13 @@ impl HandedSync {
 }
 
 impl StoreTx {
-    pub(super) fn postgres(
-        tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        notifier: std::sync::Arc<pg::notify::JobNotifier>,
-    ) -> Self {
+    pub(super) fn postgres(tx: sqlx::Transaction<'static, sqlx::Postgres>, store: pg::PgStore) -> Self {
         Self {
-            conn: TxConn::Postgres(tx, notifier),
+            conn: TxConn::Postgres(tx, store),
             handoff: Handoff::Off,
             enqueued_due: false,
             chained: Vec::new(),
+            blocked_sync: None,
         }
     }
 
@@ -74,6 +76,7 @@ impl StoreTx {
             handoff: Handoff::Off,
             enqueued_due: false,
             chained: Vec::new(),
+            blocked_sync: None,
         }
     }
 
@@ -238,9 +241,10 @@ impl StoreTx {
         self.check_no_chained_pending()?;
         self.enqueue_handoff_left().await?;
         match self.conn {
-            TxConn::Postgres(tx, notifier) => {
+            TxConn::Postgres(tx, store) => {
                 tx.commit().await?;
-                notifier.notify();
+                store.jobs_committed();
+                recheck_blocked_sync(&store, self.blocked_sync).await;
             }
             TxConn::Sqlite(tx, wake) => {
                 tx.commit().await?;
@@ -259,10 +263,33 @@ impl StoreTx {
         }
         self.check_no_chained_pending()?;
         match self.conn {
-            TxConn::Postgres(tx, _) => tx.commit().await?,
+            TxConn::Postgres(tx, store) => {
+                tx.commit().await?;
+                recheck_blocked_sync(&store, self.blocked_sync).await;
+            }
             TxConn::Sqlite(tx, _) => tx.commit().await?,
         }
         Ok(())
+    }
+
+    /// Where a sync run stands in its debounce step: its deadline, whether an earlier sync of
+    /// the same content must end first, how many events it stands for (one statement).
+    ///
+    /// A blocked sync is woken by the earlier one's end, but only once its wait is committed:
+    /// an end that commits between this read and this transaction's commit finds it still
+    /// `pending` (or `waiting` from before) and wakes nobody, and the sync would sit out its
+    /// whole recheck interval. So on PostgreSQL a transaction that read "blocked" looks again
+    /// once it has committed. SQLite needs no second look: this transaction holds the only
+    /// write lock, so the earlier sync's end commits before this read or after this commit.
+    pub async fn debounce_state(&mut self, run_id: RunId) -> StoreResult<DebounceState> {
+        let state = match &mut self.conn {
+            TxConn::Postgres(tx, _) => pg::sync::debounce_state(tx, run_id).await?,
+            TxConn::Sqlite(tx, _) => sqlite::sync::debounce_state(tx, run_id).await?,
+        };
+        if state.blocked && matches!(self.conn, TxConn::Postgres(..)) {
+            self.blocked_sync = Some(run_id);
+        }
+        Ok(state)
     }
 
     /// A chain's deferred successes are written by the transition that ends the chain; a
@@ -282,6 +309,20 @@ impl StoreTx {
         match self.take_handoff() {
             Some(handed) => self.enqueue(handed.job, std::time::Duration::ZERO).await,
             None => Ok(()),
+        }
+    }
+}
+
+/// After a commit that recorded a sync as blocked (see [`StoreTx::debounce_state`]): wakes it
+/// if the sync it waited for has ended meanwhile. The commit stands either way; if this fails,
+/// the sync's own recheck interval still brings it back.
+async fn recheck_blocked_sync(store: &pg::PgStore, run_id: Option<RunId>) {
+    let Some(run_id) = run_id else { return };
+    match pg::sync::wake_if_unblocked(store, run_id).await {
+        Ok(true) => tracing::debug!(%run_id, "the sync it waited for ended meanwhile; woken"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "could not recheck a blocked sync; it waits for its recheck")
         }
     }
 }
@@ -312,9 +353,6 @@ delegate_tx! {
     pub async fn sync::event_target(&mut self, event_id: EventId) -> StoreResult<Option<EventTarget>>;
     /// Everyone subscribed to what the event touched, and what each of them must re-sync.
     pub async fn sync::subscribers(&mut self, target: &EventTarget) -> StoreResult<Vec<SyncTarget>>;
-    /// Where a sync run stands in its debounce step: its deadline, whether an earlier sync of
-    /// the same content must end first, how many events it stands for (one statement).
-    pub async fn sync::debounce_state(&mut self, run_id: RunId) -> StoreResult<DebounceState>;
     /// If another sync of the same content is collecting events in debounce, moves this run's
     /// events onto it and returns its id.
     pub async fn sync::merge_into_other_debouncing_sync(&mut self, run_id: RunId) -> StoreResult<Option<RunId>>;

@@ -98,7 +98,22 @@ pub async fn run_worker(
                 // In-flight steps finish, but hand their run's next step to the queue.
                 engine.stop_continuing();
                 let _ = control.shutdown();
-                return run.await.map_err(std::io::Error::other);
+                // apalis waits for every in-flight step however long it takes (its own
+                // shutdown timeout only applies to `run_with_signal`), and a step may take its
+                // whole timeout, or retry in place for as long as the database is down. Past
+                // the bound the steps are dropped: their leases expire and another worker (or
+                // this one, restarted) takes them over; a result that arrives late is fenced.
+                return match tokio::time::timeout(shutdown_timeout, run).await {
+                    Ok(ended) => ended.map_err(std::io::Error::other),
+                    Err(_) => {
+                        tracing::warn!(
+                            worker = %name,
+                            timeout_s = shutdown_timeout.as_secs_f64(),
+                            "steps still in flight at the shutdown timeout were left to be taken over when their leases expire"
+                        );
+                        Ok(())
+                    }
+                };
             }
         }
     }

@@ -194,31 +194,49 @@ async fn run_state(pool: &Db, run_id: &str) -> (String, Option<String>) {
     .expect("run")
 }
 
-conformance! {
-async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_once() {
+/// A service process on a fresh database whose first sync is in `fetch`, waiting on a block
+/// listing that the fake Notion holds for 60 s, with a 2 s step lease; `extra` settings on top.
+struct MidFetch {
+    _notion: crate::support::fake_notion::FakeNotion,
+    _db: TestDb,
+    _data_dir: TempDir,
+    settings: HashMap<&'static str, String>,
+    pool: Db,
+    service: ServiceProcess,
+    run_id: String,
+}
+
+async fn mid_fetch(extra: &[(&'static str, &str)]) -> MidFetch {
     use crate::support::fake_notion::{FakeNotion, Fault, ids};
     let notion = FakeNotion::start().await;
     notion.load_fixture_page();
     notion.allow_token(TOKEN);
-    // The first block listing hangs, so the process is surely mid-fetch when it dies.
-    notion.inject_times("/v1/blocks", Fault::Delay(Duration::from_secs(30)), 1);
-
+    notion.inject_times("/v1/blocks", Fault::Delay(Duration::from_secs(60)), 1);
     let db = TestDb::create().await;
     let data_dir = TempDir::new();
     let (mut settings, pool) = shared_setup(&db, &data_dir).await;
     settings.insert("NOTION_API_BASE_URL", notion.base_url());
     settings.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
     settings.insert("STEP_LEASE_SECONDS", "2".into());
-
-    let first = ServiceProcess::start("serve", &settings);
-    let client = reqwest::Client::new();
-    let run_id = subscribed_user(&client, &first, &[ids::PAGE]).await.remove(0);
-    eventually("the sync to be fetching", Duration::from_secs(20), || async {
-        let blocks_requested = notion.count("/v1/blocks") > 0;
-        (blocks_requested && run_state(&pool, &run_id).await == ("running".into(), Some("fetch".into())))
+    for (key, value) in extra {
+        settings.insert(key, (*value).to_owned());
+    }
+    let service = ServiceProcess::start("serve", &settings);
+    let run_id = subscribed_user(&reqwest::Client::new(), &service, &[ids::PAGE]).await.remove(0);
+    eventually("the sync to be waiting on Notion", Duration::from_secs(20), || async {
+        (notion.in_flight() > 0
+            && run_state(&pool, &run_id).await == ("running".into(), Some("fetch".into())))
             .then_some(())
     })
     .await;
+    MidFetch { _notion: notion, _db: db, _data_dir: data_dir, settings, pool, service, run_id }
+}
+
+conformance! {
+async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_once() {
+    // Every part bound: the fake Notion and the database live as long as the test.
+    let MidFetch { _notion, _db, _data_dir, settings, pool, service: first, run_id } = mid_fetch(&[]).await;
+    let client = reqwest::Client::new();
     first.kill9();
 
     let second = ServiceProcess::start("serve", &settings);
@@ -311,4 +329,29 @@ async fn the_rate_limit_holds_across_worker_processes() {
     .expect("waits");
     assert!(waits >= 1, "a fetch waited for the limiter instead of holding a worker");
     drop((api, worker_a, worker_b));
+}
+
+conformance! {
+/// SIGTERM waits for in-flight steps at most `SHUTDOWN_TIMEOUT_SECONDS`: a step still waiting
+/// on Notion past it is left behind (its lease expires and a worker takes it over), and the
+/// process exits. Before, apalis waited for the step however long it took.
+async fn sigterm_with_a_step_in_flight_exits_within_the_shutdown_timeout_and_the_step_is_taken_over() {
+    // A Notion timeout well past the hang, so only the shutdown bound can end the wait.
+    let extra = [("SHUTDOWN_TIMEOUT_SECONDS", "1"), ("NOTION_TIMEOUT_SECONDS", "90")];
+    // Every part bound: the fake Notion and the database live as long as the test.
+    let MidFetch { _notion, _db, _data_dir, settings, pool, service: first, run_id } = mid_fetch(&extra).await;
+    let log = first.log.clone();
+    assert!(
+        first.terminate(Duration::from_secs(10)),
+        "the service did not exit cleanly within 10 s of SIGTERM with a 1 s shutdown timeout"
+    );
+    let log = log.lock().expect("log").join("\n");
+    assert!(log.contains("left to be taken over"), "{log}");
+
+    let _second = ServiceProcess::start("serve", &settings);
+    eventually("the run to complete after the restart", Duration::from_secs(30), || async {
+        (run_state(&pool, &run_id).await.0 == "succeeded").then_some(())
+    })
+    .await;
+}
 }

@@ -290,3 +290,83 @@ async fn a_failing_first_step_is_recorded_although_its_claim_was_undone() {
     assert_eq!(history, [("discover_users".to_owned(), Some("failed".to_owned()))]);
 }
 }
+
+/// A sync blocked behind an earlier sync of the same content waits with a long recheck and
+/// is woken by the earlier one's end. Here that end commits while the blocked sync's debounce
+/// is deciding: after it read the earlier sync as unfinished, before its wait commits. The end
+/// then finds no waiting sync to wake (on disk the blocked one is still `pending`); the blocked
+/// sync must be woken anyway, not sit out its recheck. (PostgreSQL only: on SQLite the
+/// debounce's transaction holds the only write lock, so the end cannot commit in between.)
+#[tokio::test]
+async fn a_sync_whose_blocker_ends_while_its_debounce_decides_is_still_woken_at_once() {
+    use cognie_sync::{
+        ids::RunId,
+        store::{Transition, jobs::StepJob},
+    };
+
+    if !crate::support::db::postgres_or_skip() {
+        return;
+    }
+    let db = crate::support::db::TestDb::create_postgres().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    let user = store.create_user("blocked@example.com").await.expect("user").id;
+    let (earlier, blocked) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (id, state, step, lease) in
+        [(earlier, "running", "fetch", Some(uuid::Uuid::new_v4())), (blocked, "pending", "debounce", None)]
+    {
+        sqlx::query(
+            "insert into workflow_runs (id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger,
+                 dispatch_seq, next_run_at, lease_owner, lease_token, lease_expires_at,
+                 debounce_started_at, debounce_until)
+             values ($1, 'notion_sync', $2, $3, $4, $5, 'page', 'webhook', 1, now(), $6, $7,
+                     now() + interval '1 minute', now() - interval '1 minute', now() - interval '1 second')",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(step)
+        .bind(user.0)
+        .bind(PAGE)
+        .bind(lease.map(|_| "other-worker"))
+        .bind(lease)
+        .execute(pool.pg())
+        .await
+        .expect("insert run");
+    }
+
+    let job = StepJob { run_id: RunId(blocked), seq: 1 };
+    let (claim, mut tx) = store
+        .claim_and_begin(job, "this-worker", Duration::from_secs(30), |step| step == "debounce")
+        .await
+        .expect("claim")
+        .expect("the blocked sync's debounce is claimed");
+    let state = tx.debounce_state(RunId(blocked)).await.expect("debounce state");
+    assert!(state.blocked, "the earlier sync is still fetching");
+    // The earlier sync ends (an ops cancel wakes the next sync as a step's end does).
+    store.cancel_run(RunId(earlier), "test").await.expect("cancel the earlier sync");
+    // The debounce step records the wait it decided on: its recheck, 10 s away.
+    let wait = Transition::Wait {
+        at: Utc::now() + chrono::Duration::seconds(10),
+        error: None,
+        output: None,
+        spend_attempt: false,
+    };
+    tx.apply_transition(&claim, &wait).await.expect("record the wait");
+    tx.commit().await.expect("commit");
+
+    let (next_run_at, due_jobs): (DateTime<Utc>, i64) = sqlx::query_as(
+        "select r.next_run_at, (select count(*) from apalis.jobs j
+                                where j.job_type = 'cognie_sync.steps' and j.status = 'Pending'
+                                  and j.run_at <= now() + interval '1 second')
+         from workflow_runs r where r.id = $1",
+    )
+    .bind(blocked)
+    .fetch_one(pool.pg())
+    .await
+    .expect("the blocked sync");
+    assert!(
+        next_run_at <= Utc::now() + chrono::Duration::seconds(1),
+        "the blocked sync waits until {next_run_at} although the sync it waited for has ended"
+    );
+    assert!(due_jobs >= 1, "a job due now takes the woken sync");
+}

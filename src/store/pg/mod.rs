@@ -47,11 +47,6 @@ impl PgStore {
         &self.pool
     }
 
-    /// What wakes the workers once a transaction that enqueued step jobs has committed.
-    pub fn notifier(&self) -> Arc<notify::JobNotifier> {
-        self.notifier.clone()
-    }
-
     /// Step jobs were committed: wake the workers (every process's).
     pub fn jobs_committed(&self) {
         self.notifier.notify();

@@ -231,6 +231,44 @@ pub async fn wake_next_sync(conn: &mut PgConnection, user_id: UserId, notion_id:
     Ok(())
 }
 
+/// A sync that committed a wait behind an earlier sync of the same content (in debounce):
+/// wakes it if that earlier sync has ended since it looked (see
+/// [`crate::store::StoreTx::debounce_state`]). `true`: woken.
+///
+/// The earlier sync's rows are read `for share`: an end being written is waited for and then
+/// seen (a row that no longer matches is skipped), so either this sees the end or the end's
+/// own statement starts after the wait was committed, and wakes the sync itself. Not both:
+/// whichever wakes the sync moves `next_run_at` to now, and the other then finds nothing to do.
+pub async fn wake_if_unblocked(store: &super::PgStore, run_id: RunId) -> StoreResult<bool> {
+    let mut tx = store.pool().begin().await?;
+    let woken = sqlx::query(
+        r#"
+        with blocker as (
+            select o.id from workflow_runs o
+            join workflow_runs r on r.id = $1
+            where o.workflow = 'notion_sync' and o.user_id = r.user_id and o.notion_id = r.notion_id
+              and o.id <> r.id and (o.current_step <> 'debounce') is true
+              and (o.state in ('pending', 'running', 'waiting')) is true
+            for share of o
+        )
+        update workflow_runs w
+        set next_run_at = greatest(now(), w.debounce_until), dispatch_seq = w.dispatch_seq + 1, updated_at = now()
+        where w.id = $1 and (w.current_step = 'debounce') is true and (w.state = 'waiting') is true
+          and w.next_run_at > greatest(now(), w.debounce_until)
+          and not exists (select 1 from blocker)
+        returning w.dispatch_seq, w.next_run_at
+        "#,
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = woken else { return Ok(false) };
+    enqueue_at(&mut tx, StepJob { run_id, seq: row.get("dispatch_seq") }, row.get("next_run_at")).await?;
+    tx.commit().await?;
+    store.jobs_committed();
+    Ok(true)
+}
+
 /// If another sync of the same content is collecting events in debounce, moves this run's
 /// events onto it and returns its id.
 pub async fn merge_into_other_debouncing_sync(
