@@ -203,7 +203,7 @@ impl WebhookApi {
                 tracing::warn!(reason = "invalid_body", error = %e, "Rejected Notion webhook");
                 let code = match e {
                     BodyError::MalformedJson(_) => "malformed_json",
-                    BodyError::NotAnObject | BodyError::MissingType => "invalid_event",
+                    BodyError::NotAnObject | BodyError::MissingType | BodyError::HoldsNul => "invalid_event",
                 };
                 WebhookResponse::BadRequest(ErrorBody::new(code, e.to_string()))
             }

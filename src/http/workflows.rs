@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
@@ -51,7 +51,8 @@ pub struct Run {
     pub notion_id: Option<String>,
     #[oai(nullable)]
     pub notion_kind: Option<String>,
-    /// `webhook`, `subscription`, `manual`, `retry` or `reconcile`.
+    /// What last set the run going: `webhook`, `subscription`, `manual`, `reconcile`, or
+    /// `retry` once an ops retry resumed it (the run's actions say who and when).
     pub trigger: String,
     /// The event run that started this sync. Once the retention period has passed, that run
     /// may be deleted before this one, and this id then names no run.
@@ -376,14 +377,12 @@ impl WorkflowsApi {
                 Err(e) => return RetryFailedResponse::BadRequest(e),
             };
         match state.store.retry_failed(&filter, body.dry_run, RETRY_FAILED_LIMIT, ACTOR).await {
-            Ok((matched, retried)) => {
-                let run_ids = if body.dry_run { &matched } else { &retried };
-                RetryFailedResponse::Ok(Json(RetryFailedResult {
-                    matched: matched.len() as u64,
-                    retried: retried.len() as u64,
-                    run_ids: run_ids.iter().map(|id| id.0).collect(),
-                }))
-            }
+            Ok((matched, retried)) => RetryFailedResponse::Ok(Json(RetryFailedResult {
+                matched: matched.len() as u64,
+                // With `dry_run`, `retried` lists the runs that would be; none was.
+                retried: if body.dry_run { 0 } else { retried.len() as u64 },
+                run_ids: retried.iter().map(|id| id.0).collect(),
+            })),
             Err(e) => store_failure!(RetryFailedResponse, e),
         }
     }
@@ -448,6 +447,14 @@ fn filter_from(
             Some(raw.parse().map_err(|e| ErrorBody::new("invalid_filter", e.to_string()))?.to_string())
         }
     };
+    // chrono reads signed and five-digit years too; no run is that old or that late, and
+    // PostgreSQL cannot hold such a time (it would fail the query) while SQLite compares it
+    // as text (`+10000-…` sorts before every year).
+    if let Some(since) = since
+        && !(1..=9999).contains(&since.year())
+    {
+        return Err(ErrorBody::new("invalid_filter", "`since` must be a time in the years 0001 to 9999"));
+    }
     Ok(RunFilter {
         state: one_of("state", state, RUN_STATES)?,
         step: one_of("step", step, STEPS)?,

@@ -92,6 +92,11 @@ pub struct NotionClient {
     timeout: Duration,
 }
 
+/// The filter of a query window (see [`super::crawl`]): rows created at or after `time`.
+fn created_on_or_after(time: &str) -> Value {
+    json!({ "timestamp": "created_time", "created_time": { "on_or_after": time } })
+}
+
 impl NotionClient {
     pub fn new(config: NotionClientConfig) -> Result<Self, NotionError> {
         let base_url = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
@@ -178,11 +183,13 @@ impl NotionClient {
             CrawlRequest::ListChildren { block_id, cursor } => {
                 self.list_block_children_raw(token, block_id, cursor.as_deref()).await?
             }
-            CrawlRequest::QueryDataSource { id, cursor } => {
-                self.query_raw(token, "data_sources", id, cursor.as_deref(), None).await?
+            CrawlRequest::QueryDataSource { id, cursor, created_from } => {
+                let filter = created_from.as_deref().map(created_on_or_after);
+                self.query_raw(token, "data_sources", id, cursor.as_deref(), filter).await?
             }
-            CrawlRequest::QueryDatabase { id, cursor } => {
-                self.query_raw(token, "databases", id, cursor.as_deref(), None).await?
+            CrawlRequest::QueryDatabase { id, cursor, created_from } => {
+                let filter = created_from.as_deref().map(created_on_or_after);
+                self.query_raw(token, "databases", id, cursor.as_deref(), filter).await?
             }
         };
         ListPage::from_value(value.clone())?;
@@ -305,11 +312,32 @@ impl NotionClient {
     }
 }
 
+/// Reads an answer's JSON, without the NUL characters (`\u0000`) any of its strings may hold:
+/// PostgreSQL stores neither in `text` nor in `jsonb`, so a page with one would fail every
+/// attempt to record its sync (on SQLite it would not), and a NUL means nothing in a note.
 pub(super) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, NotionError> {
-    serde_json::from_slice(body).map_err(|e| NotionError::MalformedResponse {
+    let malformed = |e: serde_json::Error| NotionError::MalformedResponse {
         status: status.as_u16(),
         detail: format!("not the expected JSON: {e}"),
-    })
+    };
+    let mut value: Value = serde_json::from_slice(body).map_err(malformed)?;
+    strip_nul(&mut value);
+    serde_json::from_value(value).map_err(malformed)
+}
+
+/// Removes every NUL character from the strings of `value`, keys included.
+fn strip_nul(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains('\0') => text.retain(|c| c != '\0'),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) => {
+            if map.keys().any(|key| key.contains('\0')) {
+                *map = std::mem::take(map).into_iter().map(|(key, v)| (key.replace('\0', ""), v)).collect();
+            }
+            map.values_mut().for_each(strip_nul);
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +347,13 @@ mod tests {
     fn client(base_url: &str) -> NotionClient {
         NotionClient::new(NotionClientConfig { base_url: base_url.to_owned(), ..Default::default() })
             .expect("client builds")
+    }
+
+    #[test]
+    fn nul_characters_are_taken_out_of_every_string_of_an_answer() {
+        let body = br#"{"id":"p\u0000","results":[{"plain_text":"a\u0000b","k\u0000":"\u0000"}],"n":1}"#;
+        let value: Value = decode(StatusCode::OK, body).expect("decoded");
+        assert_eq!(value, json!({"id": "p", "results": [{"plain_text": "ab", "k": ""}], "n": 1}));
     }
 
     #[test]

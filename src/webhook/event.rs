@@ -25,6 +25,10 @@ pub enum BodyError {
     NotAnObject,
     #[error("the event has no `type`")]
     MissingType,
+    /// PostgreSQL can store a NUL neither in `text` nor in `jsonb`; refused on every backend
+    /// alike (Notion's events carry ids and types, never a NUL).
+    #[error("the body holds a NUL character (\\u0000), which cannot be stored")]
+    HoldsNul,
 }
 
 /// The kind of Notion object an event is about.
@@ -146,6 +150,16 @@ const DATABASE_TYPES: &[&str] = &[
 /// The longest verification token accepted in a handshake, in bytes.
 pub const MAX_VERIFICATION_TOKEN_LEN: usize = 256;
 
+/// Whether a NUL character is in any string of `value`, keys included.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(key, v)| key.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 /// Parses a body. Unknown fields and values are accepted: Notion adds event types and author
 /// kinds over time, and an unknown type is recorded and ignored, not rejected.
 pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
@@ -153,6 +167,9 @@ pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
         serde_json::from_slice(body).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
     if !value.is_object() {
         return Err(BodyError::NotAnObject);
+    }
+    if holds_nul(&value) {
+        return Err(BodyError::HoldsNul);
     }
     let raw: RawBody = serde_json::from_value(value).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
 
@@ -297,6 +314,11 @@ mod tests {
     fn bad_bodies_say_what_is_wrong() {
         assert!(matches!(parse(b"{not json"), Err(BodyError::MalformedJson(_))));
         assert_eq!(parse(b"[1,2]").unwrap_err(), BodyError::NotAnObject);
+        let nul = br#"{"type":"page.updated","entity":{"id":"x","type":"page"},"note":[{"a\u0000":1}]}"#;
+        assert_eq!(parse(nul).unwrap_err(), BodyError::HoldsNul);
+        let escaped_backslash =
+            br#"{"type":"page.updated","entity":{"id":"x","type":"page"},"note":"\\u0000"}"#;
+        assert!(parse(escaped_backslash).is_ok(), "a backslash and `u0000` is text, not a NUL");
         assert_eq!(parse(br#"{"page":{"id":"x"}}"#).unwrap_err(), BodyError::MissingType);
     }
 

@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use cognie_sync::notion::{
-    ApiFlavor, Crawl, FetchedContent, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig, NotionError,
+    ApiFlavor, Crawl, CrawlRequest, FetchedContent, LEGACY_NOTION_VERSION, NotionClient, NotionClientConfig,
+    NotionError,
 };
 use serde_json::{Value, json};
 
@@ -211,6 +212,35 @@ async fn a_data_source_query_is_paginated_and_sends_the_filter() {
         Some(json!({"page_size": 100, "start_cursor": ids::PHOTOSYNTHESIS, "filter": filter,
                     "sorts": [{"timestamp": "created_time", "direction": "ascending"}]}))
     );
+}
+
+#[tokio::test]
+async fn a_crawl_query_window_is_sent_as_a_created_time_filter_with_the_oldest_first_sort() {
+    let fake = fake().await;
+    fake.load_fixture_database();
+    let from = "2026-05-04T09:12:00.000Z";
+    let window = |id: &str, legacy: bool| {
+        // A window's first page: a new query, so no cursor.
+        let (id, cursor, created_from) = (id.to_owned(), None, Some(from.to_owned()));
+        if legacy {
+            CrawlRequest::QueryDatabase { id, cursor, created_from }
+        } else {
+            CrawlRequest::QueryDataSource { id, cursor, created_from }
+        }
+    };
+
+    client(&fake).execute(TOKEN, &window(ids::DATA_SOURCE, false)).await.expect("rows");
+    let legacy = client_with(&fake, LEGACY_NOTION_VERSION, Duration::from_secs(5));
+    legacy.execute(TOKEN, &window(ids::DATABASE, true)).await.expect("legacy rows");
+
+    let expected = json!({"page_size": 100,
+                          "filter": {"timestamp": "created_time", "created_time": {"on_or_after": from}},
+                          "sorts": [{"timestamp": "created_time", "direction": "ascending"}]});
+    let log = fake.requests();
+    assert_eq!(log[0].path, format!("/v1/data_sources/{}/query", ids::DATA_SOURCE));
+    assert_eq!(log[0].body, Some(expected.clone()));
+    assert_eq!(log[1].path, format!("/v1/databases/{}/query", ids::DATABASE));
+    assert_eq!(log[1].body, Some(expected));
 }
 
 #[tokio::test]

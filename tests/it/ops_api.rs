@@ -101,6 +101,12 @@ async fn runs_are_listed_newest_first_with_filters_and_cursor_pagination() {
     assert_eq!(none["items"], json!([]));
     assert!(none["next_cursor"].is_null());
     expect_error(app.get_authorized("/api/workflows?state=exploded").await, 400, "invalid_filter").await;
+    // Years chrono reads but no backend can compare (PostgreSQL answered 500, SQLite matched
+    // every run for +10000).
+    for since in ["-5000-01-01T00:00:00Z", "%2B10000-01-01T00:00:00Z"] {
+        let path = format!("/api/workflows?since={since}");
+        expect_error(app.get_authorized(&path).await, 400, "invalid_filter").await;
+    }
     expect_error(app.get_authorized("/api/workflows?cursor=nope").await, 400, "invalid_cursor").await;
     expect_error(app.get_authorized("/api/workflows?limit=0").await, 400, "invalid_limit").await;
 }
@@ -128,6 +134,7 @@ async fn a_failed_run_is_retried_at_its_failed_step_and_the_action_is_recorded()
     assert_eq!(detail["steps"][0]["attempts"], 2, "the first attempt plus the retry");
     assert_eq!(detail["actions"][0]["action"], "retry");
     assert_eq!(detail["actions"][0]["actor"], "api");
+    assert_eq!(detail["trigger"], "retry", "what last set the run going");
 
     expect_error(
         post(&app, &format!("/api/workflows/{run_id}/retry"), json!({})).await,
@@ -224,6 +231,9 @@ async fn a_failed_sync_superseded_by_a_newer_one_is_not_retried() {
 
     let refused = expect_error(post(&app, &format!("/api/workflows/{old}/retry"), json!({})).await, 409, "superseded").await;
     assert!(refused["message"].as_str().unwrap_or("").contains(&new.to_string()), "{refused}");
+    let dry = expect_json(post(&app, "/api/workflows/retry-failed", json!({"dry_run": true})).await, 200).await;
+    assert_eq!((&dry["matched"], &dry["retried"]), (&json!(2), &json!(0)), "{dry}");
+    assert_eq!(dry["run_ids"], json!([new.to_string()]), "a dry run lists what the call would retry: {dry}");
     let bulk = expect_json(post(&app, "/api/workflows/retry-failed", json!({})).await, 200).await;
     assert_eq!(bulk["matched"], 2, "{bulk}");
     assert_eq!(bulk["run_ids"], json!([new.to_string()]), "only the newer one: {bulk}");
@@ -258,6 +268,12 @@ async fn failed_runs_are_retried_in_bulk_with_filters_and_dry_run() {
     assert_eq!(none["matched"], 0);
     expect_error(
         post(&app, "/api/workflows/retry-failed", json!({"step": "nope"})).await,
+        400,
+        "invalid_filter",
+    )
+    .await;
+    expect_error(
+        post(&app, "/api/workflows/retry-failed", json!({"since": "+10000-01-01T00:00:00Z"})).await,
         400,
         "invalid_filter",
     )

@@ -971,3 +971,26 @@ async fn discovering_subscribers_uses_indexes_not_a_scan_of_every_subscription()
     assert_eq!(seq, 0, "subscriptions were scanned in full");
     assert!(idx >= 8, "the lookups used the indexes ({idx} index scans)");
 }
+
+conformance! {
+/// A NUL character in a page's text (Notion lets a paste through with one): PostgreSQL stores
+/// it neither in `text` nor in `jsonb`, so before, every attempt to record the sync failed,
+/// the crawl ran again and again, and the run ended `attempts_exhausted` on PostgreSQL while
+/// SQLite synced it. Notion's answers are now read without NULs, on both.
+async fn a_page_whose_text_holds_a_nul_character_syncs_without_it() {
+    let env = setup(|_| {}).await;
+    let (new_toggle, answer) = ("1f3c8a2e-4b7d-8999-9999-000000000001", "1f3c8a2e-4b7d-8999-9999-000000000002");
+    env.notion.set_children(ids::PAGE, vec![toggle(new_toggle, "What does NADH\u{0} carry?")]);
+    env.notion.set_children(new_toggle, vec![paragraph(answer, "Elec\u{0}trons.")]);
+
+    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let cards = env.cards().await;
+    assert_eq!(cards.len(), 1, "{cards:?}");
+    assert_eq!(cards[0]["front"], "What does NADH carry?");
+    assert_eq!(cards[0]["back"], "Electrons.");
+    let run_id: uuid::Uuid = run["id"].as_str().expect("id").parse().expect("uuid");
+    assert_eq!(env.attempt_outcomes(run_id, "fetch").await, ["succeeded"], "one crawl");
+}
+}

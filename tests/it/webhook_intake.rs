@@ -375,14 +375,11 @@ async fn a_burst_of_deliveries_and_redeliveries_stores_each_event_once_and_names
 }
 }
 
-#[tokio::test]
+conformance! {
+/// PostgreSQL's JSON cannot hold a NUL character, which JSON itself allows: such an event is
+/// the sender's fault (400, nothing stored, no retry storm of 5xx), on every backend alike, and
+/// the deliveries around it are stored as usual.
 async fn an_unstorable_event_in_a_burst_is_refused_alone() {
-    // PostgreSQL's JSON cannot hold a NUL character, which JSON itself allows: such an event is
-    // the sender's fault (400, nothing stored, no retry storm of 5xx), and the deliveries
-    // around it are stored as usual.
-    if !postgres_or_skip() {
-        return;
-    }
     let app = TestApp::spawn().await;
     let good = |n: usize| {
         format!(
@@ -408,6 +405,7 @@ async fn an_unstorable_event_in_a_burst_is_refused_alone() {
         app.count("select count(*) from webhook_events where notion_event_id = 'evt-nul-bad'").await,
         0
     );
+}
 }
 
 /// A body that stalls after its headers is cut off 10 s later with a 408 (Notion redelivers), so

@@ -20,6 +20,13 @@
 //! Each block list is requested exactly once and, within a page, in document order: first the
 //! children of the blocks just received, then the next page of the list.
 //!
+//! Notion ends a data source or database query at 10,000 rows (`request_status: incomplete`,
+//! `query_result_limit_reached`, on every page of the capped result). Queries are sorted
+//! oldest first (`created_time`), so the crawl reads on in windows: the same query again,
+//! filtered to rows created at or after the last one read, until a window is not capped.
+//! Only more than 10,000 rows created at one instant (Notion's `created_time` has minute
+//! precision) cannot be read this way: that ends in [`CrawlError::QueryIncomplete`].
+//!
 //! Gone: a root page or database whose object says `in_trash` or `archived` ends the crawl at
 //! once with [`FetchedContent::gone`] set. A 404 is the caller's to interpret; if it decides the
 //! object is gone, [`Crawl::apply_not_found`] records that and the crawl carries on without it.
@@ -49,11 +56,30 @@ pub enum ApiFlavor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 pub enum CrawlRequest {
-    RetrievePage { page_id: String },
-    ListChildren { block_id: String, cursor: Option<String> },
-    RetrieveDatabase { id: String },
-    QueryDataSource { id: String, cursor: Option<String> },
-    QueryDatabase { id: String, cursor: Option<String> },
+    RetrievePage {
+        page_id: String,
+    },
+    ListChildren {
+        block_id: String,
+        cursor: Option<String>,
+    },
+    RetrieveDatabase {
+        id: String,
+    },
+    /// `created_from`: the query's window (see [`Crawl`]'s module notes): only rows created at
+    /// or after that `created_time`. `None` for a query's first window.
+    QueryDataSource {
+        id: String,
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_from: Option<String>,
+    },
+    QueryDatabase {
+        id: String,
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_from: Option<String>,
+    },
 }
 
 /// Everything a finished crawl read.
@@ -88,16 +114,17 @@ pub enum CrawlError {
     /// `apply` was given the answer to a different request than the one the crawl is waiting
     /// for: a bug, or a stale worker. Nothing was recorded.
     #[error("the crawl is waiting for {expected:?}, not for the answer to {given:?}")]
-    OutOfStep { expected: Option<CrawlRequest>, given: CrawlRequest },
+    OutOfStep { expected: Option<Box<CrawlRequest>>, given: Box<CrawlRequest> },
     /// The answer does not have the shape the crawl needs. Nothing was recorded, so the same
     /// request can be made again.
     #[error("Notion's answer to {request:?} cannot be used: {detail}")]
     MalformedResponse { request: CrawlRequest, detail: String },
     #[error("the crawl still has requests to make")]
     Unfinished,
-    /// Notion stopped a data source query short of its rows (`request_status: incomplete`,
-    /// e.g. past 10,000 rows). Finishing the crawl would retire the cards of every row not
-    /// read, so it stops here instead. Nothing was recorded.
+    /// Notion stopped a data source query short of its rows (`request_status: incomplete`)
+    /// for a reason the crawl cannot read past: an unknown one, or 10,000 rows created at one
+    /// instant (see the module notes). Finishing the crawl would retire the cards of every row
+    /// not read, so it stops here instead. Nothing was recorded.
     #[error(
         "Notion stopped the query of {request:?} short of its rows ({reason}): the database has more rows than one query returns, and syncing part of it would retire the cards of the rest"
     )]
@@ -191,9 +218,10 @@ impl Crawl {
         let id = database_id.to_owned();
         match api {
             ApiFlavor::DataSources => crawl.push(CrawlRequest::RetrieveDatabase { id }, Target::Database),
-            ApiFlavor::LegacyDatabase => {
-                crawl.push(CrawlRequest::QueryDatabase { id, cursor: None }, Target::Rows { root: true })
-            }
+            ApiFlavor::LegacyDatabase => crawl.push(
+                CrawlRequest::QueryDatabase { id, cursor: None, created_from: None },
+                Target::Rows { root: true },
+            ),
         }
         crawl
     }
@@ -201,7 +229,8 @@ impl Crawl {
     /// Crawls every row page of one data source (2025-09-03), e.g. from a `data_source.*` event.
     pub fn data_source(data_source_id: &str) -> Self {
         let mut crawl = Self::empty(false);
-        let request = CrawlRequest::QueryDataSource { id: data_source_id.to_owned(), cursor: None };
+        let request =
+            CrawlRequest::QueryDataSource { id: data_source_id.to_owned(), cursor: None, created_from: None };
         crawl.push(request, Target::Rows { root: true });
         crawl
     }
@@ -261,11 +290,28 @@ impl Crawl {
             }
             Target::Rows { .. } => {
                 let list = read_list(response, "page").map_err(malformed)?;
-                if let Some(reason) = list.incomplete_reason() {
-                    return Err(CrawlError::QueryIncomplete { request: request.clone(), reason });
-                }
+                let next_window = match list.incomplete_reason() {
+                    // Every page of a capped result says so; only its last one ends the window.
+                    Some(_) if list.has_more => None,
+                    Some(reason) if reason == QUERY_RESULT_LIMIT => {
+                        let window = next_window(request, &list.results).ok_or_else(|| {
+                            CrawlError::QueryIncomplete {
+                                request: request.clone(),
+                                reason: format!("{reason}, within rows all created at the same instant"),
+                            }
+                        })?;
+                        Some(window)
+                    }
+                    Some(reason) => {
+                        return Err(CrawlError::QueryIncomplete { request: request.clone(), reason });
+                    }
+                    None => None,
+                };
                 self.finish_task();
-                self.push_continuation(request, &list, task.into);
+                match next_window {
+                    Some(window) => self.push(window, task.into),
+                    None => self.push_continuation(request, &list, task.into),
+                }
                 self.add_rows(list.results);
             }
             Target::Children { page, parent } => {
@@ -321,8 +367,8 @@ impl Crawl {
         match self.todo.last() {
             Some(task) if task.request == *given => Ok(task.clone()),
             other => Err(CrawlError::OutOfStep {
-                expected: other.map(|t| t.request.clone()),
-                given: given.clone(),
+                expected: other.map(|t| Box::new(t.request.clone())),
+                given: Box::new(given.clone()),
             }),
         }
     }
@@ -370,7 +416,8 @@ impl Crawl {
         }
         // Reversed onto the stack so the first data source is queried first.
         for id in sources.into_iter().rev() {
-            self.push(CrawlRequest::QueryDataSource { id, cursor: None }, Target::Rows { root: false });
+            let request = CrawlRequest::QueryDataSource { id, cursor: None, created_from: None };
+            self.push(request, Target::Rows { root: false });
         }
     }
 
@@ -381,10 +428,12 @@ impl Crawl {
             CrawlRequest::ListChildren { block_id, .. } => {
                 CrawlRequest::ListChildren { block_id, cursor: Some(next) }
             }
-            CrawlRequest::QueryDataSource { id, .. } => {
-                CrawlRequest::QueryDataSource { id, cursor: Some(next) }
+            CrawlRequest::QueryDataSource { id, created_from, .. } => {
+                CrawlRequest::QueryDataSource { id, cursor: Some(next), created_from }
             }
-            CrawlRequest::QueryDatabase { id, .. } => CrawlRequest::QueryDatabase { id, cursor: Some(next) },
+            CrawlRequest::QueryDatabase { id, created_from, .. } => {
+                CrawlRequest::QueryDatabase { id, cursor: Some(next), created_from }
+            }
             CrawlRequest::RetrievePage { .. } | CrawlRequest::RetrieveDatabase { .. } => return,
         };
         self.push(request, into);
@@ -434,6 +483,36 @@ impl Crawl {
             );
         }
     }
+}
+
+/// Notion's reason for ending a query at its cap of 10,000 rows.
+const QUERY_RESULT_LIMIT: &str = "query_result_limit_reached";
+
+/// The query that reads on past a window Notion capped (`rows`: its last page, oldest first):
+/// the same query for the rows created at or after the last one read. Rows created at that
+/// same instant are returned again and skipped as already seen. `None` when that would not
+/// move on: the window began at that instant already (more rows were created in it than one
+/// query returns), or no row gives a time to go on from.
+fn next_window(request: &CrawlRequest, rows: &[Value]) -> Option<CrawlRequest> {
+    let created = |row: &Value| {
+        let time = row.get("created_time")?.as_str()?;
+        chrono::DateTime::parse_from_rfc3339(time).ok().map(|parsed| (parsed, time.to_owned()))
+    };
+    let (last, text) = rows.iter().filter_map(created).max_by_key(|(parsed, _)| *parsed)?;
+    let (id, from) = match request {
+        CrawlRequest::QueryDataSource { id, created_from, .. }
+        | CrawlRequest::QueryDatabase { id, created_from, .. } => (id.clone(), created_from),
+        _ => return None,
+    };
+    let start = from.as_deref().map(chrono::DateTime::parse_from_rfc3339);
+    if matches!(start, Some(Ok(start)) if last <= start) {
+        return None;
+    }
+    let created_from = Some(text);
+    Some(match request {
+        CrawlRequest::QueryDatabase { .. } => CrawlRequest::QueryDatabase { id, cursor: None, created_from },
+        _ => CrawlRequest::QueryDataSource { id, cursor: None, created_from },
+    })
 }
 
 /// `child_page` and `child_database` blocks have children, but those are another page's content.

@@ -270,8 +270,8 @@ fn the_answer_to_another_request_is_refused_and_changes_nothing() {
     assert_eq!(
         err,
         CrawlError::OutOfStep {
-            expected: Some(CrawlRequest::RetrievePage { page_id: PAGE.into() }),
-            given: wrong.clone()
+            expected: Some(Box::new(CrawlRequest::RetrievePage { page_id: PAGE.into() })),
+            given: Box::new(wrong.clone())
         }
     );
     assert_eq!(err.error_kind(), "notion_crawl_misuse");
@@ -366,20 +366,24 @@ fn a_database_is_read_through_its_data_sources_without_retrieving_rows_again() {
             fixture_database(&[DATA_SOURCE, SECOND_DATA_SOURCE])
         }
         // The first data source answers in two pages, the second is empty.
-        CrawlRequest::QueryDataSource { id, cursor: None } if id == DATA_SOURCE => {
+        CrawlRequest::QueryDataSource { id, cursor: None, .. } if id == DATA_SOURCE => {
             json!({"object": "list", "results": [rows[0]], "next_cursor": PHOTOSYNTHESIS, "has_more": true})
         }
-        CrawlRequest::QueryDataSource { id, cursor: Some(c) } if id == DATA_SOURCE && c == PHOTOSYNTHESIS => {
+        CrawlRequest::QueryDataSource { id, cursor: Some(c), .. }
+            if id == DATA_SOURCE && c == PHOTOSYNTHESIS =>
+        {
             json!({"object": "list", "results": [rows[1]], "next_cursor": null, "has_more": false})
         }
-        CrawlRequest::QueryDataSource { id, cursor: None } if id == SECOND_DATA_SOURCE => list(vec![], None),
+        CrawlRequest::QueryDataSource { id, cursor: None, .. } if id == SECOND_DATA_SOURCE => {
+            list(vec![], None)
+        }
         other => fixture_answer(other),
     };
     let (content, made) = drive(Crawl::database(DATABASE, ApiFlavor::DataSources), answer);
 
     assert!(!made.iter().any(|r| matches!(r, CrawlRequest::RetrievePage { .. })), "{made:?}");
     assert_eq!(made[0], CrawlRequest::RetrieveDatabase { id: DATABASE.into() });
-    assert_eq!(made[1], CrawlRequest::QueryDataSource { id: DATA_SOURCE.into(), cursor: None });
+    assert_eq!(made[1], query(DATA_SOURCE, None, None));
     assert_eq!(made.len(), 1 + 2 + 1 + 6 + 1, "database, 2 + 1 queries, 6 lists for a row, 1 for the other");
     assert_eq!(content.database.as_ref().map(|d| &d["id"]), Some(&json!(DATABASE)));
     assert!(content.database.as_ref().is_some_and(|d| d.get("request_id").is_none()));
@@ -392,13 +396,16 @@ fn a_database_is_read_through_its_data_sources_without_retrieving_rows_again() {
 #[test]
 fn a_legacy_database_is_queried_directly() {
     let answer = |request: &CrawlRequest| match request {
-        CrawlRequest::QueryDatabase { id, cursor: None } if id == DATABASE => {
+        CrawlRequest::QueryDatabase { id, cursor: None, .. } if id == DATABASE => {
             fixture!("database_query_legacy_2022-06-28.json")
         }
         other => fixture_answer(other),
     };
     let (content, made) = drive(Crawl::database(DATABASE, ApiFlavor::LegacyDatabase), answer);
-    assert_eq!(made[0], CrawlRequest::QueryDatabase { id: DATABASE.into(), cursor: None });
+    assert_eq!(
+        made[0],
+        CrawlRequest::QueryDatabase { id: DATABASE.into(), cursor: None, created_from: None }
+    );
     assert_eq!(made.len(), 1 + 6 + 1);
     assert_eq!(content.database, None);
     assert_eq!(content.pages.len(), 2);
@@ -453,23 +460,124 @@ fn a_row_whose_blocks_are_not_found_is_gone_and_the_others_are_read() {
     assert!(!content.pages[1].gone);
 }
 
+fn query(id: &str, cursor: Option<&str>, created_from: Option<&str>) -> CrawlRequest {
+    CrawlRequest::QueryDataSource {
+        id: id.to_owned(),
+        cursor: cursor.map(str::to_owned),
+        created_from: created_from.map(str::to_owned),
+    }
+}
+
+/// A row page with its own id, created at `created`, with no blocks.
+fn row(n: usize, created: &str) -> Value {
+    json!({"object": "page", "id": format!("00000000-0000-4000-8000-{n:012}"), "created_time": created,
+           "in_trash": false, "properties": {}})
+}
+
+/// A page of a query answer; `capped`: Notion's marker of a result cut at its 10,000 rows.
+fn rows_page(rows: &[Value], next_cursor: Option<&str>, capped: bool) -> Value {
+    let mut page = json!({"object": "list", "results": rows, "next_cursor": next_cursor,
+                          "has_more": next_cursor.is_some(), "type": "page_or_data_source"});
+    if capped {
+        page["request_status"] =
+            json!({"type": "incomplete", "incomplete_reason": "query_result_limit_reached"});
+    }
+    page
+}
+
 #[test]
-fn a_query_notion_stopped_short_of_its_rows_ends_the_crawl_in_an_error_not_a_partial_result() {
-    let rows = fixture!("data_source_query.json")["results"].as_array().expect("rows").clone();
+fn a_query_capped_by_notion_is_read_on_in_created_time_windows_and_every_row_is_read_once() {
+    // Six rows, oldest first; Notion's cap is played by 4 rows per query, in pages of 2. Rows 3
+    // and 4 were created at the same minute, so the second window returns row 3 again.
+    let times = [
+        "2026-01-01T10:00:00.000Z",
+        "2026-01-01T10:01:00.000Z",
+        "2026-01-01T10:02:00.000Z",
+        "2026-01-01T10:03:00.000Z",
+        "2026-01-01T10:03:00.000Z",
+        "2026-01-01T10:04:00.000Z",
+    ];
+    let rows: Vec<Value> = times.iter().enumerate().map(|(n, t)| row(n, t)).collect();
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::QueryDataSource { cursor: None, created_from: None, .. } => {
+            rows_page(&rows[0..2], Some("w1p2"), true)
+        }
+        CrawlRequest::QueryDataSource { cursor: Some(c), created_from: None, .. } if c == "w1p2" => {
+            rows_page(&rows[2..4], None, true)
+        }
+        CrawlRequest::QueryDataSource { cursor: None, created_from: Some(from), .. } if from == times[3] => {
+            rows_page(&rows[3..5], Some("w2p2"), false)
+        }
+        CrawlRequest::QueryDataSource { cursor: Some(c), created_from: Some(_), .. } if c == "w2p2" => {
+            rows_page(&rows[5..6], None, false)
+        }
+        CrawlRequest::ListChildren { cursor: None, .. } => list(vec![], None),
+        other => panic!("unexpected request {other:?}"),
+    };
+    let (content, made) = drive(Crawl::data_source(DATA_SOURCE), answer);
+
+    let read: Vec<&str> = content.pages.iter().map(|p| p.page["id"].as_str().expect("id")).collect();
+    let expected: Vec<&str> = rows.iter().map(|r| r["id"].as_str().expect("id")).collect();
+    assert_eq!(read, expected, "every row once, oldest first");
+    let queries: Vec<&CrawlRequest> =
+        made.iter().filter(|r| matches!(r, CrawlRequest::QueryDataSource { .. })).collect();
+    assert_eq!(
+        queries,
+        [
+            &query(DATA_SOURCE, None, None),
+            &query(DATA_SOURCE, Some("w1p2"), None),
+            &query(DATA_SOURCE, None, Some(times[3])),
+            &query(DATA_SOURCE, Some("w2p2"), Some(times[3])),
+        ]
+    );
+    assert_eq!(made.len(), 4 + 6, "four query pages and each row's blocks once: {made:?}");
+}
+
+#[test]
+fn a_window_that_cannot_move_on_ends_the_crawl_in_an_error_not_a_partial_result() {
+    // Every row of the capped window was created at the minute the window began with: the
+    // next window would be the same query.
+    let at = "2026-01-01T10:00:00.000Z";
     let mut crawl = Crawl::data_source(DATA_SOURCE);
-    let query = crawl.next_request().expect("the query");
-    // Past 10,000 rows Notion ends the list (has_more false) and says it is incomplete.
-    let capped = json!({"object": "list", "results": [rows[0]], "next_cursor": null, "has_more": false,
-                        "request_status": {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}});
-    let err = crawl.apply(&query, capped).expect_err("incomplete");
+    let first = crawl.next_request().expect("the query");
+    crawl.apply(&first, rows_page(&[row(0, "2026-01-01T09:00:00.000Z"), row(1, at)], None, true)).unwrap();
+    // The rows' blocks first, then the next window.
+    while let Some(request @ CrawlRequest::ListChildren { .. }) = crawl.next_request() {
+        crawl.apply(&request, list(vec![], None)).unwrap();
+    }
+    let window = crawl.next_request().expect("a second window");
+    assert_eq!(window, query(DATA_SOURCE, None, Some(at)));
+
+    let err = crawl.apply(&window, rows_page(&[row(1, at), row(2, at)], None, true)).expect_err("stuck");
     assert_eq!(err.error_kind(), "notion_query_incomplete");
     assert!(!err.is_retryable(), "asking again gets the same answer");
     assert!(err.to_string().contains("query_result_limit_reached"), "{err}");
+    assert_eq!(crawl.next_request(), Some(window.clone()), "nothing was recorded");
+}
+
+#[test]
+fn a_query_stopped_short_for_an_unknown_reason_ends_the_crawl_in_an_error_not_a_partial_result() {
+    let rows = fixture!("data_source_query.json")["results"].as_array().expect("rows").clone();
+    let mut crawl = Crawl::data_source(DATA_SOURCE);
+    let query = crawl.next_request().expect("the query");
+    let stopped = json!({"object": "list", "results": [rows[0]], "next_cursor": null, "has_more": false,
+                         "request_status": {"type": "incomplete", "incomplete_reason": "something_new"}});
+    let err = crawl.apply(&query, stopped).expect_err("incomplete");
+    assert_eq!(err.error_kind(), "notion_query_incomplete");
+    assert!(err.to_string().contains("something_new"), "{err}");
     assert_eq!(crawl.next_request(), Some(query.clone()), "nothing was recorded");
     // A complete status is an ordinary answer.
     let complete = json!({"object": "list", "results": [], "next_cursor": null, "has_more": false,
                           "request_status": {"type": "complete"}});
     crawl.apply(&query, complete).expect("accepted");
+}
+
+#[test]
+fn a_saved_query_from_before_windows_is_read_as_the_first_window() {
+    let saved = json!({"call": "query_data_source", "id": DATA_SOURCE, "cursor": "c"});
+    let request: CrawlRequest = serde_json::from_value(saved.clone()).expect("readable");
+    assert_eq!(request, query(DATA_SOURCE, Some("c"), None));
+    assert_eq!(serde_json::to_value(&request).unwrap(), saved, "written the same way");
 }
 
 #[test]

@@ -149,12 +149,20 @@ impl PgStore {
     }
 
     /// The failed runs that match `filter` (its state aside), oldest first; at most `limit`.
-    pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<RunId>> {
-        let mut q: QueryBuilder<Postgres> =
-            QueryBuilder::new("select id from workflow_runs where state = 'failed'");
+    /// The failed runs that match, oldest first, each with whether a retry would be refused
+    /// as superseded (see [`ActionError::Superseded`]).
+    pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<(RunId, bool)>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+            "select r.id, r.workflow = 'notion_sync' and exists (
+                 select 1 from workflow_runs n
+                 where n.workflow = 'notion_sync' and n.user_id = r.user_id
+                   and n.notion_id = r.notion_id and n.created_at > r.created_at
+             ) as superseded
+             from workflow_runs r where r.state = 'failed'",
+        );
         push_filter(&mut q, &RunFilter { state: None, ..filter.clone() });
-        q.push(" order by created_at, id limit ").push_bind(limit);
-        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
+        q.push(" order by r.created_at, r.id limit ").push_bind(limit);
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
     /// Runs by state, step records by name and state, and the age of the oldest pending run.
@@ -353,7 +361,7 @@ async fn retry_in(conn: &mut PgConnection, id: RunId, actor: &str) -> Result<(),
     let row = sqlx::query(
         r#"
         update workflow_runs
-        set state = 'pending', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = now(),
+        set state = 'pending', trigger = 'retry', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = now(),
             finished_at = null, updated_at = now()
         where id = $1 and state in ('failed', 'cancelled')
         returning dispatch_seq, current_step

@@ -136,12 +136,20 @@ impl SqliteStore {
     }
 
     /// The failed runs that match `filter` (its state aside), oldest first; at most `limit`.
-    pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<RunId>> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("select id from workflow_runs where state = 'failed'");
+    /// The failed runs that match, oldest first, each with whether a retry would be refused
+    /// as superseded (see [`ActionError::Superseded`]).
+    pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<(RunId, bool)>> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "select r.id, r.workflow = 'notion_sync' and exists (
+                 select 1 from workflow_runs n
+                 where n.workflow = 'notion_sync' and n.user_id = r.user_id
+                   and n.notion_id = r.notion_id and n.created_at > r.created_at
+             ) as superseded
+             from workflow_runs r where r.state = 'failed'",
+        );
         push_filter(&mut q, &RunFilter { state: None, ..filter.clone() });
-        q.push(" order by created_at, id limit ").push_bind(limit);
-        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
+        q.push(" order by r.created_at, r.id limit ").push_bind(limit);
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
     pub async fn queue_stats(&self) -> StoreResult<QueueStats> {
@@ -220,7 +228,7 @@ async fn retry_in(conn: &mut SqliteConnection, id: RunId, actor: &str) -> Result
     let row = sqlx::query(
         r#"
         update workflow_runs
-        set state = 'pending', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = $2,
+        set state = 'pending', trigger = 'retry', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = $2,
             finished_at = null, updated_at = $2
         where id = $1 and state in ('failed', 'cancelled')
         returning dispatch_seq, current_step
