@@ -27,7 +27,7 @@ pub struct UsersApi;
 
 #[derive(Debug, Object)]
 pub struct NewUser {
-    /// Unique (case-insensitive).
+    /// Unique (case-insensitive: Unicode lowercase).
     pub email: EmailText,
 }
 

@@ -426,7 +426,7 @@ delegate! {
     /// Deletes job rows that finished more than `grace` ago.
     pub async fn prune_finished_jobs(&self, grace: Duration) -> StoreResult<u64>;
     /// Deletes finished runs (with their steps, attempts and links) and webhook events older
-    /// than `retention`.
+    /// than `retention`; an event only once no run that stands for it is left.
     pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned>;
     /// Deletes apalis's rows of workers not seen for `older_than` that no job row refers to:
     /// every process start (and every worker restart after a database outage) registers a

@@ -307,6 +307,13 @@ pub struct DebounceWindow {
 
 // --- Users and subscriptions
 
+/// What makes two emails the same user (`users.email_key`, unique): Unicode lowercase, folded
+/// here rather than by the database, whose `lower()` depends on its locale (SQLite's only
+/// folds ASCII).
+pub fn email_key(email: &str) -> String {
+    email.to_lowercase()
+}
+
 #[derive(Debug, Clone, FromRow)]
 pub struct UserRow {
     pub id: UserId,

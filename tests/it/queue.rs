@@ -169,6 +169,60 @@ async fn history_older_than_the_retention_is_pruned() {
     assert_eq!(app.count("select count(*) from workflow_steps").await, 2, "the kept runs' steps are kept");
 }
 
+/// An event older than the retention is kept while a run that stands for it is kept: a
+/// failed event run finished yesterday can still be retried, and its step reads its event.
+/// Before, the event went once no run of it was in flight, and the retry failed
+/// `event_missing`.
+#[tokio::test]
+async fn an_old_event_is_kept_while_a_run_that_stands_for_it_is_kept() {
+    if !postgres_or_skip() {
+        return;
+    }
+    // The store alone: a running service would prune on its own meanwhile.
+    let db = TestDb::create_postgres().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    let (kept_run, old_run) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let [with_kept_run, with_old_run, alone] = [1u128, 2, 3].map(uuid::Uuid::from_u128);
+    for event in [with_kept_run, with_old_run, alone] {
+        sqlx::query(
+            "insert into webhook_events (id, dedupe_key, event_type, outcome, payload, received_at)
+             values ($1, $1::text, 'page.updated', 'accepted', '{}', now() - interval '40 days')",
+        )
+        .bind(event)
+        .execute(pool.pg())
+        .await
+        .expect("event");
+    }
+    for (run, event, finished) in [(kept_run, with_kept_run, "1 day"), (old_run, with_old_run, "35 days")] {
+        sqlx::query(
+            "with run as (
+                 insert into workflow_runs (id, workflow, state, current_step, trigger, event_id, created_at, finished_at)
+                 values ($1, 'notion_event', 'failed', 'discover_users', 'webhook', $2,
+                         now() - interval '40 days', now() - $3::interval)
+             )
+             insert into workflow_run_events (run_id, event_id) values ($1, $2)",
+        )
+        .bind(run)
+        .bind(event)
+        .bind(finished)
+        .execute(pool.pg())
+        .await
+        .expect("run");
+    }
+
+    store.prune_history(Duration::from_secs(30 * 86_400)).await.expect("prune");
+
+    let events: Vec<uuid::Uuid> = sqlx::query_scalar("select id from webhook_events order by id")
+        .fetch_all(pool.pg())
+        .await
+        .expect("events");
+    assert_eq!(events, [with_kept_run], "only the event of the run still kept is left");
+    let runs: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select id from workflow_runs").fetch_all(pool.pg()).await.expect("runs");
+    assert_eq!(runs, [kept_run]);
+}
+
 conformance! {
 /// Every process start (and every worker restart after a database outage) registers an apalis
 /// worker under a new name; the hourly pruning removes the rows of workers gone for an hour,

@@ -25,6 +25,10 @@ async fn a_user_is_created_read_and_unique_by_email() {
     assert_eq!(fetched, user);
     expect_error(post(&app, "/api/users", json!({"email": "maya@EXAMPLE.com"})).await, 409, "email_taken")
         .await;
+    // Beyond ASCII too, on every backend (SQLite's `lower()` folds ASCII only).
+    expect_json(post(&app, "/api/users", json!({"email": "Émile@Straße.example"})).await, 201).await;
+    expect_error(post(&app, "/api/users", json!({"email": "émile@straße.EXAMPLE"})).await, 409, "email_taken")
+        .await;
     expect_error(post(&app, "/api/users", json!({"email": "not-an-email"})).await, 400, "invalid_email")
         .await;
     expect_error(post(&app, "/api/users", json!({"mail": "x@y.z"})).await, 400, "bad_request").await;

@@ -55,7 +55,7 @@ impl PgStore {
     }
 
     /// Deletes finished runs (with their steps, attempts and links) and webhook events older
-    /// than `retention`.
+    /// than `retention`; an event only once no run that stands for it is left.
     pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned> {
         let mut pruned = Pruned::default();
         loop {
@@ -98,10 +98,10 @@ impl PgStore {
                 where id in (
                     select e.id from webhook_events e
                     where e.received_at < now() - make_interval(secs => $1)
-                      and not exists (
-                          select 1 from workflow_run_events l join workflow_runs r on r.id = l.run_id
-                          where l.event_id = e.id and r.state in ('pending', 'running', 'waiting')
-                      )
+                      -- Kept while any run that stands for it is kept (a failed event run
+                      -- can still be retried, and its step reads the event); the links go
+                      -- with their runs, which are pruned first.
+                      and not exists (select 1 from workflow_run_events l where l.event_id = e.id)
                     limit $2
                     for update skip locked
                 )

@@ -7,7 +7,7 @@ use crate::{
     ids::{NotionId, RunId, UserId},
     store::{
         DebounceWindow, NotionWorkspace, StoreResult, StoredNotionToken, SubscriptionRow, SyncTarget,
-        SyncTrigger, UserError, UserRow,
+        SyncTrigger, UserError, UserRow, email_key,
     },
 };
 
@@ -15,12 +15,13 @@ impl PgStore {
     pub async fn create_user(&self, email: &str) -> Result<UserRow, UserError> {
         let result = sqlx::query_as::<_, UserRow>(
             r#"
-            insert into users (id, email) values ($1, $2)
+            insert into users (id, email, email_key) values ($1, $2, $3)
             returning id, email, notion_token_ciphertext is not null as notion_connected, notion_workspace_name, created_at
             "#,
         )
         .bind(UserId::new())
         .bind(email)
+        .bind(email_key(email))
         .fetch_one(&self.pool)
         .await;
         match result {

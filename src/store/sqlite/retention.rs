@@ -83,10 +83,10 @@ impl SqliteStore {
                 where id in (
                     select e.id from webhook_events e
                     where e.received_at < $1
-                      and not exists (
-                          select 1 from workflow_run_events l join workflow_runs r on r.id = l.run_id
-                          where l.event_id = e.id and r.state in ('pending', 'running', 'waiting')
-                      )
+                      -- Kept while any run that stands for it is kept (a failed event run
+                      -- can still be retried, and its step reads the event); the links go
+                      -- with their runs, which are pruned first.
+                      and not exists (select 1 from workflow_run_events l where l.event_id = e.id)
                     limit $2
                 )
                 "#,

@@ -5,7 +5,7 @@ use crate::{
     ids::{NotionId, RunId, UserId},
     store::{
         DebounceWindow, NotionWorkspace, StoreResult, StoredNotionToken, SubscriptionRow, SyncTarget,
-        SyncTrigger, UserError, UserRow,
+        SyncTrigger, UserError, UserRow, email_key,
     },
 };
 
@@ -20,7 +20,7 @@ impl SqliteStore {
         let now = now();
         let result = sqlx::query_as::<_, UserRow>(
             r#"
-            insert into users (id, email, created_at, updated_at) values ($1, $2, $3, $3)
+            insert into users (id, email, email_key, created_at, updated_at) values ($1, $2, $4, $3, $3)
             returning id, email, notion_token_ciphertext is not null as notion_connected, notion_workspace_name,
                 created_at
             "#,
@@ -28,6 +28,7 @@ impl SqliteStore {
         .bind(UserId::new())
         .bind(email)
         .bind(&now)
+        .bind(email_key(email))
         .fetch_one(&self.writer)
         .await;
         match result {
