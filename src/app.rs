@@ -161,7 +161,9 @@ impl App {
         let idle_in_transaction = definitions.longest_timeout() + config.step_lease;
         let store = connect_and_migrate(&config, Some(idle_in_transaction)).await?;
         let secrets = ServiceSecrets::load(&config)?;
-        if secrets.cipher.has_previous_key() {
+        if !secrets.cipher.has_previous_key() {
+            crate::secrets::check_key_opens_stored_secrets(&store, &secrets.cipher).await?;
+        } else {
             let done = crate::secrets::reencrypt_stored_secrets(&store, &secrets.cipher)
                 .await
                 .context("re-encrypting stored secrets under the new TOKEN_ENCRYPTION_KEY")?;
@@ -180,6 +182,13 @@ impl App {
                     "key rotation: some stored secrets open with neither key (see the errors above)"
                 );
             }
+        }
+        if config.oauth_lacks_redirect_uri() {
+            tracing::warn!(
+                "NOTION_CLIENT_ID and NOTION_CLIENT_SECRET are set but NOTION_REDIRECT_URI is not: OAuth \
+                 \"Connect Notion\" answers 503 oauth_not_configured until it is (webhooks, syncs and \
+                 tokens set with PUT /api/users/{{id}}/notion-token are unaffected)"
+            );
         }
         let acceptor = listener.map(TcpAcceptor::from_tokio).transpose()?;
         let ops_acceptor = ops_listener.map(TcpAcceptor::from_tokio).transpose()?;
@@ -363,16 +372,7 @@ fn claim_sqlite_file(config: &Config, role: Role) -> anyhow::Result<Option<std::
             role.name()
         );
     }
-    let url = config.database_url();
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose_secret())
-        .context("DATABASE_URL is not a valid sqlite:// URL")?;
-    let file = options.get_filename();
-    if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
-        return Ok(None);
-    }
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let Some(file) = sqlite_file_with_its_directory(config)? else { return Ok(None) };
     let lock_path = file.with_extension("lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -395,12 +395,32 @@ fn claim_sqlite_file(config: &Config, role: Role) -> anyhow::Result<Option<std::
     Ok(Some(lock))
 }
 
+/// The SQLite file DATABASE_URL names, with its directory created (SQLite creates a missing
+/// file, not a missing directory). `None`: an in-memory database.
+fn sqlite_file_with_its_directory(config: &Config) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let url = config.database_url();
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose_secret())
+        .context("DATABASE_URL is not a valid sqlite:// URL")?;
+    let file = options.get_filename();
+    if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
+        return Ok(None);
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(Some(file.to_path_buf()))
+}
+
 /// Connects and applies migrations, waiting for a database that is still starting.
 /// `idle_in_transaction_timeout`: see [`PoolSettings::idle_in_transaction_timeout`].
 pub async fn connect_and_migrate(
     config: &Config,
     idle_in_transaction_timeout: Option<Duration>,
 ) -> anyhow::Result<Store> {
+    if config.database_backend() == BackendKind::Sqlite {
+        // `serve` has made it already; `migrate` on a fresh machine has not.
+        sqlite_file_with_its_directory(config)?;
+    }
     let settings = PoolSettings {
         url: config.database_url(),
         max_connections: config.database_max_connections,

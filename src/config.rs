@@ -107,6 +107,14 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The OAuth client is configured but the redirect URI Notion requires is not: the service
+    /// runs, with OAuth off (a warning at start-up says so).
+    pub fn oauth_lacks_redirect_uri(&self) -> bool {
+        self.notion_client_id.is_some()
+            && self.notion_client_secret.is_some()
+            && self.notion_redirect_uri.is_none()
+    }
+
     /// Reads `ENV_FILE` (if set) and `.env` (if present) into the process environment without
     /// overriding what is already set, then reads the settings. Real environment variables win
     /// over `ENV_FILE`, which wins over `.env`.
@@ -271,18 +279,19 @@ impl Config {
                 }
             }
         }
+        // The client id and secret go together. The setup guide's env file sets both and no
+        // redirect URI: that starts, with OAuth off until NOTION_REDIRECT_URI is set too
+        // (Notion refuses an authorize URL without one; see `oauth_lacks_redirect_uri`).
         let oauth = [
             ("NOTION_CLIENT_ID", self.notion_client_id.is_some()),
             ("NOTION_CLIENT_SECRET", self.notion_client_secret.is_some()),
-            ("NOTION_REDIRECT_URI", self.notion_redirect_uri.is_some()),
         ];
-        if oauth.iter().any(|(_, set)| *set)
-            && let Some((name, _)) = oauth.iter().find(|(_, set)| !*set)
-        {
+        let any_oauth = oauth.iter().any(|(_, set)| *set) || self.notion_redirect_uri.is_some();
+        if any_oauth && let Some((name, _)) = oauth.iter().find(|(_, set)| !*set) {
             return Err(ConfigError {
                 name,
-                reason: "NOTION_CLIENT_ID, NOTION_CLIENT_SECRET and NOTION_REDIRECT_URI are needed together \
-                         for OAuth \"Connect Notion\""
+                reason: "NOTION_CLIENT_ID and NOTION_CLIENT_SECRET are needed together (with \
+                         NOTION_REDIRECT_URI) for OAuth \"Connect Notion\""
                     .into(),
             });
         }
@@ -291,6 +300,16 @@ impl Config {
                 name: "TOKEN_ENCRYPTION_KEY",
                 reason: "required with PostgreSQL: every instance must share one key \
                          (generate one with `openssl rand -base64 32`)"
+                    .into(),
+            });
+        }
+        if self.database_backend() == BackendKind::Postgres && self.api_token.is_none() {
+            // Without it each instance would make up its own (in its DATA_DIR), and behind a
+            // load balancer most management calls would be refused.
+            return Err(ConfigError {
+                name: "API_TOKEN",
+                reason: "required with PostgreSQL: every instance must accept the same management API \
+                         token (generate one with `openssl rand -hex 32`)"
                     .into(),
             });
         }
@@ -446,7 +465,12 @@ mod tests {
     fn postgres_needs_a_shared_encryption_key() {
         let err = config(&[("DATABASE_URL", "postgres://db/x")]).unwrap_err();
         assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY");
-        assert!(config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", "k")]).is_ok());
+        let err = config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", "k")]).unwrap_err();
+        assert_eq!(err.name, "API_TOKEN", "instances behind one load balancer must share it");
+        assert!(
+            config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", "k"), ("API_TOKEN", "t")])
+                .is_ok()
+        );
         // SQLite is one machine's: the key is created in the data directory, like the default.
         let c = config(&[("DATABASE_URL", "sqlite:///var/lib/cognie/db.sqlite")]).unwrap();
         assert_eq!(c.database_backend(), BackendKind::Sqlite);
@@ -469,6 +493,18 @@ mod tests {
         assert_eq!(err.name, "TLS_KEY_PATH");
         let err = config(&[("NOTION_CLIENT_ID", "id"), ("NOTION_REDIRECT_URI", "https://x/cb")]).unwrap_err();
         assert_eq!(err.name, "NOTION_CLIENT_SECRET");
+        let err = config(&[("NOTION_REDIRECT_URI", "https://x/cb")]).unwrap_err();
+        assert_eq!(err.name, "NOTION_CLIENT_ID");
+        // The setup guide's `.env.production`: no redirect URI. It starts, with OAuth off.
+        let guide = config(&[
+            ("NOTION_CLIENT_ID", "your_notion_client_id"),
+            ("NOTION_CLIENT_SECRET", "your_notion_client_secret"),
+            ("NOTION_WEBHOOK_SECRET", "your_webhook_secret_key"),
+            ("NOTION_RATE_LIMIT_PER_MINUTE", "3"),
+            ("NOTION_MAX_RETRIES", "3"),
+        ])
+        .expect("the setup guide's settings start the service");
+        assert!(guide.oauth_lacks_redirect_uri());
         let err = config(&[("TOKEN_ENCRYPTION_KEY_PREVIOUS", "old")]).unwrap_err();
         assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY_PREVIOUS");
         let err = config(&[("TOKEN_ENCRYPTION_KEY", "same"), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", "same")])

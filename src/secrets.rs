@@ -25,6 +25,14 @@ pub enum SecretsError {
     Crypto(#[from] crypto::CryptoError),
     #[error("TOKEN_ENCRYPTION_KEY_PREVIOUS must be 32 bytes encoded as base64")]
     BadPreviousKey,
+    #[error(
+        "TOKEN_ENCRYPTION_KEY opens none of the secrets stored in the database: it is not the key they \
+         were stored under. To change keys, set TOKEN_ENCRYPTION_KEY_PREVIOUS to the old one (see \
+         \"Rotating secrets\" in the README)"
+    )]
+    NotTheStoredSecretsKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The secrets a running service needs.
@@ -87,11 +95,7 @@ pub async fn reencrypt_stored_secrets(
 ) -> Result<Reencrypted, StoreError> {
     let mut done = Reencrypted::default();
     for (row, stored) in store.encrypted_secrets().await? {
-        let owner = match row {
-            SecretRow::UserNotionToken(user) => user.to_string(),
-            SecretRow::VerificationToken(_) => VERIFICATION_TOKEN_AAD.to_owned(),
-        };
-        match cipher.reencrypt(&stored, &owner) {
+        match cipher.reencrypt(&stored, &secret_owner(&row)) {
             Ok(None) => done.current += 1,
             Ok(Some(new)) => {
                 // Lost a race: someone else re-encrypted (or replaced) it; either way it is current.
@@ -105,6 +109,46 @@ pub async fn reencrypt_stored_secrets(
         }
     }
     Ok(done)
+}
+
+/// How many stored secrets start-up tries to open when no rotation is under way.
+const KEY_CHECK_SAMPLE: usize = 16;
+
+/// Whether the key opens the secrets already stored, checked at start-up: a
+/// `TOKEN_ENCRYPTION_KEY` changed without `TOKEN_ENCRYPTION_KEY_PREVIOUS` (or set for the first
+/// time where the embedded default's key file made them) would otherwise start cleanly and then
+/// fail every sync (`notion_token_undecryptable`), and every webhook if the handshake token
+/// signs them. `Err`: none of the first few opens (the key is not theirs); one that does not
+/// open among others that do is only logged (a damaged row, not a wrong key).
+pub async fn check_key_opens_stored_secrets(
+    store: &Store,
+    cipher: &SecretCipher,
+) -> Result<(), SecretsError> {
+    let stored = store.encrypted_secrets().await?;
+    let sample = &stored[..stored.len().min(KEY_CHECK_SAMPLE)];
+    let unreadable: Vec<&SecretRow> = sample
+        .iter()
+        .filter(|(row, ct)| cipher.decrypt(ct, &secret_owner(row)).is_err())
+        .map(|(row, _)| row)
+        .collect();
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    if unreadable.len() < sample.len() {
+        for row in unreadable {
+            tracing::error!(row = ?row, "a stored secret does not open with TOKEN_ENCRYPTION_KEY");
+        }
+        return Ok(());
+    }
+    Err(SecretsError::NotTheStoredSecretsKey)
+}
+
+/// The associated data a stored secret was encrypted with.
+fn secret_owner(row: &SecretRow) -> String {
+    match row {
+        SecretRow::UserNotionToken(user) => user.to_string(),
+        SecretRow::VerificationToken(_) => VERIFICATION_TOKEN_AAD.to_owned(),
+    }
 }
 
 /// Reads a secret file, or creates it (mode 0600, never overwriting one that a concurrent

@@ -205,6 +205,15 @@ impl NotionError {
         {
             return Self::OAuth { status, error: oauth.error, description: oauth.error_description };
         }
+        // Notion's status-code page lists `invalid_grant` as an API-shaped `code` too; read as
+        // the grant problem it is (a refused code, 400), not as a misconfigured client.
+        if status == 400
+            && let Ok(api) = serde_json::from_slice::<ApiErrorBody>(body)
+            && api.object == "error"
+            && api.code == "invalid_grant"
+        {
+            return Self::OAuth { status, error: api.code, description: Some(api.message) };
+        }
         Self::from_api_response(status, retry_after_header, body)
     }
 }

@@ -26,7 +26,8 @@ fn newcomer_settings() -> HashMap<&'static str, String> {
     ])
 }
 
-/// Runs `cognie-sync <role>` in `dir` and waits (at most 60 s) for it to exit; its output.
+/// Runs `cognie-sync <role>` in `dir` and waits (at most 60 s) for it to exit: whether it
+/// succeeded, and its output.
 fn run_to_exit(role: &str, settings: &HashMap<&'static str, String>, dir: &Path) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cognie-sync"))
         .arg(role)
@@ -51,7 +52,7 @@ fn run_to_exit(role: &str, settings: &HashMap<&'static str, String>, dir: &Path)
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("cognie-sync {role} was expected to refuse to start, but it kept running");
+            panic!("cognie-sync {role} was expected to exit, but it kept running");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -144,4 +145,20 @@ async fn roles_that_need_several_processes_are_refused_on_sqlite() {
         assert!(!ok, "`{role}` must not start on SQLite: {output}");
         assert!(output.contains("PostgreSQL"), "the refusal says what to use instead: {output}");
     }
+}
+
+/// `cognie-sync migrate` on a fresh machine with the embedded default: the data directory does
+/// not exist yet. SQLite creates a missing file but not its directory; before, `migrate` retried
+/// "database not ready" for a minute and failed (only `serve` made the directory).
+#[tokio::test]
+async fn migrate_on_a_fresh_machine_creates_the_data_directory_and_the_database() {
+    let home = TempDir::new();
+    let dir = Path::new(home.path());
+    let mut settings = newcomer_settings();
+    settings.insert("DATA_DIR", "fresh/data".to_owned());
+    let started = Instant::now();
+    let (ok, output) = run_to_exit("migrate", &settings, dir);
+    assert!(ok, "migrate failed: {output}");
+    assert!(started.elapsed() < Duration::from_secs(30), "migrate took {:?}: {output}", started.elapsed());
+    assert!(dir.join("fresh/data/cognie-sync.db").is_file(), "{output}");
 }

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::support::{
     app::{API_TOKEN, TempDir, base_settings, expect_json},
-    db::TestDb,
+    db::{Db, TestDb},
 };
 use crate::{conformance, on_db};
 
@@ -26,31 +26,39 @@ fn key_text(key: &SecretString) -> String {
     key.expose_secret().to_owned()
 }
 
-// `serve`: the role every backend runs (SQLite refuses `api`, a role for several processes).
-conformance! {
-async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
+/// A migrated database with a user whose Notion token is stored under `key`, and settings
+/// that name that key; the database and the data directory live as long as the returned values.
+async fn token_stored_under(
+    key: &SecretString,
+) -> (TestDb, TempDir, HashMap<&'static str, String>, Db, uuid::Uuid) {
     let db = TestDb::create().await;
     let data_dir = TempDir::new();
-    let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
     let mut settings = base_settings(&db.url, data_dir.path());
-    settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&old_key));
+    settings.insert("TOKEN_ENCRYPTION_KEY", key_text(key));
     connect_and_migrate(&config(&settings), None).await.expect("migrate");
     let pool = db.connect().await;
-
-    // Secrets as the service stored them under the old key: a user's Notion token and the
-    // webhook verification token.
-    let old = SecretCipher::from_base64_key(&old_key).expect("old key");
+    let cipher = SecretCipher::from_base64_key(key).expect("key");
     let user = uuid::Uuid::now_v7();
-    let user_token = old.encrypt("ntn_user_token", &user.to_string());
     on_db!(pool, |p| sqlx::query(
         "insert into users (id, email, notion_token_ciphertext) values ($1, 'maya@example.com', $2)"
     )
     .bind(user)
-    .bind(&user_token)
+    .bind(cipher.encrypt("ntn_user_token", &user.to_string()))
     .execute(p)
     .await
     .map(|done| done.rows_affected()))
     .expect("insert user");
+    (db, data_dir, settings, pool, user)
+}
+
+// `serve`: the role every backend runs (SQLite refuses `api`, a role for several processes).
+conformance! {
+async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
+    let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
+    // Secrets as the service stored them under the old key: a user's Notion token and the
+    // webhook verification token.
+    let (_db, _data_dir, mut settings, pool, user) = token_stored_under(&old_key).await;
+    let old = SecretCipher::from_base64_key(&old_key).expect("old key");
     let verification_token = old.encrypt("secret_verification", VERIFICATION_TOKEN_AAD);
     on_db!(pool, |p| sqlx::query(
         "insert into webhook_verification_tokens (token_ciphertext, token_sha256) values ($1, 'sha')",
@@ -114,5 +122,23 @@ async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
         .expect("stops")
         .expect("task")
         .expect("clean exit");
+}
+}
+
+conformance! {
+/// A key changed without `TOKEN_ENCRYPTION_KEY_PREVIOUS` (or set for the first time where the
+/// embedded default's key file stored the secrets) is refused at start-up. Before, the service
+/// started cleanly and every sync then failed `notion_token_undecryptable`.
+async fn a_key_that_opens_none_of_the_stored_secrets_is_refused_at_start_up() {
+    let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
+    let (_db, _data_dir, mut settings, _pool, _user) = token_stored_under(&old_key).await;
+
+    settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&new_key));
+    let refused = App::build(config(&settings), Role::Serve).await.err().expect("a key that is not theirs");
+    let message = format!("{refused:#}");
+    assert!(message.contains("TOKEN_ENCRYPTION_KEY_PREVIOUS"), "the refusal says what to do: {message}");
+
+    settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&old_key));
+    drop(App::build(config(&settings), Role::Serve).await.expect("the key they were stored under starts"));
 }
 }

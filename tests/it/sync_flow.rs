@@ -168,6 +168,13 @@ impl Env {
         list["items"].as_array().expect("items").clone()
     }
 
+    /// The user's live cards listed under `notion_id` (`?notion_id=`).
+    async fn cards_of(&self, notion_id: &str) -> Vec<Value> {
+        let path = format!("/api/users/{}/flashcards?notion_id={notion_id}", self.user);
+        let list = expect_json(self.app.get_authorized(&path).await, 200).await;
+        list["items"].as_array().expect("items").clone()
+    }
+
     /// The fixture page, edited: the Krebs toggle's question reworded, the equation toggle
     /// deleted, and a new toggle `new_toggle` ("What does NADH carry?", answered by the
     /// paragraph `answer`: "Electrons.") added at the end.
@@ -570,18 +577,7 @@ async fn a_database_subscription_syncs_every_row_and_learns_its_data_sources() {
     assert_eq!(run["state"], "succeeded", "{run}");
     let cards = env.cards().await;
     assert!(cards.len() >= 2, "row cards and toggle cards from the rows: {cards:?}");
-    let by_database = expect_json(
-        env.app
-            .get_authorized(&format!("/api/users/{}/flashcards?notion_id={}", env.user, ids::DATABASE))
-            .await,
-        200,
-    )
-    .await;
-    assert_eq!(
-        by_database["items"].as_array().map(Vec::len),
-        Some(cards.len()),
-        "the database's cards are listed by its id"
-    );
+    assert_eq!(env.cards_of(ids::DATABASE).await.len(), cards.len(), "the database's cards are listed by its id");
     let sources: Vec<String> = on_db!(env.app.db, |db| sqlx::query_scalar(match env.app.db.backend() {
         Backend::Postgres => "select unnest(data_source_ids) from subscriptions",
         Backend::Sqlite => "select d.value from subscriptions, json_each(subscriptions.data_source_ids) d",
@@ -992,5 +988,43 @@ async fn a_page_whose_text_holds_a_nul_character_syncs_without_it() {
     assert_eq!(cards[0]["back"], "Electrons.");
     let run_id: uuid::Uuid = run["id"].as_str().expect("id").parse().expect("uuid");
     assert_eq!(env.attempt_outcomes(run_id, "fetch").await, ["succeeded"], "one crawl");
+}
+}
+
+conformance! {
+/// A card belongs to the database its row page is in now. The user follows a database and,
+/// separately, one of its rows; the row is moved out of the database. Before, the row's cards
+/// kept the database as theirs (`coalesce` kept the old value), so the database's next sync
+/// retired them as rows it no longer has, and the page's own syncs, seeing unchanged content,
+/// never brought them back.
+async fn a_row_moved_out_of_a_followed_database_keeps_its_cards() {
+    let env = setup(|_| {}).await;
+    env.notion.load_fixture_database();
+    env.notion.load_fixture_page();
+    assert_eq!(env.finished(&env.subscribe(ids::DATABASE, "database").await).await["state"], "succeeded");
+    assert_eq!(env.finished(&env.subscribe(ids::PAGE, "page").await).await["state"], "succeeded");
+    let page_cards = |cards: &[Value]| {
+        let mut ids: Vec<String> = cards
+            .iter()
+            .filter(|c| c["source_page_id"] == ids::PAGE)
+            .map(|c| c["source_block_id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = page_cards(&env.cards().await);
+    assert!(!before.is_empty(), "the row has cards of its own");
+
+    env.notion.move_page(ids::PAGE, json!({"type": "workspace", "workspace": true}));
+    for notion_id in [ids::PAGE, ids::DATABASE] {
+        let body = json!({"user_id": env.user, "notion_id": notion_id});
+        let started = expect_json(post(&env.app, "/api/notion/sync", body).await, 202).await;
+        let run = env.finished(started["run_id"].as_str().expect("run id")).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+
+    assert_eq!(page_cards(&env.cards().await), before, "the moved page's cards are all live");
+    let listed = page_cards(&env.cards_of(ids::DATABASE).await);
+    assert!(listed.is_empty(), "they are no longer the database's: {listed:?}");
 }
 }

@@ -6,7 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::support::{TestApp, app::expect_json, eventually};
+use crate::support::{
+    TestApp,
+    app::{API_TOKEN, expect_json},
+    eventually,
+};
 
 const PAGE: &str = "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1";
 const DATABASE: &str = "1f3c8a2e-4b7d-8012-a6e9-c1d3f5a7b9e2";
@@ -369,4 +373,42 @@ async fn a_sync_whose_blocker_ends_while_its_debounce_decides_is_still_woken_at_
         "the blocked sync waits until {next_run_at} although the sync it waited for has ended"
     );
     assert!(due_jobs >= 1, "a job due now takes the woken sync");
+}
+
+conformance! {
+/// A subscription that joins a sync waiting in debounce makes that sync its own, kind
+/// included: a page unsubscribed and followed again as a database, while an edit's sync of it
+/// waits, is fetched as a database. Before, the joined run kept `page` and read a database id
+/// as a page.
+async fn a_new_subscription_joining_a_debouncing_sync_sets_its_kind() {
+    let app = TestApp::spawn_with(|s| {
+        s.insert("DEBOUNCE_SECONDS", "30".into());
+        s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "60".into());
+    })
+    .await;
+    let user = app.insert_user("kind@example.com").await;
+    app.insert_subscription(user, PAGE, "page").await;
+    expect_json(app.post_signed(&page_event(1)).await, 200).await;
+    let waiting: uuid::Uuid = eventually("the edit's sync to wait in debounce", Duration::from_secs(15), || async {
+        on_db!(app.db, |db| sqlx::query_scalar(
+            "select id from workflow_runs where workflow = 'notion_sync' and current_step = 'debounce' and state = 'waiting'"
+        )
+        .fetch_optional(db)
+        .await)
+        .expect("sync")
+    })
+    .await;
+
+    let subscriptions = app.url(&format!("/api/users/{user}/subscriptions"));
+    let deleted = app.client.delete(format!("{subscriptions}/{PAGE}")).bearer_auth(API_TOKEN).send().await;
+    assert_eq!(deleted.expect("DELETE").status(), 204);
+    let body = json!({"notion_id": PAGE, "kind": "database"});
+    let created = app.client.post(&subscriptions).bearer_auth(API_TOKEN).json(&body).send().await.expect("POST");
+    let created = expect_json(created, 201).await;
+    assert_eq!(created["run_id"], waiting.to_string(), "the subscription joined the waiting sync");
+
+    let run = expect_json(app.get_authorized(&format!("/api/workflows/{waiting}")).await, 200).await;
+    assert_eq!(run["notion_kind"], "database", "{run}");
+    assert_eq!(run["trigger"], "subscription", "{run}");
+}
 }

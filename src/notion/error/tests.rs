@@ -183,3 +183,15 @@ fn the_token_endpoint_can_still_answer_in_notions_own_error_shape() {
     assert_eq!(limited.error_kind(), "notion_rate_limited");
     assert_eq!(limited.retry_after(), Some(Duration::from_secs(5)));
 }
+
+#[test]
+fn an_invalid_grant_in_notions_own_error_shape_is_still_the_grant_problem() {
+    let err = NotionError::from_oauth_response(
+        400,
+        None,
+        br#"{"object":"error","status":400,"code":"invalid_grant","message":"Invalid code."}"#,
+    );
+    assert_eq!(err.error_kind(), "notion_oauth_invalid_grant");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("Invalid code."), "{err}");
+}

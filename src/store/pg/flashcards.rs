@@ -20,6 +20,10 @@ use crate::{
 /// `cards` names each source once ([`NewCard::one_per_source`]): one statement cannot upsert a
 /// row twice.
 ///
+/// A card's database (`container_id`) is where its row page is now, whichever sync read it: a
+/// row moved to another database, or out of one, changes it, so the old database's next sync
+/// does not retire the card as its own.
+///
 /// A card last written by a sync that started reading after this one is left as it is: syncs
 /// of one content run one after another, but a database's sync and a sync of one of its rows
 /// (another content) may overlap, and a taken-over run may persist late; the later reader has
@@ -48,10 +52,10 @@ pub async fn persist_sync(
             select id, $1, source_page_id, source_block_id, source_kind, container_id, front, back, $2 from cards
             on conflict (user_id, source_block_id, source_kind) do update
             set front = excluded.front, back = excluded.back, source_page_id = excluded.source_page_id,
-                container_id = coalesce(excluded.container_id, flashcards.container_id),
+                container_id = excluded.container_id,
                 retired_at = null, updated_at = now(), last_run_id = excluded.last_run_id
-            where ((flashcards.front, flashcards.back, flashcards.source_page_id) is distinct from
-                   (excluded.front, excluded.back, excluded.source_page_id)
+            where ((flashcards.front, flashcards.back, flashcards.source_page_id, flashcards.container_id)
+                   is distinct from (excluded.front, excluded.back, excluded.source_page_id, excluded.container_id)
                    or flashcards.retired_at is not null)
               and not exists (
                   select 1 from workflow_runs w, me

@@ -143,6 +143,10 @@ pub async fn start_or_join(
                 -- events join it without deferring it again.
                 trigger = case when excluded.trigger in ('manual', 'subscription')
                     then excluded.trigger else workflow_runs.trigger end,
+                -- A new subscription says what the content is (a page unsubscribed and
+                -- followed again as a database); others go by what the run was started as.
+                notion_kind = case when excluded.trigger = 'subscription'
+                    then excluded.notion_kind else workflow_runs.notion_kind end,
                 state = 'waiting',
                 dispatch_seq = workflow_runs.dispatch_seq + 1,
                 updated_at = now()

@@ -46,7 +46,7 @@ async fn persist_cards(
     for card in cards {
         let existing = sqlx::query(
             r#"
-            select front, back, source_page_id, retired_at is not null as retired,
+            select front, back, source_page_id, container_id, retired_at is not null as retired,
                    exists (select 1 from workflow_runs w
                            where w.id = flashcards.last_run_id and w.debounce_until > $4) as newer
             from flashcards
@@ -87,6 +87,7 @@ async fn persist_cards(
                     || (row.get::<String, _>("front") == card.front
                         && row.get::<String, _>("back") == card.back
                         && row.get::<String, _>("source_page_id") == card.source_page_id
+                        && row.get::<Option<String>, _>("container_id") == card.container_id
                         && !row.get::<bool, _>("retired")) =>
             {
                 counts.unchanged += 1;
@@ -95,7 +96,7 @@ async fn persist_cards(
                 sqlx::query(
                     r#"
                     update flashcards
-                    set front = $4, back = $5, source_page_id = $6, container_id = coalesce($7, container_id),
+                    set front = $4, back = $5, source_page_id = $6, container_id = $7,
                         retired_at = null, updated_at = $8, last_run_id = $9
                     where user_id = $1 and source_block_id = $2 and source_kind = $3
                     "#,

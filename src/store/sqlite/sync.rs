@@ -127,11 +127,14 @@ pub async fn start_or_join(
         // A manual or subscription sync that joins makes the run its own: later events join it
         // without deferring it again.
         let run_trigger = if trigger.debounced() { run_trigger.as_str() } else { trigger.as_str() };
+        // A new subscription says what the content is (a page unsubscribed and followed again
+        // as a database); others go by what the run was started as.
+        let kind = matches!(trigger, SyncTrigger::Subscription).then_some(target.kind.as_str());
         let (seq, attempt): (i64, i32) = sqlx::query_as(
             r#"
             update workflow_runs
             set debounce_until = $2, next_run_at = $2, state = 'waiting', dispatch_seq = dispatch_seq + 1,
-                updated_at = $3, trigger = $4
+                updated_at = $3, trigger = $4, notion_kind = coalesce($5, notion_kind)
             where id = $1
             returning dispatch_seq, attempt
             "#,
@@ -140,6 +143,7 @@ pub async fn start_or_join(
         .bind(ts(deadline))
         .bind(ts(now))
         .bind(run_trigger)
+        .bind(kind)
         .fetch_one(&mut *conn)
         .await?;
         link_event(conn, run_id, event_id).await?;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::{StepDeps, StepError, StepOutcome, previous_output};
 use crate::{
     flashcards::{Card, CardSource},
+    ids::NotionId,
     notion::FetchedContent,
     store::{ClaimedStep, NewCard, StoreTx, SyncRecord, SyncScope},
 };
@@ -80,9 +81,12 @@ fn page_id(page: &Value) -> Option<&str> {
     page.get("id").and_then(Value::as_str)
 }
 
-/// The database a row page belongs to (2025-09-03 pages name both the data source and the
-/// database; older ones only the database).
+/// The database a row page belongs to now (2025-09-03 pages name both the data source and the
+/// database; older ones only the database), in the canonical id form subscriptions use. `None`:
+/// not a row (any more). Written to the page's cards as is: a row moved out of a database, or
+/// to another, must stop being retired by that database's syncs.
 fn database_of(page: &Value) -> Option<String> {
     let parent = page.get("parent")?;
-    parent.get("database_id").and_then(Value::as_str).map(str::to_owned)
+    let id = parent.get("database_id").and_then(Value::as_str)?;
+    NotionId::parse(id).ok().map(|id| id.as_str().to_owned())
 }

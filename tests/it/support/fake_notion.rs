@@ -275,6 +275,17 @@ impl FakeNotion {
         page["archived"] = json!(true);
     }
 
+    /// Moves a page under `parent` (a Notion `parent` object): its object says so from now on,
+    /// and it is no longer a row of any data source.
+    pub fn move_page(&self, page_id: &str, parent: Value) {
+        let mut state = self.state();
+        let page_key = key(page_id);
+        state.pages.get_mut(&page_key).expect("move_page: unknown page")["parent"] = parent;
+        for rows in state.rows.values_mut() {
+            rows.retain(|row| *row != page_key);
+        }
+    }
+
     /// Deletes (or unshares) a page: the page and its block list answer 404 from now on.
     pub fn remove_page(&self, page_id: &str) {
         let mut state = self.state();
