@@ -362,4 +362,8 @@ delegate_tx! {
     pub async fn flashcards::persist_sync(&mut self, user: UserId, run_id: RunId, scope: &SyncScope, cards: &[NewCard], record: &SyncRecord) -> StoreResult<PersistCounts>;
     /// The content hash of the last successful sync of (user, content).
     pub async fn flashcards::last_content_hash(&mut self, user: UserId, notion_id: &str) -> StoreResult<Option<String>>;
+    /// Records a sync that found its content unchanged, so persists nothing: its time on the
+    /// sync state and the subscription, and a database's data source ids (a subscription made
+    /// again after an unsubscribe learns them here).
+    pub async fn flashcards::record_sync(&mut self, user: UserId, run_id: RunId, record: &SyncRecord) -> StoreResult<()>;
 }

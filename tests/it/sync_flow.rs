@@ -168,6 +168,18 @@ impl Env {
         list["items"].as_array().expect("items").clone()
     }
 
+    /// The data source ids the subscriptions learned.
+    async fn subscribed_data_sources(&self) -> Vec<String> {
+        on_db!(self.app.db, |db| sqlx::query_scalar(match self.app.db.backend() {
+            Backend::Postgres => "select unnest(data_source_ids) from subscriptions",
+            Backend::Sqlite =>
+                "select d.value from subscriptions, json_each(subscriptions.data_source_ids) d",
+        })
+        .fetch_all(db)
+        .await)
+        .expect("data sources")
+    }
+
     /// The user's live cards listed under `notion_id` (`?notion_id=`).
     async fn cards_of(&self, notion_id: &str) -> Vec<Value> {
         let path = format!("/api/users/{}/flashcards?notion_id={notion_id}", self.user);
@@ -380,7 +392,7 @@ async fn edits_update_cards_in_place_deletions_retire_them_and_new_toggles_add_c
 }
 
 conformance! {
-async fn an_unchanged_page_is_fetched_but_nothing_is_written() {
+async fn an_unchanged_page_is_fetched_but_no_card_is_written() {
     let env = setup(|_| {}).await;
     env.finished(&env.subscribe(ids::PAGE, "page").await).await;
     let before = env.cards().await;
@@ -578,14 +590,7 @@ async fn a_database_subscription_syncs_every_row_and_learns_its_data_sources() {
     let cards = env.cards().await;
     assert!(cards.len() >= 2, "row cards and toggle cards from the rows: {cards:?}");
     assert_eq!(env.cards_of(ids::DATABASE).await.len(), cards.len(), "the database's cards are listed by its id");
-    let sources: Vec<String> = on_db!(env.app.db, |db| sqlx::query_scalar(match env.app.db.backend() {
-        Backend::Postgres => "select unnest(data_source_ids) from subscriptions",
-        Backend::Sqlite => "select d.value from subscriptions, json_each(subscriptions.data_source_ids) d",
-    })
-        .fetch_all(db)
-        .await)
-        .expect("sources");
-    assert_eq!(sources, [ids::DATA_SOURCE]);
+    assert_eq!(env.subscribed_data_sources().await, [ids::DATA_SOURCE]);
 }
 }
 
@@ -1026,5 +1031,29 @@ async fn a_row_moved_out_of_a_followed_database_keeps_its_cards() {
     assert_eq!(page_cards(&env.cards().await), before, "the moved page's cards are all live");
     let listed = page_cards(&env.cards_of(ids::DATABASE).await);
     assert!(listed.is_empty(), "they are no longer the database's: {listed:?}");
+}
+}
+
+conformance! {
+/// A sync that finds the content unchanged persists nothing, but it is a sync: its time is the
+/// subscription's `last_synced_at`, and a database's data sources are learned (what
+/// `data_source.*` events are matched by). Before, a database followed again after an
+/// unsubscribe, its content unchanged, showed `last_synced_at: null` after a successful sync
+/// and never learned its data sources.
+async fn a_sync_of_unchanged_content_records_its_time_and_the_data_sources() {
+    let env = setup(|_| {}).await;
+    env.notion.load_fixture_database();
+    assert_eq!(env.finished(&env.subscribe(ids::DATABASE, "database").await).await["state"], "succeeded");
+    let path = format!("/api/users/{}/subscriptions", env.user);
+    let deleted =
+        env.app.client.delete(env.app.url(&format!("{path}/{}", ids::DATABASE))).bearer_auth(API_TOKEN).send().await;
+    assert_eq!(deleted.expect("DELETE").status(), 204);
+
+    let again = env.finished(&env.subscribe(ids::DATABASE, "database").await).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["current_step"], "generate", "the content was unchanged: {again}");
+    let listed = expect_json(env.app.get_authorized(&path).await, 200).await;
+    assert!(listed["items"][0]["last_synced_at"].is_string(), "{listed}");
+    assert_eq!(env.subscribed_data_sources().await, [ids::DATA_SOURCE]);
 }
 }

@@ -115,6 +115,39 @@ pub async fn persist_sync(
     })
 }
 
+/// Records a sync that persisted nothing because the content was unchanged: its time (and run)
+/// on the sync state, and on the subscription its time and the database's data source ids, as
+/// [`persist_sync`] does for the others. The hash stays what it is.
+pub async fn record_sync(
+    conn: &mut PgConnection,
+    user: UserId,
+    run_id: RunId,
+    record: &SyncRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        r#"
+        with state as (
+            insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)
+            values ($1, $3, $4, now(), $2)
+            on conflict (user_id, notion_id) do update
+            set last_content_hash = excluded.last_content_hash, last_synced_at = now(), last_run_id = excluded.last_run_id
+        )
+        update subscriptions
+        set last_synced_at = now(),
+            data_source_ids = case when cardinality($5::text[]) > 0 then $5 else data_source_ids end
+        where user_id = $1 and notion_id = $3
+        "#,
+    )
+    .bind(user)
+    .bind(run_id)
+    .bind(&record.notion_id)
+    .bind(&record.content_hash)
+    .bind(&record.data_source_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The content hash of the last successful sync of (user, content).
 pub async fn last_content_hash(
     conn: &mut PgConnection,
@@ -132,6 +165,11 @@ pub async fn last_content_hash(
 }
 
 impl PgStore {
+    pub async fn record_sync(&self, user: UserId, run_id: RunId, record: &SyncRecord) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        record_sync(&mut conn, user, run_id, record).await
+    }
+
     pub async fn last_content_hash(&self, user: UserId, notion_id: &str) -> StoreResult<Option<String>> {
         let mut conn = self.pool.acquire().await?;
         last_content_hash(&mut conn, user, notion_id).await

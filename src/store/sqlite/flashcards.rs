@@ -146,8 +146,9 @@ async fn persist_cards(
     Ok(counts)
 }
 
-/// Records a successful sync: its content hash (to skip unchanged content next time) and time.
-async fn record_sync(
+/// Records a successful sync: its content hash (to skip unchanged content next time) and time
+/// (also on its own, for a sync that found the content unchanged and so persists nothing).
+pub async fn record_sync(
     conn: &mut SqliteConnection,
     user: UserId,
     run_id: RunId,
@@ -186,6 +187,16 @@ async fn record_sync(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+impl SqliteStore {
+    /// [`record_sync`] in a write transaction of its own.
+    pub async fn record_sync(&self, user: UserId, run_id: RunId, record: &SyncRecord) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        record_sync(&mut tx, user, run_id, record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// The content hash of the last successful sync of (user, content).

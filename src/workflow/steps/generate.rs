@@ -1,21 +1,27 @@
 //! `generate`: turn the fetched content into flashcards. If the content (and the generator)
-//! are the same as at the last successful sync, nothing changed: the run ends here and nothing
-//! is written.
+//! are the same as at the last successful sync, nothing changed: the run ends here, and only
+//! the sync's time (and a database's data sources) is recorded.
 
 use serde_json::json;
 
 use super::{StepDeps, StepError, StepOutcome, fetched_content};
 use crate::{
     flashcards::{self, Content, GenerateError},
-    store::{ClaimedStep, StoreTx},
+    store::{ClaimedStep, StoreTx, SyncRecord},
 };
 
 /// With a generator that calls out (a model): outside any transaction.
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
-    let content = fetched_content(claim, deps.store.step_output(claim.run_id, "fetch")).await?;
+    let (content, sources) = fetched_content(claim, deps.store.step_output(claim.run_id, "fetch")).await?;
     let last_hash = deps.store.last_content_hash(user, notion_id).await?;
-    generate(content, last_hash, deps).await
+    match generate(content, last_hash, deps).await? {
+        Generated::Cards(outcome) => Ok(outcome),
+        Generated::Unchanged(hash) => {
+            deps.store.record_sync(user, claim.run_id, &unchanged_record(notion_id, &hash, sources)).await?;
+            Ok(unchanged(hash))
+        }
+    }
 }
 
 /// With the local generator: in the transaction that records the outcome (nothing is called
@@ -28,9 +34,22 @@ pub async fn run_in_tx(
     deps: &StepDeps,
 ) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
-    let content = fetched_content(claim, tx.step_output(claim.run_id, "fetch")).await?;
+    let (content, sources) = fetched_content(claim, tx.step_output(claim.run_id, "fetch")).await?;
     let last_hash = tx.last_content_hash(user, notion_id).await?;
-    generate(content, last_hash, deps).await
+    match generate(content, last_hash, deps).await? {
+        Generated::Cards(outcome) => Ok(outcome),
+        Generated::Unchanged(hash) => {
+            tx.record_sync(user, claim.run_id, &unchanged_record(notion_id, &hash, sources)).await?;
+            Ok(unchanged(hash))
+        }
+    }
+}
+
+enum Generated {
+    Cards(StepOutcome),
+    /// The content hash is the last sync's: nothing to generate or persist, but the sync still
+    /// happened (its time is recorded; see [`crate::store::StoreTx::record_sync`]).
+    Unchanged(String),
 }
 
 /// The cards for `content`, or the run's early end when its hash is the last sync's.
@@ -38,17 +57,27 @@ async fn generate(
     content: Content,
     last_hash: Option<String>,
     deps: &StepDeps,
-) -> Result<StepOutcome, StepError> {
+) -> Result<Generated, StepError> {
     // The generator takes part in the hash: switching generators regenerates every card.
     let hash = format!("{}:{}", deps.generator_id, flashcards::content_hash(&content));
     if last_hash.as_deref() == Some(hash.as_str()) {
-        // The sync ends here, so this is its `Internal sync completed` (the line ops grep for
-        // every sync, as the seed guide says); persist logs it for the others.
-        tracing::info!(content_unchanged = true, "Internal sync completed");
-        return Ok(StepOutcome::Finish { output: json!({ "skipped": "unchanged", "content_hash": hash }) });
+        return Ok(Generated::Unchanged(hash));
     }
     let cards = deps.generator.generate(&content).await.map_err(classify)?;
-    Ok(StepOutcome::Done { output: json!({ "content_hash": hash, "cards": cards }) })
+    Ok(Generated::Cards(StepOutcome::Done { output: json!({ "content_hash": hash, "cards": cards }) }))
+}
+
+/// What an unchanged sync records (the hash stays the same).
+fn unchanged_record(notion_id: &str, hash: &str, data_source_ids: Vec<String>) -> SyncRecord {
+    SyncRecord { notion_id: notion_id.to_owned(), content_hash: hash.to_owned(), data_source_ids }
+}
+
+/// The early end of a sync whose content is unchanged.
+fn unchanged(hash: String) -> StepOutcome {
+    // The sync ends here, so this is its `Internal sync completed` (the line ops grep for every
+    // sync, as the seed guide says); persist logs it for the others.
+    tracing::info!(content_unchanged = true, "Internal sync completed");
+    StepOutcome::Finish { output: json!({ "skipped": "unchanged", "content_hash": hash }) }
 }
 
 fn classify(e: GenerateError) -> StepError {

@@ -123,6 +123,8 @@ fn is_database_only(step: &str) -> bool {
 /// Whether the step's outcome is all it writes (it reads the database and calls out, but
 /// changes nothing itself): recording the outcome again redoes the step's part of a
 /// transaction that was undone, so the engine may run the next step in that transaction.
+/// (`generate` also records the sync's time when the content is unchanged, but then it ends
+/// the run: no step follows it in the transaction.)
 pub fn writes_only_its_outcome(step: &str) -> bool {
     matches!(step, "fetch" | "generate")
 }
@@ -155,22 +157,54 @@ async fn previous_output<T: serde::de::DeserializeOwned>(
     field: &str,
     read: impl Future<Output = StoreResult<Option<Value>>>,
 ) -> Result<T, StepError> {
-    let output = step_output(claim, step, read).await?.ok_or_else(|| {
-        StepError::fatal("step_output_missing", format!("the `{step}` step left no output"))
-    })?;
-    let value = if field.is_empty() { Some(output.as_ref()) } else { output.get(field) };
+    let output = required_output(claim, step, read).await?;
+    read_field(&output, step, field)
+}
+
+/// A previous step's output, which must be there.
+async fn required_output<'c>(
+    claim: &'c ClaimedStep,
+    step: &str,
+    read: impl Future<Output = StoreResult<Option<Value>>>,
+) -> Result<Cow<'c, Value>, StepError> {
+    step_output(claim, step, read)
+        .await?
+        .ok_or_else(|| StepError::fatal("step_output_missing", format!("the `{step}` step left no output")))
+}
+
+/// A field of `step`'s `output` (all of it when `field` is empty), read as `T`.
+fn read_field<T: serde::de::DeserializeOwned>(
+    output: &Value,
+    step: &str,
+    field: &str,
+) -> Result<T, StepError> {
+    let value = if field.is_empty() { Some(output) } else { output.get(field) };
     T::deserialize(value.unwrap_or(&Value::Null)).map_err(|e| {
         StepError::fatal("step_output_invalid", format!("the `{step}` step's output cannot be read: {e}"))
     })
 }
 
-/// The content the fetch step read, as the generators take it; `read` reads it from the store
-/// when this worker does not hold it already.
+/// The data source ids of a database object (2025-09-03 `data_sources`), empty for anything
+/// else; what a database subscription is matched by for `data_source.*` events.
+fn data_source_ids(database: Option<&Value>) -> Vec<String> {
+    database
+        .and_then(|db| db.get("data_sources"))
+        .and_then(Value::as_array)
+        .map(|sources| sources.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// The content the fetch step read, as the generators take it, and the data source ids of the
+/// database it read (if any); `read` reads it from the store when this worker does not hold it
+/// already.
 async fn fetched_content(
     claim: &ClaimedStep,
     read: impl Future<Output = StoreResult<Option<Value>>>,
-) -> Result<Content, StepError> {
-    previous_output(claim, "fetch", "content", read).await
+) -> Result<(Content, Vec<String>), StepError> {
+    let output = required_output(claim, "fetch", read).await?;
+    let content = read_field(&output, "fetch", "content")?;
+    let sources = data_source_ids(output.get("content").and_then(|c| c.get("database")));
+    Ok((content, sources))
 }
 
 /// Runs a transactional step on the fenced transaction.

@@ -56,13 +56,7 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
             .collect(),
     );
 
-    let data_source_ids: Vec<String> = fetched
-        .database
-        .as_ref()
-        .and_then(|db| db.get("data_sources"))
-        .and_then(Value::as_array)
-        .map(|sources| sources.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let data_source_ids = super::data_source_ids(fetched.database.as_ref());
     let record =
         SyncRecord { notion_id: notion_id.to_owned(), content_hash: generated.content_hash, data_source_ids };
     let counts = tx.persist_sync(user, claim.run_id, &scope, &cards, &record).await?;
