@@ -1,7 +1,7 @@
 //! A fingerprint of everything in [`Content`] that can affect cards, so that a re-sync of
 //! unchanged content can be skipped.
 //!
-//! `content_hash` is the lowercase hex SHA-256 of `cognie-sync/flashcards/content/v1\n` followed
+//! `content_hash` is the lowercase hex SHA-256 of `cognie-sync/flashcards/content/v2\n` followed
 //! by canonical JSON (object keys sorted, no whitespace) of
 //! `{"pages": [{"gone": bool, "page": …, "blocks": [… with children …]}, …]}`, where, in page
 //! order:
@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::Content;
 
-const VERSION: &str = "cognie-sync/flashcards/content/v1\n";
+/// v2: inline code already in `cN::…` form keeps its cloze number.
+const VERSION: &str = "cognie-sync/flashcards/content/v2\n";
 
 /// Fields whose value changes without the content changing.
 const VOLATILE: [&str; 8] = [

@@ -58,14 +58,27 @@ pub fn cloze_text(items: &[Value]) -> String {
             out.push_str(&run);
             continue;
         }
-        number += 1;
         let leading = &run[..run.len() - run.trim_start().len()];
         let trailing = &run[run.trim_end().len()..];
         out.push_str(leading);
-        out.push_str(&format!("{{{{c{number}::{inner}}}}}"));
+        // Code already in `cN::…` form keeps its number (the Notion-to-Anki convention, so
+        // that two runs can be one deletion); the others are numbered in order.
+        if numbered_cloze(inner) {
+            out.push_str(&format!("{{{{{inner}}}}}"));
+        } else {
+            number += 1;
+            out.push_str(&format!("{{{{c{number}::{inner}}}}}"));
+        }
         out.push_str(trailing);
     }
     out
+}
+
+/// Whether code text is a cloze with its number already: `c`, digits, `::`, then text.
+fn numbered_cloze(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix('c') else { return false };
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && rest[digits..].strip_prefix("::").is_some_and(|answer| !answer.trim().is_empty())
 }
 
 /// One rich-text item's text: `plain_text` (falling back to `text.content`), and an inline

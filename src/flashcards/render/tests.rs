@@ -242,6 +242,15 @@ fn fronts_turn_each_code_run_into_a_numbered_cloze() {
 }
 
 #[test]
+fn code_already_in_cloze_form_keeps_its_number() {
+    let items = vec![code("c2::ATP"), text(" from "), code("glucose"), text(" and "), code("c2::NADH")];
+    assert_eq!(cloze_text(&items), "{{c2::ATP}} from {{c1::glucose}} and {{c2::NADH}}");
+    // Not the form: no number, or nothing after it.
+    let items = vec![code("c::x"), text(" "), code("c3::")];
+    assert_eq!(cloze_text(&items), "{{c1::c::x}} {{c2::c3::}}");
+}
+
+#[test]
 fn adjacent_code_runs_make_one_cloze_and_blank_code_runs_stay_plain() {
     let mut bold_code = code("34");
     bold_code["annotations"]["bold"] = json!(true);
