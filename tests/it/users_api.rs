@@ -2,10 +2,12 @@
 
 use crate::{conformance, on_db};
 use serde_json::json;
+use std::time::Duration;
 
 use crate::support::{
     TestApp,
     app::{API_TOKEN, expect_error, expect_json},
+    eventually,
 };
 
 async fn post(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
@@ -203,4 +205,73 @@ async fn management_bodies_over_64_kib_are_refused_with_or_without_content_lengt
     let email = format!("{}@example.com", "a".repeat(60 * 1024));
     let response = send(chunked(json!({ "email": email }).to_string().as_bytes()), true).await.expect("POST");
     expect_error(response, 400, "invalid_email").await;
+}
+
+/// A card's `created_at` is its transaction's start, and the card becomes visible only at that
+/// transaction's commit: a listing that went on past cards created after it had started would
+/// hand out a cursor beyond it, and a client paging on would never see it. So a listing stops
+/// short of the oldest transaction the service has open (PostgreSQL; on SQLite writes are one
+/// at a time and a card's time is taken inside the write lock).
+#[tokio::test]
+async fn the_card_list_never_pages_past_a_card_still_being_created() {
+    use sqlx::{ConnectOptions, Connection};
+    if !crate::support::db::postgres_or_skip() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let user = app.insert_user("pager@example.com").await;
+    let insert =
+        "insert into flashcards (id, user_id, source_page_id, source_block_id, source_kind, front, back)
+                  values ($1, $2, 'p', $3, 'block', 'front', 'back')";
+    let card = |n: u128| uuid::Uuid::from_u128(n);
+
+    // Card 1 is being created by a transaction of the service (its application name) that has
+    // not committed yet; cards 2 and 3 are created and committed after it began.
+    let options = (*app.db.pg().connect_options()).clone().application_name("cognie-sync");
+    let mut creating = options.connect().await.expect("connect");
+    let mut tx = creating.begin().await.expect("begin");
+    sqlx::query(insert).bind(card(1)).bind(user).bind("b1").execute(&mut *tx).await.expect("card 1");
+    for n in [2, 3] {
+        sqlx::query(insert)
+            .bind(card(n))
+            .bind(user)
+            .bind(format!("b{n}"))
+            .execute(app.db.pg())
+            .await
+            .expect("card");
+    }
+    let ids = |page: serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let path = format!("/api/users/{user}/flashcards?limit=1");
+    let during = expect_json(app.get_authorized(&path).await, 200).await;
+    assert!(
+        ids(during.clone()).is_empty(),
+        "no card created after card 1 began is listed before it: {during}"
+    );
+    assert!(during["next_cursor"].is_null(), "{during}");
+
+    tx.commit().await.expect("commit card 1");
+    // Paged to the end; again while a transaction of the service's own that began before
+    // card 3 may still hold the list back (only briefly).
+    let expected: Vec<String> = [1, 2, 3].map(|n| card(n).to_string()).into();
+    eventually("every card once, in the order they were created", Duration::from_secs(10), || async {
+        let mut seen = Vec::new();
+        let mut next = path.clone();
+        loop {
+            let page = expect_json(app.get_authorized(&next).await, 200).await;
+            seen.extend(ids(page.clone()));
+            match page["next_cursor"].as_str() {
+                Some(cursor) => next = format!("{path}&cursor={cursor}"),
+                None => break,
+            }
+        }
+        (seen == expected).then_some(())
+    })
+    .await;
 }

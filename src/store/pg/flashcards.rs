@@ -184,13 +184,26 @@ impl PgStore {
         cursor: Option<(DateTime<Utc>, uuid::Uuid)>,
         limit: i64,
     ) -> StoreResult<Vec<CardRow>> {
+        // A card's `created_at` is its transaction's start (`now()`), and it becomes visible
+        // at that transaction's commit, which may come after cards created later have been
+        // listed: a client paging past them would never see it. So a page stops short of the
+        // oldest transaction the service (this application name) has open on this database
+        // (cards created from then on may still be joined by earlier ones); they come on a
+        // later call with the same cursor. The service's transactions are short (and cut off
+        // by `idle_in_transaction_session_timeout`); other clients' are not waited for.
         Ok(sqlx::query_as::<_, CardRow>(
             r#"
+            with frontier as (
+                select min(xact_start) as open_since from pg_stat_activity
+                where datname = current_database() and application_name = current_setting('application_name')
+                  and pid <> pg_backend_pid() and xact_start is not null
+            )
             select id, front, back, source_page_id, source_block_id, created_at, updated_at
-            from flashcards
+            from flashcards, frontier
             where user_id = $1 and retired_at is null
               and ($2::text is null or source_page_id = $2 or container_id = $2)
               and ($3::timestamptz is null or (created_at, id) > ($3, $4))
+              and (frontier.open_since is null or created_at < frontier.open_since)
             order by created_at, id
             limit $5
             "#,
