@@ -579,14 +579,16 @@ impl Engine {
         }
     }
 
-    /// Exponential backoff with jitter: between half and all of base × 2^(attempt-1), capped,
-    /// so the retries of many runs that failed together spread out.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp =
-            self.settings.retry_base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        let cap = exp.min(self.settings.retry_max_delay);
-        cap.mul_f64(0.5 + 0.5 * jitter())
+        backoff(self.settings.retry_base_delay, self.settings.retry_max_delay, attempt, jitter())
     }
+}
+
+/// Exponential backoff with jitter: between half and all of base × 2^(attempt-1), capped at
+/// `max`, so the retries of many runs that failed together spread out. `jitter` in [0, 1).
+fn backoff(base: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    exp.min(max).mul_f64(0.5 + 0.5 * jitter)
 }
 
 /// A number in [0, 1) from the OS's random source.
@@ -609,5 +611,30 @@ fn log_transition(transition: &Transition) {
         Transition::Fail { failure } => {
             tracing::error!(error_kind = %failure.kind, error = %failure.message, "run failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_attempt_between_half_and_all_and_stops_at_the_cap() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        for (attempt, full) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (30, 1000)] {
+            let full = Duration::from_millis(full);
+            assert_eq!(backoff(base, max, attempt, 0.0), full / 2, "attempt {attempt}, least jitter");
+            let most = backoff(base, max, attempt, 0.999_999);
+            assert!(
+                most <= full && most > full.mul_f64(0.999),
+                "attempt {attempt}: {most:?} against {full:?}"
+            );
+        }
+        assert_eq!(backoff(base, max, u32::MAX, 0.0), max / 2, "no overflow");
+    }
+
+    #[test]
+    fn jitter_stays_in_its_range() {
+        assert!((0..1000).map(|_| jitter()).all(|j| (0.0..1.0).contains(&j)));
     }
 }

@@ -4,7 +4,7 @@ use crate::{conformance, on_db};
 use std::time::Duration;
 
 use cognie_sync::store::{QueueStats, pg::PgStore};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{
     TestApp,
@@ -74,7 +74,7 @@ async fn runs_are_listed_newest_first_with_filters_and_cursor_pagination() {
     {
         assert!(!items[0][field].is_null(), "run field {field} missing: {}", items[0]);
     }
-    let mut seen: Vec<String> = items.iter().map(|r| r["id"].as_str().expect("id").to_owned()).collect();
+    let mut seen: Vec<Value> = items.clone();
     let mut cursor = page1["next_cursor"].as_str().map(str::to_owned);
     while let Some(c) = cursor {
         let page = expect_json(
@@ -82,13 +82,15 @@ async fn runs_are_listed_newest_first_with_filters_and_cursor_pagination() {
             200,
         )
         .await;
-        seen.extend(
-            page["items"].as_array().expect("items").iter().map(|r| r["id"].as_str().expect("id").to_owned()),
-        );
+        seen.extend(page["items"].as_array().expect("items").iter().cloned());
         cursor = page["next_cursor"].as_str().map(str::to_owned);
     }
-    let mut unique = seen.clone();
-    unique.dedup();
+    let created: Vec<chrono::DateTime<chrono::Utc>> = seen
+        .iter()
+        .map(|r| r["created_at"].as_str().expect("created_at").parse().expect("a time"))
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first across every page: {created:?}");
+    let unique: std::collections::HashSet<&str> = seen.iter().map(|r| r["id"].as_str().expect("id")).collect();
     assert_eq!((seen.len(), unique.len()), (5, 5), "every run once across pages");
 
     let filtered = expect_json(
@@ -390,7 +392,7 @@ async fn a_manual_sync_skips_debounce() {
 
 conformance! {
 /// A manual sync that joins a webhook's sync waiting in debounce makes it run now, and makes it
-/// a manual sync: an event that joins it before a worker takes it does not defer it again.
+/// a manual sync (the trigger that keeps events joining it later from deferring it again).
 async fn a_manual_sync_joining_a_debouncing_sync_runs_it_now_for_good() {
     let (app, user, waiting) = sync_waiting_in_debounce("j@example.com").await;
 

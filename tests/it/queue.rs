@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use cognie_sync::store::Store;
-
 use crate::{
     conformance, on_db,
     support::{
@@ -13,7 +11,7 @@ use crate::{
 };
 
 /// `count` job rows of `job_type` in `status`, finished or due `age` ago.
-async fn insert_jobs(app: &TestApp, job_type: &str, status: &str, count: i64, age: &str) {
+async fn insert_jobs(pool: &sqlx::PgPool, job_type: &str, status: &str, count: i64, age: &str) {
     sqlx::query(
         "insert into apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at, priority, metadata)
          select 'J' || $2 || lpad(g::text, 20, '0') || $1, $1, '\\x7b7d'::bytea, $2, 1, 1,
@@ -24,7 +22,7 @@ async fn insert_jobs(app: &TestApp, job_type: &str, status: &str, count: i64, ag
     .bind(status)
     .bind(count)
     .bind(age)
-    .execute(app.db.pg())
+    .execute(pool)
     .await
     .expect("insert jobs");
 }
@@ -37,7 +35,7 @@ async fn job_fetch_claims_due_jobs_and_uses_the_primary_key_with_a_large_backlog
     let app = TestApp::spawn().await;
     // A backlog: apalis's own get_jobs hash-joins over a full scan here (its generic plan
     // assumes a large batch); ours must look the claimed ids up by primary key.
-    insert_jobs(&app, "plan_test", "Pending", 100_000, "1 minute").await;
+    insert_jobs(app.db.pg(), "plan_test", "Pending", 100_000, "1 minute").await;
     sqlx::query("analyze apalis.jobs").execute(app.db.pg()).await.expect("analyze");
 
     // The installed function's body, planned as PostgreSQL plans it inside the function:
@@ -102,17 +100,20 @@ async fn finished_job_rows_are_pruned_and_pending_ones_kept() {
     if !postgres_or_skip() {
         return;
     }
-    let app = TestApp::spawn().await;
-    insert_jobs(&app, "prune_test", "Done", 12_000, "10 minutes").await;
-    insert_jobs(&app, "prune_test", "Pending", 5, "1 second").await;
-    let store = Store::from_pg_pool(app.db.pg().clone());
-    // The app's own pruning job may take some of them first: what matters is what is left.
+    // The store alone: a running service prunes on its own, and rows its batch has locked
+    // would be skipped by this one.
+    let db = TestDb::create_postgres().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    insert_jobs(pool.pg(), "prune_test", "Done", 12_000, "10 minutes").await;
+    insert_jobs(pool.pg(), "prune_test", "Pending", 5, "1 second").await;
     store.prune_finished_jobs(Duration::from_secs(60)).await.expect("prune");
-    assert_eq!(app.count("select count(*) from apalis.jobs where job_type = 'prune_test'").await, 5);
-    let pending = app
-        .count("select count(*) from apalis.jobs where job_type = 'prune_test' and status = 'Pending'")
-        .await;
-    assert_eq!(pending, 5);
+    let statuses: Vec<String> =
+        sqlx::query_scalar("select status from apalis.jobs where job_type = 'prune_test'")
+            .fetch_all(pool.pg())
+            .await
+            .expect("jobs");
+    assert_eq!(statuses, ["Pending"; 5], "every finished row older than the grace is gone, the pending kept");
 }
 
 #[tokio::test]
@@ -120,15 +121,17 @@ async fn history_older_than_the_retention_is_pruned() {
     if !postgres_or_skip() {
         return;
     }
-    let app = TestApp::spawn().await;
+    // The store alone: a running service prunes on its own (and its first pass runs at once).
+    let db = TestDb::create_postgres().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
     for (n, (state, age)) in
         [("succeeded", "40 days"), ("failed", "40 days"), ("succeeded", "1 day"), ("waiting", "40 days")]
             .iter()
             .enumerate()
     {
-        // Each run with its step record and attempt history, in one statement (the app's own
-        // pruning may run at any moment; steps and attempts have no foreign key, they go with
-        // the run).
+        // Each run with its step record and attempt history (steps and attempts have no
+        // foreign key, they go with the run).
         sqlx::query(
             "with run as (
                  insert into workflow_runs (id, workflow, state, trigger, created_at, finished_at)
@@ -143,15 +146,13 @@ async fn history_older_than_the_retention_is_pruned() {
         .bind(uuid::Uuid::from_u128(n as u128 + 1))
         .bind(state)
         .bind(age)
-        .execute(app.db.pg())
+        .execute(pool.pg())
         .await
         .expect("run");
     }
-    let store = Store::from_pg_pool(app.db.pg().clone());
-    // The app's own pruning job may take some of them first: what matters is what is left.
     store.prune_history(Duration::from_secs(30 * 86_400)).await.expect("prune");
     let left: Vec<String> = sqlx::query_scalar("select state from workflow_runs order by id")
-        .fetch_all(app.db.pg())
+        .fetch_all(pool.pg())
         .await
         .expect("runs");
     assert_eq!(
@@ -159,14 +160,17 @@ async fn history_older_than_the_retention_is_pruned() {
         ["succeeded", "waiting"],
         "the finished runs older than 30 days are gone, the rest kept"
     );
-    let orphans = app
-        .count(
+    let count = |sql: &'static str| {
+        let pool = pool.pg().clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.expect("count") }
+    };
+    let orphans = count(
             "select (select count(*) from workflow_steps s where not exists (select 1 from workflow_runs r where r.id = s.run_id))
                   + (select count(*) from workflow_step_attempts a where not exists (select 1 from workflow_runs r where r.id = a.run_id))",
         )
         .await;
     assert_eq!(orphans, 0, "a pruned run's steps and attempts are pruned with it");
-    assert_eq!(app.count("select count(*) from workflow_steps").await, 2, "the kept runs' steps are kept");
+    assert_eq!(count("select count(*) from workflow_steps").await, 2, "the kept runs' steps are kept");
 }
 
 /// An event older than the retention is kept while a run that stands for it is kept: a

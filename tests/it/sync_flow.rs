@@ -512,7 +512,8 @@ async fn an_edit_during_a_sync_causes_one_more_sync_so_the_last_edit_is_never_lo
     })
     .await;
     // The first sync's fetch is slow: the edit below lands while it is past debounce.
-    env.notion.inject_times("/v1/blocks", Fault::Delay(Duration::from_millis(1500)), 1);
+    // (Long enough for the edit's event run to be discovered on a loaded machine.)
+    env.notion.inject_times("/v1/blocks", Fault::Delay(Duration::from_secs(5)), 1);
     let first = env.subscribe(ids::PAGE, "page").await;
     eventually("the first sync to be fetching", Duration::from_secs(10), || async {
         let r = expect_json(env.app.get_authorized(&format!("/api/workflows/{first}")).await, 200).await;

@@ -41,7 +41,8 @@ async fn every_signed_fixture_verifies_with_its_stored_signature() {
 conformance! {
 async fn an_accepted_event_is_stored_with_its_workflow_before_the_answer() {
     let app = TestApp::spawn_with(|s| {
-        // No worker activity should be needed for the rows to exist: keep the step waiting.
+        // The rows must exist when the answer comes, whatever the workers do after it (they
+        // are woken at once by the commit; a long poll only keeps the backstop out of it).
         s.insert("WORKER_POLL_INTERVAL_MS", "60000".into());
     })
     .await;
