@@ -345,6 +345,33 @@ impl SyncEnv {
         .await;
     }
 
+    /// Waits until a later sweep has checked every subscription again (each sweep checks the
+    /// ones not checked in the last half interval): proof that more sweeps ran, where a bare
+    /// sleep on a loaded machine proves nothing.
+    async fn another_sweep_checked_every_subscription(&self) {
+        let db = &self.app.db;
+        let (mark_sql, again_sql) = match db {
+            Db::Pg(_) => (
+                "select max(reconciled_at)::text from subscriptions",
+                "select count(*) from subscriptions where reconciled_at > $1::timestamptz",
+            ),
+            Db::Sqlite(_) => (
+                "select max(reconciled_at) from subscriptions",
+                "select count(*) from subscriptions where reconciled_at > $1",
+            ),
+        };
+        let mark: Option<String> =
+            on_db!(db, |db| sqlx::query_scalar(mark_sql).fetch_one(db).await).expect("last check");
+        let mark = mark.expect("a sweep has checked them before");
+        let total = self.app.count("select count(*) from subscriptions").await;
+        eventually("a later sweep to check every subscription again", Duration::from_secs(15), || async {
+            let again: i64 = on_db!(db, |db| sqlx::query_scalar(again_sql).bind(&mark).fetch_one(db).await)
+                .expect("checks");
+            (again == total).then_some(())
+        })
+        .await;
+    }
+
     /// As if every sync so far had happened ten minutes ago.
     async fn age_past_syncs(&self) {
         let sql = format!(
@@ -524,7 +551,7 @@ async fn a_page_edited_without_a_webhook_is_synced_by_reconciliation_and_an_unch
     assert!(env.card_fronts().await.contains(&"Added without a webhook".to_owned()));
 
     // Further sweeps find both pages read since their last edit.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    env.another_sweep_checked_every_subscription().await;
     assert_eq!(env.reconcile_runs().await.len(), 1, "one sync for the edit, none for the unchanged page");
 }
 }
@@ -556,7 +583,7 @@ async fn a_database_row_edited_without_a_webhook_is_synced_on_its_own() {
     let filtered = queries.last().expect("reconciliation queried the data source");
     assert_eq!(filtered.body.as_ref().expect("body")["filter"]["timestamp"], "last_edited_time");
 
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    env.another_sweep_checked_every_subscription().await;
     assert_eq!(env.reconcile_runs().await.len(), 1, "the row, once; not the whole database");
 }
 }
@@ -577,7 +604,8 @@ async fn reconciliation_takes_its_requests_from_the_users_rate_limit() {
             .then_some(())
     })
     .await;
-    // Several more sweeps: the third waits for a slot; nothing goes past the limit.
+    // Several more sweeps: the third waits for a slot; nothing goes past the limit. (No sweep
+    // can check anything more here, so only time can show that none does.)
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     assert_eq!(env.notion.requests_for_token(TOKEN).len(), 2, "{:?}", env.notion.requests());
     assert_eq!(env.app.count("select count(*) from subscriptions where reconciled_at is not null").await, 2);
@@ -766,7 +794,17 @@ async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
         (done == 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await; // a reconciliation sweep or two
+    // Reconciliation has used both tokens too (each check asks Notion with the user's).
+    eventually("a reconciliation sweep to check both subscriptions", Duration::from_secs(15), || async {
+        let checked: i64 = on_db!(pool, |p| sqlx::query_scalar(
+            "select count(*) from subscriptions where reconciled_at is not null",
+        )
+        .fetch_one(p)
+        .await)
+        .expect("count");
+        (checked == 2).then_some(())
+    })
+    .await;
 
     let oauth_token = notion
         .requests()
@@ -815,5 +853,56 @@ async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
         eprintln!("pg_dump is not installed at /usr/bin/pg_dump: the dump check was skipped");
     }
     drop(service);
+}
+}
+
+conformance! {
+/// README: "A subscription whose sync failed because the user had no token yet is synced by the
+/// next reconciliation sweep after the user connects." The user follows a page before giving
+/// a token: the first sync fails `notion_token_missing` (and the sweep leaves it alone while
+/// the token is still missing); once the token is set, a sweep syncs the page.
+async fn a_subscription_made_before_the_token_is_synced_by_reconciliation_once_the_token_is_set() {
+    let notion = FakeNotion::start().await;
+    notion.allow_token(TOKEN);
+    notion.load_fixture_page();
+    let base = notion.base_url();
+    let app = TestApp::spawn_with(|s| {
+        s.insert("NOTION_API_BASE_URL", base);
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+        s.insert("RECONCILE_INTERVAL_SECONDS", "1".into());
+    })
+    .await;
+    let user = create_user(&app, "early@example.com").await;
+    let env = SyncEnv { app, notion, user };
+    let first = env.subscribe(ids::PAGE, "page").await;
+    let failed = eventually("the first sync to fail for want of a token", Duration::from_secs(15), || async {
+        let run = expect_json(env.app.get_authorized(&format!("/api/workflows/{first}")).await, 200).await;
+        (run["state"] == "failed").then_some(run)
+    })
+    .await;
+    assert_eq!(failed["error_kind"], "notion_token_missing", "{failed}");
+    assert_eq!(env.notion.requests().len(), 0, "nothing was asked of Notion without a token");
+
+    let put = env
+        .app
+        .client
+        .put(env.app.url(&format!("/api/users/{}/notion-token", env.user)))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"token": TOKEN}))
+        .send()
+        .await
+        .expect("PUT token");
+    assert_eq!(put.status(), 204);
+    let synced = eventually("a reconciliation sync to succeed", Duration::from_secs(20), || async {
+        on_db!(env.app.db, |db| sqlx::query_scalar::<_, uuid::Uuid>(
+            "select id from workflow_runs where workflow = 'notion_sync' and trigger = 'reconcile' and state = 'succeeded'"
+        )
+        .fetch_optional(db)
+        .await)
+        .expect("runs")
+    })
+    .await;
+    let cards = env.app.count("select count(*) from flashcards where retired_at is null").await;
+    assert_eq!(cards, 4, "the page's cards, from run {synced}");
 }
 }

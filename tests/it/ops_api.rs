@@ -408,3 +408,41 @@ async fn a_manual_sync_joining_a_debouncing_sync_runs_it_now_for_good() {
     assert_eq!(detail["trigger"], "manual", "{detail}");
 }
 }
+
+conformance! {
+/// What ops alert on (README "Operating it"): the stats and the metrics count what waits, what
+/// failed and what is overdue, not only an idle system's zeros.
+async fn queue_stats_and_metrics_count_what_waits_failed_and_is_overdue() {
+    let (app, _user, _waiting) = sync_waiting_in_debounce("q@example.com").await;
+    insert_failed_event_run(&app, 1).await;
+    // A run due five minutes ago that nothing has started (its job lost, say).
+    let overdue = format!(
+        "insert into workflow_runs (id, workflow, state, current_step, trigger, dispatch_seq, next_run_at,
+             created_at, updated_at)
+         values ($1, 'notion_event', 'pending', 'discover_users', 'webhook', 1, {five_ago}, {five_ago}, {five_ago})",
+        five_ago = app.db.shifted_sql(app.db.now_sql(), -5)
+    );
+    on_db!(app.db, |db| sqlx::query(sqlx::AssertSqlSafe(overdue.clone()))
+        .bind(uuid::Uuid::now_v7())
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("overdue run");
+
+    let stats = expect_json(app.get_authorized("/api/queue/stats").await, 200).await;
+    for (state, n) in [("pending", 1), ("waiting", 1), ("failed", 1), ("running", 0), ("cancelled", 0)] {
+        assert_eq!(stats["runs"][state], n, "{state}: {stats}");
+    }
+    assert_eq!(stats["steps"]["discover_users"]["failed"], 1, "{stats}");
+    let age = stats["oldest_pending_age_seconds"].as_f64().expect("an age");
+    assert!((295.0..400.0).contains(&age), "the overdue run's age: {age}");
+
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    for line in ["cognie_workflow_runs{state=\"failed\"} 1", "cognie_workflow_runs{state=\"waiting\"} 1", "cognie_queue_depth 2"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let age_line = metrics.lines().find(|l| l.starts_with("cognie_oldest_pending_age_seconds ")).expect("age line");
+    let age: f64 = age_line.split(' ').nth(1).expect("value").parse().expect("number");
+    assert!(age >= 295.0, "{age_line}");
+}
+}
