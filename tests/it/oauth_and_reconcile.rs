@@ -309,15 +309,7 @@ async fn sync_env(rate_limit_per_minute: u32) -> SyncEnv {
     })
     .await;
     let user = create_user(&app, "maya@example.com").await;
-    let put = app
-        .client
-        .put(app.url(&format!("/api/users/{user}/notion-token")))
-        .bearer_auth(API_TOKEN)
-        .json(&json!({"token": TOKEN}))
-        .send()
-        .await
-        .expect("PUT token");
-    assert_eq!(put.status(), 204);
+    app.put_notion_token(&user, TOKEN).await;
     SyncEnv { app, notion, user }
 }
 
@@ -784,27 +776,18 @@ async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
             .await;
     }
     let pool = db.connect().await;
-    eventually("both syncs to succeed", Duration::from_secs(30), || async {
-        let done: i64 = on_db!(pool, |p| sqlx::query_scalar(
-            "select count(*) from workflow_runs where workflow = 'notion_sync' and state = 'succeeded'",
-        )
-        .fetch_one(p)
-        .await)
-        .expect("count");
-        (done == 2).then_some(())
-    })
-    .await;
-    // Reconciliation has used both tokens too (each check asks Notion with the user's).
-    eventually("a reconciliation sweep to check both subscriptions", Duration::from_secs(15), || async {
-        let checked: i64 = on_db!(pool, |p| sqlx::query_scalar(
-            "select count(*) from subscriptions where reconciled_at is not null",
-        )
-        .fetch_one(p)
-        .await)
-        .expect("count");
-        (checked == 2).then_some(())
-    })
-    .await;
+    // Both syncs, then reconciliation (each check asks Notion with the user's token), used
+    // both tokens.
+    for (what, sql) in [
+        ("both syncs to succeed", "select count(*) from workflow_runs where workflow = 'notion_sync' and state = 'succeeded'"),
+        ("a reconciliation sweep to check both subscriptions", "select count(*) from subscriptions where reconciled_at is not null"),
+    ] {
+        eventually(what, Duration::from_secs(30), || async {
+            let n: i64 = on_db!(pool, |p| sqlx::query_scalar(sql).fetch_one(p).await).expect("count");
+            (n == 2).then_some(())
+        })
+        .await;
+    }
 
     let oauth_token = notion
         .requests()
@@ -883,16 +866,7 @@ async fn a_subscription_made_before_the_token_is_synced_by_reconciliation_once_t
     assert_eq!(failed["error_kind"], "notion_token_missing", "{failed}");
     assert_eq!(env.notion.requests().len(), 0, "nothing was asked of Notion without a token");
 
-    let put = env
-        .app
-        .client
-        .put(env.app.url(&format!("/api/users/{}/notion-token", env.user)))
-        .bearer_auth(API_TOKEN)
-        .json(&json!({"token": TOKEN}))
-        .send()
-        .await
-        .expect("PUT token");
-    assert_eq!(put.status(), 204);
+    env.app.put_notion_token(&env.user, TOKEN).await;
     let synced = eventually("a reconciliation sync to succeed", Duration::from_secs(20), || async {
         on_db!(env.app.db, |db| sqlx::query_scalar::<_, uuid::Uuid>(
             "select id from workflow_runs where workflow = 'notion_sync' and trigger = 'reconcile' and state = 'succeeded'"

@@ -37,15 +37,7 @@ async fn setup(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Env {
     .await;
     let user = expect_json(post(&app, "/api/users", json!({"email": "maya@example.com"})).await, 201).await;
     let user = user["id"].as_str().expect("id").to_owned();
-    let put = app
-        .client
-        .put(app.url(&format!("/api/users/{user}/notion-token")))
-        .bearer_auth(API_TOKEN)
-        .json(&json!({"token": TOKEN}))
-        .send()
-        .await
-        .expect("PUT token");
-    assert_eq!(put.status(), 204);
+    app.put_notion_token(&user, TOKEN).await;
     Env { app, notion, user }
 }
 

@@ -165,6 +165,19 @@ impl TestApp {
         .expect("insert subscription");
     }
 
+    /// Gives the user a Notion token through the API (`PUT /api/users/{id}/notion-token`).
+    pub async fn put_notion_token(&self, user: &str, token: &str) {
+        let response = self
+            .client
+            .put(self.url(&format!("/api/users/{user}/notion-token")))
+            .bearer_auth(API_TOKEN)
+            .json(&serde_json::json!({"token": token}))
+            .send()
+            .await
+            .expect("PUT notion-token");
+        assert_eq!(response.status(), 204, "PUT notion-token");
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         on_db!(self.db, |pool| sqlx::query_scalar(sql).fetch_one(pool).await.expect("count query"))
     }
