@@ -1050,3 +1050,41 @@ async fn a_sync_of_unchanged_content_records_its_time_and_the_data_sources() {
     assert_eq!(env.subscribed_data_sources().await, [ids::DATA_SOURCE]);
 }
 }
+
+conformance! {
+/// With `FLASHCARD_GENERATOR=openai`, generate calls out: it runs outside any transaction and
+/// its outcome is recorded on its own. A sync's cards are the model's; a second sync of the
+/// same content asks the model nothing, ends at generate, and still records its time.
+async fn with_the_openai_generator_a_sync_makes_the_models_cards_and_an_unchanged_one_asks_nothing() {
+    use crate::support::fake_openai::{API_KEY, FakeOpenAi, MODEL, Reply};
+    let openai = FakeOpenAi::start().await;
+    openai.push(Reply::Cards(json!([
+        {"front": "Where does the Krebs cycle take place?", "back": "In the mitochondrial matrix.", "source_block_id": ids::T_KREBS}
+    ])));
+    let base = openai.base_url();
+    let env = setup(|s| {
+        s.insert("FLASHCARD_GENERATOR", "openai".into());
+        s.insert("OPENAI_BASE_URL", base);
+        s.insert("OPENAI_API_KEY", API_KEY.into());
+        s.insert("OPENAI_MODEL", MODEL.into());
+    })
+    .await;
+
+    let first = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(fronts(&env.cards().await), ["Where does the Krebs cycle take place?"]);
+    assert_eq!(openai.requests().len(), 1);
+    let subscriptions = format!("/api/users/{}/subscriptions", env.user);
+    let synced_at = |listed: Value| listed["items"][0]["last_synced_at"].as_str().expect("synced").to_owned();
+    let before = synced_at(expect_json(env.app.get_authorized(&subscriptions).await, 200).await);
+
+    let body = json!({"user_id": env.user, "notion_id": ids::PAGE});
+    let started = expect_json(post(&env.app, "/api/notion/sync", body).await, 202).await;
+    let again = env.finished(started["run_id"].as_str().expect("run id")).await;
+    assert_eq!((&again["state"], &again["current_step"]), (&json!("succeeded"), &json!("generate")), "{again}");
+    assert_eq!(openai.requests().len(), 1, "unchanged content is not sent to the model again");
+    let after = synced_at(expect_json(env.app.get_authorized(&subscriptions).await, 200).await);
+    let parse = |t: &str| t.parse::<chrono::DateTime<chrono::Utc>>().expect("a time");
+    assert!(parse(&after) > parse(&before), "the unchanged sync's time is recorded: {before} -> {after}");
+}
+}
