@@ -94,7 +94,7 @@ pub async fn reencrypt_stored_secrets(
     cipher: &SecretCipher,
 ) -> Result<Reencrypted, StoreError> {
     let mut done = Reencrypted::default();
-    for (row, stored) in store.encrypted_secrets().await? {
+    for (row, stored) in store.encrypted_secrets(i64::MAX).await? {
         match cipher.reencrypt(&stored, &secret_owner(&row)) {
             Ok(None) => done.current += 1,
             Ok(Some(new)) => {
@@ -112,7 +112,7 @@ pub async fn reencrypt_stored_secrets(
 }
 
 /// How many stored secrets start-up tries to open when no rotation is under way.
-const KEY_CHECK_SAMPLE: usize = 16;
+const KEY_CHECK_SAMPLE: i64 = 16;
 
 /// Whether the key opens the secrets already stored, checked at start-up: a
 /// `TOKEN_ENCRYPTION_KEY` changed without `TOKEN_ENCRYPTION_KEY_PREVIOUS` (or set for the first
@@ -124,8 +124,8 @@ pub async fn check_key_opens_stored_secrets(
     store: &Store,
     cipher: &SecretCipher,
 ) -> Result<(), SecretsError> {
-    let stored = store.encrypted_secrets().await?;
-    let sample = &stored[..stored.len().min(KEY_CHECK_SAMPLE)];
+    // Only the sample is read: every start of every instance makes this check.
+    let sample = store.encrypted_secrets(KEY_CHECK_SAMPLE).await?;
     let unreadable: Vec<&SecretRow> = sample
         .iter()
         .filter(|(row, ct)| cipher.decrypt(ct, &secret_owner(row)).is_err())

@@ -11,21 +11,25 @@
 macro_rules! encrypted_secrets_impl {
     ($store:ty, $pool:ident) => {
         impl $store {
-            /// Every encrypted value at rest, with where it lives.
-            pub async fn encrypted_secrets(&self) -> StoreResult<Vec<(SecretRow, Vec<u8>)>> {
+            /// The encrypted values at rest, with where they live: users' tokens first, at most
+            /// `limit` in all (`i64::MAX`: every one).
+            pub async fn encrypted_secrets(&self, limit: i64) -> StoreResult<Vec<(SecretRow, Vec<u8>)>> {
                 let users: Vec<(UserId, Vec<u8>)> = sqlx::query_as(
-                    r#"select id, notion_token_ciphertext from users where notion_token_ciphertext is not null order by id"#,
+                    r#"select id, notion_token_ciphertext from users where notion_token_ciphertext is not null order by id limit $1"#,
                 )
+                .bind(limit)
                 .fetch_all(&self.$pool)
                 .await?;
                 let tokens: Vec<(i64, Vec<u8>)> =
-                    sqlx::query_as(r#"select id, token_ciphertext from webhook_verification_tokens order by id"#)
+                    sqlx::query_as(r#"select id, token_ciphertext from webhook_verification_tokens order by id limit $1"#)
+                        .bind(limit)
                         .fetch_all(&self.$pool)
                         .await?;
                 Ok(users
                     .into_iter()
                     .map(|(id, ct)| (SecretRow::UserNotionToken(id), ct))
                     .chain(tokens.into_iter().map(|(id, ct)| (SecretRow::VerificationToken(id), ct)))
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
                     .collect())
             }
 

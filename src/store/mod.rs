@@ -420,8 +420,8 @@ delegate! {
     pub async fn finish_reconcile(&self, subscription: uuid::Uuid, targets: &[SyncTarget], window: DebounceWindow) -> StoreResult<Vec<RunId>>;
 
     // --- Secrets at rest (for rotating TOKEN_ENCRYPTION_KEY)
-    /// Every encrypted value at rest, with where it lives.
-    pub async fn encrypted_secrets(&self) -> StoreResult<Vec<(SecretRow, Vec<u8>)>>;
+    /// The encrypted values at rest, with where they live, at most `limit` (`i64::MAX`: all).
+    pub async fn encrypted_secrets(&self, limit: i64) -> StoreResult<Vec<(SecretRow, Vec<u8>)>>;
     /// Replaces one encrypted value, if it is still `old`. `false`: it changed meanwhile.
     pub async fn replace_encrypted_secret(&self, row: SecretRow, old: &[u8], new: &[u8]) -> StoreResult<bool>;
 
