@@ -21,6 +21,7 @@ use crate::{
     ratelimit::RateLimiter,
     secrets::ServiceSecrets,
     store::{BackendKind, DebounceWindow, PoolSettings, Store},
+    tokens::NotionTokens,
     webhook::Intake,
     workflow::{
         Engine,
@@ -289,12 +290,19 @@ impl App {
             )
         });
         let worker = self.role.runs_workers().then(|| {
+            // One per process: its per-user locks keep this process's refreshes from racing.
+            let tokens = Arc::new(NotionTokens::new(
+                self.store.clone(),
+                self.secrets.cipher.clone(),
+                self.notion.clone(),
+                self.config.notion_client_id.clone().zip(self.config.notion_client_secret.clone()),
+            ));
             let deps = StepDeps {
                 store: self.store.clone(),
                 limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),
                 debounce,
                 notion: self.notion.clone(),
-                cipher: self.secrets.cipher.clone(),
+                tokens: tokens.clone(),
                 generator: self.generator.0.clone(),
                 generator_id: self.generator.1.clone(),
                 metrics: metrics.clone(),
@@ -319,7 +327,7 @@ impl App {
                 store: self.store.clone(),
                 limiter: RateLimiter::new(self.store.clone(), self.config.notion_rate_limit_per_minute),
                 notion: self.notion.clone(),
-                cipher: self.secrets.cipher.clone(),
+                tokens,
                 debounce,
                 flavor: if self.notion.version() == LEGACY_NOTION_VERSION {
                     ApiFlavor::LegacyDatabase

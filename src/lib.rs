@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod webhook;
 pub mod workflow;
 

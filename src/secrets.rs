@@ -147,6 +147,7 @@ pub async fn check_key_opens_stored_secrets(
 fn secret_owner(row: &SecretRow) -> String {
     match row {
         SecretRow::UserNotionToken(user) => user.to_string(),
+        SecretRow::UserNotionRefreshToken(user) => crate::tokens::refresh_token_owner(*user),
         SecretRow::VerificationToken(_) => VERIFICATION_TOKEN_AAD.to_owned(),
     }
 }

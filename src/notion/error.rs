@@ -152,6 +152,12 @@ impl NotionError {
         }
     }
 
+    /// True for a 401 from the API: the token is bad, revoked or expired (an expired OAuth
+    /// token can be refreshed).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Api { status: 401, .. })
+    }
+
     /// True for a 404: the object was deleted or is no longer shared with the integration.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Api { status: 404, .. })

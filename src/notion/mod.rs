@@ -20,4 +20,4 @@ pub use client::{
 };
 pub use crawl::{ApiFlavor, Crawl, CrawlError, CrawlRequest, FetchedContent, FetchedPage};
 pub use error::NotionError;
-pub use oauth::OAuthToken;
+pub use oauth::{OAuthToken, RefreshedToken};

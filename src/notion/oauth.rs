@@ -57,6 +57,25 @@ impl fmt::Debug for OAuthToken {
     }
 }
 
+/// Notion's answer to a refresh (`grant_type: refresh_token`): a new access token and,
+/// normally, a new refresh token (the old one may no longer work). Only these two are read: the
+/// rest of the answer (workspace, owner) describes the same authorisation as before.
+#[derive(Clone, Deserialize)]
+pub struct RefreshedToken {
+    pub access_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+impl fmt::Debug for RefreshedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshedToken")
+            .field("access_token", &"[redacted]")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
 impl NotionClient {
     /// `{base}/v1/oauth/authorize?client_id=…&response_type=code&owner=user&redirect_uri=…&state=…`:
     /// where the user grants the integration access (Notion asks for no scope; access is the
@@ -88,19 +107,60 @@ impl NotionClient {
             "code": code,
             "redirect_uri": redirect_uri,
         });
+        self.token_request(client_id, client_secret, &body).await
+    }
+
+    /// Trades a refresh token for a new access token (and a new refresh token), with HTTP Basic
+    /// auth `client_id:client_secret`. A refresh token Notion no longer accepts (used, revoked,
+    /// or the user removed the integration) is `notion_oauth_invalid_grant`.
+    pub async fn refresh_oauth_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) -> Result<RefreshedToken, NotionError> {
+        let body = json!({ "grant_type": "refresh_token", "refresh_token": refresh_token });
+        self.token_request(client_id, client_secret, &body).await
+    }
+
+    /// `POST /v1/oauth/token` with the client's credentials; answers with an empty access
+    /// token are refused.
+    async fn token_request<T: serde::de::DeserializeOwned + HasAccessToken>(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        body: &Value,
+    ) -> Result<T, NotionError> {
         let request = self
             .bare_request(Method::POST, self.url(&["oauth", "token"]))
             .basic_auth(client_id, Some(client_secret))
-            .json(&body);
+            .json(body);
         let (status, body) = self.send(request, NotionError::from_oauth_response).await?;
-        let token: OAuthToken = decode(status, &body)?;
-        if token.access_token.is_empty() {
+        let token: T = decode(status, &body)?;
+        if token.access_token().is_empty() {
             return Err(NotionError::MalformedResponse {
                 status: status.as_u16(),
                 detail: "the token response has an empty access_token".to_owned(),
             });
         }
         Ok(token)
+    }
+}
+
+/// The access token of a token endpoint's answer.
+trait HasAccessToken {
+    fn access_token(&self) -> &str;
+}
+
+impl HasAccessToken for OAuthToken {
+    fn access_token(&self) -> &str {
+        &self.access_token
+    }
+}
+
+impl HasAccessToken for RefreshedToken {
+    fn access_token(&self) -> &str {
+        &self.access_token
     }
 }
 

@@ -1,5 +1,5 @@
 //! The encrypted secrets at rest, for moving them to a new `TOKEN_ENCRYPTION_KEY`: users' Notion
-//! tokens and the webhook verification tokens. A value is replaced only if it is still what was
+//! tokens (and their OAuth refresh tokens) and the webhook verification tokens. A value is replaced only if it is still what was
 //! read, so several instances re-encrypting at once (or a user reconnecting meanwhile) never
 //! overwrite each other.
 //!
@@ -20,6 +20,12 @@ macro_rules! encrypted_secrets_impl {
                 .bind(limit)
                 .fetch_all(&self.$pool)
                 .await?;
+                let refresh: Vec<(UserId, Vec<u8>)> = sqlx::query_as(
+                    r#"select id, notion_refresh_token_ciphertext from users where notion_refresh_token_ciphertext is not null order by id limit $1"#,
+                )
+                .bind(limit)
+                .fetch_all(&self.$pool)
+                .await?;
                 let tokens: Vec<(i64, Vec<u8>)> =
                     sqlx::query_as(r#"select id, token_ciphertext from webhook_verification_tokens order by id limit $1"#)
                         .bind(limit)
@@ -28,6 +34,7 @@ macro_rules! encrypted_secrets_impl {
                 Ok(users
                     .into_iter()
                     .map(|(id, ct)| (SecretRow::UserNotionToken(id), ct))
+                    .chain(refresh.into_iter().map(|(id, ct)| (SecretRow::UserNotionRefreshToken(id), ct)))
                     .chain(tokens.into_iter().map(|(id, ct)| (SecretRow::VerificationToken(id), ct)))
                     .take(usize::try_from(limit).unwrap_or(usize::MAX))
                     .collect())
@@ -41,16 +48,18 @@ macro_rules! encrypted_secrets_impl {
                 new: &[u8],
             ) -> StoreResult<bool> {
                 let result = match row {
-                    SecretRow::UserNotionToken(id) => {
-                        sqlx::query(
-                            r#"update users set notion_token_ciphertext = $3
-                               where id = $1 and notion_token_ciphertext = $2"#,
-                        )
-                        .bind(id)
-                        .bind(old)
-                        .bind(new)
-                        .execute(&self.$pool)
-                        .await?
+                    SecretRow::UserNotionToken(id) | SecretRow::UserNotionRefreshToken(id) => {
+                        let sql = match row {
+                            SecretRow::UserNotionToken(_) => {
+                                r#"update users set notion_token_ciphertext = $3
+                                   where id = $1 and notion_token_ciphertext = $2"#
+                            }
+                            _ => {
+                                r#"update users set notion_refresh_token_ciphertext = $3
+                                   where id = $1 and notion_refresh_token_ciphertext = $2"#
+                            }
+                        };
+                        sqlx::query(sql).bind(id).bind(old).bind(new).execute(&self.$pool).await?
                     }
                     SecretRow::VerificationToken(id) => {
                         sqlx::query(

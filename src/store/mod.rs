@@ -8,6 +8,7 @@ pub mod jobs;
 mod keys;
 pub mod model;
 pub mod pg;
+mod refresh;
 pub mod sqlite;
 mod tx;
 
@@ -304,6 +305,23 @@ impl SweepLock {
     }
 }
 
+/// Held while this process refreshes a user's Notion token: no other process refreshes that
+/// user's token meanwhile (Notion may rotate the refresh token, so a second refresh with the
+/// old one would be refused). SQLite is one process; its refresher's own lock is enough.
+pub enum TokenRefreshLock {
+    Postgres(pg::users::PgTokenRefreshLock),
+    Sqlite,
+}
+
+impl TokenRefreshLock {
+    pub async fn release(self) -> StoreResult<()> {
+        match self {
+            TokenRefreshLock::Postgres(lock) => lock.release().await,
+            TokenRefreshLock::Sqlite => Ok(()),
+        }
+    }
+}
+
 /// Forwards each listed operation to the backend's method of the same name and signature.
 macro_rules! delegate {
     ($( $(#[$attr:meta])* pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
@@ -361,6 +379,13 @@ delegate! {
     /// Stores an (already encrypted) Notion token for the user. `false`: no such user.
     pub async fn set_notion_token(&self, id: UserId, ciphertext: &[u8], workspace: &NotionWorkspace) -> StoreResult<bool>;
     pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>>;
+    /// The user's encrypted Notion token and refresh token. `None`: no token at all.
+    pub async fn notion_refresh_credentials(&self, id: UserId) -> StoreResult<Option<(Vec<u8>, Option<Vec<u8>>)>>;
+    /// Stores a refreshed token pair if the token is still `refused`. `false`: it was replaced
+    /// meanwhile. `refresh: None` keeps the stored refresh token.
+    pub async fn replace_refreshed_notion_token(&self, id: UserId, refused: &[u8], token: &[u8], refresh: Option<&[u8]>) -> StoreResult<bool>;
+    /// Waits for the lock on refreshing `id`'s Notion token across processes.
+    pub async fn token_refresh_lock(&self, id: UserId) -> StoreResult<TokenRefreshLock>;
     /// Subscribes the user and starts the first sync, in one transaction.
     pub async fn subscribe(&self, user_id: UserId, notion_id: &NotionId, kind: &str, window: DebounceWindow) -> Result<(SubscriptionRow, RunId), UserError>;
     pub async fn subscriptions(&self, user_id: UserId) -> StoreResult<Vec<SubscriptionRow>>;

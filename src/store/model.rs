@@ -345,6 +345,9 @@ pub struct NotionWorkspace {
     pub workspace_id: Option<String>,
     pub workspace_name: Option<String>,
     pub bot_id: Option<String>,
+    /// The OAuth refresh token, encrypted (`None`: none was issued; storing the token clears
+    /// any earlier one, which belonged to the token it replaces).
+    pub refresh_ciphertext: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -615,6 +618,8 @@ pub struct Pruned {
 pub enum SecretRow {
     /// `users.notion_token_ciphertext` (the user id is the associated data).
     UserNotionToken(UserId),
+    /// `users.notion_refresh_token_ciphertext` (`<user id>:refresh` is the associated data).
+    UserNotionRefreshToken(UserId),
     /// `webhook_verification_tokens.token_ciphertext`.
     VerificationToken(i64),
 }

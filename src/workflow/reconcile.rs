@@ -21,9 +21,10 @@
 //! the price of never missing the edit that followed in that minute.
 //!
 //! Never read (or the runs were pruned): synced without asking Notion. Content Notion no
-//! longer shows us (404, 403, 401) is left alone and logged; a trashed page is synced (its
-//! `last_edited_time` moves), which retires its cards. Rows deleted from a database without
-//! their webhook are retired at the next full sync of the database.
+//! longer shows us (404, 403, or a 401 that refreshing the user's token does not cure) is left
+//! alone and logged; a trashed page is synced (its `last_edited_time` moves), which retires its
+//! cards. Rows deleted from a database without their webhook are retired at the next full sync
+//! of the database.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -31,12 +32,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::{
-    crypto::SecretCipher,
     ids::{NotionId, UserId},
     metrics::Metrics,
     notion::{ApiFlavor, ListPage, NotionClient, NotionError},
     ratelimit::{Grant, RateLimiter},
     store::{DebounceWindow, DueSubscription, Store, StoreResult, SyncTarget},
+    tokens::{NotionTokens, RefreshError, Refreshed, UserToken},
 };
 
 /// Notion's `last_edited_time` has minute precision; plus a margin for the clocks.
@@ -53,7 +54,8 @@ pub struct Reconciler {
     pub store: Store,
     pub limiter: RateLimiter,
     pub notion: NotionClient,
-    pub cipher: SecretCipher,
+    /// Opens users' Notion tokens, and refreshes one Notion refuses.
+    pub tokens: Arc<NotionTokens>,
     pub debounce: DebounceWindow,
     pub flavor: ApiFlavor,
     /// `RECONCILE_INTERVAL_SECONDS`.
@@ -117,6 +119,8 @@ enum Verdict {
     RateLimited { partly: bool },
     /// Could not be checked (logged).
     Failed,
+    /// Notion refused the user's token (401): refresh it and check again.
+    Unauthorized,
 }
 
 /// The outcome of one rate-limited Notion call.
@@ -176,7 +180,7 @@ impl Reconciler {
                         continue;
                     }
                     Verdict::UpToDate => Vec::new(),
-                    Verdict::Failed => {
+                    Verdict::Failed | Verdict::Unauthorized => {
                         report.failed += 1;
                         Vec::new()
                     }
@@ -198,16 +202,44 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Checks one subscription with the user's token, refreshing it once if Notion refuses it.
     async fn check(&self, subscription: &DueSubscription) -> StoreResult<Verdict> {
         let user = subscription.user_id;
-        let token = match self.cipher.decrypt(&subscription.token_ciphertext, &user.to_string()) {
+        let token = match self.tokens.open(user, subscription.token_ciphertext.clone()) {
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(user_id = %user, error = %e, "reconciliation cannot use the user's Notion token");
                 return Ok(Verdict::Failed);
             }
         };
-        let token = secrecy::ExposeSecret::expose_secret(&token);
+        let verdict = self.check_with(subscription, &token).await?;
+        if !matches!(verdict, Verdict::Unauthorized) {
+            return Ok(verdict);
+        }
+        let refreshed = match self.tokens.refresh(user, &token).await {
+            Ok(Refreshed::Token(token)) => token,
+            Ok(Refreshed::Reconnect(why)) => {
+                tracing::warn!(user_id = %user, notion_id = %subscription.notion_id, reason = %why, "reconciliation cannot check: Notion refuses the user's token");
+                return Ok(Verdict::Failed);
+            }
+            Err(RefreshError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(user_id = %user, notion_id = %subscription.notion_id, error = %e, "reconciliation could not refresh the user's Notion token; next sweep tries again");
+                return Ok(Verdict::Failed);
+            }
+        };
+        Ok(match self.check_with(subscription, &refreshed).await? {
+            Verdict::Unauthorized => {
+                tracing::warn!(user_id = %user, notion_id = %subscription.notion_id, "reconciliation cannot check: Notion refuses the user's refreshed token too");
+                Verdict::Failed
+            }
+            verdict => verdict,
+        })
+    }
+
+    async fn check_with(&self, subscription: &DueSubscription, token: &UserToken) -> StoreResult<Verdict> {
+        let user = subscription.user_id;
+        let token = token.expose();
         // The Notion requests of this check that were answered.
         let mut made = 0u32;
         let read = self.store.last_read_at(user, std::slice::from_ref(&subscription.notion_id)).await?;
@@ -356,6 +388,9 @@ fn target(subscription: &DueSubscription, notion_id: &str, kind: &str) -> SyncTa
 }
 
 fn failed(subscription: &DueSubscription, e: &NotionError) -> Verdict {
+    if e.is_unauthorized() {
+        return Verdict::Unauthorized;
+    }
     let (user, notion_id, kind) = (subscription.user_id, &subscription.notion_id, e.error_kind());
     if e.is_retryable() {
         tracing::warn!(user_id = %user, notion_id, error_kind = kind, error = %e, "reconciliation could not check; next sweep tries again");

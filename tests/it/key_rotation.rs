@@ -55,8 +55,8 @@ async fn token_stored_under(
 conformance! {
 async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
     let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
-    // Secrets as the service stored them under the old key: a user's Notion token and the
-    // webhook verification token.
+    // Secrets as the service stored them under the old key: a user's Notion token (and its
+    // refresh token) and the webhook verification token.
     let (_db, _data_dir, mut settings, pool, user) = token_stored_under(&old_key).await;
     let old = SecretCipher::from_base64_key(&old_key).expect("old key");
     let verification_token = old.encrypt("secret_verification", VERIFICATION_TOKEN_AAD);
@@ -68,6 +68,14 @@ async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
     .await
     .map(|done| done.rows_affected()))
     .expect("insert verification token");
+    // And the refresh token OAuth stored with the user's token.
+    on_db!(pool, |p| sqlx::query("update users set notion_refresh_token_ciphertext = $2 where id = $1")
+        .bind(user)
+        .bind(old.encrypt("nrt_user_refresh", &format!("{user}:refresh")))
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("store refresh token");
 
     // Start-up with the new key and the old one as previous moves both.
     settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&new_key));
@@ -85,6 +93,17 @@ async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
         new_only.decrypt(&token, &user.to_string()).expect("under the new key").expose_secret(),
         "ntn_user_token"
     );
+    let refresh: Vec<u8> = on_db!(pool, |p| sqlx::query_scalar(
+        "select notion_refresh_token_ciphertext from users where id = $1"
+    )
+    .bind(user)
+    .fetch_one(p)
+    .await)
+    .expect("refresh token");
+    assert_eq!(
+        new_only.decrypt(&refresh, &format!("{user}:refresh")).expect("under the new key").expose_secret(),
+        "nrt_user_refresh"
+    );
     let verification: Vec<u8> = on_db!(pool, |p| sqlx::query_scalar(
         "select token_ciphertext from webhook_verification_tokens"
     )
@@ -98,7 +117,7 @@ async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
     // Another instance starting during the rotation finds nothing left to move.
     let rotating_cipher = new_only.clone().with_previous_key(&old_key).expect("keys");
     let again = reencrypt_stored_secrets(rotating.store(), &rotating_cipher).await.expect("re-encrypt");
-    assert_eq!(again, Reencrypted { moved: 0, current: 2, unreadable: 0 });
+    assert_eq!(again, Reencrypted { moved: 0, current: 3, unreadable: 0 });
     drop(rotating);
 
     // The rotation is done: without the previous key the service reads them through its API.

@@ -290,6 +290,173 @@ async fn without_oauth_settings_both_endpoints_answer_503_oauth_not_configured()
 }
 }
 
+// ----- expired OAuth tokens -----
+
+impl OAuthEnv {
+    /// Connects `user` through the whole OAuth flow; the (access, refresh) tokens Notion issued.
+    async fn connect(&self, user: &str, code: &str) -> (String, String) {
+        let state = self.state_for(user).await;
+        self.notion.add_oauth_code(code);
+        expect_json(self.callback(&[("code", code), ("state", &state)]).await, 200).await;
+        let (access, refresh) = self.stored_pair(user).await;
+        (access, refresh.expect("Notion issued a refresh token and it is stored"))
+    }
+
+    /// The user's stored token and refresh token, decrypted (each with its own associated data).
+    async fn stored_pair(&self, user: &str) -> (String, Option<String>) {
+        let (token, refresh): (Vec<u8>, Option<Vec<u8>>) = on_db!(self.app.db, |db| sqlx::query_as(
+            "select notion_token_ciphertext, notion_refresh_token_ciphertext from users where id = $1"
+        )
+        .bind(uuid::Uuid::parse_str(user).expect("uuid"))
+        .fetch_one(db)
+        .await)
+        .expect("user row");
+        let cipher = SecretCipher::from_base64_key(&self.key.clone().into()).expect("key");
+        let access = cipher.decrypt(&token, user).expect("the token opens as the user's");
+        let refresh = refresh.map(|refresh| {
+            assert!(
+                cipher.decrypt(&refresh, user).is_err(),
+                "a refresh token never opens as an access token"
+            );
+            let opened = cipher
+                .decrypt(&refresh, &format!("{user}:refresh"))
+                .expect("opens as the user's refresh token");
+            opened.expose_secret().to_owned()
+        });
+        (access.expose_secret().to_owned(), refresh)
+    }
+
+    async fn subscribe(&self, user: &str, notion_id: &str) -> String {
+        let response = self
+            .app
+            .client
+            .post(self.app.url(&format!("/api/users/{user}/subscriptions")))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"notion_id": notion_id, "kind": "page"}))
+            .send()
+            .await
+            .expect("subscribe");
+        expect_json(response, 201).await["run_id"].as_str().expect("run id").to_owned()
+    }
+
+    /// The run once it has finished (succeeded or failed).
+    async fn finished(&self, run_id: &str) -> Value {
+        eventually(&format!("run {run_id} to finish"), Duration::from_secs(30), || async {
+            let run =
+                expect_json(self.app.get_authorized(&format!("/api/workflows/{run_id}")).await, 200).await;
+            matches!(run["state"].as_str(), Some("succeeded" | "failed")).then_some(run)
+        })
+        .await
+    }
+}
+
+const OLD_EDIT: &str = "2026-06-01T09:30:00.000Z";
+
+conformance! {
+async fn an_expired_oauth_token_is_refreshed_once_and_every_sync_goes_on() {
+    let env = oauth_env(|s| {
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    })
+    .await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    let (first_token, first_refresh) = env.connect(&user, "code-1").await;
+    let pages: Vec<String> =
+        (1..=4).map(|n| serve_page(&env.notion, n, "Notes", OLD_EDIT, &[&format!("Question {n}")])).collect();
+
+    // Notion lets the access token expire. Its token endpoint answers slowly, so syncs meet
+    // the refused token while the first of them is still refreshing it.
+    env.notion.revoke_token(&first_token);
+    env.notion.inject("/v1/oauth/token", Fault::Delay(Duration::from_millis(700)));
+    let mut runs = Vec::new();
+    for page in &pages {
+        runs.push(env.subscribe(&user, page).await);
+    }
+    for run in &runs {
+        let run = env.finished(run).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+    assert_eq!(env.notion.refreshes(), 1, "one refresh, however many syncs met the expired token");
+    let refused = env.notion.requests_for_token(&first_token).iter().filter(|r| r.status == 401).count();
+    assert!(refused >= 1, "the old token was refused before the refresh");
+
+    // The new pair is stored (the refresh token rotated), and Notion accepts the new token.
+    let (token, refresh) = env.stored_pair(&user).await;
+    assert_ne!(token, first_token);
+    let refresh = refresh.expect("the rotated refresh token is stored");
+    assert_ne!(refresh, first_refresh);
+    let with_new = env.notion.requests_for_token(&token);
+    assert!(!with_new.is_empty() && with_new.iter().all(|r| r.status == 200), "{with_new:?}");
+    let cards = env.app.count("select count(*) from flashcards where retired_at is null").await;
+    assert_eq!(cards, 4, "every page's card");
+}
+}
+
+conformance! {
+async fn a_refresh_notion_refuses_fails_the_sync_asking_the_user_to_reconnect() {
+    let env = oauth_env(|_| {}).await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    let (token, _) = env.connect(&user, "code-1").await;
+    let page = serve_page(&env.notion, 1, "Notes", OLD_EDIT, &["Question"]);
+    // The user removed the integration: neither token works any more.
+    env.notion.revoke_token(&token);
+    env.notion.revoke_refresh_tokens();
+
+    let run = env.finished(&env.subscribe(&user, &page).await).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["error_kind"], "notion_unauthorized", "{run}");
+    let error = run["last_error"].as_str().expect("last_error");
+    assert!(error.contains("reconnect Notion") && error.contains("notion_oauth_invalid_grant"), "{error}");
+    assert_eq!(env.notion.count("/v1/oauth/token"), 2, "the exchange and one refresh, refused");
+    assert_eq!(env.stored_pair(&user).await.0, token, "nothing was replaced");
+}
+}
+
+conformance! {
+async fn a_token_put_by_ops_replaces_the_oauth_pair_and_is_never_refreshed() {
+    let env = oauth_env(|_| {}).await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    env.connect(&user, "code-1").await;
+    env.app.put_notion_token(&user, TOKEN).await;
+    assert_eq!(env.stored_pair(&user).await, (TOKEN.to_owned(), None), "the OAuth refresh token went with its token");
+
+    // Notion refuses the integration token: the sync fails at once, with no refresh attempted.
+    let page = serve_page(&env.notion, 1, "Notes", OLD_EDIT, &["Question"]);
+    let run = env.finished(&env.subscribe(&user, &page).await).await;
+    assert_eq!(run["error_kind"], "notion_unauthorized", "{run}");
+    assert!(run["last_error"].as_str().expect("last_error").contains("no refresh token"), "{run}");
+    assert_eq!(env.notion.count("/v1/oauth/token"), 1, "only the exchange");
+}
+}
+
+conformance! {
+async fn reconciliation_refreshes_an_expired_token_and_checks_with_the_new_one() {
+    let env = oauth_env(|s| {
+        s.insert("RECONCILE_INTERVAL_SECONDS", "1".into());
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    })
+    .await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    let (first_token, _) = env.connect(&user, "code-1").await;
+    let page = serve_page(&env.notion, 1, "Notes", OLD_EDIT, &["Question"]);
+    let run = env.finished(&env.subscribe(&user, &page).await).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+
+    // No sync is under way: only a sweep meets the expired token.
+    env.notion.revoke_token(&first_token);
+    let checked = eventually("a sweep to check the page with a refreshed token", Duration::from_secs(20), || async {
+        let (token, _) = env.stored_pair(&user).await;
+        let checks = env.notion.requests_for_token(&token);
+        (token != first_token && checks.iter().any(|r| r.path.starts_with("/v1/pages/") && r.status == 200)).then_some(checks)
+    })
+    .await;
+    assert!(!checked.is_empty());
+    assert_eq!(env.notion.refreshes(), 1);
+    let reconcile_syncs =
+        env.app.count("select count(*) from workflow_runs where trigger = 'reconcile'").await;
+    assert_eq!(reconcile_syncs, 0, "the page is unchanged: nothing to sync");
+}
+}
+
 // ----- reconciliation -----
 
 struct SyncEnv {
@@ -795,9 +962,12 @@ async fn no_notion_token_appears_in_a_database_dump_or_in_the_logs() {
         .filter_map(|r| r.token)
         .find(|t| t.starts_with("ntn_fake"))
         .expect("a sync used the OAuth token");
+    let refresh_token = notion.live_refresh_tokens().pop().expect("the exchange issued a refresh token");
     let secrets = [
         oauth_token.clone(),
         hex::encode(&oauth_token),
+        refresh_token.clone(),
+        hex::encode(&refresh_token),
         manual_token.to_owned(),
         hex::encode(manual_token),
         "code-secret-0a1b2c3d".to_owned(),

@@ -24,6 +24,7 @@ use crate::{
     ids::UserId,
     notion::{NotionClient, NotionError},
     store::{NotionWorkspace, StoreError},
+    tokens::refresh_token_owner,
 };
 
 /// What the OAuth endpoints need (part of [`HttpState`]).
@@ -254,6 +255,10 @@ impl OAuthApi {
             workspace_id: Some(token.workspace_id.clone()),
             workspace_name: token.workspace_name.clone(),
             bot_id: Some(token.bot_id.clone()),
+            refresh_ciphertext: token
+                .refresh_token
+                .as_deref()
+                .map(|refresh| state.cipher.encrypt(refresh, &refresh_token_owner(user))),
         };
         match state.store.set_notion_token(user, &ciphertext, &workspace).await {
             Ok(true) => {}

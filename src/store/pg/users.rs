@@ -1,15 +1,37 @@
 //! Users, their (encrypted) Notion tokens, and subscriptions.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, pool::PoolConnection};
 
 use super::{PgStore, sync};
 use crate::{
     ids::{NotionId, RunId, UserId},
     store::{
         DebounceWindow, NotionWorkspace, StoreResult, StoredNotionToken, SubscriptionRow, SyncTarget,
-        SyncTrigger, UserError, UserRow, email_key,
+        SyncTrigger, TokenRefreshLock, UserError, UserRow, email_key,
     },
 };
+
+crate::store::refresh::notion_token_refresh_impl!(PgStore, pool);
+
+/// PostgreSQL's lock on refreshing one user's Notion token: a session-level advisory lock on a
+/// connection that is closed rather than returned to the pool if the refresh is dropped midway,
+/// so the lock never outlives it (and never waits in the pool for another caller to inherit).
+pub struct PgTokenRefreshLock {
+    conn: PoolConnection<Postgres>,
+    user: UserId,
+}
+
+impl PgTokenRefreshLock {
+    pub async fn release(mut self) -> StoreResult<()> {
+        sqlx::query(
+            r#"select pg_advisory_unlock(hashtextextended('cognie-sync token refresh ' || $1::text, 0))"#,
+        )
+        .bind(self.user)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
 
 impl PgStore {
     pub async fn create_user(&self, email: &str) -> Result<UserRow, UserError> {
@@ -56,7 +78,7 @@ impl PgStore {
             r#"
             update users
             set notion_token_ciphertext = $2, notion_workspace_id = $3, notion_workspace_name = $4,
-                notion_bot_id = $5, notion_connected_at = now(), updated_at = now()
+                notion_bot_id = $5, notion_refresh_token_ciphertext = $6, notion_connected_at = now(), updated_at = now()
             where id = $1
             "#,
         )
@@ -65,9 +87,23 @@ impl PgStore {
         .bind(&workspace.workspace_id)
         .bind(&workspace.workspace_name)
         .bind(&workspace.bot_id)
+        .bind(&workspace.refresh_ciphertext)
         .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected() == 1)
+    }
+
+    /// Waits until no other process is refreshing the user's Notion token, and holds that lock.
+    pub async fn token_refresh_lock(&self, id: UserId) -> StoreResult<TokenRefreshLock> {
+        let mut conn = self.pool.acquire().await?;
+        conn.close_on_drop();
+        sqlx::query(
+            r#"select pg_advisory_lock(hashtextextended('cognie-sync token refresh ' || $1::text, 0))"#,
+        )
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(TokenRefreshLock::Postgres(PgTokenRefreshLock { conn, user: id }))
     }
 
     pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>> {

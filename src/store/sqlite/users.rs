@@ -5,9 +5,11 @@ use crate::{
     ids::{NotionId, RunId, UserId},
     store::{
         DebounceWindow, NotionWorkspace, StoreResult, StoredNotionToken, SubscriptionRow, SyncTarget,
-        SyncTrigger, UserError, UserRow, email_key,
+        SyncTrigger, TokenRefreshLock, UserError, UserRow, email_key,
     },
 };
+
+crate::store::refresh::notion_token_refresh_impl!(SqliteStore, writer);
 
 /// Whether a database error is a unique-constraint or foreign-key violation (SQLite names no
 /// constraint, so the caller knows which one its statement can break).
@@ -62,7 +64,7 @@ impl SqliteStore {
             r#"
             update users
             set notion_token_ciphertext = $2, notion_workspace_id = $3, notion_workspace_name = $4,
-                notion_bot_id = $5, notion_connected_at = $6, updated_at = $6
+                notion_bot_id = $5, notion_refresh_token_ciphertext = $7, notion_connected_at = $6, updated_at = $6
             where id = $1
             "#,
         )
@@ -72,9 +74,15 @@ impl SqliteStore {
         .bind(&workspace.workspace_name)
         .bind(&workspace.bot_id)
         .bind(now())
+        .bind(&workspace.refresh_ciphertext)
         .execute(&self.writer)
         .await?;
         Ok(updated.rows_affected() == 1)
+    }
+
+    /// One process uses the file: the refresher's own per-user lock is the whole lock.
+    pub async fn token_refresh_lock(&self, _id: UserId) -> StoreResult<TokenRefreshLock> {
+        Ok(TokenRefreshLock::Sqlite)
     }
 
     pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>> {

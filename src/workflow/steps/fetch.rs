@@ -17,6 +17,7 @@ use crate::{
     notion::{ApiFlavor, Crawl, CrawlError, LEGACY_NOTION_VERSION, NotionError},
     ratelimit::Grant,
     store::ClaimedStep,
+    tokens::{RefreshError, Refreshed, UserToken},
 };
 
 /// The most rate-limit slots a crawl takes at once: the requests it will make next, one after
@@ -56,11 +57,9 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 "the user has no Notion token; connect Notion or PUT a token",
             )
         })?;
-    let token = deps
-        .cipher
-        .decrypt(&stored.ciphertext, &user.to_string())
-        .map_err(|e| StepError::fatal("notion_token_undecryptable", e.to_string()))?;
-    let token = secrecy::ExposeSecret::expose_secret(&token);
+    let mut token = deps.tokens.open(user, stored.ciphertext).map_err(undecryptable)?;
+    // Notion's 401 to an OAuth token is answered with one refresh per attempt.
+    let mut refreshed = false;
 
     let started = Instant::now();
     let applied_before = crawl.requests_applied();
@@ -90,7 +89,7 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl)) });
             }
         }
-        let answer = deps.notion.execute(token, &request).await;
+        let answer = deps.notion.execute(token.expose(), &request).await;
         deps.metrics.notion_request(match &answer {
             Ok(_) => Some(200),
             Err(e) => e.status(),
@@ -101,6 +100,11 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             // deleted meanwhile is left out.
             Err(e) if e.is_not_found() => {
                 crawl.apply_not_found(&request).map_err(|e| crawl_error(e, &crawl))?
+            }
+            // The request was not applied: the loop makes it again with the new token.
+            Err(e) if e.is_unauthorized() && !refreshed => {
+                refreshed = true;
+                token = refreshed_token(deps, user, &token, &crawl).await?;
             }
             Err(e) => return Err(notion_error(e, deps, user, &crawl).await),
         }
@@ -138,6 +142,31 @@ fn crawl_error(e: CrawlError, crawl: &Crawl) -> StepError {
     } else {
         StepError::fatal(e.error_kind(), e.to_string())
     }
+}
+
+/// Notion refused the user's token (401): the refreshed one, or why the sync cannot go on.
+async fn refreshed_token(
+    deps: &StepDeps,
+    user: crate::ids::UserId,
+    refused: &UserToken,
+    crawl: &Crawl,
+) -> Result<UserToken, StepError> {
+    match deps.tokens.refresh(user, refused).await {
+        Ok(Refreshed::Token(token)) => Ok(token),
+        Ok(Refreshed::Reconnect(why)) => Err(StepError::fatal("notion_unauthorized", why)),
+        Err(RefreshError::Store(e)) => Err(e.into()),
+        Err(RefreshError::Notion(e)) => Err(StepError::Retryable {
+            kind: e.error_kind().to_owned(),
+            message: format!("refreshing the user's Notion token: {e}"),
+            retry_after: e.retry_after(),
+            progress: Some(progress(crawl)),
+        }),
+        Err(RefreshError::Undecryptable(e)) => Err(undecryptable(e)),
+    }
+}
+
+fn undecryptable(e: crate::crypto::CryptoError) -> StepError {
+    StepError::fatal("notion_token_undecryptable", e.to_string())
 }
 
 /// Classifies a failed request. A 429 (rate limited) or 529 (overloaded) also blocks the

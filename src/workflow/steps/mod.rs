@@ -19,7 +19,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{
-    crypto::SecretCipher,
     flashcards::{Content, Generator},
     ids::UserId,
     notion::NotionClient,
@@ -33,8 +32,8 @@ pub struct StepDeps {
     pub limiter: RateLimiter,
     pub debounce: DebounceWindow,
     pub notion: NotionClient,
-    /// Decrypts users' Notion tokens.
-    pub cipher: SecretCipher,
+    /// Opens users' Notion tokens, and refreshes one Notion refuses.
+    pub tokens: std::sync::Arc<crate::tokens::NotionTokens>,
     pub generator: Generator,
     /// Names the generator (and model) in content hashes, so switching regenerates cards.
     pub generator_id: String,

@@ -2,8 +2,9 @@
 //!
 //! A real HTTP server on `127.0.0.1:0`, answering in Notion's wire formats (2025-09-03 by default,
 //! 2022-06-28 for the legacy database query): auth and `Notion-Version` checks, cursor
-//! pagination, Notion's error bodies (fixture wording), and the OAuth token exchange. Every
-//! request is logged with its token and arrival time, so tests can assert rate limits exactly.
+//! pagination, Notion's error bodies (fixture wording), and the OAuth token exchange and refresh
+//! (each refresh token works once: Notion may rotate them). Every request is logged with its
+//! token and arrival time, so tests can assert rate limits exactly.
 //!
 //! What it assumes where Notion's behaviour is undocumented: a route not served for the
 //! request's version (`/v1/data_sources/...` before 2025-09-03, `/v1/databases/{id}/query` from
@@ -177,6 +178,8 @@ struct State {
     page_size_cap: Option<usize>,
     oauth_client: Option<OAuthClient>,
     oauth_codes: HashSet<String>,
+    /// Refresh tokens the token endpoint accepts, each once (Notion rotates them).
+    refresh_tokens: HashSet<String>,
     faults_once: VecDeque<(String, Fault)>,
     faults_always: Vec<(String, Fault)>,
     random_faults: Option<(RandomFaults, Rng)>,
@@ -359,6 +362,27 @@ impl FakeNotion {
             secret: client_secret.to_owned(),
             redirect_uri: redirect_uri.to_owned(),
         });
+    }
+
+    /// Refuses every refresh token issued so far (`invalid_grant`), as after the user removed
+    /// the integration.
+    pub fn revoke_refresh_tokens(&self) {
+        self.state().refresh_tokens.clear();
+    }
+
+    /// The refresh tokens issued and not used yet.
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        self.state().refresh_tokens.iter().cloned().collect()
+    }
+
+    /// Refresh grants answered with a new token pair.
+    pub fn refreshes(&self) -> usize {
+        self.state()
+            .log
+            .iter()
+            .filter(|r| r.path == "/v1/oauth/token" && r.status == 200)
+            .filter(|r| r.body.as_ref().is_some_and(|b| b["grant_type"] == "refresh_token"))
+            .count()
     }
 
     /// A code the token endpoint accepts once.
@@ -617,8 +641,19 @@ impl FakeNotion {
         if given.as_deref() != Some(expected.as_bytes()) {
             return oauth_error(401, "invalid_client", "Invalid client credentials.");
         }
+        if body["grant_type"] == "refresh_token" {
+            let refresh = body["refresh_token"].as_str().unwrap_or_default().to_owned();
+            if !state.refresh_tokens.remove(&refresh) {
+                return json_response(400, fixture("oauth_token_error_invalid_grant.json"));
+            }
+            return issue_token(&mut state);
+        }
         if body["grant_type"] != "authorization_code" {
-            return oauth_error(400, "unsupported_grant_type", "Only authorization_code is supported here.");
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                "Only authorization_code and refresh_token are supported here.",
+            );
         }
         let Some(redirect_uri) = body["redirect_uri"].as_str() else {
             return oauth_error(
@@ -632,14 +667,20 @@ impl FakeNotion {
         if !redirect_ok || !state.oauth_codes.remove(&code) {
             return json_response(400, fixture("oauth_token_error_invalid_grant.json"));
         }
-
-        let mut token = fixture("oauth_token_response.json");
-        let access_token = format!("ntn_fake{}", uuid::Uuid::new_v4().simple());
-        token["access_token"] = json!(access_token);
-        token["refresh_token"] = json!(format!("nrt_fake{}", uuid::Uuid::new_v4().simple()));
-        state.tokens.insert(access_token);
-        json_response(200, with_request_id(token))
+        issue_token(&mut state)
     }
+}
+
+/// A new access token and refresh token, both accepted from now on, in Notion's answer shape.
+fn issue_token(state: &mut State) -> Response {
+    let mut token = fixture("oauth_token_response.json");
+    let access_token = format!("ntn_fake{}", uuid::Uuid::new_v4().simple());
+    let refresh_token = format!("nrt_fake{}", uuid::Uuid::new_v4().simple());
+    token["access_token"] = json!(access_token);
+    token["refresh_token"] = json!(refresh_token);
+    state.tokens.insert(access_token);
+    state.refresh_tokens.insert(refresh_token);
+    json_response(200, with_request_id(token))
 }
 
 impl State {
