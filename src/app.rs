@@ -306,9 +306,13 @@ impl App {
                 generator: self.generator.0.clone(),
                 generator_id: self.generator.1.clone(),
                 metrics: metrics.clone(),
-                fetch_budget: steps::fetch_budget(
+                fetch_budget: steps::attempt_budget(
                     self.definitions.policy("fetch").timeout,
                     self.config.notion_timeout,
+                ),
+                generate_budget: steps::attempt_budget(
+                    self.definitions.policy("generate").timeout,
+                    OpenAiConfig::DEFAULT_TIMEOUT,
                 ),
             };
             let engine = Engine::new(

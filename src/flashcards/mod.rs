@@ -70,12 +70,42 @@ pub enum Generator {
     OpenAi(OpenAiGenerator),
 }
 
+/// A generation made in parts (one model request per part of the notes), as far as it got:
+/// saved with the step between attempts, so a long generation goes on where it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialCards {
+    /// How many parts the notes were split into (a different split starts over).
+    pub parts: usize,
+    /// How many of them are done, in order.
+    pub done: usize,
+    /// Their cards, in document order.
+    pub cards: Vec<Card>,
+}
+
 impl Generator {
     /// Turns content into cards, in document order. Pages marked `gone` give no cards.
     pub async fn generate(&self, content: &Content) -> Result<Vec<Card>, GenerateError> {
+        let mut progress = PartialCards::default();
+        self.generate_from(content, &mut progress, std::time::Duration::MAX).await?;
+        Ok(progress.cards)
+    }
+
+    /// Goes on with a generation from `progress`, starting no new part once `budget` has
+    /// passed (at least one part is made each time, so it always advances). `true`: finished,
+    /// `progress.cards` are all the cards. On an error, `progress` holds the parts done before
+    /// it. The `rules` generator finishes at once.
+    pub async fn generate_from(
+        &self,
+        content: &Content,
+        progress: &mut PartialCards,
+        budget: std::time::Duration,
+    ) -> Result<bool, GenerateError> {
         match self {
-            Self::Rules(rules) => rules.generate(content),
-            Self::OpenAi(openai) => openai.generate(content).await,
+            Self::Rules(rules) => {
+                *progress = PartialCards { parts: 1, done: 1, cards: rules.generate(content)? };
+                Ok(true)
+            }
+            Self::OpenAi(openai) => openai.generate_from(content, progress, budget).await,
         }
     }
 

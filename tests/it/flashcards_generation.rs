@@ -243,3 +243,64 @@ async fn content_without_text_is_not_sent_to_the_model() {
     assert!(cards.is_empty());
     assert!(fake.requests().is_empty());
 }
+
+/// A page whose one paragraph holds `bytes` of text and whose title is `title`.
+fn big_page(id: &str, title: &str, bytes: usize) -> ContentPage {
+    let text = "The mitochondrion makes ATP. ".repeat(bytes / 29 + 1);
+    let rich = |t: &str| json!([{"type": "text", "text": {"content": t}, "plain_text": t}]);
+    ContentPage {
+        page: json!({"object": "page", "id": id, "properties": {"title": {"type": "title", "title": rich(title)}}}),
+        blocks: vec![json!({
+            "object": "block", "id": format!("{}-block", &id[..8]), "type": "paragraph", "has_children": false,
+            "paragraph": {"rich_text": rich(&text)}
+        })],
+        gone: false,
+    }
+}
+
+#[tokio::test]
+async fn large_notes_are_sent_in_parts_that_resume_where_they_stopped() {
+    const IDS: [&str; 3] = [
+        "2a000000-0000-4000-8000-000000000001",
+        "2a000000-0000-4000-8000-000000000002",
+        "2a000000-0000-4000-8000-000000000003",
+    ];
+    // Three pages of 30 KB: no two fit in one request.
+    let content = Content {
+        pages: IDS.iter().enumerate().map(|(i, id)| big_page(id, &format!("Page {i}"), 30_000)).collect(),
+    };
+    let fake = FakeOpenAi::start().await;
+    let generator = openai(&fake);
+    fake.push(Reply::Cards(json!([card("Q0", "A0", IDS[0])])));
+    fake.push(Reply::error(503, "overloaded"));
+    fake.push(Reply::Cards(json!([card("Q1", "A1", IDS[1])])));
+    fake.push(Reply::Cards(json!([card("Q2", "A2", IDS[2])])));
+
+    // No time left: one part per go, and the parts done are kept.
+    let mut progress = Default::default();
+    assert!(!generator.generate_from(&content, &mut progress, Duration::ZERO).await.expect("part 1"));
+    assert_eq!((progress.parts, progress.done, progress.cards.len()), (3, 1, 1));
+    // A failure keeps what was done before it.
+    let err =
+        generator.generate_from(&content, &mut progress, Duration::ZERO).await.expect_err("part 2 fails");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!((progress.done, progress.cards.len()), (1, 1));
+    // Time enough: the rest, in one go.
+    assert!(generator.generate_from(&content, &mut progress, Duration::MAX).await.expect("parts 2 and 3"));
+    let fronts: Vec<&str> = progress.cards.iter().map(|c| c.front.as_str()).collect();
+    assert_eq!(fronts, ["Q0", "Q1", "Q2"]);
+
+    // Each request held one page, whole; the failed one was asked again.
+    let asked: Vec<usize> = fake
+        .requests()
+        .iter()
+        .map(|r| {
+            let notes = r.message("user");
+            let held: Vec<usize> = (0..3).filter(|i| notes.contains(IDS[*i])).collect();
+            assert_eq!(held.len(), 1, "one page per request");
+            assert!(notes.len() > 30_000 && notes.len() < 48 * 1024, "{}", notes.len());
+            held[0]
+        })
+        .collect();
+    assert_eq!(asked, [0, 1, 1, 2]);
+}

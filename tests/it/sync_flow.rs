@@ -41,6 +41,19 @@ async fn setup(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Env {
     Env { app, notion, user }
 }
 
+/// [`setup`] with `FLASHCARD_GENERATOR=openai` against `openai`.
+async fn setup_with_openai(openai: &crate::support::fake_openai::FakeOpenAi) -> Env {
+    use crate::support::fake_openai::{API_KEY, MODEL};
+    let base = openai.base_url();
+    setup(|s| {
+        s.insert("FLASHCARD_GENERATOR", "openai".into());
+        s.insert("OPENAI_BASE_URL", base);
+        s.insert("OPENAI_API_KEY", API_KEY.into());
+        s.insert("OPENAI_MODEL", MODEL.into());
+    })
+    .await
+}
+
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.client.post(app.url(path)).bearer_auth(API_TOKEN).json(&body).send().await.expect("POST")
 }
@@ -1056,19 +1069,12 @@ conformance! {
 /// its outcome is recorded on its own. A sync's cards are the model's; a second sync of the
 /// same content asks the model nothing, ends at generate, and still records its time.
 async fn with_the_openai_generator_a_sync_makes_the_models_cards_and_an_unchanged_one_asks_nothing() {
-    use crate::support::fake_openai::{API_KEY, FakeOpenAi, MODEL, Reply};
+    use crate::support::fake_openai::{FakeOpenAi, Reply};
     let openai = FakeOpenAi::start().await;
     openai.push(Reply::Cards(json!([
         {"front": "Where does the Krebs cycle take place?", "back": "In the mitochondrial matrix.", "source_block_id": ids::T_KREBS}
     ])));
-    let base = openai.base_url();
-    let env = setup(|s| {
-        s.insert("FLASHCARD_GENERATOR", "openai".into());
-        s.insert("OPENAI_BASE_URL", base);
-        s.insert("OPENAI_API_KEY", API_KEY.into());
-        s.insert("OPENAI_MODEL", MODEL.into());
-    })
-    .await;
+    let env = setup_with_openai(&openai).await;
 
     let first = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
     assert_eq!(first["state"], "succeeded", "{first}");
@@ -1086,5 +1092,35 @@ async fn with_the_openai_generator_a_sync_makes_the_models_cards_and_an_unchange
     let after = synced_at(expect_json(env.app.get_authorized(&subscriptions).await, 200).await);
     let parse = |t: &str| t.parse::<chrono::DateTime<chrono::Utc>>().expect("a time");
     assert!(parse(&after) > parse(&before), "the unchanged sync's time is recorded: {before} -> {after}");
+}
+}
+
+conformance! {
+/// A database too large for one model request is generated in parts (whole rows), one
+/// attempt each here (the step's timeout leaves no room for two requests), each going on from
+/// the parts saved before it.
+async fn with_the_openai_generator_a_large_database_is_generated_in_parts_across_attempts() {
+    use crate::support::fake_openai::{FakeOpenAi, Reply};
+    let openai = FakeOpenAi::start().await;
+    openai.push(Reply::Cards(json!([{"front": "Row one?", "back": "Yes.", "source_block_id": ids::PAGE}])));
+    openai.push(Reply::Cards(json!([{"front": "Row two?", "back": "Yes.", "source_block_id": ids::PHOTOSYNTHESIS}])));
+    let env = setup_with_openai(&openai).await;
+    env.notion.load_fixture_database();
+    // Each row holds about 33 KB of notes: two rows do not fit in one request.
+    for (n, row) in [ids::PAGE, ids::PHOTOSYNTHESIS].into_iter().enumerate() {
+        let id = format!("2c000000-0000-4000-8000-{n:012}");
+        env.notion.set_children(row, vec![paragraph(&id, &"Notes on respiration. ".repeat(1_500))]);
+    }
+
+    let run = env.finished(&env.subscribe(ids::DATABASE, "database").await).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(fronts(&env.cards().await), ["Row one?", "Row two?"]);
+    let asked: Vec<String> = openai.requests().iter().map(|r| r.message("user").to_owned()).collect();
+    assert_eq!(asked.len(), 2, "one request per part, none repeated");
+    assert!(asked[0].contains(ids::PAGE) && !asked[0].contains(ids::PHOTOSYNTHESIS));
+    assert!(asked[1].contains(ids::PHOTOSYNTHESIS) && !asked[1].contains(ids::PAGE));
+    let steps = run["steps"].as_array().expect("steps");
+    let generate = steps.iter().find(|s| s["name"] == "generate").expect("generate");
+    assert_eq!(generate["attempts"], 1, "parts spend no attempt: {generate}");
 }
 }

@@ -1,8 +1,9 @@
 //! The `openai` generator: any OpenAI-compatible chat-completions endpoint.
 //!
-//! One call per generation: `POST {base_url}/chat/completions` with `Authorization: Bearer
-//! <key>`, the configured `model`, a system prompt asking for JSON cards, the content as text
-//! with each block's id in brackets, and `response_format: {"type": "json_object"}` (no
+//! One call per part of the notes (whole pages, at most [`MAX_NOTES_BYTES`] per call, so a
+//! large database never outgrows the model's context or output limit): `POST
+//! {base_url}/chat/completions` with `Authorization: Bearer <key>`, the configured `model`, a
+//! system prompt asking for JSON cards, the content as text with each block's id in brackets, and `response_format: {"type": "json_object"}` (no
 //! `temperature` or token limits: some models reject any non-default value). The base URL is the
 //! API root *including* its version path: `https://api.openai.com/v1`,
 //! `https://openrouter.ai/api/v1`, `http://localhost:11434/v1` (Ollama).
@@ -22,11 +23,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Card, Content, GenerateError};
-use prompt::{SYSTEM_PROMPT, SourceIndex, user_prompt};
+use super::{Card, Content, GenerateError, PartialCards};
+use prompt::{SYSTEM_PROMPT, SourceIndex, user_prompts};
 
 /// The largest response body read; a chat completion with cards is far smaller.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most notes sent in one request (about 12,000 tokens): well inside any current model's
+/// context, and small enough for its answer (the cards) to fit its output limit and arrive
+/// within the timeout. A large database is sent in several requests, page by page.
+const MAX_NOTES_BYTES: usize = 48 * 1024;
 
 /// Settings of the `openai` generator (`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `OPENAI_MODEL`).
 #[derive(Debug, Clone)]
@@ -101,13 +107,51 @@ impl OpenAiGenerator {
     /// The cards the model makes from `content`, validated against it. No call is made when the
     /// content has no text (every page gone or empty).
     pub async fn generate(&self, content: &Content) -> Result<Vec<Card>, GenerateError> {
+        let mut progress = PartialCards::default();
+        self.generate_from(content, &mut progress, Duration::MAX).await?;
+        Ok(progress.cards)
+    }
+
+    /// Goes on with a generation from `progress`: one request per part of the notes (at most
+    /// [`MAX_NOTES_BYTES`] each, whole pages), in order, until every part is done (`true`) or
+    /// `budget` has passed (at least one part is made each time). On an error, `progress`
+    /// holds the parts done before it.
+    pub async fn generate_from(
+        &self,
+        content: &Content,
+        progress: &mut PartialCards,
+        budget: Duration,
+    ) -> Result<bool, GenerateError> {
         let index = SourceIndex::build(content)?;
-        let Some(notes) = user_prompt(content) else { return Ok(Vec::new()) };
+        let prompts = user_prompts(content, MAX_NOTES_BYTES);
+        if progress.parts != prompts.len() || progress.done > progress.parts {
+            // New, or a deploy changed how notes are split: the parts done no longer line up.
+            *progress = PartialCards { parts: prompts.len(), done: 0, cards: Vec::new() };
+        }
+        let (started, first) = (std::time::Instant::now(), progress.done);
+        while let Some(notes) = prompts.get(progress.done) {
+            if progress.done > first && started.elapsed() >= budget {
+                tracing::debug!(
+                    done = progress.done,
+                    parts = progress.parts,
+                    "generation goes on in the next attempt"
+                );
+                return Ok(false);
+            }
+            let cards = self.complete(notes, &index).await?;
+            progress.cards.extend(cards);
+            progress.done += 1;
+        }
+        Ok(true)
+    }
+
+    /// One request: the cards the model makes from one part of the notes.
+    async fn complete(&self, notes: &str, index: &SourceIndex) -> Result<Vec<Card>, GenerateError> {
         let request = ChatRequest {
             model: &self.model,
             messages: [
                 Message { role: "system", content: SYSTEM_PROMPT },
-                Message { role: "user", content: &notes },
+                Message { role: "user", content: notes },
             ],
             response_format: json!({"type": "json_object"}),
         };
@@ -143,7 +187,7 @@ impl OpenAiGenerator {
                 None => "the answer is empty".into(),
             })
         })?;
-        output::parse_cards(&answer, &index)
+        output::parse_cards(&answer, index)
     }
 
     /// The body, at most [`MAX_RESPONSE_BYTES`].

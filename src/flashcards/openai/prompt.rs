@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::super::{
-    CardSource, Content, GenerateError,
+    CardSource, Content, ContentPage, GenerateError,
     content::{block_id, is_foreign_container, walk},
     properties::row_back,
     render::{plain_text, render_blocks_marked},
@@ -25,29 +25,46 @@ Rules:
 - At most one card per source_block_id.
 - If nothing in the notes is worth a card, answer {"cards": []}."#;
 
-/// The notes as the model reads them; `None` if there is no text at all (nothing to ask).
-pub(super) fn user_prompt(content: &Content) -> Option<String> {
-    let mut out = String::from("Notes:\n");
+/// The notes as the model reads them, in requests of at most `max_bytes` each (whole pages:
+/// a page larger than that is sent alone rather than cut between a toggle and its answer).
+/// Empty when there is no text at all (nothing to ask).
+pub(super) fn user_prompts(content: &Content, max_bytes: usize) -> Vec<String> {
+    const HEADER: &str = "Notes:\n";
+    let mut prompts = Vec::new();
+    let mut current = String::from(HEADER);
     let mut has_text = false;
     for page in content.pages.iter().filter(|page| !page.gone) {
-        let id = page.page_id().unwrap_or_default();
-        let title = plain_text(page.title());
-        let title = title.trim();
-        out.push_str(&format!("\n=== Page [{id}] {title} ===\n"));
-        let properties = if page.is_row() { row_back(page) } else { String::new() };
-        if !properties.is_empty() {
-            out.push_str("Properties:\n");
-            out.push_str(&properties);
-            out.push_str("\n\n");
+        let Some(section) = page_section(page) else { continue };
+        if has_text && current.len() + section.len() > max_bytes {
+            prompts.push(std::mem::replace(&mut current, String::from(HEADER)));
         }
-        let body = render_blocks_marked(&page.blocks);
-        if !body.is_empty() {
-            out.push_str(&body);
-            out.push('\n');
-        }
-        has_text |= !title.is_empty() || !properties.is_empty() || !body.is_empty();
+        current.push_str(&section);
+        has_text = true;
     }
-    has_text.then_some(out)
+    if has_text {
+        prompts.push(current);
+    }
+    prompts
+}
+
+/// One page of the notes; `None` if it has no text (no title, properties or blocks).
+fn page_section(page: &ContentPage) -> Option<String> {
+    let id = page.page_id().unwrap_or_default();
+    let title = plain_text(page.title());
+    let title = title.trim();
+    let mut out = format!("\n=== Page [{id}] {title} ===\n");
+    let properties = if page.is_row() { row_back(page) } else { String::new() };
+    if !properties.is_empty() {
+        out.push_str("Properties:\n");
+        out.push_str(&properties);
+        out.push_str("\n\n");
+    }
+    let body = render_blocks_marked(&page.blocks);
+    if !body.is_empty() {
+        out.push_str(&body);
+        out.push('\n');
+    }
+    (!title.is_empty() || !properties.is_empty() || !body.is_empty()).then_some(out)
 }
 
 /// A block or page the model may cite.

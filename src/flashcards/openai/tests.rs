@@ -17,7 +17,8 @@ fn config() -> OpenAiConfig {
 
 #[test]
 fn the_prompt_holds_the_page_text_with_every_block_id() {
-    let notes = user_prompt(&fixture_content()).expect("the fixture has text");
+    let prompts = user_prompts(&fixture_content(), usize::MAX);
+    let [notes] = prompts.as_slice() else { panic!("the fixture is one part: {prompts:?}") };
 
     assert!(notes.contains(&format!("=== Page [{PAGE_ID}] Cellular Respiration ===")), "{notes}");
     assert!(notes.contains("Properties:\nStatus: Ready\nSync to flashcards: Yes\nTags: Biology, Exam 1"));
@@ -37,9 +38,47 @@ fn there_is_nothing_to_ask_when_every_page_is_gone_or_empty() {
     let empty =
         Content { pages: vec![ContentPage { page: json!({"id": PAGE_ID}), blocks: vec![], gone: false }] };
 
-    assert!(user_prompt(&gone).is_none());
-    assert!(user_prompt(&empty).is_none());
-    assert!(user_prompt(&Content::default()).is_none());
+    assert!(user_prompts(&gone, usize::MAX).is_empty());
+    assert!(user_prompts(&empty, usize::MAX).is_empty());
+    assert!(user_prompts(&Content::default(), usize::MAX).is_empty());
+}
+
+fn page_with_text(n: u32, bytes: usize) -> ContentPage {
+    let id = format!("2a000000-0000-4000-8000-{n:012}");
+    let text = "x".repeat(bytes);
+    let paragraph = json!({
+        "object": "block", "id": format!("2c000000-0000-4000-8000-{n:012}"), "type": "paragraph", "has_children": false,
+        "paragraph": {"rich_text": [{"type": "text", "text": {"content": text}, "plain_text": text}]}
+    });
+    ContentPage {
+        page: json!({"object": "page", "id": id, "properties": {}}),
+        blocks: vec![paragraph],
+        gone: false,
+    }
+}
+
+#[test]
+fn notes_are_split_into_parts_of_whole_pages_in_document_order() {
+    let content = Content {
+        pages: vec![
+            page_with_text(1, 400),
+            page_with_text(2, 400),
+            page_with_text(3, 2_000),
+            page_with_text(4, 100),
+        ],
+    };
+    let prompts = user_prompts(&content, 1_000);
+
+    // Pages 1 and 2 fit together; page 3 is larger than a part and goes alone, whole; page 4
+    // starts the next part.
+    let pages_in = |prompt: &String| -> Vec<u32> {
+        (1..=4).filter(|n| prompt.contains(&format!("2a000000-0000-4000-8000-{n:012}"))).collect()
+    };
+    assert_eq!(prompts.iter().map(pages_in).collect::<Vec<_>>(), [vec![1, 2], vec![3], vec![4]]);
+    assert!(prompts.iter().all(|p| p.starts_with("Notes:\n")), "{prompts:?}");
+    assert!(prompts[1].contains(&"x".repeat(2_000)), "a large page is never cut");
+    assert!(prompts[0].len() <= 1_000 && prompts[2].len() <= 1_000);
+    assert_eq!(user_prompts(&content, usize::MAX).len(), 1, "all in one part when it fits");
 }
 
 fn answer(cards: serde_json::Value) -> String {

@@ -4,7 +4,7 @@
 //! The crawl is resumable: when the limiter says "not before T", or a request fails in a way
 //! worth retrying, the crawl's progress is saved with the step and the step is rescheduled,
 //! holding no worker. Waiting for a slot spends no attempt; a failure does. A crawl that runs
-//! longer than its budget (see [`super::fetch_budget`]) checkpoints the same way and goes on
+//! longer than its budget (see [`super::attempt_budget`]) checkpoints the same way and goes on
 //! at once in a new attempt, so a long crawl never runs into the step's timeout.
 
 use std::time::Instant;

@@ -2,20 +2,33 @@
 //! are the same as at the last successful sync, nothing changed: the run ends here, and only
 //! the sync's time (and a database's data sources) is recorded.
 
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{StepDeps, StepError, StepOutcome, fetched_content};
 use crate::{
-    flashcards::{self, Content, GenerateError},
+    flashcards::{self, Content, GenerateError, PartialCards},
     store::{ClaimedStep, StoreTx, SyncRecord},
 };
 
-/// With a generator that calls out (a model): outside any transaction.
+/// With a generator that calls out (a model): outside any transaction. A model's generation
+/// is made in parts (one request each): one that outlasts the attempt's budget saves the parts
+/// done and goes on at once in a new attempt, spending none, as `fetch` does.
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
     let (content, sources) = fetched_content(claim, deps.store.step_output(claim.run_id, "fetch")).await?;
+    let saved =
+        super::step_output(claim, "generate", deps.store.step_output(claim.run_id, "generate")).await?;
+    let mut progress = saved
+        .as_deref()
+        .and_then(|output| output.get("progress"))
+        .and_then(|saved| PartialCards::deserialize(saved).ok())
+        .unwrap_or_default();
     let last_hash = deps.store.last_content_hash(user, notion_id).await?;
-    match generate(content, last_hash, deps).await? {
+    match generate(content, last_hash, &mut progress, deps.generate_budget, deps).await? {
         Generated::Cards(outcome) => Ok(outcome),
         Generated::Unchanged(hash) => {
             deps.store.record_sync(user, claim.run_id, &unchanged_record(notion_id, &hash, sources)).await?;
@@ -36,7 +49,8 @@ pub async fn run_in_tx(
     let (user, notion_id) = super::sync_key(claim)?;
     let (content, sources) = fetched_content(claim, tx.step_output(claim.run_id, "fetch")).await?;
     let last_hash = tx.last_content_hash(user, notion_id).await?;
-    match generate(content, last_hash, deps).await? {
+    let mut progress = PartialCards::default();
+    match generate(content, last_hash, &mut progress, Duration::MAX, deps).await? {
         Generated::Cards(outcome) => Ok(outcome),
         Generated::Unchanged(hash) => {
             tx.record_sync(user, claim.run_id, &unchanged_record(notion_id, &hash, sources)).await?;
@@ -52,10 +66,13 @@ enum Generated {
     Unchanged(String),
 }
 
-/// The cards for `content`, or the run's early end when its hash is the last sync's.
+/// The cards for `content` (going on from `progress`), the parts done so far when `budget`
+/// ran out, or the run's early end when its hash is the last sync's.
 async fn generate(
     content: Content,
     last_hash: Option<String>,
+    progress: &mut PartialCards,
+    budget: Duration,
     deps: &StepDeps,
 ) -> Result<Generated, StepError> {
     // The generator takes part in the hash: switching generators regenerates every card.
@@ -63,8 +80,23 @@ async fn generate(
     if last_hash.as_deref() == Some(hash.as_str()) {
         return Ok(Generated::Unchanged(hash));
     }
-    let cards = deps.generator.generate(&content).await.map_err(classify)?;
-    Ok(Generated::Cards(StepOutcome::Done { output: json!({ "content_hash": hash, "cards": cards }) }))
+    match deps.generator.generate_from(&content, progress, budget).await {
+        Ok(true) => {
+            let cards = std::mem::take(&mut progress.cards);
+            Ok(Generated::Cards(StepOutcome::Done {
+                output: json!({ "content_hash": hash, "cards": cards }),
+            }))
+        }
+        Ok(false) => {
+            Ok(Generated::Cards(StepOutcome::Wait { until: Utc::now(), progress: Some(saved(progress)) }))
+        }
+        Err(e) => Err(classify(e, progress)),
+    }
+}
+
+/// The parts of a generation done so far, as the step saves them.
+fn saved(progress: &PartialCards) -> serde_json::Value {
+    json!({ "progress": progress })
 }
 
 /// What an unchanged sync records (the hash stays the same).
@@ -80,13 +112,14 @@ fn unchanged(hash: String) -> StepOutcome {
     StepOutcome::Finish { output: json!({ "skipped": "unchanged", "content_hash": hash }) }
 }
 
-fn classify(e: GenerateError) -> StepError {
+/// A retry keeps the parts done before the failure (none with the local generator).
+fn classify(e: GenerateError, progress: &PartialCards) -> StepError {
     if e.is_retryable() {
         StepError::Retryable {
             kind: e.error_kind().to_owned(),
             message: e.to_string(),
             retry_after: e.retry_after(),
-            progress: None,
+            progress: (progress.done > 0).then(|| saved(progress)),
         }
     } else {
         StepError::fatal(e.error_kind(), e.to_string())

@@ -39,18 +39,21 @@ pub struct StepDeps {
     pub generator_id: String,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// How long one `fetch` attempt crawls before it saves its progress and goes on in the
-    /// next (see [`fetch_budget`]).
+    /// next (see [`attempt_budget`]).
     pub fetch_budget: Duration,
+    /// Likewise for `generate` with a generator that makes several model requests.
+    pub generate_budget: Duration,
 }
 
-/// How long one `fetch` attempt may crawl before it checkpoints: its timeout less one whole
-/// Notion request (the one in flight when the budget runs out finishes first) and a margin to
-/// record the outcome. A crawl longer than one attempt (a large database, slow answers, a high
-/// rate limit that never makes it wait) then goes on from its progress instead of timing out
-/// and starting again from the last checkpoint, attempt after attempt.
-pub fn fetch_budget(step_timeout: Duration, notion_timeout: Duration) -> Duration {
+/// How long one attempt of a step that makes requests one after another (`fetch`'s crawl, the
+/// `openai` generator's parts) may go on before it checkpoints: its timeout less one whole
+/// request (the one in flight when the budget runs out finishes first) and a margin to record
+/// the outcome. Work longer than one attempt (a large database, slow answers, a high rate limit
+/// that never makes it wait) then goes on from its progress instead of timing out and starting
+/// again from the last checkpoint, attempt after attempt.
+pub fn attempt_budget(step_timeout: Duration, request_timeout: Duration) -> Duration {
     let margin = (step_timeout / 10).min(Duration::from_secs(5));
-    let budget = step_timeout.saturating_sub(notion_timeout).saturating_sub(margin);
+    let budget = step_timeout.saturating_sub(request_timeout).saturating_sub(margin);
     // A step timeout shorter than one request leaves no room: checkpoint after every request.
     budget.max(Duration::from_millis(1))
 }
@@ -245,10 +248,10 @@ mod tests {
     fn a_fetch_attempt_checkpoints_one_request_and_a_margin_before_its_timeout() {
         let secs = Duration::from_secs;
         // The defaults: 120 s step, 30 s requests, a 5 s margin.
-        assert_eq!(fetch_budget(secs(120), secs(30)), secs(85));
+        assert_eq!(attempt_budget(secs(120), secs(30)), secs(85));
         // Short steps: a tenth of the timeout as the margin.
-        assert_eq!(fetch_budget(secs(4), secs(1)), Duration::from_millis(2_600));
+        assert_eq!(attempt_budget(secs(4), secs(1)), Duration::from_millis(2_600));
         // A timeout shorter than one request: checkpoint after every request.
-        assert_eq!(fetch_budget(secs(10), secs(30)), Duration::from_millis(1));
+        assert_eq!(attempt_budget(secs(10), secs(30)), Duration::from_millis(1));
     }
 }
