@@ -25,7 +25,7 @@ use crate::{
     crypto::{CryptoError, SecretCipher},
     ids::UserId,
     notion::{NotionClient, NotionError},
-    store::{Store, StoreError},
+    store::{Store, StoreError, TokenRefreshLock},
 };
 
 /// The associated data a user's refresh token is encrypted with (distinct from the access
@@ -73,11 +73,24 @@ pub enum RefreshError {
     Store(#[from] StoreError),
     /// The token endpoint failed in a way that may pass (5xx, timeout, connection).
     #[error("refreshing the Notion token failed: {0}")]
-    Notion(NotionError),
+    Unavailable(NotionError),
+    /// The token endpoint refused our client (`invalid_client`: a wrong or rotated
+    /// `NOTION_CLIENT_SECRET`) or the request: the operator's to fix, not the user's.
+    #[error(
+        "Notion refused to refresh the user's token: {0}; check NOTION_CLIENT_ID and NOTION_CLIENT_SECRET"
+    )]
+    Rejected(NotionError),
     /// A stored token or refresh token does not open with the key.
     #[error("a stored Notion token cannot be decrypted: {0}")]
     Undecryptable(#[from] CryptoError),
+    /// The refresh's own task ended without an answer (it panicked).
+    #[error("the token refresh was interrupted: {0}")]
+    Interrupted(String),
 }
+
+/// How often storing a refreshed pair is tried while the database is unavailable: Notion may
+/// already have retired the old refresh token, so losing the new pair means reconnecting.
+const STORE_TRIES: u32 = 5;
 
 impl NotionTokens {
     pub fn new(
@@ -96,16 +109,36 @@ impl NotionTokens {
     }
 
     /// Notion answered 401 to `refused`: a token to use instead, or why there is none.
-    pub async fn refresh(&self, user: UserId, refused: &UserToken) -> Result<Refreshed, RefreshError> {
-        let Some((client_id, client_secret)) = &self.client else {
+    ///
+    /// The refresh runs in a task of its own, so a caller that gives up (a step's timeout, a
+    /// lost lease, shutdown) does not cut it off between Notion's answer (which may retire the
+    /// old refresh token) and storing the new pair.
+    pub async fn refresh(
+        self: &Arc<Self>,
+        user: UserId,
+        refused: &UserToken,
+    ) -> Result<Refreshed, RefreshError> {
+        if self.client.is_none() {
             return Ok(Refreshed::Reconnect(
                 "Notion refused the user's token and it cannot be refreshed (NOTION_CLIENT_ID and NOTION_CLIENT_SECRET are not set); reconnect Notion or PUT a new token".to_owned(),
             ));
-        };
+        }
+        let (this, refused) = (self.clone(), refused.secret.clone());
+        tokio::spawn(async move { this.refresh_exclusive(user, refused).await })
+            .await
+            .map_err(|e| RefreshError::Interrupted(e.to_string()))?
+    }
+
+    /// One refresher of `user`'s token at a time: in this process, then across processes.
+    async fn refresh_exclusive(
+        &self,
+        user: UserId,
+        refused: SecretString,
+    ) -> Result<Refreshed, RefreshError> {
         let local = self.local_lock(user);
         let _refreshing = local.lock().await;
-        let lock = self.store.token_refresh_lock(user).await?;
-        let refreshed = self.refresh_locked(user, refused, client_id, client_secret).await;
+        let mut lock = self.store.token_refresh_lock(user).await?;
+        let refreshed = self.refresh_locked(&mut lock, user, &refused).await;
         if let Err(e) = lock.release().await {
             // Its connection is closed instead of reused, which releases it too.
             tracing::warn!(user_id = %user, error = %e, "could not release the token refresh lock");
@@ -115,17 +148,18 @@ impl NotionTokens {
 
     async fn refresh_locked(
         &self,
+        lock: &mut TokenRefreshLock,
         user: UserId,
-        refused: &UserToken,
-        client_id: &str,
-        client_secret: &SecretString,
+        refused: &SecretString,
     ) -> Result<Refreshed, RefreshError> {
-        let Some((current, refresh)) = self.store.notion_refresh_credentials(user).await? else {
+        let Some((current, refresh)) = lock.credentials().await? else {
             return Ok(Refreshed::Reconnect("the user has no Notion token any more".to_owned()));
         };
-        if current != refused.ciphertext {
+        // Compared as tokens, not ciphertexts: a key rotation re-encrypts without replacing.
+        let current = self.open(user, current)?;
+        if current.expose() != refused.expose_secret() {
             // Refreshed by whoever held the lock before, or the user reconnected.
-            return Ok(Refreshed::Token(self.open(user, current)?));
+            return Ok(Refreshed::Token(current));
         }
         let Some(refresh) = refresh else {
             return Ok(Refreshed::Reconnect(
@@ -133,34 +167,54 @@ impl NotionTokens {
             ));
         };
         let refresh = self.cipher.decrypt(&refresh, &refresh_token_owner(user))?;
+        let (client_id, client_secret) = self.client.as_ref().expect("checked by the caller");
         let answer = self
             .notion
             .refresh_oauth_token(client_id, client_secret.expose_secret(), refresh.expose_secret())
             .await;
         let new = match answer {
             Ok(new) => new,
-            Err(e) if e.is_retryable() => return Err(RefreshError::Notion(e)),
-            Err(e) => {
-                tracing::warn!(user_id = %user, error_kind = e.error_kind(), error = %e, "Notion refused to refresh the user's token");
+            Err(e) if e.is_retryable() => return Err(RefreshError::Unavailable(e)),
+            Err(e) if e.code() == Some("invalid_grant") => {
+                tracing::warn!(user_id = %user, error_kind = e.error_kind(), error = %e, "Notion refused to refresh the user's token; the user must reconnect Notion");
                 return Ok(Refreshed::Reconnect(format!(
                     "Notion refused the user's token and then its refresh token ({}); reconnect Notion",
                     e.error_kind()
                 )));
             }
+            Err(e) => {
+                tracing::error!(user_id = %user, error_kind = e.error_kind(), error = %e, "Notion refused our request to refresh a token; check NOTION_CLIENT_ID and NOTION_CLIENT_SECRET");
+                return Err(RefreshError::Rejected(e));
+            }
         };
         let ciphertext = self.cipher.encrypt(&new.access_token, &user.to_string());
         let new_refresh =
             new.refresh_token.as_deref().map(|r| self.cipher.encrypt(r, &refresh_token_owner(user)));
-        let stored = self
-            .store
-            .replace_refreshed_notion_token(user, &refused.ciphertext, &ciphertext, new_refresh.as_deref())
-            .await?;
-        if !stored {
-            // The user reconnected (or ops PUT a token) while Notion answered: theirs wins.
-            return match self.store.notion_refresh_credentials(user).await? {
-                Some((current, _)) => Ok(Refreshed::Token(self.open(user, current)?)),
-                None => Ok(Refreshed::Reconnect("the user has no Notion token any more".to_owned())),
-            };
+        let mut read = current.ciphertext;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match lock.replace(&read, &ciphertext, new_refresh.as_deref()).await {
+                Ok(true) => break,
+                Ok(false) => match lock.credentials().await? {
+                    // Only re-encrypted (a key rotation): store over the new ciphertext.
+                    Some((now, _)) if self.open(user, now.clone())?.expose() == refused.expose_secret() => {
+                        read = now
+                    }
+                    // The user reconnected (or ops PUT a token) while Notion answered: theirs wins.
+                    Some((now, _)) => return Ok(Refreshed::Token(self.open(user, now)?)),
+                    None => {
+                        return Ok(Refreshed::Reconnect("the user has no Notion token any more".to_owned()));
+                    }
+                },
+                Err(e) if e.is_unavailable() && tries < STORE_TRIES => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+                }
+                Err(e) => {
+                    tracing::error!(user_id = %user, error = %e, "a refreshed Notion token could not be stored; if Notion retired the old refresh token, the user must reconnect Notion");
+                    return Err(e.into());
+                }
+            }
         }
         tracing::info!(user_id = %user, rotated = new_refresh.is_some(), "refreshed the user's Notion token");
         Ok(Refreshed::Token(UserToken { ciphertext, secret: SecretString::from(new.access_token) }))

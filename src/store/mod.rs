@@ -307,17 +307,34 @@ impl SweepLock {
 
 /// Held while this process refreshes a user's Notion token: no other process refreshes that
 /// user's token meanwhile (Notion may rotate the refresh token, so a second refresh with the
-/// old one would be refused). SQLite is one process; its refresher's own lock is enough.
+/// old one would be refused). The refresh reads and writes the token through it.
 pub enum TokenRefreshLock {
     Postgres(pg::users::PgTokenRefreshLock),
-    Sqlite,
+    Sqlite(sqlite::users::SqliteTokenRefreshLock),
 }
 
 impl TokenRefreshLock {
+    /// The user's encrypted Notion token and refresh token. `None`: no token at all.
+    pub async fn credentials(&mut self) -> StoreResult<Option<(Vec<u8>, Option<Vec<u8>>)>> {
+        match self {
+            TokenRefreshLock::Postgres(lock) => lock.credentials().await,
+            TokenRefreshLock::Sqlite(lock) => lock.credentials().await,
+        }
+    }
+
+    /// Stores a refreshed pair if the stored token is still `read`. `false`: it changed
+    /// meanwhile. `refresh: None` keeps the stored refresh token.
+    pub async fn replace(&mut self, read: &[u8], token: &[u8], refresh: Option<&[u8]>) -> StoreResult<bool> {
+        match self {
+            TokenRefreshLock::Postgres(lock) => lock.replace(read, token, refresh).await,
+            TokenRefreshLock::Sqlite(lock) => lock.replace(read, token, refresh).await,
+        }
+    }
+
     pub async fn release(self) -> StoreResult<()> {
         match self {
             TokenRefreshLock::Postgres(lock) => lock.release().await,
-            TokenRefreshLock::Sqlite => Ok(()),
+            TokenRefreshLock::Sqlite(_) => Ok(()),
         }
     }
 }
@@ -379,11 +396,6 @@ delegate! {
     /// Stores an (already encrypted) Notion token for the user. `false`: no such user.
     pub async fn set_notion_token(&self, id: UserId, ciphertext: &[u8], workspace: &NotionWorkspace) -> StoreResult<bool>;
     pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>>;
-    /// The user's encrypted Notion token and refresh token. `None`: no token at all.
-    pub async fn notion_refresh_credentials(&self, id: UserId) -> StoreResult<Option<(Vec<u8>, Option<Vec<u8>>)>>;
-    /// Stores a refreshed token pair if the token is still `refused`. `false`: it was replaced
-    /// meanwhile. `refresh: None` keeps the stored refresh token.
-    pub async fn replace_refreshed_notion_token(&self, id: UserId, refused: &[u8], token: &[u8], refresh: Option<&[u8]>) -> StoreResult<bool>;
     /// Waits for the lock on refreshing `id`'s Notion token across processes.
     pub async fn token_refresh_lock(&self, id: UserId) -> StoreResult<TokenRefreshLock>;
     /// Subscribes the user and starts the first sync, in one transaction.

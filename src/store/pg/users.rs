@@ -11,17 +11,25 @@ use crate::{
     },
 };
 
-crate::store::refresh::notion_token_refresh_impl!(PgStore, pool);
+crate::store::refresh::notion_token_refresh_sql!(PgConnection);
 
 /// PostgreSQL's lock on refreshing one user's Notion token: a session-level advisory lock on a
 /// connection that is closed rather than returned to the pool if the refresh is dropped midway,
-/// so the lock never outlives it (and never waits in the pool for another caller to inherit).
+/// so the lock never outlives it. The refresh reads and writes on this same connection.
 pub struct PgTokenRefreshLock {
     conn: PoolConnection<Postgres>,
     user: UserId,
 }
 
 impl PgTokenRefreshLock {
+    pub async fn credentials(&mut self) -> StoreResult<Option<(Vec<u8>, Option<Vec<u8>>)>> {
+        refresh_credentials(&mut self.conn, self.user).await
+    }
+
+    pub async fn replace(&mut self, read: &[u8], token: &[u8], refresh: Option<&[u8]>) -> StoreResult<bool> {
+        replace_refreshed(&mut self.conn, self.user, read, token, refresh).await
+    }
+
     pub async fn release(mut self) -> StoreResult<()> {
         sqlx::query(
             r#"select pg_advisory_unlock(hashtextextended('cognie-sync token refresh ' || $1::text, 0))"#,

@@ -9,7 +9,24 @@ use crate::{
     },
 };
 
-crate::store::refresh::notion_token_refresh_impl!(SqliteStore, writer);
+crate::store::refresh::notion_token_refresh_sql!(sqlx::SqliteConnection);
+
+/// SQLite's "lock" on refreshing a user's token: one process uses the file, so the refresher's
+/// own per-user lock is the whole lock; reads and writes go through the single writer.
+pub struct SqliteTokenRefreshLock {
+    writer: sqlx::SqlitePool,
+    user: UserId,
+}
+
+impl SqliteTokenRefreshLock {
+    pub async fn credentials(&mut self) -> StoreResult<Option<(Vec<u8>, Option<Vec<u8>>)>> {
+        refresh_credentials(&mut *self.writer.acquire().await?, self.user).await
+    }
+
+    pub async fn replace(&mut self, read: &[u8], token: &[u8], refresh: Option<&[u8]>) -> StoreResult<bool> {
+        replace_refreshed(&mut *self.writer.acquire().await?, self.user, read, token, refresh).await
+    }
+}
 
 /// Whether a database error is a unique-constraint or foreign-key violation (SQLite names no
 /// constraint, so the caller knows which one its statement can break).
@@ -81,8 +98,8 @@ impl SqliteStore {
     }
 
     /// One process uses the file: the refresher's own per-user lock is the whole lock.
-    pub async fn token_refresh_lock(&self, _id: UserId) -> StoreResult<TokenRefreshLock> {
-        Ok(TokenRefreshLock::Sqlite)
+    pub async fn token_refresh_lock(&self, id: UserId) -> StoreResult<TokenRefreshLock> {
+        Ok(TokenRefreshLock::Sqlite(SqliteTokenRefreshLock { writer: self.writer.clone(), user: id }))
     }
 
     pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>> {

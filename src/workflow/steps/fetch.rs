@@ -155,12 +155,21 @@ async fn refreshed_token(
         Ok(Refreshed::Token(token)) => Ok(token),
         Ok(Refreshed::Reconnect(why)) => Err(StepError::fatal("notion_unauthorized", why)),
         Err(RefreshError::Store(e)) => Err(e.into()),
-        Err(RefreshError::Notion(e)) => Err(StepError::Retryable {
+        Err(RefreshError::Unavailable(e)) => Err(StepError::Retryable {
             kind: e.error_kind().to_owned(),
             message: format!("refreshing the user's Notion token: {e}"),
             retry_after: e.retry_after(),
             progress: Some(progress(crawl)),
         }),
+        Err(e @ RefreshError::Interrupted(_)) => Err(StepError::Retryable {
+            kind: "notion_token_refresh_interrupted".to_owned(),
+            message: e.to_string(),
+            retry_after: None,
+            progress: Some(progress(crawl)),
+        }),
+        Err(RefreshError::Rejected(e)) => {
+            Err(StepError::fatal(e.error_kind(), RefreshError::Rejected(e).to_string()))
+        }
         Err(RefreshError::Undecryptable(e)) => Err(undecryptable(e)),
     }
 }
