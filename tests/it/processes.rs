@@ -355,3 +355,101 @@ async fn sigterm_with_a_step_in_flight_exits_within_the_shutdown_timeout_and_the
     .await;
 }
 }
+
+/// Notion may rotate refresh tokens, so two processes must never refresh one user's token at
+/// once: the second would send a refresh token the first just used up, and its syncs would
+/// fail asking the user to reconnect. With the token endpoint slow, syncs on both worker
+/// processes meet the expired token while the first refresh is under way; there is one
+/// refresh, and every sync succeeds with its token.
+#[tokio::test]
+async fn an_expired_token_is_refreshed_once_across_worker_processes() {
+    if !postgres_or_skip() {
+        return;
+    }
+    use crate::support::fake_notion::{FakeNotion, Fault};
+    use cognie_sync::crypto::SecretCipher;
+    let notion = FakeNotion::start().await;
+    notion.set_oauth_client("client-id", "client-secret", "https://unused.example.com/cb");
+    // The user's access token has expired (Notion no longer accepts it); its refresh token works.
+    notion.allow_refresh_token("nrt_issued_before");
+    notion.inject("/v1/oauth/token", Fault::Delay(Duration::from_millis(1500)));
+    let pages: Vec<String> = (1..=8).map(|n| format!("1f3c8a2e-4b7d-80aa-aaaa-{n:012}")).collect();
+    let page: serde_json::Value =
+        serde_json::from_slice(&fixtures::bytes("page_retrieve.json")).expect("page");
+    for id in &pages {
+        let mut page = page.clone();
+        page["id"] = json!(id);
+        notion.add_page(page);
+        notion.set_children(id, vec![]);
+    }
+
+    let db = TestDb::create().await;
+    let data_dir = TempDir::new();
+    let (mut settings, pool) = shared_setup(&db, &data_dir).await;
+    settings.insert("NOTION_API_BASE_URL", notion.base_url());
+    settings.insert("NOTION_CLIENT_ID", "client-id".into());
+    settings.insert("NOTION_CLIENT_SECRET", "client-secret".into());
+    settings.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    settings.insert("DEBOUNCE_SECONDS", "0".into());
+    // One step at a time per process: while one worker's refresh is under way, the other takes
+    // the next sync (with more, the first worker to look would take every job).
+    settings.insert("WORKER_CONCURRENCY", "1".into());
+    let api = ServiceProcess::start("api", &settings);
+    let worker_a = ServiceProcess::start("worker", &settings);
+    let worker_b = ServiceProcess::start("worker", &settings);
+    let client = reqwest::Client::new();
+    let bearer = crate::support::app::API_TOKEN;
+    let user: serde_json::Value = client
+        .post(api.url("/api/users"))
+        .bearer_auth(bearer)
+        .json(&json!({"email": "p@example.com"}))
+        .send()
+        .await
+        .expect("create user")
+        .json()
+        .await
+        .expect("user json");
+    let user = uuid::Uuid::parse_str(user["id"].as_str().expect("id")).expect("uuid");
+    // The pair as the OAuth callback stores it.
+    let cipher =
+        SecretCipher::from_base64_key(&settings["TOKEN_ENCRYPTION_KEY"].clone().into()).expect("key");
+    sqlx::query(
+        "update users set notion_token_ciphertext = $2, notion_refresh_token_ciphertext = $3 where id = $1",
+    )
+    .bind(user)
+    .bind(cipher.encrypt("ntn_expired", &user.to_string()))
+    .bind(cipher.encrypt("nrt_issued_before", &format!("{user}:refresh")))
+    .execute(pool.pg())
+    .await
+    .expect("store the pair");
+    let mut runs = Vec::new();
+    for page in &pages {
+        let created: serde_json::Value = client
+            .post(api.url(&format!("/api/users/{user}/subscriptions")))
+            .bearer_auth(bearer)
+            .json(&json!({"notion_id": page, "kind": "page"}))
+            .send()
+            .await
+            .expect("subscribe")
+            .json()
+            .await
+            .expect("subscription json");
+        runs.push(created["run_id"].as_str().expect("run id").to_owned());
+    }
+
+    eventually("every sync to finish", Duration::from_secs(60), || async {
+        let mut states = Vec::new();
+        for run in &runs {
+            states.push(run_state(&pool, run).await.0);
+        }
+        states.iter().all(|s| s == "succeeded" || s == "failed").then_some(())
+    })
+    .await;
+    for run in &runs {
+        assert_eq!(run_state(&pool, run).await.0, "succeeded", "run {run}");
+    }
+    assert_eq!(notion.refreshes(), 1, "one refresh across both processes");
+    let refused = notion.requests_for_token("ntn_expired").len();
+    assert!(refused >= 2, "syncs met the expired token while it was refreshed: {refused}");
+    drop((api, worker_a, worker_b));
+}

@@ -370,6 +370,11 @@ impl FakeNotion {
         self.state().refresh_tokens.clear();
     }
 
+    /// Accepts `refresh_token` once at the token endpoint, as if issued earlier.
+    pub fn allow_refresh_token(&self, refresh_token: &str) {
+        self.state().refresh_tokens.insert(refresh_token.to_owned());
+    }
+
     /// The refresh tokens issued and not used yet.
     pub fn live_refresh_tokens(&self) -> Vec<String> {
         self.state().refresh_tokens.iter().cloned().collect()
