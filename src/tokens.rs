@@ -57,6 +57,11 @@ impl UserToken {
     pub fn expose(&self) -> &str {
         self.secret.expose_secret()
     }
+
+    /// The token as stored (encrypted).
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
 }
 
 /// What a refresh gave.

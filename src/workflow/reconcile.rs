@@ -26,7 +26,7 @@
 //! cards. Rows deleted from a database without their webhook are retired at the next full sync
 //! of the database.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -147,6 +147,8 @@ impl Reconciler {
     async fn sweep_locked(&self) -> StoreResult<SweepReport> {
         let mut report = SweepReport::default();
         let mut skipped: Vec<UserId> = Vec::new();
+        // Tokens refreshed during this sweep: the batches were read with the old ones.
+        let mut refreshed: HashMap<UserId, Vec<u8>> = HashMap::new();
         let mut seen = 0;
         // Half an interval: a subscription another process checked moments ago is not due, one
         // checked in the previous sweep is.
@@ -161,7 +163,7 @@ impl Reconciler {
                 if skipped.contains(&subscription.user_id) {
                     continue;
                 }
-                let verdict = self.check(&subscription).await?;
+                let verdict = self.check(&subscription, &mut refreshed).await?;
                 let targets = match verdict {
                     Verdict::RateLimited { partly } => {
                         skipped.push(subscription.user_id);
@@ -203,9 +205,14 @@ impl Reconciler {
     }
 
     /// Checks one subscription with the user's token, refreshing it once if Notion refuses it.
-    async fn check(&self, subscription: &DueSubscription) -> StoreResult<Verdict> {
+    async fn check(
+        &self,
+        subscription: &DueSubscription,
+        refreshed_tokens: &mut HashMap<UserId, Vec<u8>>,
+    ) -> StoreResult<Verdict> {
         let user = subscription.user_id;
-        let token = match self.tokens.open(user, subscription.token_ciphertext.clone()) {
+        let stored = refreshed_tokens.get(&user).unwrap_or(&subscription.token_ciphertext).clone();
+        let token = match self.tokens.open(user, stored) {
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(user_id = %user, error = %e, "reconciliation cannot use the user's Notion token");
@@ -217,7 +224,10 @@ impl Reconciler {
             return Ok(verdict);
         }
         let refreshed = match self.tokens.refresh(user, &token).await {
-            Ok(Refreshed::Token(token)) => token,
+            Ok(Refreshed::Token(token)) => {
+                refreshed_tokens.insert(user, token.ciphertext().to_vec());
+                token
+            }
             Ok(Refreshed::Reconnect(why)) => {
                 tracing::warn!(user_id = %user, notion_id = %subscription.notion_id, reason = %why, "reconciliation cannot check: Notion refuses the user's token");
                 return Ok(Verdict::Failed);

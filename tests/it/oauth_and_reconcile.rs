@@ -456,23 +456,27 @@ async fn reconciliation_refreshes_an_expired_token_and_checks_with_the_new_one()
     .await;
     let user = create_user(&env.app, "maya@example.com").await;
     let (first_token, _) = env.connect(&user, "code-1").await;
-    let page = serve_page(&env.notion, 1, "Notes", OLD_EDIT, &["Question"]);
-    let run = env.finished(&env.subscribe(&user, &page).await).await;
-    assert_eq!(run["state"], "succeeded", "{run}");
+    let pages: Vec<String> = (1..=3).map(|n| serve_page(&env.notion, n, "Notes", OLD_EDIT, &["Question"])).collect();
+    for page in &pages {
+        let run = env.finished(&env.subscribe(&user, page).await).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
 
     // No sync is under way: only a sweep meets the expired token.
     env.notion.revoke_token(&first_token);
-    let checked = eventually("a sweep to check the page with a refreshed token", Duration::from_secs(20), || async {
+    eventually("a sweep to check every page with a refreshed token", Duration::from_secs(20), || async {
         let (token, _) = env.stored_pair(&user).await;
         let checks = env.notion.requests_for_token(&token);
-        (token != first_token && checks.iter().any(|r| r.path.starts_with("/v1/pages/") && r.status == 200)).then_some(checks)
+        let checked = |page: &String| checks.iter().any(|r| r.path.ends_with(page.as_str()) && r.status == 200);
+        (token != first_token && pages.iter().all(checked)).then_some(())
     })
     .await;
-    assert!(!checked.is_empty());
     assert_eq!(env.notion.refreshes(), 1);
+    let refused = env.notion.requests_for_token(&first_token).iter().filter(|r| r.status == 401).count();
+    assert_eq!(refused, 1, "the sweep's other checks used the refreshed token");
     let reconcile_syncs =
         env.app.count("select count(*) from workflow_runs where trigger = 'reconcile'").await;
-    assert_eq!(reconcile_syncs, 0, "the page is unchanged: nothing to sync");
+    assert_eq!(reconcile_syncs, 0, "the pages are unchanged: nothing to sync");
 }
 }
 
