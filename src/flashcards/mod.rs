@@ -74,7 +74,12 @@ pub enum Generator {
 /// saved with the step between attempts, so a long generation goes on where it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialCards {
-    /// How many parts the notes were split into (a different split starts over).
+    /// What the parts were made from: the model and every part's notes, hashed. Progress
+    /// saved under another (a deploy that splits or renders notes differently, another model)
+    /// starts over rather than skip or mix parts.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// How many parts the notes were split into.
     pub parts: usize,
     /// How many of them are done, in order.
     pub done: usize,
@@ -102,7 +107,8 @@ impl Generator {
     ) -> Result<bool, GenerateError> {
         match self {
             Self::Rules(rules) => {
-                *progress = PartialCards { parts: 1, done: 1, cards: rules.generate(content)? };
+                *progress =
+                    PartialCards { parts: 1, done: 1, cards: rules.generate(content)?, ..Default::default() };
                 Ok(true)
             }
             Self::OpenAi(openai) => openai.generate_from(content, progress, budget).await,

@@ -147,8 +147,9 @@ impl Reconciler {
     async fn sweep_locked(&self) -> StoreResult<SweepReport> {
         let mut report = SweepReport::default();
         let mut skipped: Vec<UserId> = Vec::new();
-        // Tokens refreshed during this sweep: the batches were read with the old ones.
-        let mut refreshed: HashMap<UserId, Vec<u8>> = HashMap::new();
+        // Tokens refreshed during this sweep (refused → new): the batches were read with the
+        // refused ones.
+        let mut refreshed: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut seen = 0;
         // Half an interval: a subscription another process checked moments ago is not due, one
         // checked in the previous sweep is.
@@ -208,10 +209,11 @@ impl Reconciler {
     async fn check(
         &self,
         subscription: &DueSubscription,
-        refreshed_tokens: &mut HashMap<UserId, Vec<u8>>,
+        refreshed_tokens: &mut HashMap<Vec<u8>, Vec<u8>>,
     ) -> StoreResult<Verdict> {
         let user = subscription.user_id;
-        let stored = refreshed_tokens.get(&user).unwrap_or(&subscription.token_ciphertext).clone();
+        let read = &subscription.token_ciphertext;
+        let stored = refreshed_tokens.get(read).unwrap_or(read).clone();
         let token = match self.tokens.open(user, stored) {
             Ok(token) => token,
             Err(e) => {
@@ -224,9 +226,9 @@ impl Reconciler {
             return Ok(verdict);
         }
         let refreshed = match self.tokens.refresh(user, &token).await {
-            Ok(Refreshed::Token(token)) => {
-                refreshed_tokens.insert(user, token.ciphertext().to_vec());
-                token
+            Ok(Refreshed::Token(refreshed)) => {
+                refreshed_tokens.insert(token.ciphertext().to_vec(), refreshed.ciphertext().to_vec());
+                refreshed
             }
             Ok(Refreshed::Reconnect(why)) => {
                 tracing::warn!(user_id = %user, notion_id = %subscription.notion_id, reason = %why, "reconciliation cannot check: Notion refuses the user's token");

@@ -303,4 +303,12 @@ async fn large_notes_are_sent_in_parts_that_resume_where_they_stopped() {
         })
         .collect();
     assert_eq!(asked, [0, 1, 1, 2]);
+
+    // Progress made from other parts (another split, another model) starts over.
+    progress.fingerprint = "made from other notes".to_owned();
+    progress.done = 1;
+    fake.push(Reply::Cards(json!([card("Q0 again", "A0", IDS[0])])));
+    assert!(!generator.generate_from(&content, &mut progress, Duration::ZERO).await.expect("part 1 again"));
+    assert_eq!((progress.done, progress.cards.len()), (1, 1));
+    assert_eq!(progress.cards[0].front, "Q0 again");
 }

@@ -1122,5 +1122,10 @@ async fn with_the_openai_generator_a_large_database_is_generated_in_parts_across
     let steps = run["steps"].as_array().expect("steps");
     let generate = steps.iter().find(|s| s["name"] == "generate").expect("generate");
     assert_eq!(generate["attempts"], 1, "parts spend no attempt: {generate}");
+    let waits = env
+        .app
+        .count("select count(*) from workflow_step_attempts where step = 'generate' and outcome = 'waiting'")
+        .await;
+    assert_eq!(waits, 1, "the first part's attempt saved its progress and went on in a second");
 }
 }

@@ -124,9 +124,13 @@ impl OpenAiGenerator {
     ) -> Result<bool, GenerateError> {
         let index = SourceIndex::build(content)?;
         let prompts = user_prompts(content, MAX_NOTES_BYTES);
-        if progress.parts != prompts.len() || progress.done > progress.parts {
-            // New, or a deploy changed how notes are split: the parts done no longer line up.
-            *progress = PartialCards { parts: prompts.len(), done: 0, cards: Vec::new() };
+        let fingerprint = self.fingerprint(&prompts);
+        if progress.fingerprint != fingerprint
+            || progress.parts != prompts.len()
+            || progress.done > progress.parts
+        {
+            // New, or made from other parts (see [`PartialCards::fingerprint`]).
+            *progress = PartialCards { fingerprint, parts: prompts.len(), done: 0, cards: Vec::new() };
         }
         let (started, first) = (std::time::Instant::now(), progress.done);
         while let Some(notes) = prompts.get(progress.done) {
@@ -143,6 +147,18 @@ impl OpenAiGenerator {
             progress.done += 1;
         }
         Ok(true)
+    }
+
+    /// The model and every part's notes, hashed: what saved progress must have been made from.
+    fn fingerprint(&self, prompts: &[String]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.model.as_bytes());
+        for prompt in prompts {
+            hash.update((prompt.len() as u64).to_le_bytes());
+            hash.update(prompt.as_bytes());
+        }
+        hex::encode(hash.finalize())
     }
 
     /// One request: the cards the model makes from one part of the notes.
