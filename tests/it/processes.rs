@@ -147,11 +147,24 @@ async fn an_api_process_and_two_worker_processes_share_the_work_without_running_
 const TOKEN: &str = "ntn_process_test_token";
 
 /// A user with a Notion token and a subscription to `notion_id`, through `api`'s HTTP API.
+/// A user with the test token who subscribed to `pages`: the runs of their first syncs.
 async fn subscribed_user(client: &reqwest::Client, api: &ServiceProcess, pages: &[&str]) -> Vec<String> {
-    let bearer = crate::support::app::API_TOKEN;
+    let user = create_user(client, api).await;
+    let put = client
+        .put(api.url(&format!("/api/users/{user}/notion-token")))
+        .bearer_auth(crate::support::app::API_TOKEN)
+        .json(&json!({"token": TOKEN}))
+        .send()
+        .await
+        .expect("PUT token");
+    assert_eq!(put.status(), 204);
+    subscribe(client, api, &user, pages).await
+}
+
+async fn create_user(client: &reqwest::Client, api: &ServiceProcess) -> String {
     let user: serde_json::Value = client
         .post(api.url("/api/users"))
-        .bearer_auth(bearer)
+        .bearer_auth(crate::support::app::API_TOKEN)
         .json(&json!({"email": "p@example.com"}))
         .send()
         .await
@@ -159,20 +172,21 @@ async fn subscribed_user(client: &reqwest::Client, api: &ServiceProcess, pages: 
         .json()
         .await
         .expect("user json");
-    let user = user["id"].as_str().expect("id").to_owned();
-    let put = client
-        .put(api.url(&format!("/api/users/{user}/notion-token")))
-        .bearer_auth(bearer)
-        .json(&json!({"token": TOKEN}))
-        .send()
-        .await
-        .expect("PUT token");
-    assert_eq!(put.status(), 204);
+    user["id"].as_str().expect("id").to_owned()
+}
+
+/// Subscribes `user` to each of `pages`: the runs of their first syncs.
+async fn subscribe(
+    client: &reqwest::Client,
+    api: &ServiceProcess,
+    user: &str,
+    pages: &[&str],
+) -> Vec<String> {
     let mut runs = Vec::new();
     for page in pages {
         let created: serde_json::Value = client
             .post(api.url(&format!("/api/users/{user}/subscriptions")))
-            .bearer_auth(bearer)
+            .bearer_auth(crate::support::app::API_TOKEN)
             .json(&json!({"notion_id": page, "kind": "page"}))
             .send()
             .await
@@ -183,6 +197,15 @@ async fn subscribed_user(client: &reqwest::Client, api: &ServiceProcess, pages: 
         runs.push(created["run_id"].as_str().expect("run id").to_owned());
     }
     runs
+}
+
+/// Serves a page `id` (the fixture page's properties) with no blocks: two requests to sync.
+fn add_empty_page(notion: &crate::support::fake_notion::FakeNotion, id: &str) {
+    let mut page: serde_json::Value =
+        serde_json::from_slice(&fixtures::bytes("page_retrieve.json")).expect("page");
+    page["id"] = json!(id);
+    notion.add_page(page);
+    notion.set_children(id, vec![]);
 }
 
 async fn run_state(pool: &Db, run_id: &str) -> (String, Option<String>) {
@@ -289,11 +312,7 @@ async fn the_rate_limit_holds_across_worker_processes() {
     notion.allow_token(TOKEN);
     // A second, small page of the same user: 2 requests (the page, its empty children).
     let second_page = "1f3c8a2e-4b7d-80aa-aaaa-000000000002";
-    let mut page: serde_json::Value =
-        serde_json::from_slice(&fixtures::bytes("page_retrieve.json")).expect("page");
-    page["id"] = json!(second_page);
-    notion.add_page(page);
-    notion.set_children(second_page, vec![]);
+    add_empty_page(&notion, second_page);
 
     let db = TestDb::create().await;
     let data_dir = TempDir::new();
@@ -374,13 +393,8 @@ async fn an_expired_token_is_refreshed_once_across_worker_processes() {
     notion.allow_refresh_token("nrt_issued_before");
     notion.inject("/v1/oauth/token", Fault::Delay(Duration::from_millis(1500)));
     let pages: Vec<String> = (1..=8).map(|n| format!("1f3c8a2e-4b7d-80aa-aaaa-{n:012}")).collect();
-    let page: serde_json::Value =
-        serde_json::from_slice(&fixtures::bytes("page_retrieve.json")).expect("page");
     for id in &pages {
-        let mut page = page.clone();
-        page["id"] = json!(id);
-        notion.add_page(page);
-        notion.set_children(id, vec![]);
+        add_empty_page(&notion, id);
     }
 
     let db = TestDb::create().await;
@@ -398,18 +412,8 @@ async fn an_expired_token_is_refreshed_once_across_worker_processes() {
     let worker_a = ServiceProcess::start("worker", &settings);
     let worker_b = ServiceProcess::start("worker", &settings);
     let client = reqwest::Client::new();
-    let bearer = crate::support::app::API_TOKEN;
-    let user: serde_json::Value = client
-        .post(api.url("/api/users"))
-        .bearer_auth(bearer)
-        .json(&json!({"email": "p@example.com"}))
-        .send()
-        .await
-        .expect("create user")
-        .json()
-        .await
-        .expect("user json");
-    let user = uuid::Uuid::parse_str(user["id"].as_str().expect("id")).expect("uuid");
+    let user = create_user(&client, &api).await;
+    let user = uuid::Uuid::parse_str(&user).expect("uuid");
     // The pair as the OAuth callback stores it.
     let cipher =
         SecretCipher::from_base64_key(&settings["TOKEN_ENCRYPTION_KEY"].clone().into()).expect("key");
@@ -422,20 +426,8 @@ async fn an_expired_token_is_refreshed_once_across_worker_processes() {
     .execute(pool.pg())
     .await
     .expect("store the pair");
-    let mut runs = Vec::new();
-    for page in &pages {
-        let created: serde_json::Value = client
-            .post(api.url(&format!("/api/users/{user}/subscriptions")))
-            .bearer_auth(bearer)
-            .json(&json!({"notion_id": page, "kind": "page"}))
-            .send()
-            .await
-            .expect("subscribe")
-            .json()
-            .await
-            .expect("subscription json");
-        runs.push(created["run_id"].as_str().expect("run id").to_owned());
-    }
+    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+    let runs = subscribe(&client, &api, &user.to_string(), &pages).await;
 
     eventually("every sync to finish", Duration::from_secs(60), || async {
         let mut states = Vec::new();

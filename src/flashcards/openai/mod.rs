@@ -104,18 +104,11 @@ impl OpenAiGenerator {
         })
     }
 
-    /// The cards the model makes from `content`, validated against it. No call is made when the
-    /// content has no text (every page gone or empty).
-    pub async fn generate(&self, content: &Content) -> Result<Vec<Card>, GenerateError> {
-        let mut progress = PartialCards::default();
-        self.generate_from(content, &mut progress, Duration::MAX).await?;
-        Ok(progress.cards)
-    }
-
     /// Goes on with a generation from `progress`: one request per part of the notes (at most
     /// [`MAX_NOTES_BYTES`] each, whole pages), in order, until every part is done (`true`) or
     /// `budget` has passed (at least one part is made each time). On an error, `progress`
-    /// holds the parts done before it.
+    /// holds the parts done before it. The cards are validated against the content; no
+    /// request is made when it has no text (every page gone or empty).
     pub async fn generate_from(
         &self,
         content: &Content,
