@@ -227,7 +227,9 @@ impl Config {
                 900,
                 1..=604_800,
             )?),
-            retention: Duration::from_secs(86_400 * env.parse_in("RETENTION_DAYS", 30u64, 1..=3650)?),
+            // At least 2: Notion redelivers an event it got no 200 for over about a day, and a
+            // redelivery must still find the event (to be answered `duplicate`, not run again).
+            retention: Duration::from_secs(86_400 * env.parse_in("RETENTION_DAYS", 30u64, 2..=3650)?),
             tls_cert_path: env.string("TLS_CERT_PATH").map(PathBuf::from),
             tls_key_path: env.string("TLS_KEY_PATH").map(PathBuf::from),
 
@@ -455,6 +457,8 @@ mod tests {
         assert_eq!(err.name, "OPS_BIND_ADDR");
         let ops = config(&[("OPS_BIND_ADDR", "0.0.0.0:9100")]).expect("config").ops_bind_addr;
         assert_eq!(ops.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9100"));
+        let err = config(&[("RETENTION_DAYS", "1")]).unwrap_err();
+        assert_eq!(err.name, "RETENTION_DAYS", "shorter than Notion's redeliveries");
         let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(err.name, "LOG_FORMAT");
         let err = config(&[("DATABASE_URL", "mysql://x")]).unwrap_err();

@@ -17,6 +17,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
 
 use secrecy::{ExposeSecret, SecretString};
@@ -93,9 +94,13 @@ pub enum RefreshError {
     Interrupted(String),
 }
 
-/// How often storing a refreshed pair is tried while the database is unavailable: Notion may
-/// already have retired the old refresh token, so losing the new pair means reconnecting.
-const STORE_TRIES: u32 = 5;
+/// How long storing a refreshed pair keeps being tried while the database is unavailable (a
+/// restart or a failover): Notion may already have retired the old refresh token, so losing
+/// the new pair means the user must reconnect. The refresh runs in a task of its own: a step
+/// that stops waiting for it (its attempt's timeout) does not stop it.
+const STORE_PATIENCE: Duration = Duration::from_secs(300);
+const STORE_FIRST_PAUSE: Duration = Duration::from_millis(200);
+const STORE_MAX_PAUSE: Duration = Duration::from_secs(15);
 
 impl NotionTokens {
     pub fn new(
@@ -196,24 +201,28 @@ impl NotionTokens {
         let new_refresh =
             new.refresh_token.as_deref().map(|r| self.cipher.encrypt(r, &refresh_token_owner(user)));
         let mut read = current.ciphertext;
-        let mut tries = 0;
+        let (mut waited, mut pause) = (Duration::ZERO, STORE_FIRST_PAUSE);
         loop {
-            tries += 1;
-            match lock.replace(&read, &ciphertext, new_refresh.as_deref()).await {
+            let changed = match lock.replace(&read, &ciphertext, new_refresh.as_deref()).await {
                 Ok(true) => break,
-                Ok(false) => match lock.credentials().await? {
-                    // Only re-encrypted (a key rotation): store over the new ciphertext.
-                    Some((now, _)) if self.open(user, now.clone())?.expose() == refused.expose_secret() => {
-                        read = now
-                    }
-                    // The user reconnected (or ops PUT a token) while Notion answered: theirs wins.
-                    Some((now, _)) => return Ok(Refreshed::Token(self.open(user, now)?)),
-                    None => {
-                        return Ok(Refreshed::Reconnect("the user has no Notion token any more".to_owned()));
-                    }
-                },
-                Err(e) if e.is_unavailable() && tries < STORE_TRIES => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+                Ok(false) => lock.credentials().await,
+                Err(e) => Err(e),
+            };
+            match changed {
+                // Only re-encrypted (a key rotation): store over the new ciphertext.
+                Ok(Some((now, _))) if self.open(user, now.clone())?.expose() == refused.expose_secret() => {
+                    read = now
+                }
+                // The user reconnected (or ops PUT a token) while Notion answered: theirs wins.
+                Ok(Some((now, _))) => return Ok(Refreshed::Token(self.open(user, now)?)),
+                Ok(None) => {
+                    return Ok(Refreshed::Reconnect("the user has no Notion token any more".to_owned()));
+                }
+                Err(e) if e.is_unavailable() && waited < STORE_PATIENCE => {
+                    tracing::warn!(user_id = %user, error = %e, retry_in = ?pause, "the database is unavailable; storing the refreshed Notion token again");
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                    pause = (pause * 2).min(STORE_MAX_PAUSE);
                 }
                 Err(e) => {
                     tracing::error!(user_id = %user, error = %e, "a refreshed Notion token could not be stored; if Notion retired the old refresh token, the user must reconnect Notion");

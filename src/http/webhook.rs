@@ -108,6 +108,11 @@ pub struct VerificationToken {
     /// Whether incoming events are verified with `NOTION_WEBHOOK_SECRET` (`true`) or with the
     /// first verification token ever received (`false`).
     pub signing_secret_configured: bool,
+    /// Whether incoming events are verified with this token. `false` with
+    /// `NOTION_WEBHOOK_SECRET` set, and when an earlier handshake's token is the one in use
+    /// (a subscription made again sends a new one): then set `NOTION_WEBHOOK_SECRET` to the
+    /// token Notion's subscription shows, or its events are refused 401.
+    pub verifies_events: bool,
 }
 
 #[derive(ApiResponse)]
@@ -153,7 +158,7 @@ impl WebhookApi {
         let bytes = match body.0 {
             Ok(bytes) => bytes,
             Err(unread) => {
-                let (reason, code, message) = match unread {
+                let (reason, code, message) = match &unread {
                     UnreadBody::TooLarge => (
                         "payload_too_large",
                         "payload_too_large",
@@ -164,13 +169,17 @@ impl WebhookApi {
                         "request_timeout",
                         format!("the body did not arrive within {BODY_READ_TIMEOUT:?}"),
                     ),
+                    UnreadBody::Broken(e) => {
+                        ("body_unreadable", "unreadable_body", format!("the body could not be read: {e}"))
+                    }
                 };
                 state.metrics.webhook("rejected", reason);
-                tracing::warn!(reason, "Rejected Notion webhook");
+                tracing::warn!(reason, error = %message, "Rejected Notion webhook");
                 let body = ErrorBody::new(code, message);
                 return match unread {
                     UnreadBody::TooLarge => WebhookResponse::PayloadTooLarge(body),
                     UnreadBody::TimedOut => WebhookResponse::RequestTimeout(body),
+                    UnreadBody::Broken(_) => WebhookResponse::BadRequest(body),
                 };
             }
         };
@@ -248,11 +257,14 @@ impl WebhookApi {
         state: Data<&Arc<HttpState>>,
     ) -> VerificationTokenResponse {
         match state.intake.latest_verification_token().await {
-            Ok(Some((token, received_at))) => VerificationTokenResponse::Ok(Json(VerificationToken {
-                verification_token: token.expose_secret().to_owned(),
-                received_at,
-                signing_secret_configured: state.intake.uses_configured_secret(),
-            })),
+            Ok(Some((token, received_at, verifies_events))) => {
+                VerificationTokenResponse::Ok(Json(VerificationToken {
+                    verification_token: token.expose_secret().to_owned(),
+                    received_at,
+                    signing_secret_configured: state.intake.uses_configured_secret(),
+                    verifies_events,
+                }))
+            }
             Ok(None) => VerificationTokenResponse::NotFound(ErrorBody::new(
                 "no_verification_token",
                 "no verification handshake has been received yet",
@@ -285,6 +297,8 @@ pub enum UnreadBody {
     TooLarge,
     /// It did not arrive within [`BODY_READ_TIMEOUT`].
     TimedOut,
+    /// It broke off (the client reset the connection or sent less than it declared).
+    Broken(String),
 }
 
 /// The raw request body, exactly as received (the signature covers these bytes), read with a
@@ -345,7 +359,7 @@ impl<'a> ApiExtractor<'a> for RawWebhookBody {
         Ok(Self(match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
             Ok(Ok(Some(bytes))) => Ok(bytes),
             Ok(Ok(None)) => Err(UnreadBody::TooLarge),
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => Err(UnreadBody::Broken(e.to_string())),
             Err(_) => Err(UnreadBody::TimedOut),
         }))
     }

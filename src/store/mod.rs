@@ -81,6 +81,15 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            // SQLite's codes are numbers that PostgreSQL's SQLSTATEs can look like (42501, a
+            // missing privilege, ends in SQLITE_BUSY's byte): each backend's codes are read
+            // only on its own errors.
+            sqlx::Error::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                match db.code() {
+                    Some(code) if sqlite_unavailable(&code) => StoreError::Unavailable(e),
+                    _ => StoreError::Database(e),
+                }
+            }
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 // PostgreSQL. 08: connection exception; 57P0x: shutting down / cannot connect
                 // now; 53300: too many connections; 40001/40P01: retry the transaction.
@@ -95,10 +104,6 @@ impl From<sqlx::Error> for StoreError {
                 }
                 // 22: data exception (bad JSON escape, value out of range, ...).
                 Some(code) if code.starts_with("22") => StoreError::InvalidData(e),
-                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) and their extended codes
-                // (busy timeout exhausted: another writer held the lock too long), SQLITE_FULL
-                // (13), SQLITE_IOERR (10) and its extended codes.
-                Some(code) if sqlite_unavailable(code) => StoreError::Unavailable(e),
                 _ => StoreError::Database(e),
             },
             _ => StoreError::Database(e),
@@ -106,9 +111,13 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Whether a SQLite result code (primary or extended, as sqlx reports it) means "try later".
+/// Whether a SQLite result code (primary or extended, as sqlx reports it) means "try later":
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6) (the busy timeout ran out: another writer held the
+/// lock too long), SQLITE_NOMEM (7), SQLITE_READONLY (8) (e.g. the volume remounted read-only),
+/// SQLITE_IOERR (10), SQLITE_FULL (13) and SQLITE_CANTOPEN (14) (the file or its WAL cannot be
+/// opened, e.g. the volume is gone when the pool reconnects), with their extended codes.
 fn sqlite_unavailable(code: &str) -> bool {
-    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13))
+    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14))
 }
 
 impl StoreError {
@@ -254,8 +263,21 @@ impl Store {
         }
     }
 
+    /// Cancels the run. A sync waiting behind the cancelled one is queued to go on now: the
+    /// workers are woken for it, as after a retry, instead of finding it at their next poll.
+    pub async fn cancel_run(&self, id: RunId, actor: &str) -> Result<(), ActionError> {
+        match &self.backend {
+            Backend::Postgres(s) => {
+                s.cancel_run(id, actor).await?;
+                s.jobs_committed();
+                Ok(())
+            }
+            Backend::Sqlite(s) => s.cancel_run(id, actor).await,
+        }
+    }
+
     /// Retries every failed run that matches (or only counts them, with `dry_run`). At most
-    /// `limit` runs per call, oldest first. Returns (matched, retried); with `dry_run`, the
+    /// `limit` runs per call, oldest first, superseded syncs last. Returns (matched, retried); with `dry_run`, the
     /// runs that would be retried instead (every match but superseded syncs). One transaction
     /// per run: a run that cannot be retried (it changed meanwhile, or its content already has
     /// a debouncing sync) does not hold up the others.
@@ -274,16 +296,16 @@ impl Store {
             let would = matched.iter().filter(|(_, superseded)| !superseded).map(|(id, _)| *id).collect();
             return Ok((matched.into_iter().map(|(id, _)| id).collect(), would));
         }
-        let matched: Vec<RunId> = matched.into_iter().map(|(id, _)| id).collect();
         let mut retried = Vec::with_capacity(matched.len());
-        for id in &matched {
+        // Superseded syncs are known already: each would only be refused (see `retry_run`).
+        for (id, _) in matched.iter().filter(|(_, superseded)| !superseded) {
             match self.retry_run(*id, actor).await {
                 Ok(()) => retried.push(*id),
                 Err(ActionError::Store(e)) => return Err(e),
                 Err(e) => tracing::info!(run_id = %id, reason = %e, "not retried"),
             }
         }
-        Ok((matched, retried))
+        Ok((matched.into_iter().map(|(id, _)| id).collect(), retried))
     }
 }
 
@@ -418,7 +440,6 @@ delegate! {
     pub async fn run_detail(&self, id: RunId) -> StoreResult<Option<RunDetail>>;
     /// Cancels a run that has not finished. A waiting run stops at once; a running step's
     /// worker loses its lease, so its result is discarded.
-    pub async fn cancel_run(&self, id: RunId, actor: &str) -> Result<(), ActionError>;
     pub async fn queue_stats(&self) -> StoreResult<QueueStats>;
 
     // --- Flashcards

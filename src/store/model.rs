@@ -138,6 +138,9 @@ pub enum Transition {
         error: Option<StepFailure>,
         output: Option<serde_json::Value>,
         spend_attempt: bool,
+        /// The attempt added to the step's progress: the failures before it no longer count
+        /// against the step's attempts (only this one does, if it failed).
+        progressed: bool,
     },
     /// The run failed; a retry through the API resumes at this step.
     Fail { failure: StepFailure },
@@ -159,6 +162,12 @@ impl Transition {
     /// Whether the attempt that just ended counts against the step's attempts.
     pub fn spends_attempt(&self) -> bool {
         !matches!(self, Transition::Wait { spend_attempt: false, .. })
+    }
+
+    /// Whether the step's count of attempts starts over before this one is counted (see
+    /// [`Transition::Wait`]'s `progressed`).
+    pub fn restarts_attempts(&self) -> bool {
+        matches!(self, Transition::Wait { progressed: true, .. })
     }
 }
 

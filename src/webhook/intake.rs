@@ -117,6 +117,16 @@ impl Intake {
             "Received Notion webhook verification token; read it at GET /api/notion/webhook/verification-token \
              and paste it into Notion's webhook settings"
         );
+        if self.configured_secret.is_none()
+            && self.signing_key().await?.is_some_and(|key| key.expose_secret() != token)
+        {
+            // Trust on first use keeps the first token: a subscription made again (or anyone
+            // posting a handshake first) leaves events signed with this one refused.
+            tracing::warn!(
+                "this verification token is not the one events are verified with (the first one received); \
+                 if Notion's subscription uses it, set NOTION_WEBHOOK_SECRET to it, or its events are refused 401"
+            );
+        }
         Ok(())
     }
 
@@ -143,14 +153,17 @@ impl Intake {
         Ok(key)
     }
 
-    /// The latest verification token received, decrypted, with when it arrived.
+    /// The latest verification token received, decrypted, with when it arrived and whether
+    /// events are verified with it (not when `NOTION_WEBHOOK_SECRET` is set, nor when an
+    /// earlier handshake's token is the one learnt).
     pub async fn latest_verification_token(
         &self,
-    ) -> Result<Option<(SecretString, chrono::DateTime<chrono::Utc>)>, IntakeError> {
-        match self.store.latest_verification_token().await? {
-            None => Ok(None),
-            Some((ct, at)) => Ok(Some((self.cipher.decrypt(&ct, VERIFICATION_TOKEN_AAD)?, at))),
-        }
+    ) -> Result<Option<(SecretString, chrono::DateTime<chrono::Utc>, bool)>, IntakeError> {
+        let Some((ct, at)) = self.store.latest_verification_token().await? else { return Ok(None) };
+        let token = self.cipher.decrypt(&ct, VERIFICATION_TOKEN_AAD)?;
+        let verifies = self.configured_secret.is_none()
+            && self.signing_key().await?.is_some_and(|key| key.expose_secret() == token.expose_secret());
+        Ok(Some((token, at, verifies)))
     }
 
     /// Whether events are verified with `NOTION_WEBHOOK_SECRET` (else with the first handshake).

@@ -556,24 +556,33 @@ impl Engine {
                 }
             }
             Ok(StepOutcome::Finish { output }) => Transition::Succeed { output },
-            Ok(StepOutcome::Wait { until, progress }) => {
-                Transition::Wait { at: until, error: None, output: progress, spend_attempt: false }
-            }
+            Ok(StepOutcome::Wait { until, progress }) => Transition::Wait {
+                at: until,
+                error: None,
+                progressed: progress.as_ref().is_some_and(|p| p.advanced),
+                output: progress.map(|p| p.saved),
+                spend_attempt: false,
+            },
             Err(StepError::Fatal { kind, message }) => {
                 Transition::Fail { failure: StepFailure { kind, message } }
             }
             Err(StepError::Retryable { kind, message, retry_after, progress }) => {
                 let failure = StepFailure { kind, message };
-                if claim.attempt as u32 >= policy.max_attempts {
+                // The attempts count failures since the step last made progress (see
+                // [`steps::Progress`]): one that made some is the first of a new count.
+                let progressed = progress.as_ref().is_some_and(|p| p.advanced);
+                let failures = if progressed { 1 } else { claim.attempt as u32 };
+                if failures >= policy.max_attempts {
                     return Transition::Fail { failure };
                 }
                 // A server's Retry-After wins over our backoff: never sooner than it asked.
-                let delay = retry_after.unwrap_or_else(|| self.backoff(claim.attempt as u32));
+                let delay = retry_after.unwrap_or_else(|| self.backoff(failures));
                 Transition::Wait {
                     at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     error: Some(failure),
-                    output: progress,
+                    output: progress.map(|p| p.saved),
                     spend_attempt: true,
+                    progressed,
                 }
             }
         }

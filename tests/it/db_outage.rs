@@ -480,3 +480,29 @@ async fn a_session_left_idle_in_a_transaction_is_ended_after_the_longest_step_an
     // The built-in workflow file's longest step timeout is 120 s (fetch, generate).
     assert_eq!(timeout, "127s");
 }
+
+/// Which database errors mean "try later" (503, the step retried in place) is read from each
+/// backend's own codes: a PostgreSQL error whose SQLSTATE looks like a SQLite busy code (42501,
+/// a missing privilege: an operator's mistake to report, not an outage to wait out) is not
+/// one, and SQLite failing to open its file (the volume gone) is.
+#[tokio::test]
+async fn database_errors_are_classified_by_their_own_backends_codes() {
+    use cognie_sync::store::StoreError;
+
+    let missing = format!("{}/gone/cognie.db", TempDir::new().path());
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&missing).create_if_missing(true);
+    let cannot_open = sqlx::SqlitePool::connect_with(options).await.expect_err("no such directory");
+    assert!(StoreError::from(cannot_open).is_unavailable(), "SQLITE_CANTOPEN is an outage");
+
+    if !postgres_or_skip() {
+        return;
+    }
+    let database = TestDb::create_postgres().await;
+    let denied =
+        sqlx::query("do $$ begin raise exception 'permission denied' using errcode = '42501'; end $$")
+            .execute(database.connect().await.pg())
+            .await
+            .expect_err("raised");
+    let denied = StoreError::from(denied);
+    assert!(matches!(denied, StoreError::Database(_)), "insufficient_privilege is no outage: {denied:?}");
+}

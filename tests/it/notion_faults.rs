@@ -276,20 +276,40 @@ async fn a_sync_rides_out_every_kind_of_transient_fault_in_one_fetch() {
     assert_eq!(ok("/v1/blocks/"), 6, "2 pages of top-level blocks + 4 toggles' children");
 }
 
+/// A step's attempts count the failures since it last made progress: a crawl that moves on
+/// between its errors (hours of a large database's crawl, a few 502s spread over them) is not
+/// failed by their total, only by errors that keep it from moving.
+#[tokio::test]
+async fn failures_a_crawl_moves_on_between_do_not_add_up() {
+    let env = setup(|s| {
+        s.insert("NOTION_MAX_RETRIES", "1".into());
+    })
+    .await;
+    // Every other block list fails once: three failures, each after a request that worked in
+    // the same attempt. (A zero delay answers normally.)
+    for fault in [Fault::Status(502), Fault::Delay(Duration::ZERO)].into_iter().cycle().take(5) {
+        env.notion.inject("/v1/blocks/", fault);
+    }
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "succeeded", "two attempts, three failures, each after progress: {run}");
+    assert_eq!(env.live_cards().await, 4);
+    let failed = env.notion.requests().iter().filter(|r| r.status == 502).count();
+    assert_eq!(failed, 3, "each injected failure was met");
+    assert_eq!(fetch_step(&run)["attempts"], 4, "three failed attempts and the one that finished");
+}
+
 #[tokio::test]
 async fn a_crawl_longer_than_one_attempt_checkpoints_instead_of_timing_out() {
     // fetch may run 2 s per attempt, Notion answers in 0.4 s, and the page takes 7 requests:
     // 2.8 s of crawling. An attempt that ran into its timeout would start over every time.
     let dir = TempDir::new();
-    let builtin = include_str!("../../workflows/notion_sync.toml");
-    let short = builtin.replacen(
+    let file = crate::support::app::workflow_file_with(
+        &dir,
         "timeout_seconds = 120\nattempts = \"notion\"",
         "timeout_seconds = 2\nattempts = \"notion\"",
-        1,
     );
-    assert_ne!(short, builtin, "the fetch step's policy is where the test expects it");
-    let file = format!("{}/workflow.toml", dir.path());
-    std::fs::write(&file, short).expect("workflow file");
     let env = setup(|s| {
         s.insert("WORKFLOW_FILE", file.clone());
         s.insert("NOTION_TIMEOUT_SECONDS", "1".into());

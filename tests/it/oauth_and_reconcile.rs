@@ -391,6 +391,50 @@ async fn an_expired_oauth_token_is_refreshed_once_and_every_sync_goes_on() {
 }
 }
 
+/// Notion rotates the refresh token when it answers a refresh, so once it has answered, the
+/// new pair is the only one that works: losing the database session that holds the refresh
+/// lock (a restart, a failover) while Notion answers must not lose the pair.
+#[tokio::test]
+async fn a_refreshed_pair_is_stored_after_the_refresh_lock_session_dies() {
+    crate::support::db::run_on(Backend::Postgres, async {
+        let env = oauth_env(|s| {
+            s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+        })
+        .await;
+        let user = create_user(&env.app, "maya@example.com").await;
+        let (first_token, first_refresh) = env.connect(&user, "code-1").await;
+        let page = serve_page(&env.notion, 1, "Notes", OLD_EDIT, &["Question"]);
+        env.notion.revoke_token(&first_token);
+        env.notion.inject("/v1/oauth/token", Fault::Delay(Duration::from_millis(1500)));
+        let run = env.subscribe(&user, &page).await;
+
+        // While Notion prepares its answer, the session holding the user's refresh lock dies.
+        eventually("the refresh to reach Notion", Duration::from_secs(20), || async {
+            env.notion.requests().iter().any(|r| r.path == "/v1/oauth/token" && r.status == 0).then_some(())
+        })
+        .await;
+        let killed: i64 = sqlx::query_scalar(
+            "select count(*) from (select pg_terminate_backend(l.pid) from pg_locks l
+             where l.locktype = 'advisory' and l.granted
+               and ((l.classid::bigint << 32) | l.objid::bigint)
+                   = hashtextextended('cognie-sync token refresh ' || $1, 0)) t",
+        )
+        .bind(&user)
+        .fetch_one(env.app.db.pg())
+        .await
+        .expect("terminate the lock's session");
+        assert_eq!(killed, 1, "the refresh lock's session");
+
+        let run = env.finished(&run).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert_eq!(env.notion.refreshes(), 1, "one refresh: its pair was stored, not asked for again");
+        let (token, refresh) = env.stored_pair(&user).await;
+        assert_ne!(token, first_token, "the refreshed token is stored");
+        assert_ne!(refresh.expect("the rotated refresh token is stored"), first_refresh);
+    })
+    .await
+}
+
 conformance! {
 async fn a_refresh_notion_refuses_fails_the_sync_asking_the_user_to_reconnect() {
     let env = oauth_env(|_| {}).await;

@@ -244,6 +244,54 @@ async fn a_failed_sync_superseded_by_a_newer_one_is_not_retried() {
 }
 }
 
+/// A bulk retry's limit (10,000 per call) counts the runs it can retry first: failed syncs a
+/// newer sync superseded (thousands after an outage) never retry, and must not fill every call
+/// and hide the runs that can.
+#[tokio::test]
+async fn a_bulk_retry_is_not_held_up_by_more_superseded_syncs_than_its_limit() {
+    crate::support::db::run_on(crate::support::db::Backend::Postgres, async {
+        let app = TestApp::spawn().await;
+        let user = app.insert_user("s@example.com").await;
+        // 100 pages, each with 101 failed syncs, oldest first: 10,000 superseded by a newer one
+        // of their page, and the 100 newest, one per page, which a retry resumes.
+        let newest: Vec<Option<uuid::Uuid>> = sqlx::query_scalar(
+            "insert into workflow_runs (id, workflow, state, current_step, user_id, notion_id, notion_kind, trigger,
+                 error_kind, last_error, created_at, finished_at)
+             select gen_random_uuid(), 'notion_sync', 'failed', 'persist', $1,
+                    '1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c' || lpad((i % 100)::text, 3, '0'), 'page', 'webhook', 'x', 'boom',
+                    now() - interval '1 hour' + make_interval(secs => i / 100.0), now()
+             from generate_series(0, 10099) as i
+             returning case when created_at >= now() - interval '1 hour' + make_interval(secs => 100.0) then id end",
+        )
+        .bind(user)
+        .fetch_all(app.db.pg())
+        .await
+        .expect("seed the failed syncs");
+        let mut newest: Vec<String> = newest.into_iter().flatten().map(|id| id.to_string()).collect();
+        newest.sort();
+        assert_eq!(newest.len(), 100);
+        // As autovacuum would after such a load (this machine runs without it).
+        sqlx::query("analyze workflow_runs").execute(app.db.pg()).await.expect("analyze");
+
+        let ids = |body: &serde_json::Value| {
+            let mut ids: Vec<String> = body["run_ids"]
+                .as_array()
+                .expect("run ids")
+                .iter()
+                .map(|id| id.as_str().expect("id").to_owned())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let dry = expect_json(post(&app, "/api/workflows/retry-failed", json!({"dry_run": true})).await, 200).await;
+        assert_eq!(ids(&dry), newest, "matched {}", dry["matched"]);
+        let bulk = expect_json(post(&app, "/api/workflows/retry-failed", json!({})).await, 200).await;
+        assert_eq!((&bulk["matched"], &bulk["retried"]), (&json!(10_000), &json!(100)));
+        assert_eq!(ids(&bulk), newest);
+    })
+    .await
+}
+
 conformance! {
 async fn failed_runs_are_retried_in_bulk_with_filters_and_dry_run() {
     let app = TestApp::spawn().await;
@@ -415,34 +463,37 @@ conformance! {
 async fn queue_stats_and_metrics_count_what_waits_failed_and_is_overdue() {
     let (app, _user, _waiting) = sync_waiting_in_debounce("q@example.com").await;
     insert_failed_event_run(&app, 1).await;
-    // A run due five minutes ago that nothing has started (its job lost, say).
-    let overdue = format!(
-        "insert into workflow_runs (id, workflow, state, current_step, trigger, dispatch_seq, next_run_at,
-             created_at, updated_at)
-         values ($1, 'notion_event', 'pending', 'discover_users', 'webhook', 1, {five_ago}, {five_ago}, {five_ago})",
-        five_ago = app.db.shifted_sql(app.db.now_sql(), -5)
-    );
-    on_db!(app.db, |db| sqlx::query(sqlx::AssertSqlSafe(overdue.clone()))
-        .bind(uuid::Uuid::now_v7())
-        .execute(db)
-        .await
-        .map(|done| done.rows_affected()))
-    .expect("overdue run");
+    // A run due five minutes ago that nothing has started (its job lost, say), and a retry
+    // that was due ten minutes ago (its backoff over, the workers down or behind).
+    for (state, minutes) in [("pending", -5), ("waiting", -10)] {
+        let overdue = format!(
+            "insert into workflow_runs (id, workflow, state, current_step, trigger, dispatch_seq, next_run_at,
+                 created_at, updated_at)
+             values ($1, 'notion_event', '{state}', 'discover_users', 'webhook', 1, {ago}, {ago}, {ago})",
+            ago = app.db.shifted_sql(app.db.now_sql(), minutes)
+        );
+        on_db!(app.db, |db| sqlx::query(sqlx::AssertSqlSafe(overdue.clone()))
+            .bind(uuid::Uuid::now_v7())
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
+        .expect("overdue run");
+    }
 
     let stats = expect_json(app.get_authorized("/api/queue/stats").await, 200).await;
-    for (state, n) in [("pending", 1), ("waiting", 1), ("failed", 1), ("running", 0), ("cancelled", 0)] {
+    for (state, n) in [("pending", 1), ("waiting", 2), ("failed", 1), ("running", 0), ("cancelled", 0)] {
         assert_eq!(stats["runs"][state], n, "{state}: {stats}");
     }
     assert_eq!(stats["steps"]["discover_users"]["failed"], 1, "{stats}");
     let age = stats["oldest_pending_age_seconds"].as_f64().expect("an age");
-    assert!((295.0..400.0).contains(&age), "the overdue run's age: {age}");
+    assert!((595.0..700.0).contains(&age), "the overdue retry's age: {age}");
 
     let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-    for line in ["cognie_workflow_runs{state=\"failed\"} 1", "cognie_workflow_runs{state=\"waiting\"} 1", "cognie_queue_depth 2"] {
+    for line in ["cognie_workflow_runs{state=\"failed\"} 1", "cognie_workflow_runs{state=\"waiting\"} 2", "cognie_queue_depth 3"] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
     let age_line = metrics.lines().find(|l| l.starts_with("cognie_oldest_pending_age_seconds ")).expect("age line");
     let age: f64 = age_line.split(' ').nth(1).expect("value").parse().expect("number");
-    assert!(age >= 295.0, "{age_line}");
+    assert!(age >= 595.0, "{age_line}");
 }
 }

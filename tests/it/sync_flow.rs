@@ -1105,12 +1105,7 @@ async fn with_the_openai_generator_a_large_database_is_generated_in_parts_across
     openai.push(Reply::Cards(json!([{"front": "Row one?", "back": "Yes.", "source_block_id": ids::PAGE}])));
     openai.push(Reply::Cards(json!([{"front": "Row two?", "back": "Yes.", "source_block_id": ids::PHOTOSYNTHESIS}])));
     let env = setup_with_openai(&openai).await;
-    env.notion.load_fixture_database();
-    // Each row holds about 33 KB of notes: two rows do not fit in one request.
-    for (n, row) in [ids::PAGE, ids::PHOTOSYNTHESIS].into_iter().enumerate() {
-        let id = format!("2c000000-0000-4000-8000-{n:012}");
-        env.notion.set_children(row, vec![paragraph(&id, &"Notes on respiration. ".repeat(1_500))]);
-    }
+    serve_database_too_large_for_one_request(&env.notion);
 
     let run = env.finished(&env.subscribe(ids::DATABASE, "database").await).await;
     assert_eq!(run["state"], "succeeded", "{run}");
@@ -1128,4 +1123,50 @@ async fn with_the_openai_generator_a_large_database_is_generated_in_parts_across
         .await;
     assert_eq!(waits, 1, "the first part's attempt saved its progress and went on in a second");
 }
+}
+
+conformance! {
+/// The parts of a generation are progress: a failure after a part was made counts afresh, so a
+/// model's occasional error spread over a long generation does not add up to the step's
+/// attempts (here 2: one failure before each part, three failures in all would be too many).
+async fn with_the_openai_generator_failures_between_parts_do_not_add_up() {
+    use crate::support::fake_openai::{API_KEY, FakeOpenAi, MODEL, Reply};
+    let openai = FakeOpenAi::start().await;
+    for (front, source) in [("Row one?", ids::PAGE), ("Row two?", ids::PHOTOSYNTHESIS)] {
+        openai.push(Reply::error(502, "upstream hiccup"));
+        openai.push(Reply::Cards(json!([{"front": front, "back": "Yes.", "source_block_id": source}])));
+    }
+    let dir = crate::support::app::TempDir::new();
+    let file = crate::support::app::workflow_file_with(
+        &dir,
+        "[steps.generate]\ntimeout_seconds = 120\nattempts = 5",
+        "[steps.generate]\ntimeout_seconds = 120\nattempts = 2",
+    );
+    let base = openai.base_url();
+    let env = setup(|s| {
+        s.insert("FLASHCARD_GENERATOR", "openai".into());
+        s.insert("OPENAI_BASE_URL", base);
+        s.insert("OPENAI_API_KEY", API_KEY.into());
+        s.insert("OPENAI_MODEL", MODEL.into());
+        s.insert("WORKFLOW_FILE", file.clone());
+    })
+    .await;
+    serve_database_too_large_for_one_request(&env.notion);
+
+    let run = env.finished(&env.subscribe(ids::DATABASE, "database").await).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(fronts(&env.cards().await), ["Row one?", "Row two?"]);
+    assert_eq!(openai.requests().len(), 4, "each part failed once and was then made");
+}
+}
+
+/// The fixture database with about 33 KB of notes in each of its two rows (`ids::PAGE` and
+/// `ids::PHOTOSYNTHESIS`): too much for one model request, so the `openai` generator makes
+/// one part per row.
+fn serve_database_too_large_for_one_request(notion: &FakeNotion) {
+    notion.load_fixture_database();
+    for (n, row) in [ids::PAGE, ids::PHOTOSYNTHESIS].into_iter().enumerate() {
+        let id = format!("2c000000-0000-4000-8000-{n:012}");
+        notion.set_children(row, vec![paragraph(&id, &"Notes on respiration. ".repeat(1_500))]);
+    }
 }

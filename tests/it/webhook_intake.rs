@@ -247,6 +247,7 @@ async fn the_handshake_is_stored_encrypted_and_readable_by_ops() {
     let body = expect_json(app.get_authorized("/api/notion/webhook/verification-token").await, 200).await;
     assert_eq!(body["verification_token"], token.as_str());
     assert_eq!(body["signing_secret_configured"], true);
+    assert_eq!(body["verifies_events"], false, "NOTION_WEBHOOK_SECRET does");
     assert!(body["received_at"].is_string());
 }
 }
@@ -277,6 +278,9 @@ async fn without_a_configured_secret_the_first_handshake_token_signs_events() {
     })
     .await;
 
+    let body = expect_json(app.get_authorized("/api/notion/webhook/verification-token").await, 200).await;
+    assert_eq!(body["verifies_events"], true, "the first token: {body}");
+
     // A later, unsolicited handshake cannot replace the signing key.
     let attacker = br#"{"verification_token":"secret_attacker"}"#;
     expect_json(app.post_webhook(attacker.to_vec(), None).await, 200).await;
@@ -288,6 +292,7 @@ async fn without_a_configured_secret_the_first_handshake_token_signs_events() {
     let body = expect_json(app.get_authorized("/api/notion/webhook/verification-token").await, 200).await;
     assert_eq!(body["verification_token"], "secret_attacker");
     assert_eq!(body["signing_secret_configured"], false);
+    assert_eq!(body["verifies_events"], false, "ops see the token shown is not the one in use");
 }
 }
 
@@ -407,6 +412,37 @@ async fn an_unstorable_event_in_a_burst_is_refused_alone() {
         0
     );
 }
+}
+
+/// A body that breaks off (the sender's connection reset midway) is a rejection like any
+/// other: logged and counted, with nothing stored.
+#[tokio::test]
+async fn a_body_that_breaks_off_is_counted_as_rejected() {
+    let app = TestApp::spawn().await;
+    let start: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(br#"{"type":"page.updated","#.to_vec())];
+    // The break comes once the start is on the wire (and the handler reading it).
+    let reset = stream::once(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Err(std::io::Error::other("connection reset"))
+    });
+    let parts = stream::iter(start).chain(reset);
+    // The client gives up on its own broken upload, so what it makes of the answer is moot.
+    let _ = app
+        .client
+        .post(app.url("/api/notion/webhook/notion"))
+        .header("X-Notion-Signature", "sha256=00")
+        .body(reqwest::Body::wrap_stream(parts))
+        .send()
+        .await;
+    crate::support::eventually("the broken body to be counted", Duration::from_secs(10), || async {
+        let metrics = app.client.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        metrics
+            .lines()
+            .any(|l| l == r#"cognie_webhooks_total{outcome="rejected",reason="body_unreadable"} 1"#)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(app.count(EVENTS).await, 0);
 }
 
 /// A body that stalls after its headers is cut off 10 s later with a 408 (Notion redelivers), so

@@ -347,14 +347,22 @@ async fn a_sync_whose_blocker_ends_while_its_debounce_decides_is_still_woken_at_
         .expect("the blocked sync's debounce is claimed");
     let state = tx.debounce_state(RunId(blocked)).await.expect("debounce state");
     assert!(state.blocked, "the earlier sync is still fetching");
-    // The earlier sync ends (an ops cancel wakes the next sync as a step's end does).
+    // The earlier sync ends (an ops cancel wakes the next sync as a step's end does, and
+    // wakes the workers for it: they are not left to find it at their next poll).
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool.pg()).await.expect("listener");
+    listener.listen("apalis::job::insert").await.expect("listen");
     store.cancel_run(RunId(earlier), "test").await.expect("cancel the earlier sync");
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("the cancel wakes the workers")
+        .expect("a notification");
     // The debounce step records the wait it decided on: its recheck, 10 s away.
     let wait = Transition::Wait {
         at: Utc::now() + chrono::Duration::seconds(10),
         error: None,
         output: None,
         spend_attempt: false,
+        progressed: false,
     };
     tx.apply_transition(&claim, &wait).await.expect("record the wait");
     tx.commit().await.expect("commit");

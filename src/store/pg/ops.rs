@@ -148,9 +148,9 @@ impl PgStore {
         Ok(())
     }
 
-    /// The failed runs that match `filter` (its state aside), oldest first; at most `limit`.
-    /// The failed runs that match, oldest first, each with whether a retry would be refused
-    /// as superseded (see [`ActionError::Superseded`]).
+    /// The failed runs that match `filter` (its state aside), each with whether a retry would
+    /// be refused as superseded (see [`ActionError::Superseded`]): at most `limit`, oldest
+    /// first, superseded ones after all the others.
     pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<(RunId, bool)>> {
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
             "select r.id, r.workflow = 'notion_sync' and exists (
@@ -161,7 +161,9 @@ impl PgStore {
              from workflow_runs r where r.state = 'failed'",
         );
         push_filter(&mut q, &RunFilter { state: None, ..filter.clone() });
-        q.push(" order by r.created_at, r.id limit ").push_bind(limit);
+        // Superseded syncs last: they are never retried, so they must not take up the limit
+        // of the runs that can be (thousands of them fail together in an outage).
+        q.push(" order by superseded, r.created_at, r.id limit ").push_bind(limit);
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
@@ -284,12 +286,15 @@ impl PgStore {
         Ok((steps, estimated))
     }
 
-    /// Seconds since the oldest pending run became due (`None`: no pending run).
+    /// Seconds since the oldest run that is due but not started became due (`None`: none):
+    /// pending, or waiting past its time (a retry, a rate-limit slot or a debounce deadline
+    /// that came while the workers were down or behind).
     async fn oldest_pending_age(&self) -> StoreResult<Option<f64>> {
         Ok(sqlx::query_scalar(
             r#"
             select extract(epoch from now() - min(coalesce(next_run_at, created_at)))::float8
-            from workflow_runs where state = 'pending'
+            from workflow_runs
+            where state = 'pending' or (state = 'waiting' and next_run_at <= now())
             "#,
         )
         .fetch_one(&self.pool)

@@ -298,9 +298,11 @@ pub async fn apply_transition(
                 -- The claim's step, not the row's: a chain's successes before it (unwritten, see
                 -- `chained`) have not moved the row on.
                 current_step = coalesce($4, $16),
+                -- The claim counted this attempt; a wait that spends none gives it back, and
+                -- one that made progress starts the count over (`restarts_attempts`).
                 attempt = case when $13::uuid is not null then 1
                                when $4::text is not null then 0
-                               when $10 then $18 else $18 - 1 end,
+                               else case when $29 then 0 else $18 - 1 end + case when $10 then 1 else 0 end end,
                 next_run_at = $5,
                 error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
                 last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
@@ -415,6 +417,7 @@ pub async fn apply_transition(
     .bind(chained.iter().map(|c| c.lease_token).collect::<Vec<_>>())
     .bind(chained.iter().map(|c| c.claim_written).collect::<Vec<_>>())
     .bind(chained.iter().map(|c| c.worker.as_str()).collect::<Vec<_>>())
+    .bind(transition.restarts_attempts())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };

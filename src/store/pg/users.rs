@@ -15,22 +15,45 @@ crate::store::refresh::notion_token_refresh_sql!(PgConnection);
 
 /// PostgreSQL's lock on refreshing one user's Notion token: a session-level advisory lock on a
 /// connection that is closed rather than returned to the pool if the refresh is dropped midway,
-/// so the lock never outlives it. The refresh reads and writes on this same connection.
+/// so the lock never outlives it. The refresh reads and writes on this same connection while
+/// it works. If that connection fails (a restart, a failover, a killed session), the lock went
+/// with it; reads and writes then go through the pool: storing a pair Notion has already
+/// traded the old refresh token for must not depend on that one session, and the write needs
+/// no lock (it only lands over the token that was read).
 pub struct PgTokenRefreshLock {
     conn: PoolConnection<Postgres>,
+    pool: sqlx::PgPool,
     user: UserId,
+    /// The lock's connection failed: the lock is gone, go through the pool.
+    lost: bool,
 }
 
 impl PgTokenRefreshLock {
     pub async fn credentials(&mut self) -> StoreResult<Option<(Vec<u8>, Option<Vec<u8>>)>> {
-        refresh_credentials(&mut self.conn, self.user).await
+        let read = match self.lost {
+            false => refresh_credentials(&mut self.conn, self.user).await,
+            true => refresh_credentials(&mut *self.pool.acquire().await?, self.user).await,
+        };
+        self.lost |= read.as_ref().is_err_and(|e| e.is_unavailable());
+        read
     }
 
     pub async fn replace(&mut self, read: &[u8], token: &[u8], refresh: Option<&[u8]>) -> StoreResult<bool> {
-        replace_refreshed(&mut self.conn, self.user, read, token, refresh).await
+        let replaced = match self.lost {
+            false => replace_refreshed(&mut self.conn, self.user, read, token, refresh).await,
+            true => {
+                replace_refreshed(&mut *self.pool.acquire().await?, self.user, read, token, refresh).await
+            }
+        };
+        self.lost |= replaced.as_ref().is_err_and(|e| e.is_unavailable());
+        replaced
     }
 
     pub async fn release(mut self) -> StoreResult<()> {
+        if self.lost {
+            // Went with its session; the connection is closed on drop.
+            return Ok(());
+        }
         sqlx::query(
             r#"select pg_advisory_unlock(hashtextextended('cognie-sync token refresh ' || $1::text, 0))"#,
         )
@@ -111,7 +134,12 @@ impl PgStore {
         .bind(id)
         .execute(&mut *conn)
         .await?;
-        Ok(TokenRefreshLock::Postgres(PgTokenRefreshLock { conn, user: id }))
+        Ok(TokenRefreshLock::Postgres(PgTokenRefreshLock {
+            conn,
+            pool: self.pool.clone(),
+            user: id,
+            lost: false,
+        }))
     }
 
     pub async fn notion_token(&self, id: UserId) -> StoreResult<Option<StoredNotionToken>> {

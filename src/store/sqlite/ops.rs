@@ -135,9 +135,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The failed runs that match `filter` (its state aside), oldest first; at most `limit`.
-    /// The failed runs that match, oldest first, each with whether a retry would be refused
-    /// as superseded (see [`ActionError::Superseded`]).
+    /// The failed runs that match `filter` (its state aside), each with whether a retry would
+    /// be refused as superseded (see [`ActionError::Superseded`]): at most `limit`, oldest
+    /// first, superseded ones after all the others.
     pub async fn failed_run_ids(&self, filter: &RunFilter, limit: i64) -> StoreResult<Vec<(RunId, bool)>> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "select r.id, r.workflow = 'notion_sync' and exists (
@@ -148,7 +148,9 @@ impl SqliteStore {
              from workflow_runs r where r.state = 'failed'",
         );
         push_filter(&mut q, &RunFilter { state: None, ..filter.clone() });
-        q.push(" order by r.created_at, r.id limit ").push_bind(limit);
+        // Superseded syncs last: they are never retried, so they must not take up the limit
+        // of the runs that can be (thousands of them fail together in an outage).
+        q.push(" order by superseded, r.created_at, r.id limit ").push_bind(limit);
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
@@ -170,9 +172,12 @@ impl SqliteStore {
         for row in steps {
             stats.steps.entry(row.get("name")).or_default().insert(row.get("state"), row.get("n"));
         }
+        // Due but not started: pending, or waiting past its time (see the PostgreSQL twin).
         let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
-            r#"select min(coalesce(next_run_at, created_at)) from workflow_runs where state = 'pending'"#,
+            r#"select min(coalesce(next_run_at, created_at)) from workflow_runs
+               where state = 'pending' or (state = 'waiting' and next_run_at <= $1)"#,
         )
+        .bind(ts(Utc::now()))
         .fetch_one(&self.pool)
         .await?;
         stats.oldest_pending_age_seconds =

@@ -52,6 +52,10 @@ impl SqliteStore {
         step_output(&mut conn, run_id, step).await
     }
 
+    /// On the readers' pool, not in the writer's queue: a burst of writes (webhook intake, long
+    /// steps' transactions) can keep that queue longer than a lease, and a step whose heartbeats
+    /// wait in it would be taken over while its worker is alive. Here the update waits for
+    /// SQLite's lock itself (up to its busy timeout), between those writes.
     pub async fn heartbeat(&self, claim: &ClaimedStep, lease: Duration) -> StoreResult<bool> {
         let updated = sqlx::query(
             r#"
@@ -62,7 +66,7 @@ impl SqliteStore {
         .bind(claim.run_id)
         .bind(claim.lease_token)
         .bind(from_now(lease))
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -332,7 +336,10 @@ pub async fn apply_transition(
         update workflow_runs
         set state = $3,
             current_step = coalesce($4, current_step),
-            attempt = case when $15 then 1 when $4 is not null then 0 when $10 then attempt else attempt - 1 end,
+            -- See the PostgreSQL twin: a wait gives back the claim's count unless it spends
+            -- the attempt, and progress starts the count over.
+            attempt = case when $15 then 1 when $4 is not null then 0
+                           else case when $16 then 0 else attempt - 1 end + case when $10 then 1 else 0 end end,
             next_run_at = $5,
             error_kind = case when $3 = 'succeeded' then null else coalesce($6, error_kind) end,
             last_error = case when $3 = 'succeeded' then null else coalesce($7, last_error) end,
@@ -361,6 +368,7 @@ pub async fn apply_transition(
     .bind(next_token)
     .bind(lease_expires)
     .bind(continues)
+    .bind(transition.restarts_attempts())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Fenced::LeaseLost) };

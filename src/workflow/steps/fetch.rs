@@ -10,9 +10,9 @@
 use std::time::Instant;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{StepDeps, StepError, StepOutcome};
+use super::{Progress, StepDeps, StepError, StepOutcome};
 use crate::{
     notion::{ApiFlavor, Crawl, CrawlError, LEGACY_NOTION_VERSION, NotionError},
     ratelimit::Grant,
@@ -72,7 +72,8 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 requests = crawl.requests_applied(),
                 "fetch checkpoint: the crawl goes on in the next attempt"
             );
-            return Ok(StepOutcome::Wait { until: chrono::Utc::now(), progress: Some(progress(&crawl)) });
+            let progress = Some(progress(&crawl, applied_before));
+            return Ok(StepOutcome::Wait { until: chrono::Utc::now(), progress });
         }
         let (grant, granted_at) = match slots.take() {
             Some((grant, at)) if at.elapsed() < SPARE_SLOT_MAX_AGE => (grant, at),
@@ -86,7 +87,7 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             Grant::WaitUntil(until) => {
                 deps.metrics.rate_limit_wait();
                 tracing::debug!(%until, requests = crawl.requests_applied(), "rate limit reached; fetch continues later");
-                return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl)) });
+                return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl, applied_before)) });
             }
         }
         let answer = deps.notion.execute(token.expose(), &request).await;
@@ -95,18 +96,20 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             Err(e) => e.status(),
         });
         match answer {
-            Ok(answer) => crawl.apply(&request, answer).map_err(|e| crawl_error(e, &crawl))?,
+            Ok(answer) => {
+                crawl.apply(&request, answer).map_err(|e| crawl_error(e, &crawl, applied_before))?
+            }
             // Gone: the root ends the crawl as "gone" (its cards are retired); a nested block
             // deleted meanwhile is left out.
             Err(e) if e.is_not_found() => {
-                crawl.apply_not_found(&request).map_err(|e| crawl_error(e, &crawl))?
+                crawl.apply_not_found(&request).map_err(|e| crawl_error(e, &crawl, applied_before))?
             }
             // The request was not applied: the loop makes it again with the new token.
             Err(e) if e.is_unauthorized() && !refreshed => {
                 refreshed = true;
-                token = refreshed_token(deps, user, &token, &crawl).await?;
+                token = refreshed_token(deps, user, &token, &crawl, applied_before).await?;
             }
-            Err(e) => return Err(notion_error(e, deps, user, &crawl).await),
+            Err(e) => return Err(notion_error(e, deps, user, &crawl, applied_before).await),
         }
     }
     let requests = crawl.requests_applied();
@@ -127,17 +130,18 @@ fn flavor(deps: &StepDeps) -> ApiFlavor {
     }
 }
 
-fn progress(crawl: &Crawl) -> Value {
-    json!({ "progress": crawl })
+/// The crawl as the step saves it; `applied_before`: its requests when this attempt began.
+fn progress(crawl: &Crawl, applied_before: u64) -> Progress {
+    Progress { saved: json!({ "progress": crawl }), advanced: crawl.requests_applied() > applied_before }
 }
 
-fn crawl_error(e: CrawlError, crawl: &Crawl) -> StepError {
+fn crawl_error(e: CrawlError, crawl: &Crawl, applied_before: u64) -> StepError {
     if e.is_retryable() {
         StepError::Retryable {
             kind: e.error_kind().to_owned(),
             message: e.to_string(),
             retry_after: None,
-            progress: Some(progress(crawl)),
+            progress: Some(progress(crawl, applied_before)),
         }
     } else {
         StepError::fatal(e.error_kind(), e.to_string())
@@ -150,6 +154,7 @@ async fn refreshed_token(
     user: crate::ids::UserId,
     refused: &UserToken,
     crawl: &Crawl,
+    applied_before: u64,
 ) -> Result<UserToken, StepError> {
     match deps.tokens.refresh(user, refused).await {
         Ok(Refreshed::Token(token)) => Ok(token),
@@ -159,13 +164,13 @@ async fn refreshed_token(
             kind: e.error_kind().to_owned(),
             message: format!("refreshing the user's Notion token: {e}"),
             retry_after: e.retry_after(),
-            progress: Some(progress(crawl)),
+            progress: Some(progress(crawl, applied_before)),
         }),
         Err(e @ RefreshError::Interrupted(_)) => Err(StepError::Retryable {
             kind: "notion_token_refresh_interrupted".to_owned(),
             message: e.to_string(),
             retry_after: None,
-            progress: Some(progress(crawl)),
+            progress: Some(progress(crawl, applied_before)),
         }),
         Err(RefreshError::Rejected(e)) => {
             Err(StepError::fatal(e.error_kind(), RefreshError::Rejected(e).to_string()))
@@ -181,7 +186,13 @@ fn undecryptable(e: crate::crypto::CryptoError) -> StepError {
 /// Classifies a failed request. A 429 (rate limited) or 529 (overloaded) also blocks the
 /// user's limiter for `Retry-After`, so every worker holds off, not just this step: Notion asks
 /// for 529 to be treated like 429, pausing every request for the wait it names.
-async fn notion_error(e: NotionError, deps: &StepDeps, user: crate::ids::UserId, crawl: &Crawl) -> StepError {
+async fn notion_error(
+    e: NotionError,
+    deps: &StepDeps,
+    user: crate::ids::UserId,
+    crawl: &Crawl,
+    applied_before: u64,
+) -> StepError {
     if matches!(e.status(), Some(429 | 529)) {
         let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
         if let Err(block) = deps.limiter.block(user, wait).await {
@@ -193,7 +204,7 @@ async fn notion_error(e: NotionError, deps: &StepDeps, user: crate::ids::UserId,
             kind: e.error_kind().to_owned(),
             message: e.to_string(),
             retry_after: e.retry_after(),
-            progress: Some(progress(crawl)),
+            progress: Some(progress(crawl, applied_before)),
         }
     } else {
         StepError::fatal(e.error_kind(), e.to_string())

@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{StepDeps, StepError, StepOutcome, fetched_content};
+use super::{Progress, StepDeps, StepError, StepOutcome, fetched_content};
 use crate::{
     flashcards::{self, Content, GenerateError, PartialCards},
     store::{ClaimedStep, StoreTx, SyncRecord},
@@ -80,7 +80,11 @@ async fn generate(
     if last_hash.as_deref() == Some(hash.as_str()) {
         return Ok(Generated::Unchanged(hash));
     }
-    match deps.generator.generate_from(&content, progress, budget).await {
+    let before = (progress.fingerprint.clone(), progress.done);
+    let result = deps.generator.generate_from(&content, progress, budget).await;
+    // Parts made in this call: more done, or done afresh (saved parts of other notes restart).
+    let advanced = progress.done > 0 && (progress.fingerprint != before.0 || progress.done > before.1);
+    match result {
         Ok(true) => {
             let cards = std::mem::take(&mut progress.cards);
             Ok(Generated::Cards(StepOutcome::Done {
@@ -88,15 +92,17 @@ async fn generate(
             }))
         }
         Ok(false) => {
-            Ok(Generated::Cards(StepOutcome::Wait { until: Utc::now(), progress: Some(saved(progress)) }))
+            let progress = Some(saved(progress, advanced));
+            Ok(Generated::Cards(StepOutcome::Wait { until: Utc::now(), progress }))
         }
-        Err(e) => Err(classify(e, progress)),
+        Err(e) => Err(classify(e, progress, advanced)),
     }
 }
 
-/// The parts of a generation done so far, as the step saves them.
-fn saved(progress: &PartialCards) -> serde_json::Value {
-    json!({ "progress": progress })
+/// The parts of a generation done so far, as the step saves them; `advanced`: this attempt
+/// made some of them.
+fn saved(progress: &PartialCards, advanced: bool) -> Progress {
+    Progress { saved: json!({ "progress": progress }), advanced }
 }
 
 /// What an unchanged sync records (the hash stays the same).
@@ -113,13 +119,13 @@ fn unchanged(hash: String) -> StepOutcome {
 }
 
 /// A retry keeps the parts done before the failure (none with the local generator).
-fn classify(e: GenerateError, progress: &PartialCards) -> StepError {
+fn classify(e: GenerateError, progress: &PartialCards, advanced: bool) -> StepError {
     if e.is_retryable() {
         StepError::Retryable {
             kind: e.error_kind().to_owned(),
             message: e.to_string(),
             retry_after: e.retry_after(),
-            progress: (progress.done > 0).then(|| saved(progress)),
+            progress: (progress.done > 0).then(|| saved(progress, advanced)),
         }
     } else {
         StepError::fatal(e.error_kind(), e.to_string())

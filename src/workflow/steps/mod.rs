@@ -66,8 +66,19 @@ pub enum StepOutcome {
     /// Nothing more to do: the run succeeded early (e.g. nothing changed).
     Finish { output: serde_json::Value },
     /// Not yet: run this step again at `until`, without spending an attempt (a debounce
-    /// deadline, a rate-limit slot). `progress` is kept for the next attempt.
-    Wait { until: DateTime<Utc>, progress: Option<serde_json::Value> },
+    /// deadline, a rate-limit slot, a checkpoint). `progress` is kept for the next attempt.
+    Wait { until: DateTime<Utc>, progress: Option<Progress> },
+}
+
+/// What a step that works in pieces (a crawl, a generation in parts) has done so far, saved
+/// with the step for its next attempt.
+#[derive(Debug)]
+pub struct Progress {
+    pub saved: serde_json::Value,
+    /// This attempt added to it. A step's attempts count its failures since it last made
+    /// progress: a long crawl or generation is failed by errors that keep it from moving, not
+    /// by a few scattered over hours of work that goes on between them.
+    pub advanced: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +86,7 @@ pub enum StepError {
     /// Worth trying again: network errors, timeouts, 429/5xx, the database being unavailable.
     /// `progress` is kept for the next attempt.
     #[error("{kind}: {message}")]
-    Retryable {
-        kind: String,
-        message: String,
-        retry_after: Option<Duration>,
-        progress: Option<serde_json::Value>,
-    },
+    Retryable { kind: String, message: String, retry_after: Option<Duration>, progress: Option<Progress> },
     /// Trying again cannot help (401/403/404, invalid content, missing token).
     #[error("{kind}: {message}")]
     Fatal { kind: String, message: String },

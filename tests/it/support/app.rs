@@ -240,3 +240,14 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The built-in workflow file with one step's policy changed (`policy` as it reads there,
+/// replaced by `with`), written in `dir`: its path, for `WORKFLOW_FILE`.
+pub fn workflow_file_with(dir: &TempDir, policy: &str, with: &str) -> String {
+    let builtin = include_str!("../../../workflows/notion_sync.toml");
+    let changed = builtin.replacen(policy, with, 1);
+    assert_ne!(changed, builtin, "the policy is where the test expects it: {policy:?}");
+    let file = format!("{}/workflow.toml", dir.path());
+    std::fs::write(&file, changed).expect("workflow file");
+    file
+}
