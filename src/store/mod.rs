@@ -263,8 +263,10 @@ impl Store {
         }
     }
 
-    /// Cancels the run. A sync waiting behind the cancelled one is queued to go on now: the
-    /// workers are woken for it, as after a retry, instead of finding it at their next poll.
+    /// Cancels a run that has not finished. A waiting run stops at once; a running step's
+    /// worker loses its lease, so its result is discarded. A sync waiting behind the cancelled
+    /// one is queued to go on now: the workers are woken for it, as after a retry, instead of
+    /// finding it at their next poll.
     pub async fn cancel_run(&self, id: RunId, actor: &str) -> Result<(), ActionError> {
         match &self.backend {
             Backend::Postgres(s) => {
@@ -353,6 +355,14 @@ impl TokenRefreshLock {
         }
     }
 
+    /// Drops the refresh token Notion refused, if the stored token is still `read`.
+    pub async fn forget_refresh_token(&mut self, read: &[u8]) -> StoreResult<()> {
+        match self {
+            TokenRefreshLock::Postgres(lock) => lock.forget_refresh_token(read).await,
+            TokenRefreshLock::Sqlite(lock) => lock.forget_refresh_token(read).await,
+        }
+    }
+
     pub async fn release(self) -> StoreResult<()> {
         match self {
             TokenRefreshLock::Postgres(lock) => lock.release().await,
@@ -438,8 +448,6 @@ delegate! {
     /// Runs matching `filter`, newest first, after `cursor`; at most `limit`.
     pub async fn list_runs(&self, filter: &RunFilter, cursor: Option<RunCursor>, limit: i64) -> StoreResult<Vec<RunRow>>;
     pub async fn run_detail(&self, id: RunId) -> StoreResult<Option<RunDetail>>;
-    /// Cancels a run that has not finished. A waiting run stops at once; a running step's
-    /// worker loses its lease, so its result is discarded.
     pub async fn queue_stats(&self) -> StoreResult<QueueStats>;
 
     // --- Flashcards

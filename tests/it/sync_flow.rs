@@ -1102,7 +1102,9 @@ conformance! {
 async fn with_the_openai_generator_a_large_database_is_generated_in_parts_across_attempts() {
     use crate::support::fake_openai::{FakeOpenAi, Reply};
     let openai = FakeOpenAi::start().await;
-    openai.push(Reply::Cards(json!([{"front": "Row one?", "back": "Yes.", "source_block_id": ids::PAGE}])));
+    // The first part outlasts the attempt's budget (1 ms here) for sure: a local answer may not.
+    let first = Reply::Cards(json!([{"front": "Row one?", "back": "Yes.", "source_block_id": ids::PAGE}]));
+    openai.push(Reply::delayed(Duration::from_millis(20), first));
     openai.push(Reply::Cards(json!([{"front": "Row two?", "back": "Yes.", "source_block_id": ids::PHOTOSYNTHESIS}])));
     let env = setup_with_openai(&openai).await;
     serve_database_too_large_for_one_request(&env.notion);

@@ -142,11 +142,14 @@ impl OpenAiGenerator {
         Ok(true)
     }
 
-    /// The model and every part's notes, hashed: what saved progress must have been made from.
+    /// The model, the instructions and every part's notes, hashed: what saved progress must
+    /// have been made from (a deploy that rewords the instructions starts over too).
     fn fingerprint(&self, prompts: &[String]) -> String {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
         hash.update(self.model.as_bytes());
+        hash.update((SYSTEM_PROMPT.len() as u64).to_le_bytes());
+        hash.update(SYSTEM_PROMPT.as_bytes());
         for prompt in prompts {
             hash.update((prompt.len() as u64).to_le_bytes());
             hash.update(prompt.as_bytes());
@@ -225,6 +228,16 @@ impl OpenAiGenerator {
         let code = status.as_u16();
         match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => GenerateError::Unauthorized { status: code },
+            // OpenAI answers 429 for an account out of credits too; waiting does not cure it.
+            StatusCode::TOO_MANY_REQUESTS if error_code(body).as_deref() == Some("insufficient_quota") => {
+                GenerateError::Rejected {
+                    status: code,
+                    message: format!(
+                        "{}; the OpenAI account behind OPENAI_API_KEY has no quota left (check its plan and billing)",
+                        self.provider_message(body)
+                    ),
+                }
+            }
             StatusCode::TOO_MANY_REQUESTS => GenerateError::RateLimited { retry_after },
             StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT => {
                 GenerateError::Unavailable(format!("HTTP {code}: {}", self.provider_message(body)))
@@ -280,6 +293,12 @@ fn error_chain(error: &reqwest::Error) -> String {
 }
 
 /// `Retry-After` in seconds (integer or decimal); HTTP dates are ignored.
+/// The provider's machine-readable error code (`error.code` in OpenAI's shape).
+fn error_code(body: &[u8]) -> Option<String> {
+    let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
+    parsed.pointer("/error/code")?.as_str().map(str::to_owned)
+}
+
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let seconds: f64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))

@@ -25,16 +25,21 @@ Rules:
 - At most one card per source_block_id.
 - If nothing in the notes is worth a card, answer {"cards": []}."#;
 
-/// The notes as the model reads them, in requests of at most `max_bytes` each (whole pages:
-/// a page larger than that is sent alone rather than cut between a toggle and its answer).
-/// Empty when there is no text at all (nothing to ask).
+/// The notes as the model reads them, in requests of at most `max_bytes` each: whole pages
+/// where they fit, and a page larger than that in sections cut between its top-level blocks
+/// (never inside one, so a toggle keeps its answer; a single block larger than a request is
+/// sent alone). Empty when there is no text at all (nothing to ask).
 pub(super) fn user_prompts(content: &Content, max_bytes: usize) -> Vec<String> {
     const HEADER: &str = "Notes:\n";
     let mut prompts = Vec::new();
     let mut current = String::from(HEADER);
     let mut has_text = false;
-    for page in content.pages.iter().filter(|page| !page.gone) {
-        let Some(section) = page_section(page) else { continue };
+    let sections = content
+        .pages
+        .iter()
+        .filter(|page| !page.gone)
+        .flat_map(|page| page_sections(page, max_bytes.saturating_sub(HEADER.len())));
+    for section in sections {
         if has_text && current.len() + section.len() > max_bytes {
             prompts.push(std::mem::replace(&mut current, String::from(HEADER)));
         }
@@ -47,24 +52,50 @@ pub(super) fn user_prompts(content: &Content, max_bytes: usize) -> Vec<String> {
     prompts
 }
 
-/// One page of the notes; `None` if it has no text (no title, properties or blocks).
-fn page_section(page: &ContentPage) -> Option<String> {
+/// One page of the notes: the whole page when it fits in `max_bytes`, else in sections that
+/// do (each after the first under the page's header marked continued). Empty if the page has
+/// no text (no title, properties or blocks).
+fn page_sections(page: &ContentPage, max_bytes: usize) -> Vec<String> {
     let id = page.page_id().unwrap_or_default();
     let title = plain_text(page.title());
     let title = title.trim();
-    let mut out = format!("\n=== Page [{id}] {title} ===\n");
+    let mut first = format!("\n=== Page [{id}] {title} ===\n");
     let properties = if page.is_row() { row_back(page) } else { String::new() };
     if !properties.is_empty() {
-        out.push_str("Properties:\n");
-        out.push_str(&properties);
-        out.push_str("\n\n");
+        first.push_str("Properties:\n");
+        first.push_str(&properties);
+        first.push_str("\n\n");
     }
-    let body = render_blocks_marked(&page.blocks);
-    if !body.is_empty() {
-        out.push_str(&body);
-        out.push('\n');
+    let units: Vec<String> =
+        block_units(&page.blocks).map(render_blocks_marked).filter(|text| !text.is_empty()).collect();
+    if title.is_empty() && properties.is_empty() && units.is_empty() {
+        return Vec::new();
     }
-    (!title.is_empty() || !properties.is_empty() || !body.is_empty()).then_some(out)
+    let mut sections = Vec::new();
+    let mut current = first;
+    let mut has_blocks = false;
+    for unit in units {
+        if has_blocks && current.len() + unit.len() + 1 > max_bytes {
+            sections.push(std::mem::replace(
+                &mut current,
+                format!("\n=== Page [{id}] {title} (continued) ===\n"),
+            ));
+        }
+        current.push_str(&unit);
+        current.push('\n');
+        has_blocks = true;
+    }
+    sections.push(current);
+    sections
+}
+
+/// A page's top-level blocks in the smallest runs that render the same apart as together: one
+/// block each, except a numbered list, whose items count on from each other.
+fn block_units(blocks: &[serde_json::Value]) -> impl Iterator<Item = &[serde_json::Value]> {
+    let numbered = |block: &serde_json::Value| {
+        block.get("type").and_then(serde_json::Value::as_str) == Some("numbered_list_item")
+    };
+    blocks.chunk_by(move |a, b| numbered(a) && numbered(b))
 }
 
 /// A block or page the model may cite.

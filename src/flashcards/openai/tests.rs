@@ -81,6 +81,57 @@ fn notes_are_split_into_parts_of_whole_pages_in_document_order() {
     assert_eq!(user_prompts(&content, usize::MAX).len(), 1, "all in one part when it fits");
 }
 
+#[test]
+fn a_page_larger_than_a_part_is_cut_between_its_top_level_blocks() {
+    let block = |n: u32, ty: &str, bytes: usize| {
+        let text = format!("{n}-{}", "x".repeat(bytes));
+        json!({
+            "object": "block", "id": format!("2c000000-0000-4000-8000-{n:012}"), "type": ty, "has_children": false,
+            ty: {"rich_text": [{"type": "text", "text": {"content": text}, "plain_text": text}]}
+        })
+    };
+    // Four paragraphs of ~300 bytes, then a numbered list of three, then a 1,500-byte paragraph.
+    let mut blocks: Vec<_> = (1..=4).map(|n| block(n, "paragraph", 300)).collect();
+    blocks.extend((5..=7).map(|n| block(n, "numbered_list_item", 300)));
+    blocks.push(block(8, "paragraph", 1_500));
+    let page = ContentPage {
+        page: json!({"object": "page", "id": "2a000000-0000-4000-8000-000000000001", "properties": {}}),
+        blocks,
+        gone: false,
+    };
+    let whole = user_prompts(&Content { pages: vec![page.clone()] }, usize::MAX);
+    let prompts = user_prompts(&Content { pages: vec![page] }, 1_000);
+
+    let blocks_in = |prompt: &String| -> Vec<u32> {
+        (1..=8).filter(|n| prompt.contains(&format!("2c000000-0000-4000-8000-{n:012}"))).collect()
+    };
+    assert_eq!(
+        prompts.iter().map(blocks_in).collect::<Vec<_>>(),
+        [vec![1, 2], vec![3, 4], vec![5, 6, 7], vec![8]],
+        "whole blocks in order, a numbered list kept together, a block larger than a part alone"
+    );
+    assert!(prompts[0].contains("=== Page [2a000000-0000-4000-8000-000000000001]  ===\n"), "{}", prompts[0]);
+    for prompt in &prompts[1..] {
+        assert!(
+            prompt
+                .starts_with("Notes:\n\n=== Page [2a000000-0000-4000-8000-000000000001]  (continued) ===\n")
+        );
+    }
+    assert!(
+        prompts[..2].iter().all(|p| p.len() <= 1_000),
+        "{:?}",
+        prompts.iter().map(String::len).collect::<Vec<_>>()
+    );
+    assert!(prompts[2].contains("3. 7-"), "the list counts on across its items: {}", prompts[2]);
+    let text = |prompts: &[String]| prompts.iter().map(|p| p.replace(" (continued)", "")).collect::<String>();
+    assert_eq!(whole.len(), 1);
+    assert_eq!(
+        text(&prompts).matches("2c000000-").count(),
+        text(&whole).matches("2c000000-").count(),
+        "every block once"
+    );
+}
+
 fn answer(cards: serde_json::Value) -> String {
     json!({"cards": cards}).to_string()
 }
@@ -222,6 +273,22 @@ fn a_404_points_at_the_model_and_base_url_settings() {
         "the flashcard model rejected the request (HTTP 404): 404 page not found; check OPENAI_MODEL, \
          and OPENAI_BASE_URL (it includes the version path, e.g. /v1)"
     );
+}
+
+#[test]
+fn a_429_for_an_account_out_of_quota_fails_at_once_and_a_rate_limit_waits() {
+    let generator = OpenAiGenerator::new(config()).unwrap();
+    let quota = br#"{"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}"#;
+    let err = generator.status_error(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(20)), quota);
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("OPENAI_API_KEY has no quota left"), "{err}");
+
+    let limited = br#"{"error": {"message": "Rate limit reached for requests", "type": "requests",
+        "param": null, "code": "rate_limit_exceeded"}}"#;
+    let err = generator.status_error(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(20)), limited);
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(20)));
 }
 
 #[test]

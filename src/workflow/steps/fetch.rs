@@ -43,6 +43,8 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             })
             .ok()
     });
+    // Saved progress thrown away is not progress made again (see `counted_from` below).
+    let restarted = resumed.is_none() && saved.as_deref().is_some_and(|o| o.get("progress").is_some());
     let mut crawl = match resumed {
         Some(crawl) => crawl,
         None if claim.notion_kind.as_deref() == Some("database") => Crawl::database(notion_id, flavor(deps)),
@@ -63,6 +65,10 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
 
     let started = Instant::now();
     let applied_before = crawl.requests_applied();
+    // Requests past this count are progress (`Progress::advanced`): none in an attempt that
+    // started over, so workers of two versions that cannot read each other's saved crawls do
+    // not keep restarting it without ever running out of attempts.
+    let counted_from = if restarted { u64::MAX } else { applied_before };
     let mut slots = Some((first, started));
     while let Some(request) = crawl.next_request() {
         // Each attempt makes at least one request, so even a tiny budget makes progress.
@@ -72,7 +78,7 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 requests = crawl.requests_applied(),
                 "fetch checkpoint: the crawl goes on in the next attempt"
             );
-            let progress = Some(progress(&crawl, applied_before));
+            let progress = Some(progress(&crawl, counted_from));
             return Ok(StepOutcome::Wait { until: chrono::Utc::now(), progress });
         }
         let (grant, granted_at) = match slots.take() {
@@ -87,7 +93,7 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             Grant::WaitUntil(until) => {
                 deps.metrics.rate_limit_wait();
                 tracing::debug!(%until, requests = crawl.requests_applied(), "rate limit reached; fetch continues later");
-                return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl, applied_before)) });
+                return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl, counted_from)) });
             }
         }
         let answer = deps.notion.execute(token.expose(), &request).await;
@@ -96,20 +102,18 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             Err(e) => e.status(),
         });
         match answer {
-            Ok(answer) => {
-                crawl.apply(&request, answer).map_err(|e| crawl_error(e, &crawl, applied_before))?
-            }
+            Ok(answer) => crawl.apply(&request, answer).map_err(|e| crawl_error(e, &crawl, counted_from))?,
             // Gone: the root ends the crawl as "gone" (its cards are retired); a nested block
             // deleted meanwhile is left out.
             Err(e) if e.is_not_found() => {
-                crawl.apply_not_found(&request).map_err(|e| crawl_error(e, &crawl, applied_before))?
+                crawl.apply_not_found(&request).map_err(|e| crawl_error(e, &crawl, counted_from))?
             }
             // The request was not applied: the loop makes it again with the new token.
             Err(e) if e.is_unauthorized() && !refreshed => {
                 refreshed = true;
-                token = refreshed_token(deps, user, &token, &crawl, applied_before).await?;
+                token = refreshed_token(deps, user, &token, &crawl, counted_from).await?;
             }
-            Err(e) => return Err(notion_error(e, deps, user, &crawl, applied_before).await),
+            Err(e) => return Err(notion_error(e, deps, user, &crawl, counted_from).await),
         }
     }
     let requests = crawl.requests_applied();
@@ -130,18 +134,18 @@ fn flavor(deps: &StepDeps) -> ApiFlavor {
     }
 }
 
-/// The crawl as the step saves it; `applied_before`: its requests when this attempt began.
-fn progress(crawl: &Crawl, applied_before: u64) -> Progress {
-    Progress { saved: json!({ "progress": crawl }), advanced: crawl.requests_applied() > applied_before }
+/// The crawl as the step saves it; it advanced if it applied more than `counted_from` requests.
+fn progress(crawl: &Crawl, counted_from: u64) -> Progress {
+    Progress { saved: json!({ "progress": crawl }), advanced: crawl.requests_applied() > counted_from }
 }
 
-fn crawl_error(e: CrawlError, crawl: &Crawl, applied_before: u64) -> StepError {
+fn crawl_error(e: CrawlError, crawl: &Crawl, counted_from: u64) -> StepError {
     if e.is_retryable() {
         StepError::Retryable {
             kind: e.error_kind().to_owned(),
             message: e.to_string(),
             retry_after: None,
-            progress: Some(progress(crawl, applied_before)),
+            progress: Some(progress(crawl, counted_from)),
         }
     } else {
         StepError::fatal(e.error_kind(), e.to_string())
@@ -154,7 +158,7 @@ async fn refreshed_token(
     user: crate::ids::UserId,
     refused: &UserToken,
     crawl: &Crawl,
-    applied_before: u64,
+    counted_from: u64,
 ) -> Result<UserToken, StepError> {
     match deps.tokens.refresh(user, refused).await {
         Ok(Refreshed::Token(token)) => Ok(token),
@@ -164,13 +168,13 @@ async fn refreshed_token(
             kind: e.error_kind().to_owned(),
             message: format!("refreshing the user's Notion token: {e}"),
             retry_after: e.retry_after(),
-            progress: Some(progress(crawl, applied_before)),
+            progress: Some(progress(crawl, counted_from)),
         }),
         Err(e @ RefreshError::Interrupted(_)) => Err(StepError::Retryable {
             kind: "notion_token_refresh_interrupted".to_owned(),
             message: e.to_string(),
             retry_after: None,
-            progress: Some(progress(crawl, applied_before)),
+            progress: Some(progress(crawl, counted_from)),
         }),
         Err(RefreshError::Rejected(e)) => {
             Err(StepError::fatal(e.error_kind(), RefreshError::Rejected(e).to_string()))
@@ -191,7 +195,7 @@ async fn notion_error(
     deps: &StepDeps,
     user: crate::ids::UserId,
     crawl: &Crawl,
-    applied_before: u64,
+    counted_from: u64,
 ) -> StepError {
     if matches!(e.status(), Some(429 | 529)) {
         let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
@@ -204,7 +208,7 @@ async fn notion_error(
             kind: e.error_kind().to_owned(),
             message: e.to_string(),
             retry_after: e.retry_after(),
-            progress: Some(progress(crawl, applied_before)),
+            progress: Some(progress(crawl, counted_from)),
         }
     } else {
         StepError::fatal(e.error_kind(), e.to_string())

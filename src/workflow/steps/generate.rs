@@ -80,10 +80,12 @@ async fn generate(
     if last_hash.as_deref() == Some(hash.as_str()) {
         return Ok(Generated::Unchanged(hash));
     }
-    let before = (progress.fingerprint.clone(), progress.done);
+    let done_before = progress.done;
     let result = deps.generator.generate_from(&content, progress, budget).await;
-    // Parts made in this call: more done, or done afresh (saved parts of other notes restart).
-    let advanced = progress.done > 0 && (progress.fingerprint != before.0 || progress.done > before.1);
+    // More parts done than were saved. Saved parts thrown away and made again (other notes, a
+    // worker of another version) are not progress: workers that disagree would otherwise
+    // restart each other's parts and never run out of attempts.
+    let advanced = progress.done > done_before;
     match result {
         Ok(true) => {
             let cards = std::mem::take(&mut progress.cards);
