@@ -173,7 +173,7 @@ impl NotionTokens {
         }
         let Some(refresh) = refresh else {
             return Ok(Refreshed::Reconnect(
-                "Notion refused the user's token, and it has no refresh token (set with PUT, Notion issued none, or Notion refused it before); reconnect Notion or PUT a new token".to_owned(),
+                "Notion refused the user's token, and it has no refresh token (set with PUT, or Notion issued none); reconnect Notion or PUT a new token".to_owned(),
             ));
         };
         let refresh = self.cipher.decrypt(&refresh, &refresh_token_owner(user))?;
@@ -195,10 +195,6 @@ impl NotionTokens {
                     }
                 }
                 tracing::warn!(user_id = %user, error_kind = e.error_kind(), error = %e, "Notion refused to refresh the user's token; the user must reconnect Notion");
-                // So that the user's next syncs and checks go straight to "reconnect".
-                if let Err(e) = lock.forget_refresh_token(&current.ciphertext).await {
-                    tracing::warn!(user_id = %user, error = %e, "could not drop the refused refresh token");
-                }
                 return Ok(Refreshed::Reconnect(format!(
                     "Notion refused the user's token and then its refresh token ({}); reconnect Notion",
                     e.error_kind()

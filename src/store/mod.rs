@@ -355,14 +355,6 @@ impl TokenRefreshLock {
         }
     }
 
-    /// Drops the refresh token Notion refused, if the stored token is still `read`.
-    pub async fn forget_refresh_token(&mut self, read: &[u8]) -> StoreResult<()> {
-        match self {
-            TokenRefreshLock::Postgres(lock) => lock.forget_refresh_token(read).await,
-            TokenRefreshLock::Sqlite(lock) => lock.forget_refresh_token(read).await,
-        }
-    }
-
     pub async fn release(self) -> StoreResult<()> {
         match self {
             TokenRefreshLock::Postgres(lock) => lock.release().await,

@@ -7,7 +7,7 @@
 //! The SQL is the same on both backends, so it is written once here and instantiated for each
 //! backend's connection type.
 
-/// Defines `refresh_credentials`, `replace_refreshed` and `forget_refresh_token` on a `&mut $conn`.
+/// Defines `refresh_credentials` and `replace_refreshed` on a `&mut $conn`.
 macro_rules! notion_token_refresh_sql {
     ($conn:ty) => {
         /// The user's encrypted Notion token and refresh token. `None`: no token at all.
@@ -47,24 +47,6 @@ macro_rules! notion_token_refresh_sql {
             .execute(&mut *conn)
             .await?;
             Ok(updated.rows_affected() == 1)
-        }
-
-        /// Drops the user's refresh token if the stored token is still `read`: Notion refused
-        /// to refresh it, so asking again would only be refused again.
-        pub(crate) async fn forget_refresh_token(
-            conn: &mut $conn,
-            id: UserId,
-            read: &[u8],
-        ) -> StoreResult<()> {
-            sqlx::query(
-                r#"update users set notion_refresh_token_ciphertext = null
-                   where id = $1 and notion_token_ciphertext = $2"#,
-            )
-            .bind(id)
-            .bind(read)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
         }
     };
 }

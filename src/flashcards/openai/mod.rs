@@ -8,8 +8,9 @@
 //! API root *including* its version path: `https://api.openai.com/v1`,
 //! `https://openrouter.ai/api/v1`, `http://localhost:11434/v1` (Ollama).
 //!
-//! Failures, classified here: invalid answers, 5xx / 408 / 409, 429 (with `Retry-After`),
-//! timeouts and connection errors are retryable; 401 / 403 (key), 400 / 404 / other 4xx (model,
+//! Failures, classified here: invalid answers, 5xx / 408 / 409, 429 (with `Retry-After`; but
+//! not `insufficient_quota`, an account out of credits), timeouts and connection errors are
+//! retryable; 401 / 403 (key), 400 / 404 / other 4xx (model,
 //! URL, request) are fatal. The key is never logged nor put in an error: provider messages for
 //! 401 / 403 are dropped (they echo part of the key) and the key is redacted from the others.
 
@@ -292,13 +293,13 @@ fn error_chain(error: &reqwest::Error) -> String {
     text
 }
 
-/// `Retry-After` in seconds (integer or decimal); HTTP dates are ignored.
 /// The provider's machine-readable error code (`error.code` in OpenAI's shape).
 fn error_code(body: &[u8]) -> Option<String> {
     let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
     parsed.pointer("/error/code")?.as_str().map(str::to_owned)
 }
 
+/// `Retry-After` in seconds (integer or decimal); HTTP dates are ignored.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let seconds: f64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))

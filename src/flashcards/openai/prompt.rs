@@ -73,7 +73,8 @@ fn page_sections(page: &ContentPage, max_bytes: usize) -> Vec<String> {
     }
     let mut sections = Vec::new();
     let mut current = first;
-    let mut has_blocks = false;
+    // Properties are content too: a first block that does not fit beside them goes on alone.
+    let mut has_blocks = !properties.is_empty();
     for unit in units {
         if has_blocks && current.len() + unit.len() + 1 > max_bytes {
             sections.push(std::mem::replace(

@@ -49,13 +49,6 @@ impl PgTokenRefreshLock {
         replaced
     }
 
-    pub async fn forget_refresh_token(&mut self, read: &[u8]) -> StoreResult<()> {
-        match self.lost {
-            false => forget_refresh_token(&mut self.conn, self.user, read).await,
-            true => forget_refresh_token(&mut *self.pool.acquire().await?, self.user, read).await,
-        }
-    }
-
     pub async fn release(mut self) -> StoreResult<()> {
         if self.lost {
             // Went with its session; the connection is closed on drop.

@@ -26,10 +26,6 @@ impl SqliteTokenRefreshLock {
     pub async fn replace(&mut self, read: &[u8], token: &[u8], refresh: Option<&[u8]>) -> StoreResult<bool> {
         replace_refreshed(&mut *self.writer.acquire().await?, self.user, read, token, refresh).await
     }
-
-    pub async fn forget_refresh_token(&mut self, read: &[u8]) -> StoreResult<()> {
-        forget_refresh_token(&mut *self.writer.acquire().await?, self.user, read).await
-    }
 }
 
 /// Whether a database error is a unique-constraint or foreign-key violation (SQLite names no
