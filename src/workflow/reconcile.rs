@@ -123,6 +123,27 @@ enum Verdict {
     Unauthorized,
 }
 
+/// What a sweep learnt about users' tokens, by the token (as stored) that Notion refused: the
+/// token it was refreshed to, or `None` when it could not be (the user must reconnect). The
+/// sweep's batches were read with the refused tokens.
+type RefreshedTokens = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The token to check with instead of `read`, following the sweep's refreshes (a token
+/// refreshed twice in one sweep, e.g. once by a sync in between); `None`: refused and not
+/// refreshable. At most as many steps as there are entries: a user who PUT an older token back
+/// could make a cycle.
+fn latest_token<'a>(refreshed: &'a RefreshedTokens, read: &'a [u8]) -> Option<&'a [u8]> {
+    let mut token = read;
+    for _ in 0..refreshed.len() {
+        match refreshed.get(token) {
+            Some(Some(next)) => token = next,
+            Some(None) => return None,
+            None => break,
+        }
+    }
+    Some(token)
+}
+
 /// The outcome of one rate-limited Notion call.
 enum Call<T> {
     Done(T),
@@ -147,9 +168,8 @@ impl Reconciler {
     async fn sweep_locked(&self) -> StoreResult<SweepReport> {
         let mut report = SweepReport::default();
         let mut skipped: Vec<UserId> = Vec::new();
-        // Tokens refreshed during this sweep (refused → new): the batches were read with the
-        // refused ones.
-        let mut refreshed: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        // What this sweep learnt about the tokens its batches were read with.
+        let mut refreshed = RefreshedTokens::new();
         let mut seen = 0;
         // Half an interval: a subscription another process checked moments ago is not due, one
         // checked in the previous sweep is.
@@ -209,12 +229,15 @@ impl Reconciler {
     async fn check(
         &self,
         subscription: &DueSubscription,
-        refreshed_tokens: &mut HashMap<Vec<u8>, Vec<u8>>,
+        refreshed_tokens: &mut RefreshedTokens,
     ) -> StoreResult<Verdict> {
         let user = subscription.user_id;
-        let read = &subscription.token_ciphertext;
-        let stored = refreshed_tokens.get(read).unwrap_or(read).clone();
-        let token = match self.tokens.open(user, stored) {
+        let Some(stored) = latest_token(refreshed_tokens, &subscription.token_ciphertext) else {
+            // Refused earlier in this sweep, and not refreshable: asking Notion again would
+            // only be refused again (the user must reconnect; said once already).
+            return Ok(Verdict::Failed);
+        };
+        let token = match self.tokens.open(user, stored.to_vec()) {
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(user_id = %user, error = %e, "reconciliation cannot use the user's Notion token");
@@ -227,10 +250,11 @@ impl Reconciler {
         }
         let refreshed = match self.tokens.refresh(user, &token).await {
             Ok(Refreshed::Token(refreshed)) => {
-                refreshed_tokens.insert(token.ciphertext().to_vec(), refreshed.ciphertext().to_vec());
+                refreshed_tokens.insert(token.ciphertext().to_vec(), Some(refreshed.ciphertext().to_vec()));
                 refreshed
             }
             Ok(Refreshed::Reconnect(why)) => {
+                refreshed_tokens.insert(token.ciphertext().to_vec(), None);
                 tracing::warn!(user_id = %user, notion_id = %subscription.notion_id, reason = %why, "reconciliation cannot check: Notion refuses the user's token");
                 return Ok(Verdict::Failed);
             }
@@ -453,6 +477,22 @@ mod tests {
         assert!(!edited_since(&page, at("2026-05-13T00:00:00Z")));
         // Edited after the read.
         assert!(edited_since(&page, at("2026-05-12T06:00:00Z")));
+    }
+
+    #[test]
+    fn a_token_refreshed_in_the_sweep_is_followed_to_the_latest_and_a_refused_one_is_skipped() {
+        let (t1, t2, t3, dead) = (b"t1".to_vec(), b"t2".to_vec(), b"t3".to_vec(), b"dead".to_vec());
+        let mut refreshed = RefreshedTokens::new();
+        assert_eq!(latest_token(&refreshed, &t1), Some(&t1[..]), "nothing learnt yet");
+        refreshed.insert(t1.clone(), Some(t2.clone()));
+        refreshed.insert(t2.clone(), Some(t3.clone()));
+        refreshed.insert(dead.clone(), None);
+        assert_eq!(latest_token(&refreshed, &t1), Some(&t3[..]));
+        assert_eq!(latest_token(&refreshed, &t2), Some(&t3[..]));
+        assert_eq!(latest_token(&refreshed, &dead), None);
+        // A cycle (an older token put back) ends.
+        refreshed.insert(t3.clone(), Some(t1.clone()));
+        assert!(latest_token(&refreshed, &t1).is_some());
     }
 
     #[test]

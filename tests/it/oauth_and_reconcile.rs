@@ -524,6 +524,51 @@ async fn reconciliation_refreshes_an_expired_token_and_checks_with_the_new_one()
 }
 }
 
+conformance! {
+/// A user whose token and refresh token Notion both refuse (the integration removed) costs a
+/// sweep one refused check and one refresh request, not one of each per subscription.
+async fn a_sweep_asks_once_about_a_user_who_must_reconnect() {
+    let env = oauth_env(|s| {
+        s.insert("RECONCILE_INTERVAL_SECONDS", "1".into());
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    })
+    .await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    let (token, _) = env.connect(&user, "code-1").await;
+    for n in 1..=3 {
+        let page = serve_page(&env.notion, n, "Notes", OLD_EDIT, &["Question"]);
+        let run = env.finished(&env.subscribe(&user, &page).await).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+
+    env.notion.revoke_token(&token);
+    env.notion.revoke_refresh_tokens();
+    let refresh_times = || {
+        let mut times: Vec<std::time::Instant> = env
+            .notion
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/oauth/token" && r.status != 0)
+            .map(|r| r.at)
+            .collect();
+        times.remove(0); // the code exchange
+        times
+    };
+    let times = eventually("three sweeps' refresh requests", Duration::from_secs(30), || async {
+        let times = refresh_times();
+        (times.len() >= 3).then_some(times)
+    })
+    .await;
+    // Sweeps come a second apart; one sweep's requests for three subscriptions would not.
+    for pair in times.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap >= Duration::from_millis(500), "two refresh requests {gap:?} apart: {times:?}");
+    }
+    let refused = env.notion.requests_for_token(&token).iter().filter(|r| r.status == 401).count();
+    assert!(refused <= refresh_times().len() + 1, "one refused check per sweep: {refused}");
+}
+}
+
 // ----- reconciliation -----
 
 struct SyncEnv {
