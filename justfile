@@ -20,6 +20,9 @@ lint:
 openapi:
     cargo run --quiet -- openapi --output openapi/openapi.json
 
+# Both throughput benchmarks: webhook ingest, then the workflow engine (each reports its own numbers).
+bench: bench-ingest bench-workflow
+
 # Webhook ingest benchmark: durable webhooks/s of the release service next to pgbench (see bench/ingest.sh for settings).
 bench-ingest:
     bash bench/ingest.sh

@@ -168,6 +168,11 @@ impl App {
             let done = crate::secrets::reencrypt_stored_secrets(&store, &secrets.cipher)
                 .await
                 .context("re-encrypting stored secrets under the new TOKEN_ENCRYPTION_KEY")?;
+            if done.unreadable > 0 && done.moved + done.current == 0 {
+                // Neither key opens anything stored: a wrong key (or a wrong `DATA_DIR` the key
+                // was read from), not a damaged row. Starting would fail every sync.
+                return Err(crate::secrets::SecretsError::NeitherKeyOpensStoredSecrets.into());
+            }
             if done.unreadable == 0 {
                 tracing::info!(
                     moved = done.moved,

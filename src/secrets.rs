@@ -31,6 +31,16 @@ pub enum SecretsError {
          \"Rotating secrets\" in the README)"
     )]
     NotTheStoredSecretsKey,
+    #[error(
+        "neither TOKEN_ENCRYPTION_KEY nor TOKEN_ENCRYPTION_KEY_PREVIOUS opens any of the secrets stored \
+         in the database: one of them is not the key they were stored under (see \"Rotating secrets\" \
+         in the README)"
+    )]
+    NeitherKeyOpensStoredSecrets,
+    #[error(
+        "{path} is empty: delete it and start again to have a new one made (or set the setting it stands for)"
+    )]
+    EmptySecretFile { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -154,18 +164,19 @@ fn secret_owner(row: &SecretRow) -> String {
 
 /// Reads a secret file, or creates it (mode 0600, never overwriting one that a concurrent
 /// process created first).
+///
+/// A new file appears whole or not at all: the secret is written and synced under a temporary
+/// name first, then linked into place (which fails if the name exists). A file that exists but
+/// is empty (truncated by hand, or made by an older release that crashed mid-write) is an
+/// error, never a secret: an empty API token would match an empty bearer token.
 fn read_or_create(
     path: &Path,
     generate: impl FnOnce() -> SecretString,
 ) -> Result<SecretString, SecretsError> {
     use secrecy::ExposeSecret;
     let io_err = |source| SecretsError::Io { path: path.to_owned(), source };
-    match fs::read_to_string(path) {
-        Ok(existing) if !existing.trim().is_empty() => {
-            owner_only(path).map_err(io_err)?;
-            return Ok(existing.trim().to_owned().into());
-        }
-        Ok(_) => {}
+    match read_existing(path) {
+        Ok(existing) => return existing,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
@@ -174,6 +185,7 @@ fn read_or_create(
         restrict_permissions(dir, 0o700).map_err(io_err)?;
     }
     let secret = generate();
+    let staging = path.with_extension(format!("new-{}", ulid::Ulid::new()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -181,18 +193,29 @@ fn read_or_create(
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(secret.expose_secret().as_bytes()).map_err(io_err)?;
-            file.sync_all().map_err(io_err)?;
-            Ok(secret)
-        }
-        // Another process created it between our read and our create: use theirs.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Ok(fs::read_to_string(path).map_err(io_err)?.trim().to_owned().into())
-        }
+    let staged = options.open(&staging).and_then(|mut file| {
+        file.write_all(secret.expose_secret().as_bytes())?;
+        file.sync_all()
+    });
+    let linked = staged.and_then(|()| fs::hard_link(&staging, path));
+    let _ = fs::remove_file(&staging);
+    match linked {
+        Ok(()) => Ok(secret),
+        // Another process created it between our read and our link: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_existing(path).map_err(io_err)?,
         Err(e) => Err(io_err(e)),
     }
+}
+
+/// An existing secret file's secret (made owner-only); an empty one is an error.
+fn read_existing(path: &Path) -> io::Result<Result<SecretString, SecretsError>> {
+    let existing = fs::read_to_string(path)?;
+    let secret = existing.trim();
+    if secret.is_empty() {
+        return Ok(Err(SecretsError::EmptySecretFile { path: path.to_owned() }));
+    }
+    owner_only(path)?;
+    Ok(Ok(secret.to_owned().into()))
 }
 
 /// Makes an existing secret file readable by its owner only, saying so if it was not.
@@ -239,6 +262,29 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_secret_file_is_an_error_not_an_empty_secret() {
+        let dir = std::env::temp_dir().join(format!("cognie-secrets-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api_token");
+        fs::write(&path, " \n").unwrap();
+        let err = read_or_create(&path, || "unused".to_string().into()).unwrap_err();
+        assert!(matches!(&err, SecretsError::EmptySecretFile { path: p } if *p == path), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), " \n", "left as found");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_secret_file_is_made_whole_with_nothing_left_beside_it() {
+        let dir = std::env::temp_dir().join(format!("cognie-secrets-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("api_token");
+        read_or_create(&path, || "fresh".to_string().into()).unwrap();
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("api_token")]);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "fresh");
         fs::remove_dir_all(dir).unwrap();
     }
 

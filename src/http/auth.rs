@@ -16,6 +16,7 @@ pub struct ApiToken(());
 async fn check_api_token(req: &Request, bearer: Bearer) -> Option<()> {
     let state = req.data::<std::sync::Arc<HttpState>>()?;
     let expected = state.api_token.expose_secret().as_bytes();
+    // An empty token never matches (HTTP/2 lets `Bearer ` through with nothing after it).
     // Constant-time: the comparison takes as long whether the first or the last byte differs.
-    bool::from(expected.ct_eq(bearer.token.as_bytes())).then_some(())
+    (!expected.is_empty() && bool::from(expected.ct_eq(bearer.token.as_bytes()))).then_some(())
 }

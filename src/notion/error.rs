@@ -81,6 +81,28 @@ pub enum NotionError {
 }
 
 impl NotionError {
+    /// The error with every copy of `secret` in Notion's own words (its message, description
+    /// or an unreadable body) replaced by `label`: a token endpoint that quotes the request
+    /// must not put a code or refresh token into a log line or a run's `last_error`.
+    pub fn without_secret(self, secret: &str, label: &str) -> Self {
+        if secret.is_empty() {
+            return self;
+        }
+        let clean = |text: String| text.replace(secret, label);
+        match self {
+            Self::Api { status, code, message, request_id, retry_after, additional_data } => {
+                Self::Api { status, code, message: clean(message), request_id, retry_after, additional_data }
+            }
+            Self::OAuth { status, error, description } => {
+                Self::OAuth { status, error: clean(error), description: description.map(clean) }
+            }
+            Self::MalformedResponse { status, detail } => {
+                Self::MalformedResponse { status, detail: clean(detail) }
+            }
+            other => other,
+        }
+    }
+
     /// A short, stable, `notion_`-prefixed name for the failure class (see the module docs).
     pub fn error_kind(&self) -> &'static str {
         match self {
@@ -161,6 +183,16 @@ impl NotionError {
     /// True for a 404: the object was deleted or is no longer shared with the integration.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Api { status: 404, .. })
+    }
+
+    /// Notion asks for fewer requests: a 429 (other than a blocked request), or a 529, which
+    /// Notion asks to be treated like a 429. Neither says anything is wrong with the request.
+    pub fn asks_to_slow_down(&self) -> bool {
+        match self {
+            Self::Api { status: 429, .. } => !self.is_request_blocked(),
+            Self::Api { status: 529, .. } => true,
+            _ => false,
+        }
     }
 
     fn is_request_blocked(&self) -> bool {

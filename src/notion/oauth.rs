@@ -107,7 +107,9 @@ impl NotionClient {
             "code": code,
             "redirect_uri": redirect_uri,
         });
-        self.token_request(client_id, client_secret, &body).await
+        self.token_request(client_id, client_secret, &body)
+            .await
+            .map_err(|e| e.without_secret(code, "[code]"))
     }
 
     /// Trades a refresh token for a new access token (and a new refresh token), with HTTP Basic
@@ -120,7 +122,9 @@ impl NotionClient {
         refresh_token: &str,
     ) -> Result<RefreshedToken, NotionError> {
         let body = json!({ "grant_type": "refresh_token", "refresh_token": refresh_token });
-        self.token_request(client_id, client_secret, &body).await
+        self.token_request(client_id, client_secret, &body)
+            .await
+            .map_err(|e| e.without_secret(refresh_token, "[refresh_token]"))
     }
 
     /// `POST /v1/oauth/token` with the client's credentials; answers with an empty access

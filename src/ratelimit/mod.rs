@@ -30,9 +30,18 @@ impl RateLimiter {
 
     /// Takes slots for up to `count` requests with `user`'s token (as many as are free), or
     /// says when one frees. Take only as many as will be used at once: a slot taken counts
-    /// whether or not its request is made.
+    /// whether or not its request is made. At most a second's worth of the limit is taken at
+    /// once (see [`RateLimiter::at_once`]).
     pub async fn acquire(&self, user: UserId, count: u32) -> StoreResult<Grant> {
-        self.store.acquire_rate_limit_slots(user, self.per_minute, WINDOW, count).await
+        self.store.acquire_rate_limit_slots(user, self.per_minute, WINDOW, self.at_once(count)).await
+    }
+
+    /// How many of `count` slots wanted are taken in one grant: no more than the limit allows
+    /// per second (at least one). A slot taken ahead that is not used soon enough stays
+    /// counted for the whole window (see `steps::fetch`'s spare slots); at a limit of a few
+    /// requests per minute, one such slot would cost the user a third of their minute.
+    fn at_once(&self, count: u32) -> u32 {
+        count.min((self.per_minute / 60).max(1))
     }
 
     /// The user's stored Notion token and slots for up to `count` requests with it, as
@@ -43,7 +52,7 @@ impl RateLimiter {
         user: UserId,
         count: u32,
     ) -> StoreResult<Option<(StoredNotionToken, Grant)>> {
-        self.store.notion_token_and_slots(user, self.per_minute, WINDOW, count).await
+        self.store.notion_token_and_slots(user, self.per_minute, WINDOW, self.at_once(count)).await
     }
 
     /// Notion said 429: no request with this user's token before `retry_after` has passed.

@@ -92,11 +92,12 @@ impl From<sqlx::Error> for StoreError {
             }
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 // PostgreSQL. 08: connection exception; 57P0x: shutting down / cannot connect
-                // now; 53300: too many connections; 40001/40P01: retry the transaction.
+                // now; 53: insufficient resources (disk full, out of memory, too many
+                // connections); 40001/40P01: retry the transaction.
                 Some(code)
                     if code.starts_with("08")
                         || code.starts_with("57P")
-                        || code == "53300"
+                        || code.starts_with("53")
                         || code == "40001"
                         || code == "40P01" =>
                 {

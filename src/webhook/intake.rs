@@ -122,7 +122,7 @@ impl Intake {
             None => self.signing_key().await.ok().flatten(),
             Some(_) => None,
         };
-        if learnt.is_some_and(|key| key.expose_secret() != token) {
+        if learnt.is_some_and(|key| !same_secret(key.expose_secret(), token)) {
             // Trust on first use keeps the first token: a subscription made again (or anyone
             // posting a handshake first) leaves events signed with this one refused.
             tracing::warn!(
@@ -166,7 +166,7 @@ impl Intake {
         let token = self.cipher.decrypt(&ct, VERIFICATION_TOKEN_AAD)?;
         // Best effort too: ops must see the latest token even if the learnt one cannot be read.
         let verifies = self.configured_secret.is_none()
-            && matches!(self.signing_key().await, Ok(Some(key)) if key.expose_secret() == token.expose_secret());
+            && matches!(self.signing_key().await, Ok(Some(key)) if same_secret(key.expose_secret(), token.expose_secret()));
         Ok(Some((token, at, verifies)))
     }
 
@@ -259,6 +259,13 @@ impl IntakeResult {
             IntakeResult::Ignored(_) => "ignored",
         }
     }
+}
+
+/// Compares a posted token with the signing key in constant time: the handshake that posts it
+/// needs no credentials, so its timing must not tell how much of the key it guessed.
+fn same_secret(key: &str, posted: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(key.as_bytes().ct_eq(posted.as_bytes()))
 }
 
 #[cfg(test)]

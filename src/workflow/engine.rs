@@ -42,6 +42,9 @@ pub struct Engine {
     /// Whether a worker that finishes a step goes on with the run's next step itself (until
     /// shutdown begins).
     continuing: AtomicBool,
+    /// Set when shutdown's bound has passed: step attempts still in flight are dropped (see
+    /// [`Engine::abandoned`]).
+    abandon: tokio::sync::watch::Sender<bool>,
 }
 
 /// How a step attempt ended, as recorded: its outcome (`None`: undone, so not recorded at
@@ -107,13 +110,34 @@ enum Chain {
 impl Engine {
     pub fn new(deps: StepDeps, definitions: Definitions, settings: EngineSettings) -> Arc<Self> {
         let transactional = steps::transactional_steps(&deps.generator);
-        Arc::new(Self { deps, definitions, settings, transactional, continuing: AtomicBool::new(true) })
+        let (abandon, _) = tokio::sync::watch::channel(false);
+        Arc::new(Self {
+            deps,
+            definitions,
+            settings,
+            transactional,
+            continuing: AtomicBool::new(true),
+            abandon,
+        })
     }
 
     /// From now on, a finished step hands the run's next step to the queue instead of running
     /// it in the same worker (graceful shutdown: stop taking work).
     pub fn stop_continuing(&self) {
         self.continuing.store(false, Ordering::SeqCst);
+    }
+
+    /// Shutdown's bound has passed: every step attempt still in flight gives up (its lease
+    /// expires and another worker, or this one restarted, takes it over; a transaction it held
+    /// is rolled back).
+    pub fn abandon_in_flight(&self) {
+        self.abandon.send_replace(true);
+    }
+
+    /// Resolves once [`Engine::abandon_in_flight`] has been called.
+    pub async fn abandoned(&self) {
+        let mut abandon = self.abandon.subscribe();
+        let _ = abandon.wait_for(|abandoned| *abandoned).await;
     }
 
     /// Delivers a job again after it failed on an unexpected database error (not an outage:

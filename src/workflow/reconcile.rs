@@ -77,10 +77,16 @@ pub struct SweepReport {
     pub failed: usize,
 }
 
-/// Sweeps every `interval` (the first one interval after start-up) until `shutdown` resolves.
+/// The first sweep comes this long after start-up at most: a fleet restarted more often than
+/// the interval (deploys, autoscaling) would otherwise never sweep. Sweeping soon after a
+/// restart costs nothing: a subscription checked in the last half interval is not due.
+const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(60);
+
+/// Sweeps every `interval` (the first one a minute after start-up, or an interval if that is
+/// shorter) until `shutdown` resolves.
 pub async fn run(reconciler: Reconciler, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let start = tokio::time::Instant::now() + reconciler.interval;
+    let start = tokio::time::Instant::now() + reconciler.interval.min(FIRST_SWEEP_AFTER);
     let mut tick = tokio::time::interval_at(start, reconciler.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -161,3 +161,23 @@ async fn a_key_that_opens_none_of_the_stored_secrets_is_refused_at_start_up() {
     drop(App::build(config(&settings), Role::Serve).await.expect("the key they were stored under starts"));
 }
 }
+
+conformance! {
+/// A rotation whose keys are both wrong (the old one read from the wrong `DATA_DIR`, say) is
+/// refused at start-up, as a wrong key without a rotation is. Before, it started, logged each
+/// secret as unreadable, and every sync then failed `notion_token_undecryptable`.
+async fn a_rotation_where_neither_key_opens_the_stored_secrets_is_refused_at_start_up() {
+    let stored_under = SecretCipher::generate_base64_key();
+    let (new_key, wrong_previous) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
+    let (_db, _data_dir, mut settings, _pool, _user) = token_stored_under(&stored_under).await;
+
+    settings.insert("TOKEN_ENCRYPTION_KEY", key_text(&new_key));
+    settings.insert("TOKEN_ENCRYPTION_KEY_PREVIOUS", key_text(&wrong_previous));
+    let refused = App::build(config(&settings), Role::Serve).await.err().expect("keys that are not theirs");
+    let message = format!("{refused:#}");
+    assert!(message.contains("neither TOKEN_ENCRYPTION_KEY nor TOKEN_ENCRYPTION_KEY_PREVIOUS"), "{message}");
+
+    settings.insert("TOKEN_ENCRYPTION_KEY_PREVIOUS", key_text(&stored_under));
+    drop(App::build(config(&settings), Role::Serve).await.expect("a rotation from the key they were stored under starts"));
+}
+}

@@ -718,6 +718,21 @@ impl SyncEnv {
         .expect("insert subscription");
     }
 
+    /// The fixture database subscribed and synced (as if ten minutes ago), and its row
+    /// Photosynthesis as Notion shows it edited three minutes ago; not served yet.
+    async fn database_synced_ten_minutes_ago_and_a_row_edited_since(&self) -> Value {
+        self.notion.load_fixture_database();
+        let first = self.subscribe(ids::DATABASE, "database").await;
+        self.wait_succeeded(&first).await;
+        self.age_past_syncs().await;
+        let rows: Value =
+            serde_json::from_slice(&fixtures::bytes("data_source_query.json")).expect("fixture");
+        let mut row = rows["results"][1].clone();
+        assert_eq!(row["id"], ids::PHOTOSYNTHESIS);
+        row["last_edited_time"] = json!(notion_time(Utc::now() - chrono::Duration::minutes(3)));
+        row
+    }
+
     /// (notion_id, kind, state) of the syncs reconciliation started.
     async fn reconcile_runs(&self) -> Vec<(String, String, String)> {
         on_db!(self.app.db, |db| sqlx::query_as(
@@ -830,15 +845,7 @@ async fn a_page_edited_without_a_webhook_is_synced_by_reconciliation_and_an_unch
 conformance! {
 async fn a_database_row_edited_without_a_webhook_is_synced_on_its_own() {
     let env = sync_env(1000).await;
-    env.notion.load_fixture_database();
-    let first = env.subscribe(ids::DATABASE, "database").await;
-    env.wait_succeeded(&first).await;
-    env.age_past_syncs().await;
-
-    let rows: Value = serde_json::from_slice(&fixtures::bytes("data_source_query.json")).expect("fixture");
-    let mut row = rows["results"][1].clone();
-    assert_eq!(row["id"], ids::PHOTOSYNTHESIS);
-    row["last_edited_time"] = json!(notion_time(Utc::now() - chrono::Duration::minutes(3)));
+    let mut row = env.database_synced_ten_minutes_ago_and_a_row_edited_since().await;
     row["properties"]["Name"]["title"] = rich_text("Photosynthesis, revised");
     env.notion.add_page(row);
 
@@ -856,6 +863,32 @@ async fn a_database_row_edited_without_a_webhook_is_synced_on_its_own() {
 
     env.another_sweep_checked_every_subscription().await;
     assert_eq!(env.reconcile_runs().await.len(), 1, "the row, once; not the whole database");
+}
+}
+
+conformance! {
+/// A row whose own sync fails for good (here Notion refuses its page, 403) is left to ops, as a
+/// page whose sync failed is: before, every sweep found it edited since it was last read and
+/// synced it again, spending the user's Notion requests (and a model's tokens) on a failure.
+async fn a_database_row_whose_sync_failed_is_not_synced_again_at_every_sweep() {
+    let env = sync_env(1000).await;
+    let row = env.database_synced_ten_minutes_ago_and_a_row_edited_since().await;
+    env.notion.add_page(row);
+    // Only the row's own sync retrieves its page (the database's check queries the rows).
+    env.notion.inject_always("/v1/pages/", Fault::Status(403));
+
+    eventually("reconciliation to sync the edited row, and the sync to fail", Duration::from_secs(15), || async {
+        let runs = env.reconcile_runs().await;
+        runs.iter().any(|(_, _, state)| state == "failed").then_some(())
+    })
+    .await;
+    env.another_sweep_checked_every_subscription().await;
+    env.another_sweep_checked_every_subscription().await;
+    assert_eq!(
+        env.reconcile_runs().await,
+        [(ids::PHOTOSYNTHESIS.to_owned(), "page".to_owned(), "failed".to_owned())],
+        "the row's failed sync, once"
+    );
 }
 }
 

@@ -173,6 +173,64 @@ async fn history_older_than_the_retention_is_pruned() {
     assert_eq!(count("select count(*) from workflow_steps").await, 2, "the kept runs' steps are kept");
 }
 
+/// The latest sync of each piece of content that read it outlives the retention: it is
+/// reconciliation's record of when the content was last read. Before, it was pruned with the
+/// rest, and the next sweep synced every unedited page and database whole again.
+#[tokio::test]
+async fn the_latest_sync_that_read_each_content_is_kept_however_old() {
+    if !postgres_or_skip() {
+        return;
+    }
+    let db = TestDb::create_postgres().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    let user = uuid::Uuid::now_v7();
+    // (content, state, read it: fetch succeeded, days since it finished), oldest first.
+    let runs = [
+        ("page-a", "succeeded", true, 60), // read, but a later one read it too: pruned
+        ("page-a", "succeeded", true, 50), // the latest that read page-a: kept
+        ("page-a", "succeeded", false, 45), // merged into another in debounce, read nothing: pruned
+        ("page-a", "failed", true, 40),    // read, then failed: pruned
+        ("page-b", "succeeded", true, 40), // the only one of page-b: kept
+        ("page-c", "succeeded", true, 1),  // recent: kept anyway
+    ];
+    let mut ids = Vec::new();
+    for (n, (content, state, read, days)) in runs.iter().enumerate() {
+        let id = uuid::Uuid::from_u128(n as u128 + 1);
+        // created_at orders them as listed.
+        sqlx::query(
+            "insert into workflow_runs (id, workflow, state, trigger, user_id, notion_id, created_at, finished_at)
+             values ($1, 'notion_sync', $2, 'webhook', $3, $4, now() - interval '90 days' + $5 * interval '1 hour',
+                     now() - $6 * interval '1 day')",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(user)
+        .bind(content)
+        .bind(n as i32)
+        .bind(*days)
+        .execute(pool.pg())
+        .await
+        .expect("run");
+        let fetch = if *read { "succeeded" } else { "pending" };
+        sqlx::query("insert into workflow_steps (run_id, name, state, attempts) values ($1, 'fetch', $2, 1)")
+            .bind(id)
+            .bind(fetch)
+            .execute(pool.pg())
+            .await
+            .expect("step");
+        ids.push(id);
+    }
+
+    store.prune_history(Duration::from_secs(30 * 86_400)).await.expect("prune");
+
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar("select id from workflow_runs order by created_at")
+        .fetch_all(pool.pg())
+        .await
+        .expect("runs");
+    assert_eq!(left, [ids[1], ids[4], ids[5]]);
+}
+
 /// An event older than the retention is kept while a run that stands for it is kept: a
 /// failed event run finished yesterday can still be retried, and its step reads its event.
 /// Before, the event went once no run of it was in flight, and the retry failed

@@ -103,3 +103,25 @@ conformance! {
         assert_eq!(store.acquire_rate_limit_slots(other, 3, WINDOW, 2).await.expect("acquire"), Grant::Granted(1));
     }
 }
+
+conformance! {
+    /// The limiter takes at most a second's worth of a user's limit at once: a slot taken
+    /// ahead and not used in time stays counted, and at 3 requests a minute a crawl that took 3
+    /// and used 1 (its first request was slow) waited a minute for its second.
+    async fn a_low_limit_is_taken_one_slot_at_a_time_and_a_high_one_several() {
+        let db = TestDb::create().await;
+        let store = db.store().await;
+        let user = store.create_user("slow@example.com").await.expect("user").id;
+        let low = cognie_sync::ratelimit::RateLimiter::new(store.clone(), 3);
+        assert_eq!(low.acquire(user, 4).await.expect("acquire"), Grant::Granted(1));
+        assert_eq!(low.acquire(user, 4).await.expect("acquire"), Grant::Granted(1), "the other two are still free");
+
+        let fast = store.create_user("fast@example.com").await.expect("user").id;
+        let high = cognie_sync::ratelimit::RateLimiter::new(store.clone(), 600);
+        assert_eq!(high.acquire(fast, 4).await.expect("acquire"), Grant::Granted(4), "ten a second");
+        let workspace = cognie_sync::store::NotionWorkspace::default();
+        assert!(store.set_notion_token(user, b"sealed", &workspace).await.expect("token"));
+        let (_, grant) = low.token_and_slots(user, 2).await.expect("token and slots").expect("a token");
+        assert_eq!(grant, Grant::Granted(1), "the crawl's first slots too");
+    }
+}

@@ -18,7 +18,9 @@
 //! - a database, 2022-06-28 ([`ApiFlavor::LegacyDatabase`]): the database query, then rows' blocks.
 //!
 //! Each block list is requested exactly once and, within a page, in document order: first the
-//! children of the blocks just received, then the next page of the list.
+//! children of the blocks just received, then the next page of the list. A query is read whole
+//! (every page, every window) before its rows' blocks, so each cursor is used as soon as the
+//! rate limit allows.
 //!
 //! Notion ends a data source or database query at 10,000 rows (`request_status: incomplete`,
 //! `query_result_limit_reached`, on every page of the capped result). Queries are sorted
@@ -289,7 +291,7 @@ impl Crawl {
                 self.add_database(database, sources);
             }
             Target::Rows { .. } => {
-                let list = read_list(response, "page").map_err(malformed)?;
+                let mut list = read_list(response, "page").map_err(malformed)?;
                 let next_window = match list.incomplete_reason() {
                     // Every page of a capped result says so; only its last one ends the window.
                     Some(_) if list.has_more => None,
@@ -308,11 +310,16 @@ impl Crawl {
                     None => None,
                 };
                 self.finish_task();
+                // The rows' block lists go under the query's next page, so the whole query is
+                // read before any row's blocks: its cursor is used seconds after Notion gave it,
+                // not after a hundred rows' blocks (hours at a low rate limit), by when Notion
+                // may no longer accept it.
+                let results = std::mem::take(&mut list.results);
+                self.add_rows(results);
                 match next_window {
                     Some(window) => self.push(window, task.into),
                     None => self.push_continuation(request, &list, task.into),
                 }
-                self.add_rows(list.results);
             }
             Target::Children { page, parent } => {
                 let list = read_list(response, "block").map_err(malformed)?;
@@ -515,11 +522,13 @@ fn next_window(request: &CrawlRequest, rows: &[Value]) -> Option<CrawlRequest> {
     })
 }
 
-/// `child_page` and `child_database` blocks have children, but those are another page's content.
+/// `child_page` and `child_database` blocks have children, but those are another page's
+/// content. An `unsupported` block (a type the API cannot show, such as AI meeting notes) may
+/// say it has children, but Notion refuses to list them, and they would render as nothing.
 fn should_descend(block: &Value) -> bool {
     let has_children = block.get("has_children").and_then(Value::as_bool).unwrap_or(false);
     let block_type = block.get("type").and_then(Value::as_str).unwrap_or("");
-    has_children && !matches!(block_type, "child_page" | "child_database")
+    has_children && !matches!(block_type, "child_page" | "child_database" | "unsupported")
 }
 
 /// Notion 2025-09-03 sends both `in_trash` and the deprecated `archived`; older answers only the latter.

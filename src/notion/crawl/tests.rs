@@ -342,6 +342,46 @@ fn child_databases_and_partial_blocks_are_not_entered() {
 }
 
 #[test]
+fn unsupported_blocks_are_not_entered_even_when_they_say_they_have_children() {
+    // Notion shows some blocks (AI meeting notes, say) as `unsupported`, and refuses to list
+    // their children.
+    let blocks = vec![
+        json!({"object": "block", "id": "notes", "type": "unsupported", "has_children": true, "unsupported": {}}),
+        json!({"object": "block", "id": "para", "type": "paragraph", "has_children": false}),
+    ];
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::RetrievePage { .. } => json!({"object": "page", "id": "p"}),
+        CrawlRequest::ListChildren { block_id, .. } if block_id == "p" => list(blocks.clone(), None),
+        other => panic!("unexpected {other:?}"),
+    };
+    let (content, made) = drive(Crawl::page("p"), answer);
+    assert_eq!(made.len(), 2, "the page and its top-level list: {made:?}");
+    assert_eq!(ids(&content.pages[0].blocks), ["notes", "para"]);
+}
+
+#[test]
+fn a_query_is_read_whole_before_any_rows_blocks() {
+    // Three pages of rows: each next page is asked for right after the one before it, while
+    // its cursor is fresh, and only then the rows' blocks.
+    let row = |id: &str| json!({"object": "page", "id": id, "created_time": "2026-01-01T10:00:00.000Z"});
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::QueryDataSource { cursor: None, .. } => list(vec![row("r1"), row("r2")], Some("c2")),
+        CrawlRequest::QueryDataSource { cursor: Some(c), .. } if c == "c2" => {
+            list(vec![row("r3")], Some("c3"))
+        }
+        CrawlRequest::QueryDataSource { cursor: Some(c), .. } if c == "c3" => list(vec![row("r4")], None),
+        CrawlRequest::ListChildren { .. } => list(vec![], None),
+        other => panic!("unexpected {other:?}"),
+    };
+    let (content, made) = drive(Crawl::data_source(DATA_SOURCE), answer);
+    assert!(made[..3].iter().all(|r| matches!(r, CrawlRequest::QueryDataSource { .. })), "{made:?}");
+    assert!(made[3..].iter().all(|r| matches!(r, CrawlRequest::ListChildren { .. })), "{made:?}");
+    assert_eq!(made.len(), 3 + 4);
+    let read: Vec<&str> = content.pages.iter().map(|p| p.page["id"].as_str().expect("id")).collect();
+    assert_eq!(read, ["r1", "r2", "r3", "r4"], "rows in query order");
+}
+
+#[test]
 fn a_long_child_list_is_followed_cursor_by_cursor_in_order() {
     let block = |id: &str| json!({"object": "block", "id": id, "type": "paragraph", "has_children": false});
     let answer = |request: &CrawlRequest| match request {
@@ -384,6 +424,7 @@ fn a_database_is_read_through_its_data_sources_without_retrieving_rows_again() {
     assert!(!made.iter().any(|r| matches!(r, CrawlRequest::RetrievePage { .. })), "{made:?}");
     assert_eq!(made[0], CrawlRequest::RetrieveDatabase { id: DATABASE.into() });
     assert_eq!(made[1], query(DATA_SOURCE, None, None));
+    assert_eq!(made[2], query(DATA_SOURCE, Some(PHOTOSYNTHESIS), None), "the query is read whole first");
     assert_eq!(made.len(), 1 + 2 + 1 + 6 + 1, "database, 2 + 1 queries, 6 lists for a row, 1 for the other");
     assert_eq!(content.database.as_ref().map(|d| &d["id"]), Some(&json!(DATABASE)));
     assert!(content.database.as_ref().is_some_and(|d| d.get("request_id").is_none()));
@@ -541,10 +582,7 @@ fn a_window_that_cannot_move_on_ends_the_crawl_in_an_error_not_a_partial_result(
     let mut crawl = Crawl::data_source(DATA_SOURCE);
     let first = crawl.next_request().expect("the query");
     crawl.apply(&first, rows_page(&[row(0, "2026-01-01T09:00:00.000Z"), row(1, at)], None, true)).unwrap();
-    // The rows' blocks first, then the next window.
-    while let Some(request @ CrawlRequest::ListChildren { .. }) = crawl.next_request() {
-        crawl.apply(&request, list(vec![], None)).unwrap();
-    }
+    // The next window at once: the rows' blocks wait until the query is read whole.
     let window = crawl.next_request().expect("a second window");
     assert_eq!(window, query(DATA_SOURCE, None, Some(at)));
 

@@ -195,3 +195,29 @@ fn an_invalid_grant_in_notions_own_error_shape_is_still_the_grant_problem() {
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("Invalid code."), "{err}");
 }
+
+#[test]
+fn a_secret_quoted_by_notion_is_blanked_out_of_every_message() {
+    let refresh = "nrt_4f1c9b2e";
+    let quoted = format!("body.refresh_token `{refresh}` is not valid");
+    let errors = [
+        NotionError::OAuth { status: 400, error: "invalid_grant".into(), description: Some(quoted.clone()) },
+        NotionError::Api {
+            status: 400,
+            code: Some("validation_error".into()),
+            message: quoted.clone(),
+            request_id: None,
+            retry_after: None,
+            additional_data: None,
+        },
+        NotionError::MalformedResponse { status: 502, detail: quoted },
+    ];
+    for e in errors {
+        let kind = e.error_kind();
+        let clean = e.without_secret(refresh, "[refresh_token]");
+        let text = clean.to_string();
+        assert!(!text.contains(refresh), "{text}");
+        assert!(text.contains("[refresh_token]"), "{text}");
+        assert_eq!(clean.error_kind(), kind, "the class is kept");
+    }
+}

@@ -91,7 +91,10 @@ impl PgStore {
     /// (and after it was created), so anything Notion shows as edited well before this time
     /// was in what it read. Only syncs whose `fetch` step succeeded count: a run merged into
     /// another during debounce read nothing. A sync still in debounce or fetching counts as
-    /// reading now: it will read everything edited before now.
+    /// reading now: it will read everything edited before now. So does content whose latest
+    /// sync failed since the user's token was set (ops retry it, as [`Self::due_subscriptions`]
+    /// leaves such a subscription alone): else a database row whose own sync fails for good
+    /// would be synced again, and fail again, at every sweep.
     pub async fn last_read_at(
         &self,
         user: UserId,
@@ -100,15 +103,23 @@ impl PgStore {
         let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
             r#"
             select r.notion_id,
-                   max(case when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then now()
+                   max(case when r.state = 'failed' then now()
+                            when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then now()
                             else greatest(r.created_at, coalesce(r.debounce_until, r.created_at)) end)
             from workflow_runs r
+            join users u on u.id = r.user_id
             where r.workflow = 'notion_sync' and r.user_id = $1 and r.notion_id = any($2)
               and (
                   (r.state in ('pending', 'running', 'waiting') and r.current_step in ('debounce', 'fetch'))
                   or (r.state in ('succeeded', 'pending', 'running', 'waiting') and exists (
                       select 1 from workflow_steps s
-                      where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded')))
+                      where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded'))
+                  or (r.state = 'failed'
+                      and r.finished_at >= coalesce(u.notion_connected_at, '-infinity')
+                      and not exists (
+                          select 1 from workflow_runs n
+                          where n.workflow = 'notion_sync' and n.user_id = r.user_id
+                            and n.notion_id = r.notion_id and n.created_at > r.created_at)))
             group by r.notion_id
             "#,
         )
@@ -128,14 +139,20 @@ impl PgStore {
         window: DebounceWindow,
     ) -> StoreResult<Vec<RunId>> {
         let mut tx = self.pool.begin().await?;
+        // First, and locking the row: a subscription deleted while the sweep checked it (the
+        // user unsubscribed meanwhile) starts nothing.
+        let kept = sqlx::query(r#"update subscriptions set reconciled_at = now() where id = $1"#)
+            .bind(subscription)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if kept == 0 {
+            return Ok(Vec::new());
+        }
         let mut runs = Vec::with_capacity(targets.len());
         for target in targets {
             runs.push(sync::start_or_join_sync(&mut tx, target, SyncTrigger::Reconcile, window).await?);
         }
-        sqlx::query(r#"update subscriptions set reconciled_at = now() where id = $1"#)
-            .bind(subscription)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         if !runs.is_empty() {
             self.jobs_committed();

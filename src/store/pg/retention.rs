@@ -66,9 +66,23 @@ impl PgStore {
                 with gone as (
                     delete from workflow_runs
                     where id in (
-                        select id from workflow_runs
+                        select id from workflow_runs r
                         where state in ('succeeded', 'failed', 'cancelled')
                           and finished_at < now() - make_interval(secs => $1)
+                        -- The latest sync of each piece of content that read it is kept, however old:
+                        -- it is reconciliation's record of when the content was last read
+                        -- (`last_read_at`); without it, content nobody edited would be synced whole
+                        -- again every retention period.
+                        and not (r.workflow = 'notion_sync' and r.state = 'succeeded'
+                            and exists (
+                                select 1 from workflow_steps s
+                                where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded')
+                            and not exists (
+                                select 1 from workflow_runs n
+                                join workflow_steps ns on ns.run_id = n.id and ns.name = 'fetch' and ns.state = 'succeeded'
+                                where n.workflow = 'notion_sync' and n.user_id = r.user_id
+                                  and n.notion_id = r.notion_id and n.state = 'succeeded'
+                                  and n.created_at > r.created_at))
                         limit $2
                         for update skip locked
                     )

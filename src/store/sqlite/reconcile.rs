@@ -81,16 +81,24 @@ impl SqliteStore {
         let rows = sqlx::query(
             r#"
             select r.notion_id,
-                   max(case when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then $3
+                   max(case when r.state = 'failed' then $3
+                            when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then $3
                             else max(r.created_at, coalesce(r.debounce_until, r.created_at)) end) as read_at
             from workflow_runs r
+            join users u on u.id = r.user_id
             where r.workflow = 'notion_sync' and r.user_id = $1
               and r.notion_id in (select value from json_each($2))
               and (
                   (r.state in ('pending', 'running', 'waiting') and r.current_step in ('debounce', 'fetch'))
                   or (r.state in ('succeeded', 'pending', 'running', 'waiting') and exists (
                       select 1 from workflow_steps s
-                      where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded')))
+                      where s.run_id = r.id and s.name = 'fetch' and s.state = 'succeeded'))
+                  or (r.state = 'failed'
+                      and r.finished_at >= coalesce(u.notion_connected_at, '')
+                      and not exists (
+                          select 1 from workflow_runs n
+                          where n.workflow = 'notion_sync' and n.user_id = r.user_id
+                            and n.notion_id = r.notion_id and n.created_at > r.created_at)))
             group by r.notion_id
             "#,
         )
@@ -115,15 +123,20 @@ impl SqliteStore {
         window: DebounceWindow,
     ) -> StoreResult<Vec<RunId>> {
         let mut tx = self.begin_write().await?;
+        // First: a subscription deleted while the sweep checked it starts nothing.
+        let kept = sqlx::query(r#"update subscriptions set reconciled_at = $2 where id = $1"#)
+            .bind(subscription)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if kept == 0 {
+            return Ok(Vec::new());
+        }
         let mut runs = Vec::with_capacity(targets.len());
         for target in targets {
             runs.push(sync::start_or_join_sync(&mut tx, target, SyncTrigger::Reconcile, window).await?);
         }
-        sqlx::query(r#"update subscriptions set reconciled_at = $2 where id = $1"#)
-            .bind(subscription)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         if !runs.is_empty() {
             self.wake();

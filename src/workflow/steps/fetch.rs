@@ -3,7 +3,8 @@
 //!
 //! The crawl is resumable: when the limiter says "not before T", or a request fails in a way
 //! worth retrying, the crawl's progress is saved with the step and the step is rescheduled,
-//! holding no worker. Waiting for a slot spends no attempt; a failure does. A crawl that runs
+//! holding no worker. Waiting for a slot spends no attempt, nor does waiting out Notion's own
+//! 429 or 529 (its `Retry-After`); a failure does. A crawl that runs
 //! longer than its budget (see [`super::attempt_budget`]) checkpoints the same way and goes on
 //! at once in a new attempt, so a long crawl never runs into the step's timeout.
 
@@ -83,7 +84,10 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         }
         let (grant, granted_at) = match slots.take() {
             Some((grant, at)) if at.elapsed() < SPARE_SLOT_MAX_AGE => (grant, at),
-            _ => (deps.limiter.acquire(user, slots_wanted(&crawl)).await?, Instant::now()),
+            _ => {
+                let grant = deps.limiter.acquire(user, slots_wanted(&crawl)).await;
+                (grant.map_err(|e| keeping_progress(e.into(), &crawl, counted_from))?, Instant::now())
+            }
         };
         match grant {
             Grant::Granted(n) => {
@@ -113,7 +117,10 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 refreshed = true;
                 token = refreshed_token(deps, user, &token, &crawl, counted_from).await?;
             }
-            Err(e) => return Err(notion_error(e, deps, user, &crawl, counted_from).await),
+            Err(e) if e.asks_to_slow_down() => {
+                return Ok(slow_down(e, deps, user, &crawl, counted_from).await);
+            }
+            Err(e) => return Err(notion_error(e, &crawl, counted_from)),
         }
     }
     let requests = crawl.requests_applied();
@@ -163,7 +170,7 @@ async fn refreshed_token(
     match deps.tokens.refresh(user, refused).await {
         Ok(Refreshed::Token(token)) => Ok(token),
         Ok(Refreshed::Reconnect(why)) => Err(StepError::fatal("notion_unauthorized", why)),
-        Err(RefreshError::Store(e)) => Err(e.into()),
+        Err(RefreshError::Store(e)) => Err(keeping_progress(e.into(), crawl, counted_from)),
         Err(RefreshError::Unavailable(e)) => Err(StepError::Retryable {
             kind: e.error_kind().to_owned(),
             message: format!("refreshing the user's Notion token: {e}"),
@@ -187,22 +194,50 @@ fn undecryptable(e: crate::crypto::CryptoError) -> StepError {
     StepError::fatal("notion_token_undecryptable", e.to_string())
 }
 
-/// Classifies a failed request. A 429 (rate limited) or 529 (overloaded) also blocks the
-/// user's limiter for `Retry-After`, so every worker holds off, not just this step: Notion asks
-/// for 529 to be treated like 429, pausing every request for the wait it names.
-async fn notion_error(
+/// A retryable failure of the crawl's own (the database, while taking slots or storing a
+/// refreshed token) keeps the progress made so far, as Notion's failures do: the requests this
+/// attempt applied are not made again.
+fn keeping_progress(e: StepError, crawl: &Crawl, counted_from: u64) -> StepError {
+    match e {
+        StepError::Retryable { kind, message, retry_after, progress: None } => {
+            StepError::Retryable { kind, message, retry_after, progress: Some(progress(crawl, counted_from)) }
+        }
+        other => other,
+    }
+}
+
+/// Notion asked for fewer requests (a 429, or a 529, which it asks to be treated alike). Every
+/// request with the user's token holds off for its `Retry-After` (the user's limiter is
+/// blocked, so every worker does, not just this step), and the crawl waits for it as it waits
+/// for its own limiter: keeping its progress and spending no attempt, since being asked to
+/// slow down says nothing is wrong ("queue requests for later processing").
+async fn slow_down(
     e: NotionError,
     deps: &StepDeps,
     user: crate::ids::UserId,
     crawl: &Crawl,
     counted_from: u64,
-) -> StepError {
-    if matches!(e.status(), Some(429 | 529)) {
-        let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
-        if let Err(block) = deps.limiter.block(user, wait).await {
+) -> StepOutcome {
+    let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
+    let until = match deps.limiter.block(user, wait).await {
+        Ok(until) => until,
+        Err(block) => {
             tracing::warn!(error = %block, "could not record Notion's Retry-After on the limiter");
+            chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
         }
-    }
+    };
+    tracing::info!(
+        error_kind = e.error_kind(),
+        error = %e,
+        %until,
+        requests = crawl.requests_applied(),
+        "Notion asked for fewer requests; fetch continues after its Retry-After"
+    );
+    StepOutcome::Wait { until, progress: Some(progress(crawl, counted_from)) }
+}
+
+/// Classifies a failed request.
+fn notion_error(e: NotionError, crawl: &Crawl, counted_from: u64) -> StepError {
     if e.is_retryable() {
         StepError::Retryable {
             kind: e.error_kind().to_owned(),
