@@ -37,9 +37,7 @@ pub enum SecretsError {
          in the README)"
     )]
     NeitherKeyOpensStoredSecrets,
-    #[error(
-        "{path} is empty: delete it and start again to have a new one made (or set the setting it stands for)"
-    )]
+    #[error("{path} is empty: another process is writing it, or it was emptied; delete it and start again")]
     EmptySecretFile { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -166,26 +164,68 @@ fn secret_owner(row: &SecretRow) -> String {
 /// process created first).
 ///
 /// A new file appears whole or not at all: the secret is written and synced under a temporary
-/// name first, then linked into place (which fails if the name exists). A file that exists but
-/// is empty (truncated by hand, or made by an older release that crashed mid-write) is an
-/// error, never a secret: an empty API token would match an empty bearer token.
+/// name, then linked into place (which fails if the name exists), and the directory synced. A
+/// file system without hard links gets the file written in place, as before. A file that
+/// exists but is empty (an older release that crashed mid-write, or truncated by hand) never
+/// held a secret anything could have used, and is replaced; it is never read as an empty
+/// secret (an empty API token would match an empty bearer token).
 fn read_or_create(
     path: &Path,
     generate: impl FnOnce() -> SecretString,
 ) -> Result<SecretString, SecretsError> {
-    use secrecy::ExposeSecret;
     let io_err = |source| SecretsError::Io { path: path.to_owned(), source };
-    match read_existing(path) {
-        Ok(existing) => return existing,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+    let empty = match read_existing(path) {
+        Ok(Some(secret)) => return Ok(secret),
+        Ok(None) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err(e)),
-    }
-    if let Some(dir) = path.parent() {
+    };
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = parent {
         fs::create_dir_all(dir).map_err(io_err)?;
         restrict_permissions(dir, 0o700).map_err(io_err)?;
     }
     let secret = generate();
     let staging = path.with_extension(format!("new-{}", ulid::Ulid::new()));
+    let placed = write_new(&staging, &secret).and_then(|()| {
+        if empty {
+            fs::rename(&staging, path)
+        } else {
+            fs::hard_link(&staging, path).or_else(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Err(e),
+                // No hard links here (FAT, some FUSE mounts): create it in place.
+                _ => write_new(path, &secret),
+            })
+        }
+    });
+    let _ = fs::remove_file(&staging);
+    match placed {
+        Ok(()) => {
+            sync_dir(parent.unwrap_or(Path::new("."))).map_err(io_err)?;
+            Ok(secret)
+        }
+        // Another process created it between our read and our link: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_existing(path)
+            .map_err(io_err)?
+            .ok_or_else(|| SecretsError::EmptySecretFile { path: path.to_owned() }),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// An existing secret file's secret (the file made owner-only); `None` when it is empty.
+fn read_existing(path: &Path) -> io::Result<Option<SecretString>> {
+    let existing = fs::read_to_string(path)?;
+    let secret = existing.trim();
+    if secret.is_empty() {
+        return Ok(None);
+    }
+    owner_only(path)?;
+    Ok(Some(secret.to_owned().into()))
+}
+
+/// Writes `secret` to a new file at `path` (mode 0600), synced; fails if the file exists.
+fn write_new(path: &Path, secret: &SecretString) -> io::Result<()> {
+    use secrecy::ExposeSecret;
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -193,29 +233,18 @@ fn read_or_create(
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let staged = options.open(&staging).and_then(|mut file| {
-        file.write_all(secret.expose_secret().as_bytes())?;
-        file.sync_all()
-    });
-    let linked = staged.and_then(|()| fs::hard_link(&staging, path));
-    let _ = fs::remove_file(&staging);
-    match linked {
-        Ok(()) => Ok(secret),
-        // Another process created it between our read and our link: use theirs.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_existing(path).map_err(io_err)?,
-        Err(e) => Err(io_err(e)),
-    }
+    let mut file = options.open(path)?;
+    file.write_all(secret.expose_secret().as_bytes())?;
+    file.sync_all()
 }
 
-/// An existing secret file's secret (made owner-only); an empty one is an error.
-fn read_existing(path: &Path) -> io::Result<Result<SecretString, SecretsError>> {
-    let existing = fs::read_to_string(path)?;
-    let secret = existing.trim();
-    if secret.is_empty() {
-        return Ok(Err(SecretsError::EmptySecretFile { path: path.to_owned() }));
-    }
-    owner_only(path)?;
-    Ok(Ok(secret.to_owned().into()))
+/// Makes a file's new name in `dir` durable (a power loss must not leave only the temporary
+/// name, or none, after the service has started using the secret).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    let _ = dir;
+    Ok(())
 }
 
 /// Makes an existing secret file readable by its owner only, saying so if it was not.
@@ -266,14 +295,16 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_secret_file_is_an_error_not_an_empty_secret() {
+    fn an_empty_secret_file_is_replaced_never_read_as_an_empty_secret() {
         let dir = std::env::temp_dir().join(format!("cognie-secrets-{}", uuid::Uuid::new_v4()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("api_token");
         fs::write(&path, " \n").unwrap();
-        let err = read_or_create(&path, || "unused".to_string().into()).unwrap_err();
-        assert!(matches!(&err, SecretsError::EmptySecretFile { path: p } if *p == path), "{err}");
-        assert_eq!(fs::read_to_string(&path).unwrap(), " \n", "left as found");
+        let secret = read_or_create(&path, || "fresh".to_string().into()).unwrap();
+        assert_eq!(secret.expose_secret(), "fresh");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "fresh");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("api_token")], "nothing left beside it");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -490,7 +490,9 @@ impl UsersApi {
         }))
     }
 
-    /// Unsubscribe. The flashcards already made are kept.
+    /// Unsubscribe. The flashcards already made are kept; syncs of the content that have not
+    /// finished (a webhook's, still in debounce perhaps, or reconciliation's) are cancelled. A
+    /// manual sync, or one ops retried, goes on.
     #[oai(
         path = "/api/users/:user_id/subscriptions/:notion_id",
         method = "delete",

@@ -42,9 +42,6 @@ pub struct Engine {
     /// Whether a worker that finishes a step goes on with the run's next step itself (until
     /// shutdown begins).
     continuing: AtomicBool,
-    /// Set when shutdown's bound has passed: step attempts still in flight are dropped (see
-    /// [`Engine::abandoned`]).
-    abandon: tokio::sync::watch::Sender<bool>,
 }
 
 /// How a step attempt ended, as recorded: its outcome (`None`: undone, so not recorded at
@@ -110,15 +107,7 @@ enum Chain {
 impl Engine {
     pub fn new(deps: StepDeps, definitions: Definitions, settings: EngineSettings) -> Arc<Self> {
         let transactional = steps::transactional_steps(&deps.generator);
-        let (abandon, _) = tokio::sync::watch::channel(false);
-        Arc::new(Self {
-            deps,
-            definitions,
-            settings,
-            transactional,
-            continuing: AtomicBool::new(true),
-            abandon,
-        })
+        Arc::new(Self { deps, definitions, settings, transactional, continuing: AtomicBool::new(true) })
     }
 
     /// From now on, a finished step hands the run's next step to the queue instead of running
@@ -127,17 +116,10 @@ impl Engine {
         self.continuing.store(false, Ordering::SeqCst);
     }
 
-    /// Shutdown's bound has passed: every step attempt still in flight gives up (its lease
-    /// expires and another worker, or this one restarted, takes it over; a transaction it held
-    /// is rolled back).
-    pub fn abandon_in_flight(&self) {
-        self.abandon.send_replace(true);
-    }
-
-    /// Resolves once [`Engine::abandon_in_flight`] has been called.
-    pub async fn abandoned(&self) {
-        let mut abandon = self.abandon.subscribe();
-        let _ = abandon.wait_for(|abandoned| *abandoned).await;
+    /// How long a job that failed on an unexpected database error waits before it is tried
+    /// again (`RETRY_MAX_DELAY_MS`).
+    pub fn retry_max_delay(&self) -> Duration {
+        self.settings.retry_max_delay
     }
 
     /// Delivers a job again after it failed on an unexpected database error (not an outage:

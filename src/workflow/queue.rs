@@ -106,9 +106,6 @@ pub async fn run_worker(
                 return match tokio::time::timeout(shutdown_timeout, run).await {
                     Ok(ended) => ended.map_err(std::io::Error::other),
                     Err(_) => {
-                        // The attempts run in tasks of their own (see `handle_job`): they
-                        // stop now too, or closing the pool would wait for them.
-                        engine.abandon_in_flight();
                         tracing::warn!(
                             worker = %name,
                             timeout_s = shutdown_timeout.as_secs_f64(),
@@ -207,32 +204,12 @@ fn monitor(
 /// Any other database error (a bug, a constraint the data broke) is not worth repeating at
 /// once: the job is enqueued again for later ([`Engine::redeliver`]), so the run is never left
 /// without one.
-///
-/// The attempt runs in a task of its own. apalis stops a worker whose bookkeeping fails once
-/// (a heartbeat or an acknowledgement that met a busy pool or a database blip) and drops
-/// every handler it has in flight with it; a step cut off midway would wait for its lease to
-/// expire (or, with its claim undone, for apalis's orphan recovery). A task lives on while the
-/// worker is started again, whose repeat of the job is fenced; only shutdown's bound stops it
-/// ([`Engine::abandon_in_flight`]).
 async fn handle_job(
     job: StepJob,
     engine: Data<Arc<Engine>>,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
-    use tracing::Instrument as _;
-    let engine: Arc<Engine> = (*engine).clone();
-    let worker = worker.name().to_owned();
-    let attempt = async move {
-        tokio::select! {
-            done = run_job(job, &engine, &worker) => done,
-            () = engine.abandoned() => Ok(()),
-        }
-    };
-    tokio::spawn(attempt.in_current_span()).await?
-}
-
-/// [`handle_job`]'s attempt: the engine's, tried again while the database is unavailable.
-async fn run_job(job: StepJob, engine: &Engine, worker: &str) -> Result<(), BoxDynError> {
+    let worker = worker.name();
     let mut delay = Duration::from_millis(100);
     loop {
         // The database is unavailable (for the step, or for enqueueing it again after another
@@ -253,18 +230,19 @@ async fn run_job(job: StepJob, engine: &Engine, worker: &str) -> Result<(), BoxD
                 Err(again) if again.is_unavailable() => again,
                 // Returning would leave a run whose claim did not commit with no job at all
                 // (apalis never runs a failed job again, and only a leased run is taken over):
-                // try the whole job again, after a pause, until it runs or can be enqueued
-                // (or the run is cancelled, which makes the job stale).
+                // try the whole job again after `RETRY_MAX_DELAY_MS`, as a redelivery would,
+                // until it runs or can be enqueued (or the run is cancelled, which makes the
+                // job stale).
                 Err(again) => {
+                    let later = engine.retry_max_delay();
                     tracing::error!(
                         run_id = %job.run_id,
                         error = %e,
                         enqueue_error = %again,
-                        retry_in_ms = delay.as_millis() as u64,
+                        retry_in_ms = later.as_millis() as u64,
                         "step job failed on a database error and could not be enqueued again; trying it again"
                     );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(later).await;
                     continue;
                 }
             },

@@ -416,7 +416,7 @@ impl Reconciler {
                 *made += 1;
                 Ok(Call::Done(value))
             }
-            Err(e) if matches!(e.status(), Some(429 | 529)) => {
+            Err(e) if e.asks_to_slow_down() => {
                 self.limiter.block(user, e.retry_after().unwrap_or(Duration::from_secs(1))).await?;
                 Ok(Call::RateLimited)
             }

@@ -6,7 +6,7 @@ use crate::{
     conformance, on_db,
     support::{
         TestApp,
-        db::{Backend, TestDb, postgres_or_skip},
+        db::{Backend, Db, TestDb, postgres_or_skip},
     },
 };
 
@@ -173,62 +173,102 @@ async fn history_older_than_the_retention_is_pruned() {
     assert_eq!(count("select count(*) from workflow_steps").await, 2, "the kept runs' steps are kept");
 }
 
+conformance! {
 /// The latest sync of each piece of content that read it outlives the retention: it is
-/// reconciliation's record of when the content was last read. Before, it was pruned with the
-/// rest, and the next sweep synced every unedited page and database whole again.
-#[tokio::test]
+/// reconciliation's record of when the content was last read, kept without the content it read
+/// or its events. Before, it was pruned with the rest, and the next sweep synced every unedited
+/// page and database whole again.
 async fn the_latest_sync_that_read_each_content_is_kept_however_old() {
-    if !postgres_or_skip() {
-        return;
-    }
-    let db = TestDb::create_postgres().await;
+    let db = TestDb::create().await;
     let store = db.store().await;
     let pool = db.connect().await;
+    let days_ago = |days: i64| match &pool {
+        Db::Pg(_) => pool.shifted_sql("now()", -days * 1440),
+        Db::Sqlite(_) => pool.shifted_sql("'now'", -days * 1440),
+    };
     let user = uuid::Uuid::now_v7();
-    // (content, state, read it: fetch succeeded, days since it finished), oldest first.
+    // (content, state, read it: fetch succeeded, days since it was created and finished),
+    // oldest first.
     let runs = [
-        ("page-a", "succeeded", true, 60), // read, but a later one read it too: pruned
-        ("page-a", "succeeded", true, 50), // the latest that read page-a: kept
+        ("page-a", "succeeded", true, 60),  // read, but a later one read it too: pruned
+        ("page-a", "succeeded", true, 50),  // the latest that read page-a: kept
         ("page-a", "succeeded", false, 45), // merged into another in debounce, read nothing: pruned
-        ("page-a", "failed", true, 40),    // read, then failed: pruned
-        ("page-b", "succeeded", true, 40), // the only one of page-b: kept
-        ("page-c", "succeeded", true, 1),  // recent: kept anyway
+        ("page-a", "failed", true, 40),     // read, then failed: pruned
+        ("page-b", "succeeded", true, 40),  // the only one of page-b: kept
+        ("page-c", "succeeded", true, 1),   // recent: kept anyway
     ];
     let mut ids = Vec::new();
     for (n, (content, state, read, days)) in runs.iter().enumerate() {
         let id = uuid::Uuid::from_u128(n as u128 + 1);
-        // created_at orders them as listed.
-        sqlx::query(
+        let at = days_ago(*days);
+        let insert = format!(
             "insert into workflow_runs (id, workflow, state, trigger, user_id, notion_id, created_at, finished_at)
-             values ($1, 'notion_sync', $2, 'webhook', $3, $4, now() - interval '90 days' + $5 * interval '1 hour',
-                     now() - $6 * interval '1 day')",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(user)
-        .bind(content)
-        .bind(n as i32)
-        .bind(*days)
-        .execute(pool.pg())
-        .await
+             values ($1, 'notion_sync', $2, 'webhook', $3, $4, {at}, {at})"
+        );
+        on_db!(pool, |db| sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+            .bind(id)
+            .bind(*state)
+            .bind(user)
+            .bind(*content)
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
         .expect("run");
         let fetch = if *read { "succeeded" } else { "pending" };
-        sqlx::query("insert into workflow_steps (run_id, name, state, attempts) values ($1, 'fetch', $2, 1)")
-            .bind(id)
-            .bind(fetch)
-            .execute(pool.pg())
-            .await
-            .expect("step");
+        on_db!(pool, |db| sqlx::query(
+            "insert into workflow_steps (run_id, name, state, attempts, output)
+             values ($1, 'fetch', $2, 1, '{\"content\": \"the page\"}')",
+        )
+        .bind(id)
+        .bind(fetch)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+        .expect("step");
         ids.push(id);
     }
+    // The event that started the sync that is kept.
+    let event = uuid::Uuid::from_u128(99);
+    let insert_event = format!(
+        "insert into webhook_events (id, dedupe_key, event_type, outcome, payload, received_at)
+         values ($1, $2, 'page.updated', 'accepted', '{{}}', {})",
+        days_ago(52)
+    );
+    on_db!(pool, |db| sqlx::query(sqlx::AssertSqlSafe(insert_event.clone()))
+        .bind(event)
+        .bind(event.to_string())
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("event");
+    on_db!(pool, |db| sqlx::query("insert into workflow_run_events (run_id, event_id) values ($1, $2)")
+        .bind(ids[1])
+        .bind(event)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("link");
 
     store.prune_history(Duration::from_secs(30 * 86_400)).await.expect("prune");
 
-    let left: Vec<uuid::Uuid> = sqlx::query_scalar("select id from workflow_runs order by created_at")
-        .fetch_all(pool.pg())
-        .await
-        .expect("runs");
+    let left: Vec<uuid::Uuid> =
+        on_db!(pool, |db| sqlx::query_scalar("select id from workflow_runs order by created_at").fetch_all(db).await)
+            .expect("runs");
     assert_eq!(left, [ids[1], ids[4], ids[5]]);
+    let outputs: Vec<(uuid::Uuid, bool)> = on_db!(pool, |db| sqlx::query_as(
+        "select run_id, output is not null from workflow_steps order by run_id"
+    )
+    .fetch_all(db)
+    .await)
+    .expect("steps");
+    assert_eq!(outputs, [(ids[1], false), (ids[4], false), (ids[5], true)], "only the recent one keeps its output");
+    let events = pool_count(&pool, "select count(*) from webhook_events").await;
+    assert_eq!(events, 0, "the kept sync's old event is pruned");
+}
+}
+
+async fn pool_count(pool: &Db, sql: &'static str) -> i64 {
+    on_db!(pool, |db| sqlx::query_scalar(sql).fetch_one(db).await).expect("count")
 }
 
 /// An event older than the retention is kept while a run that stands for it is kept: a

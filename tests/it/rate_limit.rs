@@ -119,9 +119,10 @@ conformance! {
         let fast = store.create_user("fast@example.com").await.expect("user").id;
         let high = cognie_sync::ratelimit::RateLimiter::new(store.clone(), 600);
         assert_eq!(high.acquire(fast, 4).await.expect("acquire"), Grant::Granted(4), "ten a second");
+        let crawler = store.create_user("crawler@example.com").await.expect("user").id;
         let workspace = cognie_sync::store::NotionWorkspace::default();
-        assert!(store.set_notion_token(user, b"sealed", &workspace).await.expect("token"));
-        let (_, grant) = low.token_and_slots(user, 2).await.expect("token and slots").expect("a token");
-        assert_eq!(grant, Grant::Granted(1), "the crawl's first slots too");
+        assert!(store.set_notion_token(crawler, b"sealed", &workspace).await.expect("token"));
+        let (_, grant) = low.token_and_slots(crawler, 2).await.expect("token and slots").expect("a token");
+        assert_eq!(grant, Grant::Granted(1), "the crawl's first slots too, with all three free");
     }
 }

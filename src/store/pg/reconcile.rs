@@ -91,10 +91,11 @@ impl PgStore {
     /// (and after it was created), so anything Notion shows as edited well before this time
     /// was in what it read. Only syncs whose `fetch` step succeeded count: a run merged into
     /// another during debounce read nothing. A sync still in debounce or fetching counts as
-    /// reading now: it will read everything edited before now. So does content whose latest
-    /// sync failed since the user's token was set (ops retry it, as [`Self::due_subscriptions`]
-    /// leaves such a subscription alone): else a database row whose own sync fails for good
-    /// would be synced again, and fail again, at every sweep.
+    /// reading now: it will read everything edited before now. A sync that failed since the
+    /// user's token was set, and is the content's latest, counts as having read it (ops retry
+    /// it, as [`Self::due_subscriptions`] leaves such a subscription alone): a later edit makes
+    /// it due again, but a database row whose own sync fails for good is not synced again, and
+    /// failed again, at every sweep.
     pub async fn last_read_at(
         &self,
         user: UserId,
@@ -103,7 +104,7 @@ impl PgStore {
         let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
             r#"
             select r.notion_id,
-                   max(case when r.state = 'failed' then now()
+                   max(case when r.state = 'failed' then greatest(r.created_at, coalesce(r.debounce_until, r.created_at))
                             when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then now()
                             else greatest(r.created_at, coalesce(r.debounce_until, r.created_at)) end)
             from workflow_runs r

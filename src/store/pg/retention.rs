@@ -105,6 +105,25 @@ impl PgStore {
                 break;
             }
         }
+        // What is left of the finished syncs past the retention is the latest one of each
+        // content that read it (kept above): it keeps its record, not the content. Its steps'
+        // outputs (the page's text) go, and its links to events, so those events go below.
+        sqlx::query(
+            r#"
+            with kept as (
+                select id from workflow_runs
+                where workflow = 'notion_sync' and state = 'succeeded'
+                  and finished_at < now() - make_interval(secs => $1)
+            ), outputs as (
+                update workflow_steps s set output = null
+                from kept where s.run_id = kept.id and s.output is not null
+            )
+            delete from workflow_run_events l using kept where l.run_id = kept.id
+            "#,
+        )
+        .bind(retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
         loop {
             let deleted = sqlx::query(
                 r#"

@@ -81,7 +81,7 @@ impl SqliteStore {
         let rows = sqlx::query(
             r#"
             select r.notion_id,
-                   max(case when r.state = 'failed' then $3
+                   max(case when r.state = 'failed' then max(r.created_at, coalesce(r.debounce_until, r.created_at))
                             when r.state <> 'succeeded' and r.current_step in ('debounce', 'fetch') then $3
                             else max(r.created_at, coalesce(r.debounce_until, r.created_at)) end) as read_at
             from workflow_runs r

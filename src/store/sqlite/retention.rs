@@ -90,6 +90,21 @@ impl SqliteStore {
                 break;
             }
         }
+        // What is left of the finished syncs past the retention is the latest one of each
+        // content that read it (kept above): it keeps its record, not the content. Its steps'
+        // outputs (the page's text) go, and its links to events, so those events go below.
+        let mut tx = self.begin_write().await?;
+        for strip in [
+            "update workflow_steps set output = null where output is not null and run_id in (
+                 select id from workflow_runs
+                 where workflow = 'notion_sync' and state = 'succeeded' and finished_at < $1)",
+            "delete from workflow_run_events where run_id in (
+                 select id from workflow_runs
+                 where workflow = 'notion_sync' and state = 'succeeded' and finished_at < $1)",
+        ] {
+            sqlx::query(strip).bind(&cutoff).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         loop {
             let deleted = sqlx::query(
                 r#"

@@ -218,7 +218,9 @@ async fn slow_down(
     crawl: &Crawl,
     counted_from: u64,
 ) -> StepOutcome {
-    let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
+    // At least a second, also for `Retry-After: 0` or a date already past (a skewed clock):
+    // the wait spends no attempt, so a shorter one could ask again at the limiter's pace forever.
+    let wait = e.retry_after().unwrap_or_default().max(std::time::Duration::from_secs(1));
     let until = match deps.limiter.block(user, wait).await {
         Ok(until) => until,
         Err(block) => {
