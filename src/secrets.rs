@@ -201,7 +201,7 @@ fn read_or_create(
     let _ = fs::remove_file(&staging);
     match placed {
         Ok(()) => {
-            sync_dir(parent.unwrap_or(Path::new("."))).map_err(io_err)?;
+            sync_dir(parent.unwrap_or(Path::new(".")));
             Ok(secret)
         }
         // Another process created it between our read and our link: use theirs.
@@ -239,12 +239,14 @@ fn write_new(path: &Path, secret: &SecretString) -> io::Result<()> {
 }
 
 /// Makes a file's new name in `dir` durable (a power loss must not leave only the temporary
-/// name, or none, after the service has started using the secret).
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// name, or none, after the service has started using the secret). Best effort: some file
+/// systems (FUSE, SMB mounts) refuse to sync a directory, and the file itself is synced.
+fn sync_dir(dir: &Path) {
     #[cfg(unix)]
-    fs::File::open(dir)?.sync_all()?;
+    if let Err(e) = fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(dir = %dir.display(), error = %e, "could not sync the data directory");
+    }
     let _ = dir;
-    Ok(())
 }
 
 /// Makes an existing secret file readable by its owner only, saying so if it was not.

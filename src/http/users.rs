@@ -490,9 +490,7 @@ impl UsersApi {
         }))
     }
 
-    /// Unsubscribe. The flashcards already made are kept; syncs of the content that have not
-    /// finished (a webhook's, still in debounce perhaps, or reconciliation's) are cancelled. A
-    /// manual sync, or one ops retried, goes on.
+    /// Unsubscribe. The flashcards already made are kept.
     #[oai(
         path = "/api/users/:user_id/subscriptions/:notion_id",
         method = "delete",

@@ -252,47 +252,7 @@ impl Store {
     }
 }
 
-/// Who [`Store::unsubscribe`] names in a cancelled run's actions.
-const UNSUBSCRIBE_ACTOR: &str = "unsubscribe";
-
 impl Store {
-    /// Ends the user's subscription to the content, and the syncs of it that the subscription
-    /// started and that have not finished (a webhook's, still in debounce perhaps, or
-    /// reconciliation's): they would fetch with the user's token and make cards for content
-    /// the user no longer follows. A manual sync, or one ops retried, was asked for by name
-    /// and goes on. Cards already made are kept. `false`: there was no such subscription.
-    pub async fn unsubscribe(&self, user_id: UserId, notion_id: &NotionId) -> StoreResult<bool> {
-        if !self.delete_subscription(user_id, notion_id).await? {
-            return Ok(false);
-        }
-        let filter = RunFilter {
-            workflow: Some("notion_sync".into()),
-            user_id: Some(user_id),
-            notion_id: Some(notion_id.as_str().to_owned()),
-            ..RunFilter::default()
-        };
-        // One debouncing sync per content at most, and one more behind it: a handful at most.
-        for run in self.list_runs(&filter, None, 100).await? {
-            let active = matches!(run.state.as_str(), "pending" | "running" | "waiting");
-            let followed = matches!(run.trigger.as_str(), "webhook" | "subscription" | "reconcile");
-            if !(active && followed) {
-                continue;
-            }
-            match self.cancel_run(run.id, UNSUBSCRIBE_ACTOR).await {
-                Ok(()) => {
-                    tracing::info!(run_id = %run.id, "unsubscribed: the content's sync in progress was cancelled")
-                }
-                // It finished meanwhile.
-                Err(ActionError::WrongState(_) | ActionError::NotFound) => {}
-                Err(ActionError::Store(e)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(run_id = %run.id, error = %e, "unsubscribed, but a sync of the content could not be cancelled")
-                }
-            }
-        }
-        Ok(true)
-    }
-
     /// Resumes a failed or cancelled run at the step it stopped at.
     pub async fn retry_run(&self, id: RunId, actor: &str) -> Result<(), ActionError> {
         match &self.backend {
@@ -467,8 +427,8 @@ delegate! {
     /// Subscribes the user and starts the first sync, in one transaction.
     pub async fn subscribe(&self, user_id: UserId, notion_id: &NotionId, kind: &str, window: DebounceWindow) -> Result<(SubscriptionRow, RunId), UserError>;
     pub async fn subscriptions(&self, user_id: UserId) -> StoreResult<Vec<SubscriptionRow>>;
-    /// `false`: there was no such subscription. See [`Store::unsubscribe`].
-    pub async fn delete_subscription(&self, user_id: UserId, notion_id: &NotionId) -> StoreResult<bool>;
+    /// `false`: there was no such subscription.
+    pub async fn unsubscribe(&self, user_id: UserId, notion_id: &NotionId) -> StoreResult<bool>;
     /// Starts (or joins) a sync without debounce: a manual sync.
     pub async fn start_manual_sync(&self, target: &SyncTarget, window: DebounceWindow) -> StoreResult<RunId>;
 

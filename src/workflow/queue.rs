@@ -230,11 +230,11 @@ async fn handle_job(
                 Err(again) if again.is_unavailable() => again,
                 // Returning would leave a run whose claim did not commit with no job at all
                 // (apalis never runs a failed job again, and only a leased run is taken over):
-                // try the whole job again after `RETRY_MAX_DELAY_MS`, as a redelivery would,
-                // until it runs or can be enqueued (or the run is cancelled, which makes the
-                // job stale).
+                // try the whole job again later (`RETRY_MAX_DELAY_MS`, at most 30 s: the
+                // worker's slot is held meanwhile), until it runs or can be enqueued (or the
+                // run is cancelled, which makes the job stale).
                 Err(again) => {
-                    let later = engine.retry_max_delay();
+                    let later = engine.retry_max_delay().min(Duration::from_secs(30));
                     tracing::error!(
                         run_id = %job.run_id,
                         error = %e,

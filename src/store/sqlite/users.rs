@@ -161,7 +161,7 @@ impl SqliteStore {
         .await?)
     }
 
-    pub async fn delete_subscription(&self, user_id: UserId, notion_id: &NotionId) -> StoreResult<bool> {
+    pub async fn unsubscribe(&self, user_id: UserId, notion_id: &NotionId) -> StoreResult<bool> {
         let deleted = sqlx::query(r#"delete from subscriptions where user_id = $1 and notion_id = $2"#)
             .bind(user_id)
             .bind(notion_id.as_str())
