@@ -753,63 +753,6 @@ async fn a_late_persist_does_not_write_older_cards_over_a_later_syncs() {
 }
 
 conformance! {
-/// A toggle moved from one followed page to another: its card comes back from the page it is
-/// on now, even when the sync that retired it from the page it left started reading later and
-/// persisted first. That sync said the toggle is no longer there, not that it is gone. Before,
-/// the later reader won, and the card stayed retired while its toggle lived on.
-async fn a_card_retired_from_the_page_its_block_left_comes_back_from_the_page_it_moved_to() {
-    let env = setup(|s| {
-        s.insert("DEBOUNCE_SECONDS", "0".into());
-        s.insert("STEP_LEASE_SECONDS", "1".into());
-    })
-    .await;
-    let first = env.subscribe(ids::PAGE, "page").await;
-    assert_eq!(env.finished(&first).await["state"], "succeeded");
-    // A second page holding the Krebs toggle, moved there.
-    let other = "1f3c8a2e-4b7d-8999-9999-0000000000a1";
-    let mut page = env.notion.page(ids::PAGE).expect("the fixture page");
-    page["id"] = json!(other);
-    env.notion.add_page(page);
-    let krebs = fixture_blocks().into_iter().find(|b| b["id"] == ids::T_KREBS).expect("the Krebs toggle");
-    env.notion.set_children(other, vec![krebs]);
-    let moved = env.subscribe(other, "page").await;
-    assert_eq!(env.finished(&moved).await["state"], "succeeded");
-
-    // As the fixture page's next sync leaves it when it persists first: the toggle retired from
-    // the fixture page, by a sync that started reading after the other page's.
-    let later = env.app.db.shifted_sql(env.app.db.now_sql(), 60);
-    let first_run: uuid::Uuid = first.parse().expect("run id");
-    let retire = [
-        format!("update workflow_runs set debounce_until = {later} where id = $1"),
-        format!(
-            "update flashcards set source_page_id = '{}', retired_at = {}, last_run_id = $1
-             where source_block_id = '{}'",
-            ids::PAGE,
-            env.app.db.now_sql(),
-            ids::T_KREBS
-        ),
-    ];
-    for statement in retire {
-        on_db!(env.app.db, |db| sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-            .bind(first_run)
-            .execute(db)
-            .await
-            .map(|d| d.rows_affected()))
-        .expect("retire the card");
-    }
-    // The other page's sync persists after it (a worker that died in its persist; what it read
-    // is kept).
-    let moved_run: uuid::Uuid = moved.parse().expect("run id");
-    env.execute_bound(&[env.dead_worker_in("persist", &env.expired())], moved_run, uuid::Uuid::new_v4()).await;
-    assert_eq!(env.finished(&moved).await["state"], "succeeded");
-
-    let cards = env.cards().await;
-    let krebs = cards.iter().find(|c| c["source_block_id"] == ids::T_KREBS).expect("the Krebs card is live");
-    assert_eq!(krebs["source_page_id"], other, "{krebs}");
-}
-}
-
-conformance! {
 /// Saved crawl progress that this build cannot read (a deploy changed its format while a fetch
 /// was waiting) makes the crawl start over instead of failing the run.
 async fn unreadable_saved_crawl_progress_starts_the_crawl_over() {

@@ -27,8 +27,7 @@ use crate::{
 /// A card last written by a sync that started reading after this one is left as it is: syncs
 /// of one content run one after another, but a database's sync and a sync of one of its rows
 /// (another content) may overlap, and a taken-over run may persist late; the later reader has
-/// the newer text. Except a card that later sync retired from where it was, when this one
-/// found it elsewhere: it was moved, not deleted.
+/// the newer text.
 pub async fn persist_sync(
     conn: &mut PgConnection,
     user: UserId,
@@ -58,16 +57,9 @@ pub async fn persist_sync(
             where ((flashcards.front, flashcards.back, flashcards.source_page_id, flashcards.container_id)
                    is distinct from (excluded.front, excluded.back, excluded.source_page_id, excluded.container_id)
                    or flashcards.retired_at is not null)
-              and (not exists (
-                      select 1 from workflow_runs w, me
-                      where w.id = flashcards.last_run_id and w.debounce_until > me.debounce_until)
-                   -- A card retired because its block was no longer where the retiring sync
-                   -- looked comes back when this sync found it somewhere else (a block moved
-                   -- to another page, a row to another database): that sync said it is not
-                   -- there any more, not that it is gone.
-                   or (flashcards.retired_at is not null
-                       and (flashcards.source_page_id, flashcards.container_id)
-                           is distinct from (excluded.source_page_id, excluded.container_id)))
+              and not exists (
+                  select 1 from workflow_runs w, me
+                  where w.id = flashcards.last_run_id and w.debounce_until > me.debounce_until)
             returning (xmax = 0) as created
         ), retired as (
             update flashcards f

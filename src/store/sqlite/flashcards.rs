@@ -82,13 +82,8 @@ async fn persist_cards(
                 .await?;
                 counts.created += 1;
             }
-            // A card retired by a later sync from where it was, found elsewhere by this one,
-            // was moved, not deleted: it comes back (see the PostgreSQL twin).
             Some(row)
-                if (row.get::<bool, _>("newer")
-                    && !(row.get::<bool, _>("retired")
-                        && (row.get::<String, _>("source_page_id") != card.source_page_id
-                            || row.get::<Option<String>, _>("container_id") != card.container_id)))
+                if row.get::<bool, _>("newer")
                     || (row.get::<String, _>("front") == card.front
                         && row.get::<String, _>("back") == card.back
                         && row.get::<String, _>("source_page_id") == card.source_page_id
