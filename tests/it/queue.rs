@@ -262,13 +262,11 @@ async fn the_latest_sync_that_read_each_content_is_kept_however_old() {
     .await)
     .expect("steps");
     assert_eq!(outputs, [(ids[1], false), (ids[4], false), (ids[5], true)], "only the recent one keeps its output");
-    let events = pool_count(&pool, "select count(*) from webhook_events").await;
+    let events: i64 =
+        on_db!(pool, |db| sqlx::query_scalar("select count(*) from webhook_events").fetch_one(db).await)
+            .expect("events");
     assert_eq!(events, 0, "the kept sync's old event is pruned");
 }
-}
-
-async fn pool_count(pool: &Db, sql: &'static str) -> i64 {
-    on_db!(pool, |db| sqlx::query_scalar(sql).fetch_one(db).await).expect("count")
 }
 
 /// An event older than the retention is kept while a run that stands for it is kept: a
