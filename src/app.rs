@@ -87,6 +87,8 @@ const STARTUP_DB_WAIT: Duration = Duration::from_secs(60);
 /// An HTTP connection with no traffic for this long is closed (its in-flight requests finish
 /// first), so idle or stalled clients do not hold connections forever.
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for the database connections to close, after the work has stopped.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The configured flashcard generator, and its name in content hashes.
 fn build_generator(config: &Config) -> anyhow::Result<(Generator, String)> {
@@ -365,7 +367,15 @@ impl App {
         if let Some(ops) = ops {
             ops.await.context("ops HTTP server task")?.context("ops HTTP server")?;
         }
-        self.store.close().await;
+        // Bounded: closing waits for every connection to come back, and one left mid-statement
+        // on a server gone silent would not for as long as the kernel keeps its socket (about
+        // 15 minutes). Exiting closes the sockets anyway.
+        if tokio::time::timeout(STORE_CLOSE_TIMEOUT, self.store.close()).await.is_err() {
+            tracing::warn!(
+                timeout_seconds = STORE_CLOSE_TIMEOUT.as_secs(),
+                "database connections still busy at exit; leaving them to the operating system"
+            );
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -291,6 +291,30 @@ async fn a_database_outage_under_load_answers_503_and_recovers_without_losing_an
     );
 }
 
+/// A fresh database, a proxy in front of it, and the settings of processes that reach the
+/// database through the proxy.
+async fn behind_a_proxy() -> (TestDb, DbProxy, TempDir, std::collections::HashMap<&'static str, String>) {
+    let database = TestDb::create().await;
+    let proxy = DbProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
+    let data_dir = TempDir::new();
+    let proxied = database.url.replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    let settings = base_settings(&proxied, data_dir.path());
+    (database, proxy, data_dir, settings)
+}
+
+/// Event `n`: a signed `page.updated` delivery of its own page to the webhook at `url`.
+fn signed_page_event(client: &reqwest::Client, url: &str, n: usize) -> reqwest::RequestBuilder {
+    let body = json!({"id": format!("event-{n}"), "type": "page.updated",
+                      "entity": {"id": format!("0d7a9e00-0000-4000-9000-{n:012x}"), "type": "page"}})
+    .to_string();
+    let signature = cognie_sync::webhook::signature::sign(fixtures::secret().as_bytes(), body.as_bytes());
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("X-Notion-Signature", signature)
+        .body(body)
+}
+
 /// A hanging database (it stops answering, nothing is refused) on the real binary: an `api`
 /// process, whose pool then holds connections that never answer, and a `worker` process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -298,11 +322,7 @@ async fn a_hanging_database_gets_503s_within_a_bounded_time_not_hung_requests() 
     if !postgres_or_skip() {
         return;
     }
-    let database = TestDb::create().await;
-    let proxy = DbProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
-    let data_dir = TempDir::new();
-    let proxied = database.url.replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
-    let settings = base_settings(&proxied, data_dir.path());
+    let (database, proxy, _data_dir, settings) = behind_a_proxy().await;
     let (api, worker) = tokio::task::spawn_blocking(move || {
         (ServiceProcess::start("api", &settings), ServiceProcess::start("worker", &settings))
     })
@@ -312,15 +332,7 @@ async fn a_hanging_database_gets_503s_within_a_bounded_time_not_hung_requests() 
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
     let url = api.url("/api/notion/webhook/notion");
     let post = |n: usize| {
-        let body = json!({"id": format!("stall-{n}"), "type": "page.updated",
-                          "entity": {"id": format!("0d7a9e00-0000-4000-9000-{n:012x}"), "type": "page"}})
-        .to_string();
-        let signature = cognie_sync::webhook::signature::sign(fixtures::secret().as_bytes(), body.as_bytes());
-        let request = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("X-Notion-Signature", signature)
-            .body(body);
+        let request = signed_page_event(&client, &url, n);
         async move {
             let sent = Instant::now();
             let response = request.send().await.expect("an HTTP answer");
@@ -381,6 +393,67 @@ async fn a_hanging_database_gets_503s_within_a_bounded_time_not_hung_requests() 
     })
     .await;
     drop((api, worker));
+}
+
+/// A failover after a hang: the old server never answers again and never closes its
+/// connections, and new ones reach the new server. The connections the webhook gave up on
+/// while the database hung are closed, not kept: before, each waited (with no deadline) for
+/// the lost server's answer, and enough of them filled the pool, so every delivery got 503
+/// long after the database was back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_accepted_again_soon_after_a_failover_from_a_hung_database() {
+    if !postgres_or_skip() {
+        return;
+    }
+    // The pool holds 8 connections (`DATABASE_MAX_CONNECTIONS`).
+    let (database, proxy, _data_dir, settings) = behind_a_proxy().await;
+    let api =
+        tokio::task::spawn_blocking(move || ServiceProcess::start("api", &settings)).await.expect("start");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let url = api.url("/api/notion/webhook/notion");
+    let post = |n: usize| {
+        let request = signed_page_event(&client, &url, n);
+        async move { request.send().await.expect("an HTTP answer").status().as_u16() }
+    };
+    // Until every connection the pool may open is open (and so stranded by the hang): with
+    // fewer, the deliveries after the failover could get the rest however the old ones fare.
+    let db = sqlx::PgPool::connect(&database.url).await.expect("connect");
+    let mut n = 0;
+    eventually("the pool to hold all its connections", Duration::from_secs(30), || {
+        n += 16;
+        let (deliveries, db) = (futures::future::join_all((n..n + 16).map(post)), db.clone());
+        async move {
+            let answers = deliveries.await;
+            assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+            let open: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
+                 where datname = current_database() and application_name = 'cognie-sync'
+                   and query not ilike '%notify%'",
+            )
+            .fetch_one(&db)
+            .await
+            .expect("sessions");
+            (open >= 8).then_some(())
+        }
+    })
+    .await;
+
+    // More deliveries than the pool has connections, while the database hangs.
+    proxy.stall();
+    let hung = futures::future::join_all((10_000..10_016).map(post)).await;
+    assert!(hung.iter().all(|s| *s == 503), "{hung:?}");
+    proxy.fail_over();
+
+    let mut n = 20_000;
+    let started = Instant::now();
+    eventually("webhooks to be accepted after the failover", Duration::from_secs(30), || {
+        n += 1;
+        let delivery = post(n);
+        async move { (delivery.await == 200).then_some(()) }
+    })
+    .await;
+    println!("accepted again {:?} after the failover", started.elapsed());
+    drop(api);
 }
 
 /// Connections killed under the service (a failover, a pooler restart, an idle-session

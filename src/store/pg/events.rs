@@ -1,9 +1,9 @@
 //! Webhook events and verification tokens.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
-use super::PgStore;
+use super::{PgStore, abandonable::Abandonable};
 use crate::{
     ids::{EventId, RunId},
     store::{IntakeOutcome, NewEvent, StartRun, StoreResult, jobs::StepJob},
@@ -17,6 +17,8 @@ impl PgStore {
         let run = event.ignore_reason.is_none().then(|| StartRun { run_id: RunId::new() });
         let job = run.map(|r| StepJob { run_id: r.run_id, seq: 1 }.encode());
         let (job_id, job_payload) = job.unzip();
+        // The webhook gives up on the database after a deadline (503; Notion redelivers).
+        let mut conn = Abandonable::acquire(&self.pool).await?;
         let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
             r#"
             with ev as (
@@ -60,21 +62,24 @@ impl PgStore {
         .bind(run.map(|r| r.run_id))
         .bind(job_id)
         .bind(job_payload)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
-        match inserted {
+        let outcome = match inserted {
             Some(id) => {
                 if run.is_some() {
                     self.jobs_committed();
                 }
-                Ok(IntakeOutcome::Stored(EventId(id)))
+                IntakeOutcome::Stored(EventId(id))
             }
-            None => Ok(IntakeOutcome::Duplicate(existing_event(&self.pool, event.dedupe_key).await?)),
-        }
+            None => IntakeOutcome::Duplicate(existing_event(&mut conn, event.dedupe_key).await?),
+        };
+        conn.release();
+        Ok(outcome)
     }
 
     /// Stores a verification token (encrypted) or notes that it was received again.
     pub async fn record_verification_token(&self, ciphertext: &[u8], token_sha256: &str) -> StoreResult<()> {
+        let mut conn = Abandonable::acquire(&self.pool).await?;
         sqlx::query(
             r#"
             insert into webhook_verification_tokens (token_ciphertext, token_sha256)
@@ -86,18 +91,22 @@ impl PgStore {
         )
         .bind(ciphertext)
         .bind(token_sha256)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        conn.release();
         Ok(())
     }
 
     /// The first token ever received: the signing key when none is configured.
     pub async fn first_verification_token(&self) -> StoreResult<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar(
+        let mut conn = Abandonable::acquire(&self.pool).await?;
+        let token = sqlx::query_scalar(
             r#"select token_ciphertext from webhook_verification_tokens order by id limit 1"#,
         )
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *conn)
+        .await?;
+        conn.release();
+        Ok(token)
     }
 
     /// The most recently received token (what ops paste into Notion's UI), with when.
@@ -117,10 +126,10 @@ impl PgStore {
 
 /// The id of the event already stored under `dedupe_key`. The row exists: our insert conflicted
 /// with it (a fresh statement, so it sees rows committed after the insert's snapshot).
-async fn existing_event(pool: &PgPool, dedupe_key: &str) -> StoreResult<EventId> {
+async fn existing_event(conn: &mut PgConnection, dedupe_key: &str) -> StoreResult<EventId> {
     let id: uuid::Uuid = sqlx::query_scalar(r#"select id from webhook_events where dedupe_key = $1"#)
         .bind(dedupe_key)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await?;
     Ok(EventId(id))
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL SQL, one module per concern. Lowercase SQL in raw strings; functions take an
 //! executor or a pool so callers can compose transactions.
 
+mod abandonable;
 pub mod events;
 pub mod flashcards;
 pub mod jobs;
@@ -24,6 +25,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+use self::abandonable::Abandonable;
 use super::{PoolSettings, StoreResult};
 
 /// Our migrations (apalis runs its own, in its own schema).
@@ -86,9 +88,12 @@ impl PgStore {
     }
 
     pub async fn is_ready(&self) -> StoreResult<bool> {
+        // Its caller gives up after a deadline.
+        let mut conn = Abandonable::acquire(&self.pool).await?;
         let applied: Vec<i64> = sqlx::query_scalar(r#"select version from _sqlx_migrations where success"#)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
+        conn.release();
         Ok(MIGRATOR
             .iter()
             .filter(|m| m.migration_type.is_up_migration())

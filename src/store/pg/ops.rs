@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
-use super::{PgStore, jobs::enqueue_job, sync};
+use super::{PgStore, abandonable::Abandonable, jobs::enqueue_job, sync};
 use crate::{
     ids::{EventId, RunId, UserId},
     store::{
@@ -185,8 +185,9 @@ impl PgStore {
     /// take the estimating path on any table).
     #[doc(hidden)]
     pub async fn queue_stats_with_exact_rows(&self, exact_rows: i64) -> StoreResult<QueueStats> {
+        // Each read on a connection of its own, closed if the caller (a health check, a
+        // metrics scrape) gives up on it.
         let (runs_size, steps_size) = self.table_sizes().await?;
-        // Three independent reads, each on its own connection.
         let ((runs, runs_estimated), (steps, steps_estimated), oldest_pending_age_seconds) = tokio::try_join!(
             self.count_runs(runs_size, exact_rows),
             self.count_steps(steps_size, exact_rows),
@@ -206,17 +207,19 @@ impl PgStore {
         size: TableSize,
         exact_rows: i64,
     ) -> StoreResult<(BTreeMap<String, i64>, bool)> {
+        let mut conn = Abandonable::acquire(&self.pool).await?;
         let mut runs: BTreeMap<String, i64> =
             ["pending", "running", "waiting", "succeeded", "failed", "cancelled"]
                 .map(|s| (s.to_owned(), 0))
                 .into();
         if size.count_exactly(exact_rows) {
             let rows = sqlx::query(r#"select state, count(*) as n from workflow_runs group by state"#)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await?;
             for row in rows {
                 runs.insert(row.get("state"), row.get("n"));
             }
+            conn.release();
             return Ok((runs, false));
         }
         // The states other than succeeded are few (in flight, or kept for ops): counted exactly,
@@ -228,7 +231,7 @@ impl PgStore {
             group by state
             "#,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let mut counted = 0;
         for row in rows {
@@ -237,6 +240,7 @@ impl PgStore {
             runs.insert(row.get("state"), n);
         }
         runs.insert("succeeded".into(), (size.estimate() - counted).max(0));
+        conn.release();
         Ok((runs, true))
     }
 
@@ -246,6 +250,7 @@ impl PgStore {
         size: TableSize,
         exact_rows: i64,
     ) -> StoreResult<(BTreeMap<String, BTreeMap<String, i64>>, Vec<String>)> {
+        let mut conn = Abandonable::acquire(&self.pool).await?;
         // The share of each step name in workflow_steps, from the last ANALYZE (there are only a
         // handful of names, so all of them are in the column's most-common-values list).
         let shares: Vec<(String, f64)> = if size.count_exactly(exact_rows) {
@@ -260,7 +265,7 @@ impl PgStore {
                   and s.attname = 'name' and not s.inherited
                 "#,
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         };
         // Small, or never analyzed (no shares to estimate with): counted in full.
@@ -271,9 +276,10 @@ impl PgStore {
             r#"select name, state, count(*) as n from workflow_steps where state <> 'succeeded' group by name, state"#
         };
         let mut steps: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-        for row in sqlx::query(sql).fetch_all(&self.pool).await? {
+        for row in sqlx::query(sql).fetch_all(&mut *conn).await? {
             steps.entry(row.get("name")).or_default().insert(row.get("state"), row.get("n"));
         }
+        conn.release();
         let mut estimated = Vec::with_capacity(shares.len());
         for (name, share) in shares {
             let total = (size.estimate() as f64 * share).round() as i64;
@@ -290,19 +296,23 @@ impl PgStore {
     /// pending, or waiting past its time (a retry, a rate-limit slot or a debounce deadline
     /// that came while the workers were down or behind).
     async fn oldest_pending_age(&self) -> StoreResult<Option<f64>> {
-        Ok(sqlx::query_scalar(
+        let mut conn = Abandonable::acquire(&self.pool).await?;
+        let age = sqlx::query_scalar(
             r#"
             select extract(epoch from now() - min(coalesce(next_run_at, created_at)))::float8
             from workflow_runs
             where state = 'pending' or (state = 'waiting' and next_run_at <= now())
             "#,
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *conn)
+        .await?;
+        conn.release();
+        Ok(age)
     }
 
     /// The sizes of workflow_runs and workflow_steps by PostgreSQL's statistics (no table read).
     async fn table_sizes(&self) -> StoreResult<(TableSize, TableSize)> {
+        let mut conn = Abandonable::acquire(&self.pool).await?;
         let (runs_live, runs_reltuples, steps_live, steps_reltuples): (i64, f64, i64, f64) = sqlx::query_as(
             r#"
             select pg_stat_get_live_tuples('workflow_runs'::regclass),
@@ -311,8 +321,9 @@ impl PgStore {
                    (select reltuples::float8 from pg_class where oid = 'workflow_steps'::regclass)
             "#,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
+        conn.release();
         Ok((
             TableSize { live: runs_live, reltuples: runs_reltuples as i64 },
             TableSize { live: steps_live, reltuples: steps_reltuples as i64 },

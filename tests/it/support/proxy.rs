@@ -79,6 +79,12 @@ impl DbProxy {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Ends a stall the way a failover does: new connections reach the database again, and
+    /// every connection the stall holds stays open and silent for good (the lost host's).
+    pub fn fail_over(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+
     /// Ends a cut or a stall; connections held by a stall are closed then.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
