@@ -456,6 +456,35 @@ async fn a_refresh_notion_refuses_fails_the_sync_asking_the_user_to_reconnect() 
 }
 
 conformance! {
+async fn a_token_endpoint_asking_to_slow_down_is_waited_out_without_spending_attempts() {
+    let env = oauth_env(|s| {
+        s.insert("NOTION_MAX_RETRIES", "0".into());
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    })
+    .await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    let (token, _) = env.connect(&user, "code-1").await;
+    let page = serve_page(&env.notion, 1, "Notes", OLD_EDIT, &["Question"]);
+    env.notion.revoke_token(&token);
+    // Notion's token endpoint answers the refresh with a 429, then a 529, before it refreshes.
+    env.notion.inject("/v1/oauth/token", Fault::RateLimited { retry_after_secs: 1 });
+    env.notion.inject("/v1/oauth/token", Fault::StatusRetryAfter { status: 529, retry_after_secs: 1 });
+
+    let run = env.finished(&env.subscribe(&user, &page).await).await;
+
+    assert_eq!(run["state"], "succeeded", "one attempt allowed, two slow-downs met: {run}");
+    let fetch = run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").cloned();
+    assert_eq!(fetch.expect("fetch")["attempts"], 1, "{run}");
+    assert_eq!(env.notion.refreshes(), 1);
+    let asked: Vec<_> = env.notion.requests().into_iter().filter(|r| r.path == "/v1/oauth/token").collect();
+    let slowed = asked.iter().filter(|r| matches!(r.status, 429 | 529)).count();
+    assert_eq!(slowed, 2, "each was met: {asked:?}");
+    let gaps: Vec<_> = asked.windows(2).skip(1).map(|w| w[1].at.duration_since(w[0].at)).collect();
+    assert!(gaps.iter().all(|gap| *gap >= Duration::from_millis(950)), "each Retry-After was honoured: {gaps:?}");
+}
+}
+
+conformance! {
 async fn a_client_secret_notion_no_longer_accepts_fails_the_sync_naming_the_setting() {
     let env = oauth_env(|_| {}).await;
     let user = create_user(&env.app, "maya@example.com").await;

@@ -14,7 +14,8 @@ use crate::{
 
 impl PgStore {
     /// Counts up to `count` requests against `user`'s limit of `limit` per `window`, as many
-    /// as there are free slots. Times are the database's clock, which every process shares.
+    /// as there are free slots. Slots are counted by the database's clock, which every process
+    /// shares.
     /// One call of `cognie_acquire_rate_limit_slots` (migration `..._rate_limit_slots.sql`):
     /// one round trip, and the user's row is locked only while that statement runs.
     pub async fn acquire_rate_limit_slots(
@@ -24,8 +25,11 @@ impl PgStore {
         window: Duration,
         count: u32,
     ) -> StoreResult<Grant> {
-        let (granted, wait_until): (i32, Option<DateTime<Utc>>) = sqlx::query_as(
-            r#"select granted, wait_until from cognie_acquire_rate_limit_slots($1, $2, make_interval(secs => $3), $4)"#,
+        let (granted, wait): (i32, Option<f64>) = sqlx::query_as(
+            r#"
+            select granted, extract(epoch from wait_until - clock_timestamp())::float8
+            from cognie_acquire_rate_limit_slots($1, $2, make_interval(secs => $3), $4)
+            "#,
         )
         .bind(user)
         .bind(clamp_i32(limit))
@@ -33,7 +37,7 @@ impl PgStore {
         .bind(clamp_i32(count))
         .fetch_one(&self.pool)
         .await?;
-        Ok(grant(granted, wait_until))
+        Ok(grant(granted, wait))
     }
 
     /// The user's stored Notion token and, when there is one, up to `count` slots as
@@ -46,9 +50,9 @@ impl PgStore {
         window: Duration,
         count: u32,
     ) -> StoreResult<Option<(StoredNotionToken, Grant)>> {
-        let row: Option<(Vec<u8>, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let row: Option<(Vec<u8>, i32, Option<f64>)> = sqlx::query_as(
             r#"
-            select u.notion_token_ciphertext, g.granted, g.wait_until
+            select u.notion_token_ciphertext, g.granted, extract(epoch from g.wait_until - clock_timestamp())::float8
             from users u, cognie_acquire_rate_limit_slots(u.id, $2, make_interval(secs => $3), $4) g
             where u.id = $1 and u.notion_token_ciphertext is not null
             "#,
@@ -59,27 +63,26 @@ impl PgStore {
         .bind(clamp_i32(count))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(ciphertext, granted, wait_until)| {
-            (StoredNotionToken { ciphertext }, grant(granted, wait_until))
-        }))
+        Ok(row.map(|(ciphertext, granted, wait)| (StoredNotionToken { ciphertext }, grant(granted, wait))))
     }
 
-    /// Blocks `user`'s limiter for `for_at_least` (Notion answered 429 with Retry-After).
+    /// Blocks `user`'s limiter for `for_at_least` (Notion answered 429 with Retry-After); until
+    /// when, by this process's clock.
     pub async fn block_rate_limit(&self, user: UserId, for_at_least: Duration) -> StoreResult<DateTime<Utc>> {
-        let until: DateTime<Utc> = sqlx::query_scalar(
+        let wait: f64 = sqlx::query_scalar(
             r#"
             insert into notion_rate_limits (user_id, blocked_until)
             values ($1, now() + make_interval(secs => $2))
             on conflict (user_id) do update
             set blocked_until = greatest(coalesce(notion_rate_limits.blocked_until, excluded.blocked_until), excluded.blocked_until)
-            returning blocked_until
+            returning extract(epoch from blocked_until - clock_timestamp())::float8
             "#,
         )
         .bind(user)
         .bind(for_at_least.as_secs_f64())
         .fetch_one(&self.pool)
         .await?;
-        Ok(until)
+        Ok(from_now(wait))
     }
 }
 
@@ -87,11 +90,20 @@ fn clamp_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn grant(granted: i32, wait_until: Option<DateTime<Utc>>) -> Grant {
-    match (granted, wait_until) {
+/// A grant, its refusal's time on this process's clock: the database's time until a slot frees
+/// is read as a wait from now. The step that must wait is scheduled by this clock
+/// (`enqueue_at`), so a time on the database's clock from a worker whose clock runs ahead would
+/// come due early, be refused again, and loop without pause until the clocks met.
+fn grant(granted: i32, wait: Option<f64>) -> Grant {
+    match (granted, wait) {
         (n, _) if n > 0 => Grant::Granted(n as u32),
-        (_, Some(until)) => Grant::WaitUntil(until),
+        (_, Some(wait)) => Grant::WaitUntil(from_now(wait)),
         // Not reachable: a refusal always says until when.
         (_, None) => Grant::WaitUntil(Utc::now()),
     }
+}
+
+/// `seconds` from now, by this process's clock (none when already past).
+fn from_now(seconds: f64) -> DateTime<Utc> {
+    Utc::now() + Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or_default()
 }

@@ -52,7 +52,9 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         None => Crawl::page(notion_id),
     };
 
-    // The token and the slots for the first requests come in one round trip.
+    // The token and the slots for the first requests come in one round trip. A slot taken
+    // ahead counts its age from before the call: the grant is made somewhere within it.
+    let asked = Instant::now();
     let (stored, first) =
         deps.limiter.token_and_slots(user, slots_wanted(&crawl)).await?.ok_or_else(|| {
             StepError::fatal(
@@ -70,7 +72,10 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
     // started over, so workers of two versions that cannot read each other's saved crawls do
     // not keep restarting it without ever running out of attempts.
     let counted_from = if restarted { u64::MAX } else { applied_before };
-    let mut slots = Some((first, started));
+    let mut slots = Some((first, asked));
+    // The first grant's first slot serves the request that follows the call, however long the
+    // call took; only slots taken ahead of their request age.
+    let mut first_request = true;
     while let Some(request) = crawl.next_request() {
         // Each attempt makes at least one request, so even a tiny budget makes progress.
         if started.elapsed() >= deps.fetch_budget && crawl.requests_applied() > applied_before {
@@ -83,12 +88,14 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             return Ok(StepOutcome::Wait { until: chrono::Utc::now(), progress });
         }
         let (grant, granted_at) = match slots.take() {
-            Some((grant, at)) if at.elapsed() < SPARE_SLOT_MAX_AGE => (grant, at),
+            Some((grant, at)) if first_request || at.elapsed() < SPARE_SLOT_MAX_AGE => (grant, at),
             _ => {
+                let asked = Instant::now();
                 let grant = deps.limiter.acquire(user, slots_wanted(&crawl)).await;
-                (grant.map_err(|e| keeping_progress(e.into(), &crawl, counted_from))?, Instant::now())
+                (grant.map_err(|e| keeping_progress(e.into(), &crawl, counted_from))?, asked)
             }
         };
+        first_request = false;
         match grant {
             Grant::Granted(n) => {
                 // This request takes one; the rest serve the next ones, while they are young.
@@ -115,7 +122,11 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             // The request was not applied: the loop makes it again with the new token.
             Err(e) if e.is_unauthorized() && !refreshed => {
                 refreshed = true;
-                token = refreshed_token(deps, user, &token, &crawl, counted_from).await?;
+                token = match refreshed_token(deps, user, &token, &crawl, counted_from).await? {
+                    Ok(token) => token,
+                    // The token endpoint asked for fewer requests: waited out like the API's.
+                    Err(slow) => return Ok(slow_down(slow, deps, user, &crawl, counted_from).await),
+                };
             }
             Err(e) if e.asks_to_slow_down() => {
                 return Ok(slow_down(e, deps, user, &crawl, counted_from).await);
@@ -159,16 +170,19 @@ fn crawl_error(e: CrawlError, crawl: &Crawl, counted_from: u64) -> StepError {
     }
 }
 
-/// Notion refused the user's token (401): the refreshed one, or why the sync cannot go on.
+/// Notion refused the user's token (401): the refreshed one, Notion's request to slow down
+/// (the token endpoint's 429 or 529, waited out without spending an attempt), or why the
+/// sync cannot go on.
 async fn refreshed_token(
     deps: &StepDeps,
     user: crate::ids::UserId,
     refused: &UserToken,
     crawl: &Crawl,
     counted_from: u64,
-) -> Result<UserToken, StepError> {
+) -> Result<Result<UserToken, NotionError>, StepError> {
     match deps.tokens.refresh(user, refused).await {
-        Ok(Refreshed::Token(token)) => Ok(token),
+        Ok(Refreshed::Token(token)) => Ok(Ok(token)),
+        Err(RefreshError::Unavailable(e)) if e.asks_to_slow_down() => Ok(Err(e)),
         Ok(Refreshed::Reconnect(why)) => Err(StepError::fatal("notion_unauthorized", why)),
         Err(RefreshError::Store(e)) => Err(keeping_progress(e.into(), crawl, counted_from)),
         Err(RefreshError::Unavailable(e)) => Err(StepError::Retryable {
