@@ -69,6 +69,9 @@ impl PgStore {
                         select id from workflow_runs r
                         where state in ('succeeded', 'failed', 'cancelled')
                           and finished_at < now() - make_interval(secs => $1)
+                          -- Implied (a run finishes after it starts), but indexed: the scan
+                          -- starts at the oldest runs instead of walking every recent one.
+                          and created_at < now() - make_interval(secs => $1)
                         -- The latest sync of each piece of content that read it is kept, however old:
                         -- it is reconciliation's record of when the content was last read
                         -- (`last_read_at`); without it, content nobody edited would be synced whole
@@ -114,6 +117,7 @@ impl PgStore {
                 select id from workflow_runs
                 where workflow = 'notion_sync' and state = 'succeeded'
                   and finished_at < now() - make_interval(secs => $1)
+                  and created_at < now() - make_interval(secs => $1)
             ), outputs as (
                 update workflow_steps s set output = null
                 from kept where s.run_id = kept.id and s.output is not null

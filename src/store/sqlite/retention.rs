@@ -62,6 +62,9 @@ impl SqliteStore {
                 where id in (
                     select id from workflow_runs r
                     where state in ('succeeded', 'failed', 'cancelled') and finished_at < $1
+                    -- Implied (a run finishes after it starts), but indexed: the scan starts at
+                    -- the oldest runs instead of walking every recent one.
+                    and created_at < $1
                     -- The latest sync of each piece of content that read it is kept, however old:
                     -- it is reconciliation's record of when the content was last read
                     -- (`last_read_at`); without it, content nobody edited would be synced whole
@@ -97,10 +100,12 @@ impl SqliteStore {
         for strip in [
             "update workflow_steps set output = null where output is not null and run_id in (
                  select id from workflow_runs
-                 where workflow = 'notion_sync' and state = 'succeeded' and finished_at < $1)",
+                 where workflow = 'notion_sync' and state = 'succeeded' and finished_at < $1
+                   and created_at < $1)",
             "delete from workflow_run_events where run_id in (
                  select id from workflow_runs
-                 where workflow = 'notion_sync' and state = 'succeeded' and finished_at < $1)",
+                 where workflow = 'notion_sync' and state = 'succeeded' and finished_at < $1
+                   and created_at < $1)",
         ] {
             sqlx::query(strip).bind(&cutoff).execute(&mut *tx).await?;
         }
