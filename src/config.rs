@@ -119,7 +119,9 @@ impl Config {
     /// overriding what is already set, then reads the settings. Real environment variables win
     /// over `ENV_FILE`, which wins over `.env`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        if let Ok(path) = std::env::var("ENV_FILE") {
+        // Empty counts as unset, as for every setting (`ENV_FILE=` from a compose file's
+        // `${ENV_FILE:-}`).
+        if let Some(path) = std::env::var("ENV_FILE").ok().filter(|p| !p.trim().is_empty()) {
             dotenvy::from_path(&path)
                 .map_err(|e| ConfigError { name: "ENV_FILE", reason: format!("cannot read {path}: {e}") })?;
         }
@@ -315,6 +317,23 @@ impl Config {
                     .into(),
             });
         }
+        // Checked here, before start-up waits for the database, so a mistyped key is named at
+        // once (also by `migrate`, which uses no key).
+        for (name, key) in [
+            ("TOKEN_ENCRYPTION_KEY", &self.token_encryption_key),
+            ("TOKEN_ENCRYPTION_KEY_PREVIOUS", &self.token_encryption_key_previous),
+        ] {
+            if let Some(key) = key
+                && crate::crypto::SecretCipher::from_base64_key(key).is_err()
+            {
+                return Err(ConfigError {
+                    name,
+                    reason:
+                        "must be 32 bytes encoded as base64 (generate one with `openssl rand -base64 32`)"
+                            .into(),
+                });
+            }
+        }
         if let Some(previous) = &self.token_encryption_key_previous {
             use secrecy::ExposeSecret;
             let reason = match &self.token_encryption_key {
@@ -465,14 +484,18 @@ mod tests {
         assert_eq!(err.name, "DATABASE_URL");
     }
 
+    /// Valid keys (32 bytes, base64).
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    const OTHER_KEY: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
     #[test]
     fn postgres_needs_a_shared_encryption_key() {
         let err = config(&[("DATABASE_URL", "postgres://db/x")]).unwrap_err();
         assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY");
-        let err = config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", "k")]).unwrap_err();
+        let err = config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", KEY)]).unwrap_err();
         assert_eq!(err.name, "API_TOKEN", "instances behind one load balancer must share it");
         assert!(
-            config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", "k"), ("API_TOKEN", "t")])
+            config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", KEY), ("API_TOKEN", "t")])
                 .is_ok()
         );
         // SQLite is one machine's: the key is created in the data directory, like the default.
@@ -509,12 +532,33 @@ mod tests {
         ])
         .expect("the setup guide's settings start the service");
         assert!(guide.oauth_lacks_redirect_uri());
-        let err = config(&[("TOKEN_ENCRYPTION_KEY_PREVIOUS", "old")]).unwrap_err();
+        let err = config(&[("TOKEN_ENCRYPTION_KEY_PREVIOUS", OTHER_KEY)]).unwrap_err();
         assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY_PREVIOUS");
-        let err = config(&[("TOKEN_ENCRYPTION_KEY", "same"), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", "same")])
-            .unwrap_err();
+        let err =
+            config(&[("TOKEN_ENCRYPTION_KEY", KEY), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", KEY)]).unwrap_err();
         assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY_PREVIOUS");
-        assert!(config(&[("TOKEN_ENCRYPTION_KEY", "new"), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", "old")]).is_ok());
+        assert!(
+            config(&[("TOKEN_ENCRYPTION_KEY", KEY), ("TOKEN_ENCRYPTION_KEY_PREVIOUS", OTHER_KEY)]).is_ok()
+        );
+    }
+
+    #[test]
+    fn an_encryption_key_that_is_not_32_bytes_of_base64_is_refused_at_once() {
+        for (name, value) in [
+            ("TOKEN_ENCRYPTION_KEY", "changeme"),
+            // 31 bytes.
+            ("TOKEN_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZQ=="),
+            ("TOKEN_ENCRYPTION_KEY_PREVIOUS", "changeme"),
+        ] {
+            let vars = if name == "TOKEN_ENCRYPTION_KEY" {
+                vec![(name, value)]
+            } else {
+                vec![("TOKEN_ENCRYPTION_KEY", KEY), (name, value)]
+            };
+            let err = config(&vars).unwrap_err();
+            assert_eq!(err.name, name, "{value}");
+            assert!(err.reason.contains("32 bytes encoded as base64"), "{}", err.reason);
+        }
     }
 
     #[test]

@@ -256,6 +256,8 @@ pub enum QueueStatsResponse {
 
 rejections!(ListRunsResponse { 400 => BadRequest, 401 => Unauthorized }, |name, _| match name {
     "limit" => Some("invalid_limit"),
+    // The filters that poem parses itself (the others are read as text and checked below).
+    "since" | "user_id" => Some("invalid_filter"),
     _ => None,
 });
 rejections!(GetRunResponse { 400 => BadRequest, 401 => Unauthorized });

@@ -71,6 +71,10 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 /// Renames the file at `path` to `<name>.<day>` (`.<day>.<n>` if that exists), then deletes
 /// the oldest rotated files beyond [`KEEP_ROTATED`].
+///
+/// A file already gone (deleted or moved by hand, or by another rotation) is nothing to
+/// rotate, and a rotated file that cannot be deleted is left: either failing here would make
+/// every later line retry the rotation and be dropped, so logging would stop for good.
 fn rotate(path: &Path, day: NaiveDate) -> io::Result<()> {
     let base = format!("{}.{}", path.display(), day.format("%Y-%m-%d"));
     let mut target = PathBuf::from(&base);
@@ -79,8 +83,16 @@ fn rotate(path: &Path, day: NaiveDate) -> io::Result<()> {
         target = PathBuf::from(format!("{base}.{n}"));
         n += 1;
     }
-    fs::rename(path, &target)?;
-    prune(path)
+    match fs::rename(path, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Err(e) = prune(path) {
+        // The log itself is the one place this could go: stderr, which the process keeps.
+        eprintln!("{}: old log files could not be deleted: {e}", path.display());
+    }
+    Ok(())
 }
 
 fn prune(path: &Path) -> io::Result<()> {
@@ -146,6 +158,21 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join("app.log.2026-12-05")).unwrap(), "first\nsecond\n");
         assert_eq!(fs::read_to_string(&path).unwrap(), "third\n");
         assert_eq!(files(&dir), ["app.log", "app.log.2026-12-05"]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_log_file_deleted_during_the_day_does_not_stop_logging_at_midnight() {
+        let dir = scratch_dir();
+        let path = dir.join("app.log");
+        let mut log = DailyFile::open_on(&path, day("2026-12-05")).unwrap();
+        log.write_on(b"first\n", day("2026-12-05")).unwrap();
+        fs::remove_file(&path).unwrap();
+
+        log.write_on(b"second\n", day("2026-12-06")).unwrap();
+        log.write_on(b"third\n", day("2026-12-06")).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second\nthird\n");
+        assert_eq!(files(&dir), ["app.log"]);
         fs::remove_dir_all(dir).unwrap();
     }
 
