@@ -16,6 +16,7 @@ use crate::support::{
     app::{API_TOKEN, TempDir, expect_json},
     eventually,
     fake_notion::{FakeNotion, Fault, RecordedRequest, ids},
+    run_step,
 };
 
 const TOKEN: &str = "ntn_faults_8Hq2Lw0Zp4";
@@ -212,10 +213,6 @@ impl Env {
     }
 }
 
-fn fetch_step(run: &Value) -> Value {
-    run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").expect("fetch").clone()
-}
-
 #[tokio::test]
 async fn a_sync_rides_out_every_kind_of_transient_fault_in_one_fetch() {
     let env = setup(|s| {
@@ -241,7 +238,7 @@ async fn a_sync_rides_out_every_kind_of_transient_fault_in_one_fetch() {
 
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(env.live_cards().await, 4, "the page's four cards, once");
-    let fetch = fetch_step(&run);
+    let fetch = run_step(&run, "fetch");
     assert_eq!(fetch["attempts"], 5, "four failed attempts and the one that finished: {fetch}");
     let attempts: Vec<(Option<String>, Option<String>)> = on_db!(env.app.db, |db| sqlx::query_as(
         "select outcome, error_kind from workflow_step_attempts where step = 'fetch' order by started_at",
@@ -293,7 +290,7 @@ async fn failures_a_crawl_moves_on_between_do_not_add_up() {
     assert_eq!(env.live_cards().await, 4);
     let failed = env.notion.requests().iter().filter(|r| r.status == 502).count();
     assert_eq!(failed, 3, "each injected failure was met");
-    assert_eq!(fetch_step(&run)["attempts"], 4, "three failed attempts and the one that finished");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 4, "three failed attempts and the one that finished");
 }
 
 #[tokio::test]
@@ -354,7 +351,7 @@ async fn notions_rate_limits_are_waited_out_without_spending_attempts() {
 
     assert_eq!(run["state"], "succeeded", "one attempt allowed, four slow-downs met: {run}");
     assert_eq!(env.live_cards().await, 4);
-    assert_eq!(fetch_step(&run)["attempts"], 1, "{run}");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 1, "{run}");
     let slowed = env.notion.requests().iter().filter(|r| matches!(r.status, 429 | 529)).count();
     assert_eq!(slowed, 4, "each was met");
     for status in [529, 429] {
@@ -391,7 +388,7 @@ async fn a_blocked_request_fails_the_run_at_once() {
 
     assert_eq!(run["state"], "failed", "{run}");
     assert_eq!(run["error_kind"], "notion_request_blocked");
-    assert_eq!(fetch_step(&run)["attempts"], 1, "retrying won't help, so it is not retried");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 1, "retrying won't help, so it is not retried");
     assert_eq!(env.notion.count("/v1/"), 1);
 }
 
@@ -407,7 +404,7 @@ async fn malformed_answers_that_never_stop_fail_the_run_after_its_attempts() {
 
     assert_eq!(run["state"], "failed", "{run}");
     assert_eq!(run["error_kind"], "notion_malformed_response");
-    assert_eq!(fetch_step(&run)["attempts"], 3);
+    assert_eq!(run_step(&run, "fetch")["attempts"], 3);
     assert_eq!(env.notion.count("/v1/blocks/"), 3, "NOTION_MAX_RETRIES=2: three attempts, then stop");
     assert_eq!(env.live_cards().await, 0);
 }

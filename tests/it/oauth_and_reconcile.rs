@@ -17,6 +17,7 @@ use crate::support::{
     fake_notion::{FakeNotion, Fault, ids},
     fixtures,
     process::ServiceProcess,
+    run_step,
 };
 
 const CLIENT_ID: &str = "4c9e2a7b-oauth-client-id";
@@ -473,8 +474,7 @@ async fn a_token_endpoint_asking_to_slow_down_is_waited_out_without_spending_att
     let run = env.finished(&env.subscribe(&user, &page).await).await;
 
     assert_eq!(run["state"], "succeeded", "one attempt allowed, two slow-downs met: {run}");
-    let fetch = run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").cloned();
-    assert_eq!(fetch.expect("fetch")["attempts"], 1, "{run}");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 1, "{run}");
     assert_eq!(env.notion.refreshes(), 1);
     let asked: Vec<_> = env.notion.requests().into_iter().filter(|r| r.path == "/v1/oauth/token").collect();
     let slowed = asked.iter().filter(|r| matches!(r.status, 429 | 529)).count();

@@ -12,7 +12,7 @@ use crate::support::{
     db::Backend,
     eventually,
     fake_notion::{FakeNotion, Fault, ids},
-    fixtures,
+    fixtures, run_step,
 };
 
 const TOKEN: &str = "ntn_test_token_for_maya";
@@ -435,8 +435,7 @@ async fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
     env.notion.inject_times("/v1/pages", Fault::RateLimited { retry_after_secs: 1 }, 1);
     let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
     assert_eq!(run["state"], "succeeded", "{run}");
-    let fetch =
-        run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").expect("fetch").clone();
+    let fetch = run_step(&run, "fetch");
     assert!(fetch["attempts"].as_i64().expect("attempts") >= 3, "two 500s were retried (the 429 waited out): {fetch}");
     assert_eq!(env.cards().await.len(), 4);
 
@@ -487,8 +486,7 @@ async fn a_revoked_token_fails_the_run_at_once_and_an_ops_retry_resumes_it() {
     assert_eq!(run["state"], "failed");
     assert_eq!(run["current_step"], "fetch");
     assert_eq!(run["error_kind"], "notion_unauthorized");
-    let fetch =
-        run["steps"].as_array().expect("steps").iter().find(|s| s["name"] == "fetch").expect("fetch").clone();
+    let fetch = run_step(&run, "fetch");
     assert_eq!(fetch["attempts"], 1, "a permanent failure is not retried: {fetch}");
 
     env.notion.allow_token(TOKEN);
@@ -498,13 +496,7 @@ async fn a_revoked_token_fails_the_run_at_once_and_an_ops_retry_resumes_it() {
         (r["state"] == "succeeded").then_some(r)
     })
     .await;
-    let debounce = run["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["name"] == "debounce")
-        .expect("debounce")
-        .clone();
+    let debounce = run_step(&run, "debounce");
     assert_eq!(debounce["attempts"], 1, "the retry resumed at fetch, not from the start");
     assert_eq!(env.cards().await.len(), 4);
 }

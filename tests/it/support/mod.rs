@@ -13,6 +13,12 @@ use std::{future::Future, time::Duration};
 
 pub use app::TestApp;
 
+/// The step named `name` in a run as `GET /api/workflows/{id}` shows it.
+pub fn run_step(run: &serde_json::Value, name: &str) -> serde_json::Value {
+    let steps = run["steps"].as_array().expect("steps");
+    steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no {name} step: {run}")).clone()
+}
+
 /// Polls `check` until it returns `Some`, or panics after `deadline` saying what was awaited.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
