@@ -272,9 +272,44 @@ async fn the_card_list_never_pages_past_a_card_still_being_created() {
     assert!(during["next_cursor"].is_null(), "{during}");
 
     tx.commit().await.expect("commit card 1");
+
+    // A session of the service waiting for a user's token refresh lock (a statement that
+    // writes nothing and can wait for a whole Notion call) holds back no card created while
+    // it waits.
+    let mut holder = options.connect().await.expect("connect");
+    sqlx::query("select pg_advisory_lock(42)").execute(&mut holder).await.expect("lock");
+    let mut waiter = options.connect().await.expect("connect");
+    let waiter_pid: i32 =
+        sqlx::query_scalar("select pg_backend_pid()").fetch_one(&mut waiter).await.expect("pid");
+    let waiting = tokio::spawn(async move {
+        sqlx::query("select pg_advisory_lock(42)").execute(&mut waiter).await.expect("waited");
+        waiter
+    });
+    eventually("the waiter waits for the lock", Duration::from_secs(10), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where pid = $1 and wait_event_type = 'Lock' and wait_event = 'advisory'",
+        )
+        .bind(waiter_pid)
+        .fetch_one(app.db.pg())
+        .await
+        .expect("count");
+        (waiting == 1).then_some(())
+    })
+    .await;
+    sqlx::query(insert).bind(card(4)).bind(user).bind("b4").execute(app.db.pg()).await.expect("card 4");
+    let all: Vec<String> = [1, 2, 3, 4].map(|n| card(n).to_string()).into();
+    let everything = format!("/api/users/{user}/flashcards");
+    eventually("every card listed while the waiter waits", Duration::from_secs(10), || async {
+        let page = expect_json(app.get_authorized(&everything).await, 200).await;
+        (ids(page) == all).then_some(())
+    })
+    .await;
+    sqlx::query("select pg_advisory_unlock(42)").execute(&mut holder).await.expect("unlock");
+    waiting.await.expect("the waiter got the lock");
+
     // Paged to the end; again while a transaction of the service's own that began before
     // card 3 may still hold the list back (only briefly).
-    let expected: Vec<String> = [1, 2, 3].map(|n| card(n).to_string()).into();
+    let expected = all;
     eventually("every card once, in the order they were created", Duration::from_secs(10), || async {
         let mut seen = Vec::new();
         let mut next = path.clone();

@@ -103,7 +103,8 @@ pub struct FetchedPage {
     /// The page object as Notion sent it, minus the response's `request_id`, which changes on
     /// every call and would make identical content look different.
     pub page: Value,
-    /// In the trash, or reported not found while its blocks were read. Its `blocks` are empty.
+    /// In the trash, or reported not found while its blocks were read, or a row of a data
+    /// source not found partway through its query. Its `blocks` are empty.
     #[serde(default)]
     pub gone: bool,
     /// Top-level blocks in document order. A block whose children were read carries them,
@@ -335,13 +336,23 @@ impl Crawl {
     /// decided that means "gone": for the root, the crawl ends with [`FetchedContent::gone`];
     /// for a row page, that page is marked gone; for a nested block (deleted since its parent
     /// was listed), it is left out with everything under it; for a data source of a database,
-    /// that source is skipped. Pending requests under what vanished are dropped.
+    /// that source is skipped, and the rows already read from it (a later page of its query
+    /// not found) are marked gone. Pending requests under what vanished are dropped.
     pub fn apply_not_found(&mut self, request: &CrawlRequest) -> Result<(), CrawlError> {
         let task = self.current(request)?;
         self.finish_task();
         match task.into {
             Target::RootPage | Target::Database | Target::Rows { root: true } => self.end_as_gone(),
-            Target::Rows { root: false } => {}
+            Target::Rows { root: false } => {
+                // A data source that vanished partway through its query takes the rows already
+                // read from it along, as when its first page is not found: otherwise those rows
+                // would keep their cards and the ones not reached would lose theirs.
+                if let CrawlRequest::QueryDataSource { id, cursor, created_from } = request
+                    && (cursor.is_some() || created_from.is_some())
+                {
+                    self.drop_rows_of(id);
+                }
+            }
             Target::Children { page, parent: None } => {
                 if self.single_page {
                     self.end_as_gone();
@@ -387,6 +398,24 @@ impl Crawl {
 
     fn push(&mut self, request: CrawlRequest, into: Target) {
         self.todo.push(Task { request, into });
+    }
+
+    /// Marks the rows read from data source `data_source_id` gone (no blocks, no cards) and
+    /// drops the block lists still queued for them.
+    fn drop_rows_of(&mut self, data_source_id: &str) {
+        let source = id_key(data_source_id);
+        let mut dropped = BTreeSet::new();
+        for (index, state) in self.pages.iter_mut().enumerate() {
+            let of_source = state.page.pointer("/parent/data_source_id").and_then(Value::as_str).map(id_key);
+            if of_source.as_deref() == Some(source.as_str()) {
+                state.gone = true;
+                dropped.insert(index);
+                // As if never read: a row that moved to another data source of the database
+                // is taken from that one's query.
+                self.seen_rows.remove(&id_key(object_id(&state.page)));
+            }
+        }
+        self.todo.retain(|t| !matches!(t.into, Target::Children { page, .. } if dropped.contains(&page)));
     }
 
     /// Everything read so far is gone too: a page whose blocks vanished after it was read

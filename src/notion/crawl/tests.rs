@@ -632,6 +632,62 @@ fn a_data_source_reported_not_found_is_skipped_but_the_database_is_not_gone() {
 }
 
 #[test]
+fn a_data_source_not_found_partway_through_its_query_takes_the_rows_read_from_it_along() {
+    const OTHER_SOURCE: &str = "2f3c8a2e-4b7d-8034-b1f2-000c5e7a9d3c";
+    let of_source = |n: usize, source: &str| {
+        let mut page = row(n, "2026-01-01T00:00:00.000Z");
+        page["parent"] = json!({"type": "data_source_id", "data_source_id": source, "database_id": DATABASE});
+        page
+    };
+    let mut crawl = Crawl::database(DATABASE, ApiFlavor::DataSources);
+    crawl
+        .apply(
+            &CrawlRequest::RetrieveDatabase { id: DATABASE.into() },
+            fixture_database(&[DATA_SOURCE, OTHER_SOURCE]),
+        )
+        .unwrap();
+    let mut gone_rows = Vec::new();
+    while let Some(request) = crawl.next_request() {
+        match &request {
+            CrawlRequest::QueryDataSource { id, cursor: None, .. } if id == DATA_SOURCE => {
+                // The id as the query's answer spells it: without dashes, upper case.
+                let source = DATA_SOURCE.replace('-', "").to_uppercase();
+                gone_rows = vec![of_source(1, &source), of_source(2, &source)];
+                crawl.apply(&request, rows_page(&gone_rows, Some("c2"), false)).unwrap();
+            }
+            CrawlRequest::QueryDataSource { id, cursor: Some(_), .. } if id == DATA_SOURCE => {
+                crawl.apply_not_found(&request).unwrap();
+            }
+            CrawlRequest::QueryDataSource { .. } => {
+                // The other source's rows: its own, and row 1, moved there from the first.
+                let rows = [of_source(3, OTHER_SOURCE), of_source(1, OTHER_SOURCE)];
+                crawl.apply(&request, rows_page(&rows, None, false)).unwrap();
+            }
+            CrawlRequest::ListChildren { block_id, .. } => {
+                assert!(
+                    !block_id.ends_with("000000000002"),
+                    "no row only the vanished source had is read: {request:?}"
+                );
+                crawl.apply(&request, list(vec![], None)).unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(gone_rows.len(), 2, "the vanished source was read");
+    let content = crawl.finish().unwrap();
+    assert!(!content.gone);
+    let live = |n: usize| {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        let copies: Vec<bool> = content.pages.iter().filter(|p| p.page["id"] == id).map(|p| p.gone).collect();
+        assert!(!copies.is_empty(), "row {n} is in the content");
+        copies.contains(&false)
+    };
+    assert!(!live(2), "the rows read only from the vanished source are gone");
+    assert!(live(3), "the other source's rows are read");
+    assert!(live(1), "a row that moved to the other source is read from it");
+}
+
+#[test]
 fn a_database_in_the_trash_ends_the_crawl_as_gone() {
     let mut database = fixture_database(&[DATA_SOURCE]);
     database["in_trash"] = json!(true);

@@ -190,20 +190,35 @@ impl PgStore {
         // oldest transaction the service (this application name) has open on this database
         // (cards created from then on may still be joined by earlier ones); they come on a
         // later call with the same cursor. The service's transactions are short (and cut off
-        // by `idle_in_transaction_session_timeout`); other clients' are not waited for.
+        // by `idle_in_transaction_session_timeout`); other clients' are not waited for, nor
+        // are sessions waiting for a user's token refresh lock (an advisory lock, taken by a
+        // statement of its own that writes nothing, and that can wait for a whole Notion call).
+        //
+        // The frontier is read by a statement before the cards': a statement sees the data as
+        // of its start but reads `pg_stat_activity` later, so a transaction committing in
+        // between would be neither open nor visible to a single statement, and its cards would
+        // be paged past. Read first, every transaction older than the frontier has ended by the
+        // time the cards are read. With none open, the frontier is that first statement's
+        // start: a transaction beginning between the two statements must not be passed either.
+        let mut conn = self.pool.acquire().await?;
+        let frontier: DateTime<Utc> = sqlx::query_scalar(
+            r#"
+            select least(min(xact_start), statement_timestamp()) from pg_stat_activity
+            where datname = current_database() and application_name = current_setting('application_name')
+              and pid <> pg_backend_pid() and xact_start is not null
+              and (wait_event_type, wait_event) is distinct from ('Lock', 'advisory')
+            "#,
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(sqlx::query_as::<_, CardRow>(
             r#"
-            with frontier as (
-                select min(xact_start) as open_since from pg_stat_activity
-                where datname = current_database() and application_name = current_setting('application_name')
-                  and pid <> pg_backend_pid() and xact_start is not null
-            )
             select id, front, back, source_page_id, source_block_id, created_at, updated_at
-            from flashcards, frontier
+            from flashcards
             where user_id = $1 and retired_at is null
               and ($2::text is null or source_page_id = $2 or container_id = $2)
               and ($3::timestamptz is null or (created_at, id) > ($3, $4))
-              and (frontier.open_since is null or created_at < frontier.open_since)
+              and created_at < $6
             order by created_at, id
             limit $5
             "#,
@@ -213,7 +228,8 @@ impl PgStore {
         .bind(cursor.map(|c| c.0))
         .bind(cursor.map(|c| c.1))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .bind(frontier)
+        .fetch_all(&mut *conn)
         .await?)
     }
 }
