@@ -465,6 +465,9 @@ impl Engine {
             else {
                 tx.commit().await?;
                 log_transition(&transition);
+                if let Transition::Succeed { output } = &transition {
+                    steps::log_success(claim, output);
+                }
                 return Ok(Some((label, None)));
             };
             log_transition(&transition);

@@ -295,6 +295,35 @@ async fn a_service_killed_mid_step_resumes_after_restart_and_the_effect_happens_
     .await)
     .expect("persist");
     assert_eq!(persisted, 1);
+    // The seed guide's line for every sync, logged once its result is committed: once, by
+    // the process that completed it, with what it wrote.
+    let completed = second.log_lines("Internal sync completed");
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(completed[0]["created"], 4, "{completed:?}");
+    assert_eq!(completed[0]["gone"], false, "{completed:?}");
+    assert_eq!(completed[0]["span"]["run_id"], run_id, "{completed:?}");
+    // A sync that finds the content as it was says so instead.
+    let user: uuid::Uuid = on_db!(pool, |p| sqlx::query_scalar("select user_id from workflow_runs where id = $1")
+        .bind(run)
+        .fetch_one(p)
+        .await)
+    .expect("user");
+    let manual = client
+        .post(second.url("/api/notion/sync"))
+        .bearer_auth(crate::support::app::API_TOKEN)
+        .json(&json!({"user_id": user, "notion_id": crate::support::fake_notion::ids::PAGE}))
+        .send()
+        .await
+        .expect("manual sync");
+    assert_eq!(manual.status(), 202);
+    eventually("the manual sync's line", Duration::from_secs(30), || async {
+        let completed = second.log_lines("Internal sync completed");
+        (completed.len() == 2).then_some(completed)
+    })
+    .await
+    .into_iter()
+    .skip(1)
+    .for_each(|line| assert_eq!(line["content_unchanged"], true, "{line}"));
     assert!(second.log_contains("took over steps whose worker stopped heartbeating"));
     let metrics = client.get(second.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("\ncognie_steps_taken_over_total 1\n"), "{metrics}");

@@ -114,9 +114,8 @@ fn unchanged_record(notion_id: &str, hash: &str, data_source_ids: Vec<String>) -
 
 /// The early end of a sync whose content is unchanged.
 fn unchanged(hash: String) -> StepOutcome {
-    // The sync ends here, so this is its `Internal sync completed` (the line ops grep for every
-    // sync, as the seed guide says); persist logs it for the others.
-    tracing::info!(content_unchanged = true, "Internal sync completed");
+    // The sync ends here: its `Internal sync completed` says `content_unchanged` (logged once
+    // committed, see `super::log_success`).
     StepOutcome::Finish { output: json!({ "skipped": "unchanged", "content_hash": hash }) }
 }
 

@@ -58,6 +58,35 @@ pub fn attempt_budget(step_timeout: Duration, request_timeout: Duration) -> Dura
     budget.max(Duration::from_millis(1))
 }
 
+/// Logs what a run that succeeded did, once its success is committed, so that a result the
+/// fence discarded (the lease had moved on) or a commit that failed and is redone is never
+/// announced: for a sync, the seed guide's `Internal sync completed` (the line ops grep for
+/// every sync), with persist's counts, or `content_unchanged` when generate found the content
+/// as it was. A sync merged into another in debounce completes nothing of its own.
+pub fn log_success(claim: &ClaimedStep, output: &Value) {
+    if claim.workflow != crate::workflow::definition::SYNC_WORKFLOW {
+        return;
+    }
+    match claim.step.as_str() {
+        "persist" => {
+            let count = |key: &str| output.get(key).and_then(Value::as_u64).unwrap_or_default();
+            let gone = output.get("gone").and_then(Value::as_bool).unwrap_or_default();
+            tracing::info!(
+                created = count("created"),
+                updated = count("updated"),
+                retired = count("retired"),
+                unchanged = count("unchanged"),
+                gone,
+                "Internal sync completed"
+            );
+        }
+        "generate" if output.get("skipped").and_then(Value::as_str) == Some("unchanged") => {
+            tracing::info!(content_unchanged = true, "Internal sync completed");
+        }
+        _ => {}
+    }
+}
+
 /// A step that finished or must wait.
 #[derive(Debug)]
 pub enum StepOutcome {

@@ -1,6 +1,7 @@
 //! `persist`: upsert the cards by their source, retire the cards whose source is gone, and
 //! record the sync, on the step's fenced transaction. Running it twice has the same effect as
-//! once. Logs `Internal sync completed` (the seed guide's grep) with the counts.
+//! once. Its output (the counts, and whether the content was gone) is what the sync's
+//! `Internal sync completed` line reports once it is committed ([`super::log_success`]).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -60,15 +61,10 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     let record =
         SyncRecord { notion_id: notion_id.to_owned(), content_hash: generated.content_hash, data_source_ids };
     let counts = tx.persist_sync(user, claim.run_id, &scope, &cards, &record).await?;
-    tracing::info!(
-        created = counts.created,
-        updated = counts.updated,
-        retired = counts.retired,
-        unchanged = counts.unchanged,
-        gone = fetched.gone,
-        "Internal sync completed"
-    );
-    Ok(StepOutcome::Done { output: json!(counts) })
+    // Announced once committed (`super::log_success`), with these counts.
+    let mut output = json!(counts);
+    output["gone"] = json!(fetched.gone);
+    Ok(StepOutcome::Done { output })
 }
 
 fn page_id(page: &Value) -> Option<&str> {

@@ -133,6 +133,17 @@ impl ServiceProcess {
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().expect("log lock").iter().any(|l| l.contains(needle))
     }
+
+    /// The JSON log lines logged so far whose message is `message`.
+    pub fn log_lines(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["message"] == message)
+            .collect()
+    }
 }
 
 impl Drop for ServiceProcess {
