@@ -104,7 +104,12 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             Grant::WaitUntil(until) => {
                 deps.metrics.rate_limit_wait();
                 tracing::debug!(%until, requests = crawl.requests_applied(), "rate limit reached; fetch continues later");
-                return Ok(StepOutcome::Wait { until, progress: Some(progress(&crawl, counted_from)) });
+                // Nothing read since the crawl was saved (or started): the saved one stays.
+                // Every waiting run of a busy user wakes when a slot frees and most are refused
+                // again; none rewrites its crawl (megabytes for a large database) as it was.
+                let unchanged = !restarted && crawl.requests_applied() == applied_before;
+                let progress = (!unchanged).then(|| progress(&crawl, counted_from));
+                return Ok(StepOutcome::Wait { until, progress });
             }
         }
         let answer = deps.notion.execute(token.expose(), &request).await;
