@@ -594,7 +594,8 @@ pub enum Grant {
     /// This many requests (at least one, at most as many as were asked for) may be made now;
     /// they have been counted.
     Granted(u32),
-    /// No slot is free before this time.
+    /// No slot now: come back at this time, this caller's turn in the user's line of waiters
+    /// (when the slot for its place frees; see `..._rate_limit_waiters_in_line.sql`).
     WaitUntil(DateTime<Utc>),
 }
 

@@ -1,5 +1,6 @@
-//! The shared per-user Notion rate limiter's state: one row per granted request in the window
-//! and the user's 429 block, decided under SQLite's write lock so every grant sees the others.
+//! The shared per-user Notion rate limiter's state: one row per granted request in the window,
+//! one per waiter in line, and the user's 429 block, decided under SQLite's write lock so every
+//! grant sees the others.
 
 use std::time::Duration;
 
@@ -52,17 +53,53 @@ impl SqliteStore {
                 }
                 Grant::Granted(granted)
             }
-            // The slot that frees first is the one taken `limit` grants ago.
+            // A place in line, after the waiters already in it (see PostgreSQL's
+            // `..._rate_limit_waiters_in_line.sql`): the first waiter's turn is when the slot
+            // taken `limit` grants ago frees, the next one's when the slot after it does, and
+            // past this window's slots, one window (and a second, for the time from a turn to
+            // its grant) after the turn of the waiter `limit` places ahead.
             _ => {
-                let oldest_counted: DateTime<Utc> = sqlx::query_scalar(
-                    r#"select granted_at from notion_rate_grants where user_id = $1
-                       order by granted_at limit 1 offset $2"#,
-                )
-                .bind(user)
-                .bind(live - i64::from(limit))
-                .fetch_one(&mut *tx)
-                .await?;
-                Grant::WaitUntil(oldest_counted + window)
+                sqlx::query(r#"delete from notion_rate_waits where user_id = $1 and wake_at <= $2"#)
+                    .bind(user)
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                let waiting: i64 =
+                    sqlx::query_scalar(r#"select count(*) from notion_rate_waits where user_id = $1"#)
+                        .bind(user)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let place = live - i64::from(limit) + waiting;
+                let turn = if place < live {
+                    let frees: DateTime<Utc> = sqlx::query_scalar(
+                        r#"select granted_at from notion_rate_grants where user_id = $1
+                           order by granted_at limit 1 offset $2"#,
+                    )
+                    .bind(user)
+                    .bind(place)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    frees + window
+                } else {
+                    let ahead: DateTime<Utc> = sqlx::query_scalar(
+                        r#"select wake_at from notion_rate_waits where user_id = $1
+                           order by wake_at limit 1 offset $2"#,
+                    )
+                    .bind(user)
+                    .bind(waiting - i64::from(limit))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    ahead + window + chrono::Duration::seconds(1)
+                };
+                // A place is as many slots as the caller asked for: what it takes at its turn.
+                for _ in 0..count.clamp(1, limit.max(1)) {
+                    sqlx::query(r#"insert into notion_rate_waits (user_id, wake_at) values ($1, $2)"#)
+                        .bind(user)
+                        .bind(ts(turn))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Grant::WaitUntil(turn)
             }
         };
         tx.commit().await?;

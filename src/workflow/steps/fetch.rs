@@ -104,9 +104,10 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
             Grant::WaitUntil(until) => {
                 deps.metrics.rate_limit_wait();
                 tracing::debug!(%until, requests = crawl.requests_applied(), "rate limit reached; fetch continues later");
-                // Nothing read since the crawl was saved (or started): the saved one stays.
-                // Every waiting run of a busy user wakes when a slot frees and most are refused
-                // again; none rewrites its crawl (megabytes for a large database) as it was.
+                // Nothing read since the crawl was saved (or started): the saved one stays. A
+                // run that comes back at its turn and finds its slot taken (by a request that
+                // came first) is refused again; it does not rewrite its crawl (megabytes for a
+                // large database) as it was.
                 let unchanged = !restarted && crawl.requests_applied() == applied_before;
                 let progress = (!unchanged).then(|| progress(&crawl, counted_from));
                 return Ok(StepOutcome::Wait { until, progress });
