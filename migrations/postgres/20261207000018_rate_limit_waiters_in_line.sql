@@ -10,8 +10,10 @@
 -- many slots as the caller asked for (what it will take at its turn). The places
 -- handed out are kept as (second, count) buckets of wake-up times, like the grants; a place
 -- counts until its time has come, so a waiter that never comes back (its run cancelled) holds
--- up the line only until then. A refusal only says when to come back: grants are decided as
--- before, so the limit holds whatever the line says. Same signature: processes of the
+-- up the line only until then. A caller that will not come back (a reconciliation check)
+-- asks for 0 slots: it is granted one if one is free, and refused without a place in line
+-- (the previous release never asks for 0). A refusal only says when to come back: grants are
+-- decided as before, so the limit holds whatever the line says. Same signature: processes of the
 -- previous release call the same function during a rolling deploy.
 alter table notion_rate_limits
     add column wake_seconds bigint[] not null default '{}',
@@ -124,10 +126,12 @@ begin
         -- come. The buckets stay in time order (a later place never has an earlier turn; a
         -- clock stepped back could give one, which then joins the last bucket).
         v_in_line := ceil(extract(epoch from wait_until))::bigint;
-        v_took_place := true;
+        v_took_place := p_count >= 1;
         v_slots := least(greatest(p_count, 1), p_limit);
         i := coalesce(array_length(v_line_seconds, 1), 0);
-        if i > 0 and v_line_seconds[i] >= v_in_line then
+        if not v_took_place then
+            null;
+        elsif i > 0 and v_line_seconds[i] >= v_in_line then
             v_line_counts[i] := v_line_counts[i] + v_slots;
         else
             v_line_seconds := v_line_seconds || v_in_line;

@@ -36,6 +36,13 @@ impl RateLimiter {
         self.store.acquire_rate_limit_slots(user, self.per_minute, WINDOW, self.at_once(count)).await
     }
 
+    /// One slot for a request that is made now or not at all (a reconciliation check): taken
+    /// if one is free; if not, the refusal takes no place in the user's line of waiters, since
+    /// the caller will not come back at its turn.
+    pub async fn try_acquire_one(&self, user: UserId) -> StoreResult<Grant> {
+        self.store.acquire_rate_limit_slots(user, self.per_minute, WINDOW, 0).await
+    }
+
     /// How many of `count` slots wanted are taken in one grant: no more than the limit allows
     /// per second (at least one). A slot taken ahead that is not used soon enough stays
     /// counted for the whole window (see `steps::fetch`'s spare slots); at a limit of a few

@@ -458,7 +458,9 @@ delegate! {
 
     // --- The per-user rate limiter
     /// Counts up to `count` requests against `user`'s limit of `limit` per `window`, as many as
-    /// there are free slots.
+    /// there are free slots; with none free, the caller takes a place (of `count` slots) in
+    /// the user's line of waiters and is told its turn. `count` 0: one slot if free, and a
+    /// refusal takes no place (the caller will not come back).
     pub async fn acquire_rate_limit_slots(&self, user: UserId, limit: u32, window: Duration, count: u32) -> StoreResult<Grant>;
     /// The user's stored Notion token and, when there is one, up to `count` slots as
     /// [`Store::acquire_rate_limit_slots`] takes them (one round trip on PostgreSQL).

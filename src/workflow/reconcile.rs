@@ -403,7 +403,7 @@ impl Reconciler {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, NotionError>>,
     {
-        if let Grant::WaitUntil(_) = self.limiter.acquire(user, 1).await? {
+        if let Grant::WaitUntil(_) = self.limiter.try_acquire_one(user).await? {
             return Ok(Call::RateLimited);
         }
         let answer = request().await;

@@ -84,6 +84,20 @@ conformance! {
             let gap = apart(turns[earlier], turns[later]);
             assert!((60.0..=62.5).contains(&gap), "waiter {later} is {gap} s after waiter {earlier}: {turns:?}");
         }
+        // A caller that will not come back (asks for 0 slots) takes no place: at a limit of one,
+        // each place is a window after the one before, and the waiter after it is told the
+        // next one.
+        let single = store.create_user("single@example.com").await.expect("user").id;
+        assert_eq!(store.acquire_rate_limit_slots(single, 1, WINDOW, 1).await.expect("acquire"), Grant::Granted(1));
+        let turn = |grant: Grant| match grant {
+            Grant::WaitUntil(turn) => turn,
+            granted => panic!("granted: {granted:?}"),
+        };
+        let first = turn(store.acquire_rate_limit_slots(single, 1, WINDOW, 1).await.expect("acquire"));
+        turn(store.acquire_rate_limit_slots(single, 1, WINDOW, 0).await.expect("acquire"));
+        let next = turn(store.acquire_rate_limit_slots(single, 1, WINDOW, 1).await.expect("acquire"));
+        let gap = apart(first, next);
+        assert!((60.0..=62.5).contains(&gap), "the next waiter is {gap} s after the first");
         // The line only says when to come back: a grant is decided by the window alone.
         let other = store.create_user("free@example.com").await.expect("user").id;
         assert_eq!(store.acquire_rate_limit_slots(other, 2, WINDOW, 1).await.expect("acquire"), Grant::Granted(1));

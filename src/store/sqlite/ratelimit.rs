@@ -91,8 +91,9 @@ impl SqliteStore {
                     .await?;
                     ahead + window + chrono::Duration::seconds(1)
                 };
-                // A place is as many slots as the caller asked for: what it takes at its turn.
-                for _ in 0..count.clamp(1, limit.max(1)) {
+                // A place is as many slots as the caller asked for: what it takes at its turn
+                // (none for a caller that asked for 0: it will not come back).
+                for _ in 0..count.min(limit.max(1)) {
                     sqlx::query(r#"insert into notion_rate_waits (user_id, wake_at) values ($1, $2)"#)
                         .bind(user)
                         .bind(ts(turn))
