@@ -42,6 +42,9 @@ pub struct Engine {
     /// Whether a worker that finishes a step goes on with the run's next step itself (until
     /// shutdown begins).
     continuing: AtomicBool,
+    /// Set when shutdown is about to run out of time: a step still calling out gives its
+    /// attempt up (see [`Engine::release_external_steps`]).
+    release: tokio::sync::watch::Sender<bool>,
 }
 
 /// How a step attempt ended, as recorded: its outcome (`None`: undone, so not recorded at
@@ -107,13 +110,29 @@ enum Chain {
 impl Engine {
     pub fn new(deps: StepDeps, definitions: Definitions, settings: EngineSettings) -> Arc<Self> {
         let transactional = steps::transactional_steps(&deps.generator);
-        Arc::new(Self { deps, definitions, settings, transactional, continuing: AtomicBool::new(true) })
+        Arc::new(Self {
+            deps,
+            definitions,
+            settings,
+            transactional,
+            continuing: AtomicBool::new(true),
+            release: tokio::sync::watch::Sender::new(false),
+        })
     }
 
     /// From now on, a finished step hands the run's next step to the queue instead of running
     /// it in the same worker (graceful shutdown: stop taking work).
     pub fn stop_continuing(&self) {
         self.continuing.store(false, Ordering::SeqCst);
+    }
+
+    /// Graceful shutdown is running out of time: every step still calling out (a fetch waiting
+    /// on Notion, an external generation) stops and releases its run, recorded as a wait due
+    /// at once that spends no attempt. Another worker takes it over as soon as it is queued,
+    /// instead of after this worker's lease expires, and the attempt cut short does not count
+    /// towards the step's failures. Steps that only touch the database are short; they finish.
+    pub fn release_external_steps(&self) {
+        self.release.send_replace(true);
     }
 
     /// How long a job that failed on an unexpected database error waits before it is tried
@@ -351,6 +370,7 @@ impl Engine {
         tokio::pin!(work);
         let mut beat = tokio::time::interval(self.settings.lease / 3);
         beat.tick().await;
+        let mut release = self.release.subscribe();
         loop {
             tokio::select! {
                 result = &mut work => {
@@ -359,6 +379,10 @@ impl Engine {
                         Ok(Err(_panic)) => Err(StepError::retryable("step_panicked", "the step panicked; see the log")),
                         Err(_) => Err(StepError::retryable("step_timeout", format!("the step took longer than {:?}", policy.timeout))),
                     });
+                }
+                true = released(&mut release) => {
+                    tracing::info!("shutting down: the step is released to another worker (no attempt spent)");
+                    return Some(Ok(StepOutcome::Wait { until: Utc::now(), progress: None }));
                 }
                 _ = beat.tick() => match self.deps.store.heartbeat(claim, self.settings.lease).await {
                     Ok(true) => {}
@@ -607,6 +631,12 @@ impl Engine {
 fn backoff(base: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
     let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     exp.min(max).mul_f64(0.5 + 0.5 * jitter)
+}
+
+/// Resolves once the engine's release is set (`true`; `false` only if the engine were gone,
+/// which cannot happen while a step runs: the engine owns the sender).
+async fn released(release: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    release.wait_for(|released| *released).await.is_ok()
 }
 
 /// A number in [0, 1) from the OS's random source.

@@ -100,10 +100,16 @@ pub async fn run_worker(
                 let _ = control.shutdown();
                 // apalis waits for every in-flight step however long it takes (its own
                 // shutdown timeout only applies to `run_with_signal`), and a step may take its
-                // whole timeout, or retry in place for as long as the database is down. Past
-                // the bound the steps are dropped: their leases expire and another worker (or
-                // this one, restarted) takes them over; a result that arrives late is fenced.
-                return match tokio::time::timeout(shutdown_timeout, run).await {
+                // whole timeout, or retry in place for as long as the database is down. Near
+                // the bound, steps still calling out release their runs (recorded in the time
+                // left); past it whatever is left is dropped: its lease expires and another
+                // worker (or this one, restarted) takes it over; a late result is fenced.
+                let release_at = shutdown_timeout - RELEASE_MARGIN.min(shutdown_timeout / 2);
+                if let Ok(ended) = tokio::time::timeout(release_at, &mut run).await {
+                    return ended.map_err(std::io::Error::other);
+                }
+                engine.release_external_steps();
+                return match tokio::time::timeout(shutdown_timeout - release_at, run).await {
                     Ok(ended) => ended.map_err(std::io::Error::other),
                     Err(_) => {
                         tracing::warn!(
@@ -118,6 +124,10 @@ pub async fn run_worker(
         }
     }
 }
+
+/// How long before the shutdown bound steps still calling out release their runs (half the
+/// bound when that is shorter): the time left to record the releases.
+const RELEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The first and the longest wait before a stopped worker is started again, and how long a
 /// worker must have run for the wait to start over from the first.

@@ -381,11 +381,14 @@ async fn the_rate_limit_holds_across_worker_processes() {
 
 conformance! {
 /// SIGTERM waits for in-flight steps at most `SHUTDOWN_TIMEOUT_SECONDS`: a step still waiting
-/// on Notion past it is left behind (its lease expires and a worker takes it over), and the
-/// process exits. Before, apalis waited for the step however long it took.
-async fn sigterm_with_a_step_in_flight_exits_within_the_shutdown_timeout_and_the_step_is_taken_over() {
+/// on Notion near it releases its run (recorded as a wait due at once, spending no attempt)
+/// and the process exits. The next process takes the run over at once, not when the old
+/// lease expires (60 s here). Before, apalis waited for the step however long it took; then
+/// the step was left until its lease expired, and the attempt cut short counted as a failure.
+async fn sigterm_with_a_step_in_flight_releases_it_within_the_shutdown_timeout() {
     // A Notion timeout well past the hang, so only the shutdown bound can end the wait.
-    let extra = [("SHUTDOWN_TIMEOUT_SECONDS", "1"), ("NOTION_TIMEOUT_SECONDS", "90")];
+    let extra =
+        [("SHUTDOWN_TIMEOUT_SECONDS", "1"), ("NOTION_TIMEOUT_SECONDS", "90"), ("STEP_LEASE_SECONDS", "60")];
     // Every part bound: the fake Notion and the database live as long as the test.
     let MidFetch { _notion, _db, _data_dir, settings, pool, service: first, run_id } = mid_fetch(&extra).await;
     let log = first.log.clone();
@@ -394,7 +397,23 @@ async fn sigterm_with_a_step_in_flight_exits_within_the_shutdown_timeout_and_the
         "the service did not exit cleanly within 10 s of SIGTERM with a 1 s shutdown timeout"
     );
     let log = log.lock().expect("log").join("\n");
-    assert!(log.contains("left to be taken over"), "{log}");
+    assert!(log.contains("released to another worker"), "{log}");
+    assert!(!log.contains("left to be taken over"), "{log}");
+    assert_eq!(run_state(&pool, &run_id).await, ("waiting".into(), Some("fetch".into())));
+    let id = uuid::Uuid::parse_str(&run_id).expect("run id");
+    let (attempt, step_attempts, outcome): (i64, i64, Option<String>) = on_db!(pool, |p| sqlx::query_as(
+        r#"select cast(r.attempt as bigint), cast(s.attempts as bigint), a.outcome
+           from workflow_runs r
+           join workflow_steps s on s.run_id = r.id and s.name = 'fetch'
+           join workflow_step_attempts a on a.run_id = r.id and a.step = 'fetch'
+           where r.id = $1"#,
+    )
+    .bind(id)
+    .fetch_one(p)
+    .await)
+    .expect("the run, its fetch step and its one attempt");
+    assert_eq!((attempt, step_attempts), (0, 0), "the attempt cut short is given back");
+    assert_eq!(outcome.as_deref(), Some("waiting"));
 
     let _second = ServiceProcess::start("serve", &settings);
     eventually("the run to complete after the restart", Duration::from_secs(30), || async {
