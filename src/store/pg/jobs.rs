@@ -8,12 +8,14 @@ use sqlx::PgConnection;
 use super::PgStore;
 use crate::store::{StoreResult, jobs::StepJob};
 
-/// Inserts one pending job; `$1` id, `$2` payload, `$3` seconds from now until it is due.
+/// Inserts one pending job; `$1` id, `$2` payload, `$3` seconds from now until it is due (from
+/// the clock, not the transaction's start: the delay was worked out from the clock, and a job
+/// enqueued late in a long transaction, a large fan-out's, must not come due early).
 /// `max_attempts = 1`: apalis must never re-run a job by itself (it would do so at once, with
 /// no backoff); retries are new jobs that our engine schedules.
 pub const INSERT_JOB_SQL: &str = r#"
 insert into apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata)
-values ($1, 'cognie_sync.steps', $2, 'Pending', 0, 1, now() + make_interval(secs => $3), 0, ''::hstore)
+values ($1, 'cognie_sync.steps', $2, 'Pending', 0, 1, clock_timestamp() + make_interval(secs => $3), 0, ''::hstore)
 "#;
 
 /// Enqueues a step job due after `delay`, on the caller's connection (and so transaction).
