@@ -3,7 +3,6 @@
 //! and the one-time verification handshake (`{"verification_token":...}`).
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::ids::NotionId;
@@ -76,50 +75,20 @@ pub enum Disposition {
 
 impl WebhookEvent {
     /// How redeliveries of this event are recognised: Notion's event id (the same on every
-    /// `attempt_number`), or the SHA-256 of the body when there is none.
+    /// `attempt_number`), or the SHA-256 of the body when there is none. An id longer than
+    /// any of Notion's (a UUID) is keyed by its SHA-256: the key is indexed, and PostgreSQL
+    /// cannot index a value of a few kilobytes (the insert failed, answering 500).
     pub fn dedupe_key(&self, raw_body: &[u8]) -> String {
         match &self.notion_event_id {
-            Some(id) => format!("notion:{id}"),
+            Some(id) if id.len() <= MAX_PLAIN_EVENT_ID_LEN => format!("notion:{id}"),
+            Some(id) => format!("notion-sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
             None => format!("sha256:{}", hex::encode(Sha256::digest(raw_body))),
         }
     }
 }
 
-#[derive(Deserialize)]
-struct RawBody {
-    verification_token: Option<serde_json::Value>,
-    #[serde(rename = "type")]
-    event_type: Option<serde_json::Value>,
-    id: Option<serde_json::Value>,
-    timestamp: Option<String>,
-    attempt_number: Option<i64>,
-    entity: Option<RawRef>,
-    data: Option<RawData>,
-    /// Seed form: `{"type":"page.updated","page":{"id":...}}`.
-    page: Option<RawRef>,
-    /// Seed form: `{"type":"database.updated","database":{"id":...}}`.
-    database: Option<RawRef>,
-}
-
-#[derive(Deserialize)]
-struct RawRef {
-    id: Option<serde_json::Value>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawData {
-    parent: Option<RawParent>,
-}
-
-#[derive(Deserialize)]
-struct RawParent {
-    id: Option<serde_json::Value>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    data_source_id: Option<serde_json::Value>,
-}
+/// The longest event id used as its own dedupe key, in bytes.
+const MAX_PLAIN_EVENT_ID_LEN: usize = 200;
 
 /// Event types that can change a page's or database's flashcards.
 const PAGE_TYPES: &[&str] = &[
@@ -161,60 +130,64 @@ fn holds_nul(value: &serde_json::Value) -> bool {
 }
 
 /// Parses a body. Unknown fields and values are accepted: Notion adds event types and author
-/// kinds over time, and an unknown type is recorded and ignored, not rejected.
+/// kinds over time, and an unknown type is recorded and ignored, not rejected. A field the
+/// service reads whose value has another shape than expected (a number for `timestamp`, a
+/// string for `entity`) is read as absent, never a reason to refuse a signed event: the body
+/// is valid JSON, and refusing it would lose the event once Notion stops redelivering.
 pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(BodyError::NotAnObject);
-    }
+    let Some(raw) = value.as_object() else { return Err(BodyError::NotAnObject) };
     if holds_nul(&value) {
         return Err(BodyError::HoldsNul);
     }
-    let raw: RawBody = serde_json::from_value(value).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
 
-    if raw.event_type.is_none() {
+    let Some(event_type) = raw.get("type") else {
         // Anyone can send a handshake, and each distinct token is stored: only plausible
         // tokens (Notion's are about 50 characters) count as one.
-        if let Some(serde_json::Value::String(token)) = raw.verification_token
+        if let Some(serde_json::Value::String(token)) = raw.get("verification_token")
             && !token.is_empty()
             && token.len() <= MAX_VERIFICATION_TOKEN_LEN
         {
-            return Ok(ParsedBody::Handshake { verification_token: token });
+            return Ok(ParsedBody::Handshake { verification_token: token.clone() });
         }
         return Err(BodyError::MissingType);
-    }
-    let event_type = match raw.event_type {
-        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+    };
+    let event_type = match event_type {
+        serde_json::Value::String(t) if !t.trim().is_empty() => t.trim().to_owned(),
         _ => return Err(BodyError::MissingType),
     };
 
     // The real envelope names the object in `entity`; the seed's form in `page` / `database`.
-    let (entity_raw, entity_type) = match (&raw.entity, &raw.page, &raw.database) {
-        (Some(entity), _, _) => (id_text(&entity.id), entity.kind.clone()),
-        (None, Some(page), _) => (id_text(&page.id), Some("page".to_owned())),
-        (None, None, Some(db)) => (id_text(&db.id), Some("database".to_owned())),
+    let object = |name: &str| raw.get(name).filter(|v| v.is_object());
+    let (entity_raw, entity_type) = match (object("entity"), object("page"), object("database")) {
+        (Some(entity), _, _) => (id_text(entity.get("id")), text(entity.get("type"))),
+        (None, Some(page), _) => (id_text(page.get("id")), Some("page".to_owned())),
+        (None, None, Some(db)) => (id_text(db.get("id")), Some("database".to_owned())),
         _ => (None, None),
     };
     let entity_id = entity_raw.as_deref().and_then(|id| NotionId::parse(id).ok());
-    let parent = raw.data.and_then(|d| d.parent);
+    let parent = object("data").and_then(|d| d.get("parent")).filter(|p| p.is_object());
+    let parent_id_of =
+        |key: &str| parent.and_then(|p| id_text(p.get(key))).and_then(|id| NotionId::parse(&id).ok());
 
     let disposition = disposition(&event_type, entity_raw.as_deref(), entity_id.as_ref());
     Ok(ParsedBody::Event(WebhookEvent {
-        notion_event_id: id_text(&raw.id),
+        notion_event_id: id_text(raw.get("id")),
         event_type,
         entity_id,
         entity_type,
-        parent_id: parent.as_ref().and_then(|p| id_text(&p.id)).and_then(|id| NotionId::parse(&id).ok()),
-        parent_type: parent.as_ref().and_then(|p| p.kind.clone()),
-        data_source_id: parent
-            .as_ref()
-            .and_then(|p| id_text(&p.data_source_id))
-            .and_then(|id| NotionId::parse(&id).ok()),
-        attempt_number: raw.attempt_number.and_then(|n| i32::try_from(n).ok()),
+        parent_id: parent_id_of("id"),
+        parent_type: parent.and_then(|p| text(p.get("type"))),
+        data_source_id: parent_id_of("data_source_id"),
+        attempt_number: raw
+            .get("attempt_number")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|n| i32::try_from(n).ok()),
         timestamp: raw
-            .timestamp
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .get("timestamp")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc)),
         disposition,
     }))
@@ -237,8 +210,13 @@ fn disposition(event_type: &str, entity_raw: Option<&str>, entity_id: Option<&No
     }
 }
 
+/// A string field as sent; any other value is read as absent.
+fn text(value: Option<&serde_json::Value>) -> Option<String> {
+    value.and_then(serde_json::Value::as_str).map(str::to_owned)
+}
+
 /// Ids are strings in Notion's payloads; accept numbers too rather than failing a signed event.
-fn id_text(value: &Option<serde_json::Value>) -> Option<String> {
+fn id_text(value: Option<&serde_json::Value>) -> Option<String> {
     match value {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
@@ -329,5 +307,36 @@ mod tests {
         let without = event(r#"{"type":"page.updated","page":{"id":"x"}}"#);
         assert_ne!(without.dedupe_key(b"a"), without.dedupe_key(b"b"));
         assert!(without.dedupe_key(b"a").starts_with("sha256:"));
+    }
+
+    #[test]
+    fn an_event_id_too_long_to_index_is_keyed_by_its_hash() {
+        let long = "e".repeat(3000);
+        let e = event(&format!(r#"{{"id":"{long}","type":"page.updated","page":{{"id":"x"}}}}"#));
+        let key = e.dedupe_key(b"body");
+        assert!(key.starts_with("notion-sha256:") && key.len() < 100, "{key}");
+        assert_eq!(key, e.dedupe_key(b"another delivery's body"), "redeliveries share it");
+        let other = event(&format!(r#"{{"id":"{long}f","type":"page.updated","page":{{"id":"x"}}}}"#));
+        assert_ne!(key, other.dedupe_key(b"body"));
+        let uuid = event(r#"{"id":"4e8d2c6a-1b3f-4a5e-8d7c-9b0a1f2e3d4c","type":"page.updated"}"#);
+        assert_eq!(uuid.dedupe_key(b"body"), "notion:4e8d2c6a-1b3f-4a5e-8d7c-9b0a1f2e3d4c");
+    }
+
+    #[test]
+    fn fields_of_an_unexpected_shape_are_read_as_absent_not_refused() {
+        let e = event(
+            r#"{"id":"e1","type":"page.updated","timestamp":1715000000,"attempt_number":"2",
+                "entity":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":7},
+                "data":{"parent":"x"}}"#,
+        );
+        assert_eq!((e.timestamp, e.attempt_number, e.entity_type), (None, None, None));
+        assert_eq!((e.parent_id, e.parent_type), (None, None));
+        assert!(matches!(e.disposition, Disposition::Accept { kind: EventKind::Page, .. }));
+        // An `entity` that is no object: the seed's `page` still names the page.
+        let e =
+            event(r#"{"type":"page.updated","entity":"x","page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#);
+        assert!(matches!(e.disposition, Disposition::Accept { kind: EventKind::Page, .. }));
+        let e = event(r#"{"type":"page.updated","data":[1],"entity":null}"#);
+        assert!(matches!(e.disposition, Disposition::Ignore { .. }), "{e:?}");
     }
 }

@@ -78,12 +78,17 @@ impl PgStore {
     }
 
     /// Stores a verification token (encrypted) or notes that it was received again.
+    ///
+    /// Token inserts take turns (a lock held until the statement commits): an identity is
+    /// handed out at insert, not at commit, so two handshakes at once could otherwise commit
+    /// ids 2 then 1, and an instance that read the "first" token in between would sign with a
+    /// different key (for good: it is cached) than every other instance.
     pub async fn record_verification_token(&self, ciphertext: &[u8], token_sha256: &str) -> StoreResult<()> {
         let mut conn = Abandonable::acquire(&self.pool).await?;
         sqlx::query(
             r#"
             insert into webhook_verification_tokens (token_ciphertext, token_sha256)
-            values ($1, $2)
+            select $1, $2 from (select pg_advisory_xact_lock(hashtextextended('cognie-sync verification tokens', 0))) turn
             on conflict (token_sha256) do update
             set last_received_at = now(),
                 times_received = webhook_verification_tokens.times_received + 1
