@@ -447,9 +447,6 @@ delegate! {
     // --- Flashcards
     /// The content hash of the last successful sync of (user, content).
     pub async fn last_content_hash(&self, user: UserId, notion_id: &str) -> StoreResult<Option<String>>;
-    /// Records a sync that found its content unchanged (its time, and a database's data
-    /// sources); see [`crate::store::StoreTx::record_sync`].
-    pub async fn record_sync(&self, user: UserId, run_id: RunId, record: &SyncRecord) -> StoreResult<()>;
     /// A user's live cards, oldest first, optionally only those from one page or database,
     /// after `cursor` (created_at, id); at most `limit`.
     pub async fn live_cards(&self, user: UserId, notion_id: Option<&str>, cursor: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>, limit: i64) -> StoreResult<Vec<CardRow>>;

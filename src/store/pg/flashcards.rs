@@ -165,11 +165,6 @@ pub async fn last_content_hash(
 }
 
 impl PgStore {
-    pub async fn record_sync(&self, user: UserId, run_id: RunId, record: &SyncRecord) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        record_sync(&mut conn, user, run_id, record).await
-    }
-
     pub async fn last_content_hash(&self, user: UserId, notion_id: &str) -> StoreResult<Option<String>> {
         let mut conn = self.pool.acquire().await?;
         last_content_hash(&mut conn, user, notion_id).await

@@ -191,16 +191,6 @@ pub async fn record_sync(
     Ok(())
 }
 
-impl SqliteStore {
-    /// [`record_sync`] in a write transaction of its own.
-    pub async fn record_sync(&self, user: UserId, run_id: RunId, record: &SyncRecord) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        record_sync(&mut tx, user, run_id, record).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
 /// The content hash of the last successful sync of (user, content).
 pub async fn last_content_hash(
     conn: &mut SqliteConnection,

@@ -31,7 +31,16 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
     match generate(content, last_hash, &mut progress, deps.generate_budget, deps).await? {
         Generated::Cards(outcome) => Ok(outcome),
         Generated::Unchanged(hash) => {
-            deps.store.record_sync(user, claim.run_id, &unchanged_record(notion_id, &hash, sources)).await?;
+            // Under the claim's lease, as every write of a step: an attempt whose lease was
+            // taken over while it ran must not record an older hash over a newer sync's.
+            let Some(mut tx) = deps.store.begin_fenced(claim).await? else {
+                return Err(StepError::retryable(
+                    "lease_lost",
+                    "the step's lease was lost; nothing recorded",
+                ));
+            };
+            tx.record_sync(user, claim.run_id, &unchanged_record(notion_id, &hash, sources)).await?;
+            tx.commit().await?;
             Ok(unchanged(hash))
         }
     }
