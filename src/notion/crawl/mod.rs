@@ -17,10 +17,11 @@
 //!   the rows already are the page objects, so they are not retrieved again;
 //! - a database, 2022-06-28 ([`ApiFlavor::LegacyDatabase`]): the database query, then rows' blocks.
 //!
-//! Each block list is requested exactly once and, within a page, in document order: first the
-//! children of the blocks just received, then the next page of the list. A query is read whole
-//! (every page, every window) before its rows' blocks, so each cursor is used as soon as the
-//! rate limit allows.
+//! Each block list is requested exactly once. A list's next page comes right after the page
+//! before it, then the children of the blocks received (blocks are assembled in document order
+//! whatever order their lists arrive in); a query is likewise read whole (every page, every
+//! window) before its rows' blocks. So each cursor is used as soon as the rate limit allows,
+//! while Notion still accepts it.
 //!
 //! Notion ends a data source or database query at 10,000 rows (`request_status: incomplete`,
 //! `query_result_limit_reached`, on every page of the capped result). Queries are sorted
@@ -323,10 +324,14 @@ impl Crawl {
                 }
             }
             Target::Children { page, parent } => {
-                let list = read_list(response, "block").map_err(malformed)?;
+                let mut list = read_list(response, "block").map_err(malformed)?;
                 self.finish_task();
+                // The list's next page goes above its blocks' own lists, as a query's does: its
+                // cursor (the next block's id) is used right away, not after every subtree of
+                // this page (minutes at a low rate limit), by when that block may be gone.
+                let results = std::mem::take(&mut list.results);
+                self.add_blocks(page, parent, results);
                 self.push_continuation(request, &list, task.into);
-                self.add_blocks(page, parent, list.results);
             }
         }
         Ok(())
