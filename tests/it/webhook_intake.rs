@@ -183,6 +183,29 @@ async fn unknown_event_types_are_recorded_and_ignored() {
 }
 
 conformance! {
+/// Valid JSON that a reader of Notion's format would not expect (an id far longer than a
+/// UUID, a number for `timestamp`, a string for `entity`) is stored and deduplicated like any
+/// event, never refused: refusing a signed event loses it once Notion stops redelivering.
+/// Before, the long id failed PostgreSQL's index (500) and the odd shapes were 400s.
+async fn odd_but_valid_events_are_accepted_and_deduplicated() {
+    let app = TestApp::spawn().await;
+    let long = format!(
+        r#"{{"id":"{}","type":"page.content_updated","attempt_number":1,"entity":{{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1","type":"page"}}}}"#,
+        // Random, so that PostgreSQL cannot compress it below its index's size limit.
+        (0..200).map(|_| uuid::Uuid::new_v4().to_string()).collect::<String>()
+    );
+    assert_eq!(expect_json(app.post_signed(long.as_bytes()).await, 200).await["status"], "accepted");
+    let retry = long.replace("\"attempt_number\":1", "\"attempt_number\":2");
+    assert_eq!(expect_json(app.post_signed(retry.as_bytes()).await, 200).await["status"], "duplicate");
+    let odd = br#"{"id":"evt-odd","type":"page.updated","timestamp":1715000000,"entity":"x","data":{"parent":7},
+                   "page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#;
+    assert_eq!(expect_json(app.post_signed(odd).await, 200).await["status"], "accepted");
+    assert_eq!(app.count(EVENTS).await, 2);
+    assert_eq!(app.count(RUNS).await, 2);
+}
+}
+
+conformance! {
 async fn malformed_json_with_a_valid_signature_is_a_400() {
     let app = TestApp::spawn().await;
     expect_error(app.post_signed(b"{\"type\": \"page.updated\",").await, 400, "malformed_json").await;
