@@ -186,6 +186,14 @@ impl Store {
         }
     }
 
+    /// The SQLite connections the step worker's apalis storage works with.
+    pub fn sqlite_jobs_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.backend {
+            Backend::Postgres(_) => None,
+            Backend::Sqlite(s) => Some(s.jobs_pool()),
+        }
+    }
+
     /// What wakes the SQLite worker when a job is committed (PostgreSQL uses LISTEN/NOTIFY).
     pub fn sqlite_wake_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         match &self.backend {

@@ -172,7 +172,7 @@ fn monitor(
                 .build(handle_job)
         })
     } else {
-        let pool = store.sqlite_pool().cloned().expect("a store is PostgreSQL or SQLite");
+        let pool = store.sqlite_jobs_pool().cloned().expect("a store is PostgreSQL or SQLite");
         let wake = store.sqlite_wake_signal().expect("a SQLite store has a wake signal");
         let config = apalis_sqlite::Config::default()
             .queue(STEP_QUEUE)

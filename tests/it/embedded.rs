@@ -162,3 +162,55 @@ async fn migrate_on_a_fresh_machine_creates_the_data_directory_and_the_database(
     assert!(started.elapsed() < Duration::from_secs(30), "migrate took {:?}: {output}", started.elapsed());
     assert!(dir.join("fresh/data/cognie-sync.db").is_file(), "{output}");
 }
+
+/// A write lock held past the store's 5 s busy timeout (another connection's here; in
+/// production a large database's persist, or a checkpoint on a slow disk) makes the service's
+/// own writes wait, fail and be tried again, but must not end apalis's step worker: apalis
+/// drops the steps it has in flight when its worker ends (each then waits for its lease to
+/// expire, and loses its attempt). Before, apalis's fetch or heartbeat on the shared 5 s
+/// connections failed with "database is locked" and the worker was restarted.
+#[tokio::test]
+async fn a_write_lock_held_past_the_busy_timeout_does_not_stop_the_step_worker() {
+    use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+    let home = TempDir::new();
+    let dir = Path::new(home.path());
+    let service = ServiceProcess::start_in("serve", &newcomer_settings(), Some(dir));
+    let mut locker = SqliteConnectOptions::new()
+        .filename(dir.join("data/cognie-sync.db"))
+        .connect()
+        .await
+        .expect("a connection of our own");
+    sqlx::query("begin immediate").execute(&mut locker).await.expect("take the write lock");
+    // The stimulus, not a wait for a result: long enough for apalis's heartbeat (every 5 s)
+    // and its polls (every 50 ms) to meet the lock and outwait the 5 s busy timeout.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    sqlx::query("commit").execute(&mut locker).await.expect("release it");
+
+    // The worker lived through it and still runs events.
+    let client = reqwest::Client::new();
+    let signature = cognie_sync::webhook::signature::sign(fixtures::secret().as_bytes(), PAGE_EVENT);
+    let ack = client
+        .post(service.url("/api/notion/webhook/notion"))
+        .header("content-type", "application/json")
+        .header("X-Notion-Signature", signature)
+        .body(PAGE_EVENT.to_vec())
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(ack.status(), 200);
+    let token = std::fs::read_to_string(dir.join("data/api_token")).expect("token file");
+    eventually("the event workflow to succeed", Duration::from_secs(20), || async {
+        let list: serde_json::Value = client
+            .get(service.url("/api/workflows?workflow=notion_event&state=succeeded"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        list["items"].as_array().is_some_and(|items| !items.is_empty()).then_some(())
+    })
+    .await;
+    assert!(!service.log_contains("step worker stopped"), "the worker was not restarted");
+}

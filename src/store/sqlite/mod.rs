@@ -48,8 +48,18 @@ const MIGRATIONS_TABLE: &str = "_cognie_sync_migrations";
 /// caller answers 503 or retries).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections for readers (and apalis), which run in parallel in WAL mode.
+/// Connections for readers, which run in parallel in WAL mode.
 const MAX_READERS: u32 = 8;
+
+/// How long apalis's own writes (fetching jobs, acknowledging them, its heartbeats) wait for
+/// the write lock. apalis ends its worker for good on the first error and drops the steps in
+/// flight (their leases then expire: each loses its attempt, ~15 s later), so a write lock held
+/// past [`BUSY_TIMEOUT`] (a large database's persist, a checkpoint on a slow disk) must not
+/// be one.
+const JOBS_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections for apalis: its fetch, acknowledgements and heartbeats.
+const JOBS_CONNECTIONS: u32 = 3;
 
 fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("./migrations/sqlite");
@@ -60,8 +70,10 @@ fn migrator() -> Migrator {
 /// The SQLite backend.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    /// Readers, and apalis's own job bookkeeping.
+    /// Readers.
     pool: SqlitePool,
+    /// apalis's own job bookkeeping (see [`JOBS_BUSY_TIMEOUT`]).
+    jobs: SqlitePool,
     /// Our writes, one at a time: SQLite has a single writer anyway, and waiting for this
     /// connection is a fair, async queue, where waiting for SQLite's lock is sleep-and-retry
     /// (up to `BUSY_TIMEOUT`, then an error).
@@ -87,19 +99,29 @@ impl SqliteStore {
             .max_connections(settings.max_connections.clamp(2, MAX_READERS))
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options.clone());
+        let jobs = SqlitePoolOptions::new()
+            .max_connections(JOBS_CONNECTIONS)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options.clone().busy_timeout(JOBS_BUSY_TIMEOUT));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool, writer, wake: Arc::new(Notify::new()), sweep: Arc::default() })
+        Ok(Self { pool, jobs, writer, wake: Arc::new(Notify::new()), sweep: Arc::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
+    /// The connections apalis works with.
+    pub fn jobs_pool(&self) -> &SqlitePool {
+        &self.jobs
+    }
+
     pub async fn close(&self) {
         self.writer.close().await;
+        self.jobs.close().await;
         self.pool.close().await;
     }
 
