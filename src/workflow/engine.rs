@@ -121,9 +121,11 @@ impl Engine {
     }
 
     /// From now on, a finished step hands the run's next step to the queue instead of running
-    /// it in the same worker (graceful shutdown: stop taking work).
+    /// it in the same worker, and a crawl checkpoints after its request in flight (graceful
+    /// shutdown: stop taking work, hand over what is under way).
     pub fn stop_continuing(&self) {
         self.continuing.store(false, Ordering::SeqCst);
+        self.deps.winding_down.store(true, Ordering::SeqCst);
     }
 
     /// Graceful shutdown is running out of time: every step still calling out (a fetch waiting
@@ -368,31 +370,39 @@ impl Engine {
         let work = AssertUnwindSafe(steps::run(claim, &self.deps)).catch_unwind();
         let work = tokio::time::timeout(policy.timeout, work);
         tokio::pin!(work);
-        let mut beat = tokio::time::interval(self.settings.lease / 3);
-        beat.tick().await;
-        let mut release = self.release.subscribe();
-        loop {
-            tokio::select! {
-                result = &mut work => {
-                    return Some(match result {
-                        Ok(Ok(outcome)) => outcome,
-                        Ok(Err(_panic)) => Err(StepError::retryable("step_panicked", "the step panicked; see the log")),
-                        Err(_) => Err(StepError::retryable("step_timeout", format!("the step took longer than {:?}", policy.timeout))),
-                    });
-                }
-                true = released(&mut release) => {
-                    tracing::info!("shutting down: the step is released to another worker (no attempt spent)");
-                    return Some(Ok(StepOutcome::Wait { until: Utc::now(), progress: None }));
-                }
-                _ = beat.tick() => match self.deps.store.heartbeat(claim, self.settings.lease).await {
+        // Polled beside the step, never instead of it: a heartbeat waits for the run's row
+        // lock while the step holds it (a fenced write of its own), and the step must go on
+        // to commit and release it.
+        let heartbeats = async {
+            let mut beat = tokio::time::interval(self.settings.lease / 3);
+            beat.tick().await;
+            loop {
+                beat.tick().await;
+                match self.deps.store.heartbeat(claim, self.settings.lease).await {
                     Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!("lease lost (taken over or cancelled); abandoning the attempt");
-                        return None;
-                    }
+                    Ok(false) => return,
                     // A database hiccup: keep working; the lease may well still hold.
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                },
+                }
+            }
+        };
+        tokio::pin!(heartbeats);
+        let mut release = self.release.subscribe();
+        tokio::select! {
+            // A step that has finished is recorded as such, whatever else is ready.
+            biased;
+            result = &mut work => Some(match result {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_panic)) => Err(StepError::retryable("step_panicked", "the step panicked; see the log")),
+                Err(_) => Err(StepError::retryable("step_timeout", format!("the step took longer than {:?}", policy.timeout))),
+            }),
+            () = &mut heartbeats => {
+                tracing::warn!("lease lost (taken over or cancelled); abandoning the attempt");
+                None
+            }
+            true = released(&mut release) => {
+                tracing::info!("shutting down: the step is released to another worker (no attempt spent)");
+                Some(Ok(StepOutcome::Wait { until: Utc::now(), progress: None }))
             }
         }
     }
