@@ -321,6 +321,7 @@ impl App {
                     self.definitions.policy("generate").timeout,
                     OpenAiConfig::DEFAULT_TIMEOUT,
                 ),
+                winding_down: Arc::default(),
             };
             let engine = Engine::new(
                 deps,

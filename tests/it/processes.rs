@@ -230,11 +230,16 @@ struct MidFetch {
 }
 
 async fn mid_fetch(extra: &[(&'static str, &str)]) -> MidFetch {
+    mid_fetch_held(extra, Duration::from_secs(60)).await
+}
+
+/// [`mid_fetch`] with the first block listing held for `hold`.
+async fn mid_fetch_held(extra: &[(&'static str, &str)], hold: Duration) -> MidFetch {
     use crate::support::fake_notion::{FakeNotion, Fault, ids};
     let notion = FakeNotion::start().await;
     notion.load_fixture_page();
     notion.allow_token(TOKEN);
-    notion.inject_times("/v1/blocks", Fault::Delay(Duration::from_secs(60)), 1);
+    notion.inject_times("/v1/blocks", Fault::Delay(hold), 1);
     let db = TestDb::create().await;
     let data_dir = TempDir::new();
     let (mut settings, pool) = shared_setup(&db, &data_dir).await;
@@ -387,14 +392,15 @@ conformance! {
 /// the step was left until its lease expired, and the attempt cut short counted as a failure.
 async fn sigterm_with_a_step_in_flight_releases_it_within_the_shutdown_timeout() {
     // A Notion timeout well past the hang, so only the shutdown bound can end the wait.
+    // Released 2 s in, with 2 s left to record it.
     let extra =
-        [("SHUTDOWN_TIMEOUT_SECONDS", "1"), ("NOTION_TIMEOUT_SECONDS", "90"), ("STEP_LEASE_SECONDS", "60")];
+        [("SHUTDOWN_TIMEOUT_SECONDS", "4"), ("NOTION_TIMEOUT_SECONDS", "90"), ("STEP_LEASE_SECONDS", "60")];
     // Every part bound: the fake Notion and the database live as long as the test.
     let MidFetch { _notion, _db, _data_dir, settings, pool, service: first, run_id } = mid_fetch(&extra).await;
     let log = first.log.clone();
     assert!(
         first.terminate(Duration::from_secs(10)),
-        "the service did not exit cleanly within 10 s of SIGTERM with a 1 s shutdown timeout"
+        "the service did not exit cleanly within 10 s of SIGTERM with a 4 s shutdown timeout"
     );
     let log = log.lock().expect("log").join("\n");
     assert!(log.contains("released to another worker"), "{log}");
@@ -420,6 +426,50 @@ async fn sigterm_with_a_step_in_flight_releases_it_within_the_shutdown_timeout()
         (run_state(&pool, &run_id).await.0 == "succeeded").then_some(())
     })
     .await;
+}
+}
+
+conformance! {
+/// A crawl under way when SIGTERM comes finishes its request in flight, then checkpoints and
+/// hands its run over: recorded as a wait with its progress, spending no attempt, and the next
+/// process goes on from there (no request made twice). Before, the crawl ran on to its end
+/// (or, past the shutdown bound, was dropped and started over).
+async fn sigterm_mid_crawl_checkpoints_after_the_request_in_flight_and_the_next_process_goes_on() {
+    let extra = [("SHUTDOWN_TIMEOUT_SECONDS", "20"), ("STEP_LEASE_SECONDS", "60")];
+    // The first block listing is held 3 s: SIGTERM arrives while it is in flight.
+    let MidFetch { _notion: notion, _db, _data_dir, settings, pool, service: first, run_id } =
+        mid_fetch_held(&extra, Duration::from_secs(3)).await;
+    let log = first.log.clone();
+    // Off the runtime: the fake Notion answering the held request runs on it.
+    let exited = tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(15)))
+        .await
+        .expect("terminate");
+    let log = log.lock().expect("log").join("\n");
+    assert!(exited, "the service did not exit cleanly within 15 s of SIGTERM: {log}");
+    assert_eq!(
+        run_state(&pool, &run_id).await,
+        ("waiting".into(), Some("fetch".into())),
+        "handed over mid-crawl, not finished"
+    );
+    let answered = |prefix: &str| notion.requests().iter().filter(|r| r.status == 200 && r.path.starts_with(prefix)).count();
+    assert_eq!((answered("/v1/pages/"), answered("/v1/blocks/")), (1, 1), "the request in flight was answered and kept");
+
+    let _second = ServiceProcess::start("serve", &settings);
+    eventually("the run to complete after the restart", Duration::from_secs(30), || async {
+        (run_state(&pool, &run_id).await.0 == "succeeded").then_some(())
+    })
+    .await;
+    assert_eq!(notion.count("/v1/pages/"), 1, "the page was not retrieved again");
+    assert_eq!(notion.count("/v1/blocks/"), 6, "2 pages of top-level blocks + 4 toggles' children, each once");
+    let id = uuid::Uuid::parse_str(&run_id).expect("run id");
+    let outcomes: Vec<Option<String>> = on_db!(pool, |p| sqlx::query_scalar(
+        "select outcome from workflow_step_attempts where run_id = $1 and step = 'fetch' order by started_at"
+    )
+    .bind(id)
+    .fetch_all(p)
+    .await)
+    .expect("fetch attempts");
+    assert_eq!(outcomes, [Some("waiting".to_owned()), Some("succeeded".to_owned())]);
 }
 }
 

@@ -6,7 +6,9 @@
 //! holding no worker. Waiting for a slot spends no attempt, nor does waiting out Notion's own
 //! 429 or 529 (its `Retry-After`); a failure does. A crawl that runs
 //! longer than its budget (see [`super::attempt_budget`]) checkpoints the same way and goes on
-//! at once in a new attempt, so a long crawl never runs into the step's timeout.
+//! at once in a new attempt, so a long crawl never runs into the step's timeout. So does a crawl
+//! under way when graceful shutdown begins, after its request in flight: another worker goes on
+//! with it.
 
 use std::time::Instant;
 
@@ -78,7 +80,9 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
     let mut first_request = true;
     while let Some(request) = crawl.next_request() {
         // Each attempt makes at least one request, so even a tiny budget makes progress.
-        if started.elapsed() >= deps.fetch_budget && crawl.requests_applied() > applied_before {
+        let out_of_time = started.elapsed() >= deps.fetch_budget
+            || deps.winding_down.load(std::sync::atomic::Ordering::SeqCst);
+        if out_of_time && crawl.requests_applied() > applied_before {
             // Checkpoint: the next attempt goes on from here at once, spending no attempt.
             tracing::debug!(
                 requests = crawl.requests_applied(),
