@@ -378,8 +378,8 @@ pub async fn apply_transition(
             on conflict (run_id, name) do update
             set state = 'running', attempts = workflow_steps.attempts + 1, started_at = (select at from clock), finished_at = null
         ), next_history as (
-            insert into workflow_step_attempts (lease_token, run_id, step, worker)
-            select $13, id, $4, $12 from run where $13::uuid is not null
+            insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at)
+            select $13, id, $4, $12, (select at from clock) from run where $13::uuid is not null
         ), woken as (
             -- Not this run: this statement sees it as it was before (it may be the claim of its
             -- own debounce step, still `waiting` on disk), and must not write it twice.
