@@ -9,10 +9,10 @@
 -- state + step: one range.
 create index workflow_runs_state_step_created_idx on workflow_runs (state, current_step, created_at desc, id desc);
 
--- workflow + step: one range; it replaces the workflow-only index (a workflow filter alone
--- reads it as one range too).
+-- workflow + step: one range. Unlike PostgreSQL's migration, the workflow-only index stays:
+-- without it SQLite sorts a workflow filter's whole range (16-24 ms at 100,000 syncs) instead
+-- of reading the newest first.
 create index workflow_runs_workflow_step_created_idx on workflow_runs (workflow, current_step, created_at desc, id desc);
-drop index workflow_runs_workflow_created_idx;
 
 -- state + workflow: the state index with the workflow inside it, so the other workflow's runs
 -- in that state are skipped without reading them from the table.
