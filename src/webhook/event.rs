@@ -142,7 +142,8 @@ pub fn parse(body: &[u8]) -> Result<ParsedBody, BodyError> {
         return Err(BodyError::HoldsNul);
     }
 
-    let Some(event_type) = raw.get("type") else {
+    // A `null` type is no type (a handshake may carry one).
+    let Some(event_type) = raw.get("type").filter(|t| !t.is_null()) else {
         // Anyone can send a handshake, and each distinct token is stored: only plausible
         // tokens (Notion's are about 50 characters) count as one.
         if let Some(serde_json::Value::String(token)) = raw.get("verification_token")
@@ -277,6 +278,8 @@ mod tests {
         assert!(
             matches!(parsed, ParsedBody::Handshake { verification_token } if verification_token == "secret_abc")
         );
+        let parsed = parse(br#"{"type":null,"verification_token":"secret_abc"}"#).unwrap();
+        assert!(matches!(parsed, ParsedBody::Handshake { .. }), "a null type is no type");
     }
 
     #[test]

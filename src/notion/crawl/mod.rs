@@ -462,7 +462,8 @@ impl Crawl {
         }
     }
 
-    /// Queues the next page of the same list; it runs after everything queued for this page.
+    /// Queues the next page of the same list, on top: it runs before anything queued for the
+    /// page just read (its cursor is used while fresh).
     fn push_continuation(&mut self, request: &CrawlRequest, list: &ListPage, into: Target) {
         let Some(next) = list.next_cursor.clone().filter(|_| list.has_more) else { return };
         let request = match request.clone() {
