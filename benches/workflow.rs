@@ -21,10 +21,9 @@
 //! step attempt): a phase lasts from the first request sent to the last run's `finished_at`.
 //! Step pickup latency for fetch / generate / persist = the attempt's `started_at` minus the
 //! previous attempt's `finished_at` in the same run, when that previous attempt was another step
-//! that succeeded (the next job is enqueued in the transaction that records it). A claim in
-//! its own statement is dated by that statement's `now()`; an outcome, and the next step's
-//! claim made with it, by one reading of the clock in the statement that records them (a
-//! chain's transaction may have begun steps earlier).
+//! that succeeded (the next job is enqueued in the transaction that records it). Both are
+//! `now()` of their transactions: the claim statement, and the start of the fenced transaction
+//! that records the previous step (for the transactional steps, which also holds their work).
 //!
 //! Also reported: how long each step took, a run's first pickup (from its creation), event
 //! received → sync finished, the database's commits and row writes per sync

@@ -292,11 +292,7 @@ pub async fn apply_transition(
     let woken_key = crate::store::model::sync_ended_by(claim, transition);
     let row = sqlx::query(
         r#"
-        with clock as (
-            -- One reading of the clock for the statement's times (see `finished_at` below),
-            -- so the step records it writes together keep one time, as with `now()`.
-            select clock_timestamp() as at
-        ), run as (
+        with run as (
             update workflow_runs
             set state = $3,
                 -- The claim's step, not the row's: a chain's successes before it (unwritten, see
@@ -317,17 +313,15 @@ pub async fn apply_transition(
                 -- From the clock, not the transaction's start: a transaction that ran steps
                 -- (a claim's, a handoff's) may be older than the lease it hands on.
                 lease_expires_at = clock_timestamp() + make_interval(secs => $14),
-                -- Times here are the clock's too: in a chain, the transaction began when the
-                -- first step's outcome was recorded, before the later steps ran.
-                finished_at = case when $9 then (select at from clock) else null end,
-                updated_at = (select at from clock)
+                finished_at = case when $9 then now() else null end,
+                updated_at = now()
             where id = $1 and (lease_token = $2 or $19)
             returning id, dispatch_seq
         ), chained_steps as (
             -- A written claim's record exists (its attempts counted at the claim); an
             -- unwritten one's is started now.
             insert into workflow_steps (run_id, name, state, attempts, output, started_at, finished_at)
-            select run.id, c.name, 'succeeded', case when c.written then 0 else 1 end, c.output, (select at from clock), (select at from clock)
+            select run.id, c.name, 'succeeded', case when c.written then 0 else 1 end, c.output, now(), now()
             from run, unnest($24::text[], $25::jsonb[], $27::boolean[]) as c(name, output, written)
             on conflict (run_id, name) do update
             set state = 'succeeded',
@@ -337,10 +331,10 @@ pub async fn apply_transition(
                 finished_at = excluded.finished_at
         ), chained_history as (
             insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at, finished_at, outcome)
-            select c.token, run.id, c.name, c.worker, (select at from clock), (select at from clock), 'succeeded'
+            select c.token, run.id, c.name, c.worker, now(), now(), 'succeeded'
             from run, unnest($26::uuid[], $24::text[], $28::text[]) as c(token, name, worker)
             on conflict (lease_token) do update
-            set finished_at = (select at from clock), outcome = 'succeeded', error_kind = null, error = null
+            set finished_at = now(), outcome = 'succeeded', error_kind = null, error = null
         ), step as (
             update workflow_steps s
             set state = $11,
@@ -348,13 +342,13 @@ pub async fn apply_transition(
                 output = coalesce($15, s.output),
                 error_kind = coalesce($6, s.error_kind),
                 error = coalesce($7, s.error),
-                finished_at = case when $11 in ('succeeded', 'failed') then (select at from clock) else s.finished_at end
+                finished_at = case when $11 in ('succeeded', 'failed') then now() else s.finished_at end
             from run
             where s.run_id = run.id and s.name = $16 and not $19
         ), unwritten_step as (
             insert into workflow_steps (run_id, name, state, attempts, output, error_kind, error, started_at, finished_at)
-            select id, $16, $11, case when $10 then 1 else 0 end, $15, $6, $7, (select at from clock),
-                   case when $11 in ('succeeded', 'failed') then (select at from clock) end
+            select id, $16, $11, case when $10 then 1 else 0 end, $15, $6, $7, now(),
+                   case when $11 in ('succeeded', 'failed') then now() end
             from run where $19
             on conflict (run_id, name) do update
             set state = excluded.state,
@@ -366,20 +360,20 @@ pub async fn apply_transition(
                 finished_at = excluded.finished_at
         ), history as (
             update workflow_step_attempts a
-            set finished_at = (select at from clock), outcome = $17, error_kind = $6, error = $7
+            set finished_at = now(), outcome = $17, error_kind = $6, error = $7
             from run
             where a.lease_token = $2 and not $19
         ), unwritten_history as (
             insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at, finished_at, outcome, error_kind, error)
-            select $2, id, $16, $20, (select at from clock), (select at from clock), $17, $6, $7 from run where $19
+            select $2, id, $16, $20, now(), now(), $17, $6, $7 from run where $19
         ), next_step as (
             insert into workflow_steps (run_id, name, state, attempts, started_at)
-            select id, $4, 'running', 1, (select at from clock) from run where $13::uuid is not null
+            select id, $4, 'running', 1, now() from run where $13::uuid is not null
             on conflict (run_id, name) do update
-            set state = 'running', attempts = workflow_steps.attempts + 1, started_at = (select at from clock), finished_at = null
+            set state = 'running', attempts = workflow_steps.attempts + 1, started_at = now(), finished_at = null
         ), next_history as (
-            insert into workflow_step_attempts (lease_token, run_id, step, worker, started_at)
-            select $13, id, $4, $12, (select at from clock) from run where $13::uuid is not null
+            insert into workflow_step_attempts (lease_token, run_id, step, worker)
+            select $13, id, $4, $12 from run where $13::uuid is not null
         ), woken as (
             -- Not this run: this statement sees it as it was before (it may be the claim of its
             -- own debounce step, still `waiting` on disk), and must not write it twice.
