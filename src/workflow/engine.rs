@@ -375,6 +375,8 @@ impl Engine {
         // to commit and release it.
         let heartbeats = async {
             let mut beat = tokio::time::interval(self.settings.lease / 3);
+            // One heartbeat after one that waited (for the step's own row lock), not a burst.
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             beat.tick().await;
             loop {
                 beat.tick().await;

@@ -436,16 +436,16 @@ conformance! {
 /// (or, past the shutdown bound, was dropped and started over).
 async fn sigterm_mid_crawl_checkpoints_after_the_request_in_flight_and_the_next_process_goes_on() {
     let extra = [("SHUTDOWN_TIMEOUT_SECONDS", "20"), ("STEP_LEASE_SECONDS", "60")];
-    // The first block listing is held 3 s: SIGTERM arrives while it is in flight.
+    // The first block listing is held 8 s: SIGTERM arrives while it is in flight.
     let MidFetch { _notion: notion, _db, _data_dir, settings, pool, service: first, run_id } =
-        mid_fetch_held(&extra, Duration::from_secs(3)).await;
+        mid_fetch_held(&extra, Duration::from_secs(8)).await;
     let log = first.log.clone();
     // Off the runtime: the fake Notion answering the held request runs on it.
-    let exited = tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(15)))
+    let exited = tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(18)))
         .await
         .expect("terminate");
     let log = log.lock().expect("log").join("\n");
-    assert!(exited, "the service did not exit cleanly within 15 s of SIGTERM: {log}");
+    assert!(exited, "the service did not exit cleanly within 18 s of SIGTERM: {log}");
     assert_eq!(
         run_state(&pool, &run_id).await,
         ("waiting".into(), Some("fetch".into())),
