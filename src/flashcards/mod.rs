@@ -91,12 +91,14 @@ impl Generator {
     /// Turns content into cards, in document order. Pages marked `gone` give no cards.
     pub async fn generate(&self, content: &Content) -> Result<Vec<Card>, GenerateError> {
         let mut progress = PartialCards::default();
-        self.generate_from(content, &mut progress, std::time::Duration::MAX).await?;
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.generate_from(content, &mut progress, std::time::Duration::MAX, &never).await?;
         Ok(progress.cards)
     }
 
     /// Goes on with a generation from `progress`, starting no new part once `budget` has
-    /// passed (at least one part is made each time, so it always advances). `true`: finished,
+    /// passed or `stop` is set (graceful shutdown; at least one part is made each time, so it
+    /// always advances). `true`: finished,
     /// `progress.cards` are all the cards. On an error, `progress` holds the parts done before
     /// it. The `rules` generator finishes at once.
     pub async fn generate_from(
@@ -104,6 +106,7 @@ impl Generator {
         content: &Content,
         progress: &mut PartialCards,
         budget: std::time::Duration,
+        stop: &std::sync::atomic::AtomicBool,
     ) -> Result<bool, GenerateError> {
         match self {
             Self::Rules(rules) => {
@@ -111,7 +114,7 @@ impl Generator {
                     PartialCards { parts: 1, done: 1, cards: rules.generate(content)?, ..Default::default() };
                 Ok(true)
             }
-            Self::OpenAi(openai) => openai.generate_from(content, progress, budget).await,
+            Self::OpenAi(openai) => openai.generate_from(content, progress, budget, stop).await,
         }
     }
 

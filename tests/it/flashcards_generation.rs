@@ -1,6 +1,9 @@
 //! Flashcard generators against the fixtures and a fake OpenAI-compatible server.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::AtomicBool,
+    time::{Duration, Instant},
+};
 
 use cognie_sync::flashcards::{
     Card, CardSource, Content, ContentPage, GenerateError, Generator, OpenAiGenerator, RulesGenerator,
@@ -277,16 +280,21 @@ async fn large_notes_are_sent_in_parts_that_resume_where_they_stopped() {
     fake.push(Reply::Cards(json!([card("Q2", "A2", IDS[2])])));
 
     // No time left: one part per go, and the parts done are kept.
+    let go = AtomicBool::new(false);
     let mut progress = Default::default();
-    assert!(!generator.generate_from(&content, &mut progress, Duration::ZERO).await.expect("part 1"));
+    assert!(!generator.generate_from(&content, &mut progress, Duration::ZERO, &go).await.expect("part 1"));
     assert_eq!((progress.parts, progress.done, progress.cards.len()), (3, 1, 1));
     // A failure keeps what was done before it.
-    let err =
-        generator.generate_from(&content, &mut progress, Duration::ZERO).await.expect_err("part 2 fails");
+    let err = generator
+        .generate_from(&content, &mut progress, Duration::ZERO, &go)
+        .await
+        .expect_err("part 2 fails");
     assert!(err.is_retryable(), "{err}");
     assert_eq!((progress.done, progress.cards.len()), (1, 1));
     // Time enough: the rest, in one go.
-    assert!(generator.generate_from(&content, &mut progress, Duration::MAX).await.expect("parts 2 and 3"));
+    assert!(
+        generator.generate_from(&content, &mut progress, Duration::MAX, &go).await.expect("parts 2 and 3")
+    );
     let fronts: Vec<&str> = progress.cards.iter().map(|c| c.front.as_str()).collect();
     assert_eq!(fronts, ["Q0", "Q1", "Q2"]);
 
@@ -308,7 +316,15 @@ async fn large_notes_are_sent_in_parts_that_resume_where_they_stopped() {
     progress.fingerprint = "made from other notes".to_owned();
     progress.done = 1;
     fake.push(Reply::Cards(json!([card("Q0 again", "A0", IDS[0])])));
-    assert!(!generator.generate_from(&content, &mut progress, Duration::ZERO).await.expect("part 1 again"));
+    assert!(
+        !generator.generate_from(&content, &mut progress, Duration::ZERO, &go).await.expect("part 1 again")
+    );
     assert_eq!((progress.done, progress.cards.len()), (1, 1));
     assert_eq!(progress.cards[0].front, "Q0 again");
+
+    // Shutting down: time enough, but no new part after the one in flight.
+    let stop = AtomicBool::new(true);
+    fake.push(Reply::Cards(json!([card("Q1 again", "A1", IDS[1])])));
+    assert!(!generator.generate_from(&content, &mut progress, Duration::MAX, &stop).await.expect("part 2"));
+    assert_eq!((progress.done, progress.cards.len()), (2, 2));
 }

@@ -107,7 +107,7 @@ impl OpenAiGenerator {
 
     /// Goes on with a generation from `progress`: one request per part of the notes (at most
     /// [`MAX_NOTES_BYTES`] each, whole pages), in order, until every part is done (`true`) or
-    /// `budget` has passed (at least one part is made each time). On an error, `progress`
+    /// `budget` has passed or `stop` is set (at least one part is made each time). On an error, `progress`
     /// holds the parts done before it. The cards are validated against the content; no
     /// request is made when it has no text (every page gone or empty).
     pub async fn generate_from(
@@ -115,6 +115,7 @@ impl OpenAiGenerator {
         content: &Content,
         progress: &mut PartialCards,
         budget: Duration,
+        stop: &std::sync::atomic::AtomicBool,
     ) -> Result<bool, GenerateError> {
         let index = SourceIndex::build(content)?;
         let prompts = user_prompts(content, MAX_NOTES_BYTES);
@@ -128,7 +129,8 @@ impl OpenAiGenerator {
         }
         let (started, first) = (std::time::Instant::now(), progress.done);
         while let Some(notes) = prompts.get(progress.done) {
-            if progress.done > first && started.elapsed() >= budget {
+            let out_of_time = started.elapsed() >= budget || stop.load(std::sync::atomic::Ordering::SeqCst);
+            if progress.done > first && out_of_time {
                 tracing::debug!(
                     done = progress.done,
                     parts = progress.parts,

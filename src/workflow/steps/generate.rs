@@ -90,7 +90,8 @@ async fn generate(
         return Ok(Generated::Unchanged(hash));
     }
     let done_before = progress.done;
-    let result = deps.generator.generate_from(&content, progress, budget).await;
+    // Graceful shutdown: a generation in parts stops after the part in flight, keeping them.
+    let result = deps.generator.generate_from(&content, progress, budget, &deps.winding_down).await;
     // More parts done than were saved. Saved parts thrown away and made again (other notes, a
     // worker of another version) are not progress: workers that disagree would otherwise
     // restart each other's parts and never run out of attempts.

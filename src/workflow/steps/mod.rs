@@ -43,8 +43,9 @@ pub struct StepDeps {
     pub fetch_budget: Duration,
     /// Likewise for `generate` with a generator that makes several model requests.
     pub generate_budget: Duration,
-    /// Set when graceful shutdown begins: `fetch` checkpoints after the request in flight, as
-    /// when its budget runs out, so its run goes on at once on another worker from there.
+    /// Set when graceful shutdown begins: `fetch` (and a generation in parts) checkpoints after
+    /// the request in flight, as when its budget runs out, so its run goes on at once on
+    /// another worker from there.
     pub winding_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
