@@ -4,10 +4,7 @@
 
 use std::{
     panic::AssertUnwindSafe,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -39,9 +36,6 @@ pub struct Engine {
     settings: EngineSettings,
     /// Whether a step runs inside its outcome's transaction (see [`steps::transactional_steps`]).
     transactional: fn(&str) -> bool,
-    /// Whether a worker that finishes a step goes on with the run's next step itself (until
-    /// shutdown begins).
-    continuing: AtomicBool,
     /// Set when shutdown is about to run out of time: a step still calling out gives its
     /// attempt up (see [`Engine::release_external_steps`]).
     release: tokio::sync::watch::Sender<bool>,
@@ -115,7 +109,6 @@ impl Engine {
             definitions,
             settings,
             transactional,
-            continuing: AtomicBool::new(true),
             release: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -124,8 +117,13 @@ impl Engine {
     /// it in the same worker, and a crawl checkpoints after its request in flight (graceful
     /// shutdown: stop taking work, hand over what is under way).
     pub fn stop_continuing(&self) {
-        self.continuing.store(false, Ordering::SeqCst);
         self.deps.winding_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a worker that finishes a step goes on with the run's next step itself: until
+    /// shutdown begins ([`StepDeps::winding_down`]).
+    fn continuing(&self) -> bool {
+        !self.deps.winding_down.load(Ordering::SeqCst)
     }
 
     /// Graceful shutdown is running out of time: every step still calling out (a fetch waiting
@@ -258,7 +256,7 @@ impl Engine {
         // A sync this step starts that is due at once may be claimed by this worker in this
         // transaction, when the transaction can be undone and redone whole (it holds the claim).
         let handoff = match &redo {
-            Some(Redo::Claim { job, handoff: true }) if self.continuing.load(Ordering::SeqCst) => {
+            Some(Redo::Claim { job, handoff: true }) if self.continuing() => {
                 tx.offer_handoff();
                 Some(*job)
             }
@@ -533,10 +531,7 @@ impl Engine {
     ) -> Result<Option<(ClaimedStep, StepJob)>, StoreError> {
         let Some(handed) = tx.take_handoff() else { return Ok(None) };
         let claimed = match origin {
-            Some(origin)
-                if matches!(transition, Transition::Succeed { .. })
-                    && self.continuing.load(Ordering::SeqCst) =>
-            {
+            Some(origin) if matches!(transition, Transition::Succeed { .. }) && self.continuing() => {
                 let lease = self.settings.lease;
                 tx.claim_handed_off(&handed, worker, lease, self.transactional)
                     .await?
@@ -558,7 +553,7 @@ impl Engine {
         worker: &str,
     ) -> (Transition, Option<ClaimedStep>) {
         match transition {
-            Transition::Advance { output, next_step } if self.continuing.load(Ordering::SeqCst) => {
+            Transition::Advance { output, next_step } if self.continuing() => {
                 // The next step runs with this step's output in hand, and with its own known
                 // to be empty: a run only moves forward, so it has not run in this run before
                 // (a retry resumes at the failed step itself, through the queue).

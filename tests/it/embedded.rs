@@ -58,6 +58,37 @@ fn run_to_exit(role: &str, settings: &HashMap<&'static str, String>, dir: &Path)
     }
 }
 
+/// Sends [`PAGE_EVENT`], signed with the newcomer's secret, to the service's webhook.
+async fn post_page_event(client: &reqwest::Client, service: &ServiceProcess) -> reqwest::Response {
+    let signature = cognie_sync::webhook::signature::sign(fixtures::secret().as_bytes(), PAGE_EVENT);
+    client
+        .post(service.url("/api/notion/webhook/notion"))
+        .header("content-type", "application/json")
+        .header("X-Notion-Signature", signature)
+        .body(PAGE_EVENT.to_vec())
+        .send()
+        .await
+        .expect("webhook")
+}
+
+/// `GET /api/workflows?{query}` with the API token.
+async fn list_runs(
+    client: &reqwest::Client,
+    service: &ServiceProcess,
+    token: &str,
+    query: &str,
+) -> serde_json::Value {
+    client
+        .get(service.url(&format!("/api/workflows?{query}")))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json")
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
 }
@@ -80,30 +111,14 @@ async fn with_no_database_url_everything_lives_in_a_sqlite_file_under_data() {
     let client = reqwest::Client::new();
     let ready = client.get(service.url("/readyz")).send().await.expect("readyz");
     assert_eq!(ready.status(), 200);
-    let signature = cognie_sync::webhook::signature::sign(fixtures::secret().as_bytes(), PAGE_EVENT);
-    let ack = client
-        .post(service.url("/api/notion/webhook/notion"))
-        .header("content-type", "application/json")
-        .header("X-Notion-Signature", signature)
-        .body(PAGE_EVENT.to_vec())
-        .send()
-        .await
-        .expect("webhook");
+    let ack = post_page_event(&client, &service).await;
     assert_eq!(ack.status(), 200);
     let ack: serde_json::Value = ack.json().await.expect("json");
     assert_eq!(ack["status"], "accepted");
 
     // The event's workflow runs in the same process, and ops can see it with the token.
     let run = eventually("the event workflow to succeed", Duration::from_secs(20), || async {
-        let list: serde_json::Value = client
-            .get(service.url("/api/workflows?workflow=notion_event"))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
+        let list = list_runs(&client, &service, &token, "workflow=notion_event").await;
         list["items"]
             .as_array()
             .and_then(|items| items.first())
@@ -121,15 +136,7 @@ async fn with_no_database_url_everything_lives_in_a_sqlite_file_under_data() {
     // Everything survives a kill -9 and a restart.
     service.kill9();
     let again = ServiceProcess::start_in("serve", &settings, Some(dir));
-    let list: serde_json::Value = client
-        .get(again.url("/api/workflows"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let list = list_runs(&client, &again, &token, "").await;
     assert!(
         list["items"].as_array().is_some_and(|items| items.iter().any(|r| r["id"] == run["id"])),
         "the run is still there after a restart: {list}"
@@ -188,27 +195,11 @@ async fn a_write_lock_held_past_the_busy_timeout_does_not_stop_the_step_worker()
 
     // The worker lived through it and still runs events.
     let client = reqwest::Client::new();
-    let signature = cognie_sync::webhook::signature::sign(fixtures::secret().as_bytes(), PAGE_EVENT);
-    let ack = client
-        .post(service.url("/api/notion/webhook/notion"))
-        .header("content-type", "application/json")
-        .header("X-Notion-Signature", signature)
-        .body(PAGE_EVENT.to_vec())
-        .send()
-        .await
-        .expect("webhook");
+    let ack = post_page_event(&client, &service).await;
     assert_eq!(ack.status(), 200);
     let token = std::fs::read_to_string(dir.join("data/api_token")).expect("token file");
     eventually("the event workflow to succeed", Duration::from_secs(20), || async {
-        let list: serde_json::Value = client
-            .get(service.url("/api/workflows?workflow=notion_event&state=succeeded"))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
+        let list = list_runs(&client, &service, &token, "workflow=notion_event&state=succeeded").await;
         list["items"].as_array().is_some_and(|items| !items.is_empty()).then_some(())
     })
     .await;
