@@ -457,9 +457,9 @@ async fn a_refresh_notion_refuses_fails_the_sync_asking_the_user_to_reconnect() 
 }
 
 conformance! {
-async fn a_token_endpoint_asking_to_slow_down_is_waited_out_without_spending_attempts() {
+async fn a_token_endpoint_asking_to_slow_down_is_retried_after_its_retry_after() {
     let env = oauth_env(|s| {
-        s.insert("NOTION_MAX_RETRIES", "0".into());
+        s.insert("NOTION_MAX_RETRIES", "2".into());
         s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
     })
     .await;
@@ -473,8 +473,8 @@ async fn a_token_endpoint_asking_to_slow_down_is_waited_out_without_spending_att
 
     let run = env.finished(&env.subscribe(&user, &page).await).await;
 
-    assert_eq!(run["state"], "succeeded", "one attempt allowed, two slow-downs met: {run}");
-    assert_eq!(run_step(&run, "fetch")["attempts"], 1, "{run}");
+    assert_eq!(run["state"], "succeeded", "three attempts allowed, two slow-downs met: {run}");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 3, "one per slow-down and the one that refreshed: {run}");
     assert_eq!(env.notion.refreshes(), 1);
     let asked: Vec<_> = env.notion.requests().into_iter().filter(|r| r.path == "/v1/oauth/token").collect();
     let slowed = asked.iter().filter(|r| matches!(r.status, 429 | 529)).count();

@@ -3,8 +3,9 @@
 //!
 //! The crawl is resumable: when the limiter says "not before T", or a request fails in a way
 //! worth retrying, the crawl's progress is saved with the step and the step is rescheduled,
-//! holding no worker. Waiting for a slot spends no attempt, nor does waiting out Notion's own
-//! 429 or 529 (its `Retry-After`); a failure does. A crawl that runs
+//! holding no worker. Waiting for a slot spends no attempt; a failure does, and so does Notion's
+//! own 429 or 529 (retried after its `Retry-After`, which also holds off every other request
+//! with the user's token), as DESIGN's failure rules say. A crawl that runs
 //! longer than its budget (see [`super::attempt_budget`]) checkpoints the same way and goes on
 //! at once in a new attempt, so a long crawl never runs into the step's timeout. So does a crawl
 //! under way when graceful shutdown begins, after its request in flight: another worker goes on
@@ -134,12 +135,12 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 refreshed = true;
                 token = match refreshed_token(deps, user, &token, &crawl, counted_from).await? {
                     Ok(token) => token,
-                    // The token endpoint asked for fewer requests: waited out like the API's.
-                    Err(slow) => return Ok(slow_down(slow, deps, user, &crawl, counted_from).await),
+                    // The token endpoint asked for fewer requests: retried like the API's.
+                    Err(slow) => return Err(slow_down(slow, deps, user, &crawl, counted_from).await),
                 };
             }
             Err(e) if e.asks_to_slow_down() => {
-                return Ok(slow_down(e, deps, user, &crawl, counted_from).await);
+                return Err(slow_down(e, deps, user, &crawl, counted_from).await);
             }
             Err(e) => return Err(notion_error(e, &crawl, counted_from)),
         }
@@ -181,7 +182,7 @@ fn crawl_error(e: CrawlError, crawl: &Crawl, counted_from: u64) -> StepError {
 }
 
 /// Notion refused the user's token (401): the refreshed one, Notion's request to slow down
-/// (the token endpoint's 429 or 529, waited out without spending an attempt), or why the
+/// (the token endpoint's 429 or 529, retried after its `Retry-After`), or why the
 /// sync cannot go on.
 async fn refreshed_token(
     deps: &StepDeps,
@@ -232,18 +233,21 @@ fn keeping_progress(e: StepError, crawl: &Crawl, counted_from: u64) -> StepError
 
 /// Notion asked for fewer requests (a 429, or a 529, which it asks to be treated alike). Every
 /// request with the user's token holds off for its `Retry-After` (the user's limiter is
-/// blocked, so every worker does, not just this step), and the crawl waits for it as it waits
-/// for its own limiter: keeping its progress and spending no attempt, since being asked to
-/// slow down says nothing is wrong ("queue requests for later processing").
+/// blocked, so every worker does, not just this step), and the step is retried after it,
+/// keeping its progress. The retry spends an attempt (DESIGN's failure rules: 429/529 retry up
+/// to `NOTION_MAX_RETRIES`), so a Notion that keeps refusing fails the run, for ops to retry,
+/// instead of holding it and the content's later syncs, queued behind it, for ever. Attempts
+/// count failures since the crawl last moved on, so slow-downs spread over a long crawl do not
+/// add up; and only the step that met the slow-down spends one: the user's other steps wait
+/// for the blocked limiter as for any slot.
 async fn slow_down(
     e: NotionError,
     deps: &StepDeps,
     user: crate::ids::UserId,
     crawl: &Crawl,
     counted_from: u64,
-) -> StepOutcome {
-    // At least a second, also for `Retry-After: 0` or a date already past (a skewed clock):
-    // the wait spends no attempt, so a shorter one could ask again at the limiter's pace forever.
+) -> StepError {
+    // At least a second, also for `Retry-After: 0` or a date already past (a skewed clock).
     let wait = e.retry_after().unwrap_or_default().max(std::time::Duration::from_secs(1));
     let until = match deps.limiter.block(user, wait).await {
         Ok(until) => until,
@@ -257,9 +261,18 @@ async fn slow_down(
         error = %e,
         %until,
         requests = crawl.requests_applied(),
-        "Notion asked for fewer requests; fetch continues after its Retry-After"
+        "Notion asked for fewer requests; fetch is retried after its Retry-After"
     );
-    StepOutcome::Wait { until, progress: Some(progress(crawl, counted_from)) }
+    // A Retry-After Notion named is waited for in full (until the limiter's block ends, which
+    // another 429 may have made later); a bare 429 is retried after the engine's backoff, and
+    // a retry that comes before the block's end waits for the limiter, spending nothing more.
+    let retry_after = e.retry_after().map(|_| (until - chrono::Utc::now()).to_std().unwrap_or_default());
+    StepError::Retryable {
+        kind: e.error_kind().to_owned(),
+        message: e.to_string(),
+        retry_after,
+        progress: Some(progress(crawl, counted_from)),
+    }
 }
 
 /// Classifies a failed request.
