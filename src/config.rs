@@ -307,16 +307,6 @@ impl Config {
                     .into(),
             });
         }
-        if self.database_backend() == BackendKind::Postgres && self.api_token.is_none() {
-            // Without it each instance would make up its own (in its DATA_DIR), and behind a
-            // load balancer most management calls would be refused.
-            return Err(ConfigError {
-                name: "API_TOKEN",
-                reason: "required with PostgreSQL: every instance must accept the same management API \
-                         token (generate one with `openssl rand -hex 32`)"
-                    .into(),
-            });
-        }
         // Checked here, before start-up waits for the database, so a mistyped key is named at
         // once (also by `migrate`, which uses no key).
         for (name, key) in [
@@ -492,12 +482,8 @@ mod tests {
     fn postgres_needs_a_shared_encryption_key() {
         let err = config(&[("DATABASE_URL", "postgres://db/x")]).unwrap_err();
         assert_eq!(err.name, "TOKEN_ENCRYPTION_KEY");
-        let err = config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", KEY)]).unwrap_err();
-        assert_eq!(err.name, "API_TOKEN", "instances behind one load balancer must share it");
-        assert!(
-            config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", KEY), ("API_TOKEN", "t")])
-                .is_ok()
-        );
+        // The API token is not needed: without it, instances share one stored in the database.
+        assert!(config(&[("DATABASE_URL", "postgres://db/x"), ("TOKEN_ENCRYPTION_KEY", KEY)]).is_ok());
         // SQLite is one machine's: the key is created in the data directory, like the default.
         let c = config(&[("DATABASE_URL", "sqlite:///var/lib/cognie/db.sqlite")]).unwrap();
         assert_eq!(c.database_backend(), BackendKind::Sqlite);

@@ -1,5 +1,7 @@
 //! The service's own secrets (the management API token and the token-encryption key): taken
 //! from the configuration, or created once in the data directory with owner-only permissions.
+//! On PostgreSQL, whose instances must all accept one API token, a token no setting gave is
+//! created once in the database (encrypted) and copied into each instance's data directory.
 //! The service never runs an open management API and never logs a secret, only where it is.
 
 use std::{
@@ -13,7 +15,7 @@ use secrecy::SecretString;
 use crate::{
     config::Config,
     crypto::{self, SecretCipher},
-    store::{SecretRow, Store, StoreError},
+    store::{BackendKind, SecretRow, Store, StoreError},
     webhook::intake::VERIFICATION_TOKEN_AAD,
 };
 
@@ -53,17 +55,13 @@ pub struct ServiceSecrets {
 pub const API_TOKEN_FILE: &str = "api_token";
 pub const ENCRYPTION_KEY_FILE: &str = "token_encryption_key";
 
+/// The management API token's name in `service_secrets` (PostgreSQL without `API_TOKEN`).
+const API_TOKEN_SECRET: &str = "api_token";
+
 impl ServiceSecrets {
-    pub fn load(config: &Config) -> Result<Self, SecretsError> {
-        let api_token = match &config.api_token {
-            Some(token) => token.clone(),
-            None => {
-                let path = config.data_dir.join(API_TOKEN_FILE);
-                let token = read_or_create(&path, || crypto::random_token().into())?;
-                tracing::info!(path = %path.display(), "API_TOKEN is not set; the management API token is in this file");
-                token
-            }
-        };
+    /// The secrets from the configuration, else from the data directory (created there the
+    /// first time), else, for the API token on PostgreSQL, from `store`.
+    pub async fn load(config: &Config, store: &Store) -> Result<Self, SecretsError> {
         let key = match &config.token_encryption_key {
             Some(key) => key.clone(),
             // An explicit database is shared by instances that must all use one key, so config
@@ -79,8 +77,38 @@ impl ServiceSecrets {
         if let Some(previous) = &config.token_encryption_key_previous {
             cipher = cipher.with_previous_key(previous).map_err(|_| SecretsError::BadPreviousKey)?;
         }
+        let path = config.data_dir.join(API_TOKEN_FILE);
+        let api_token = match (&config.api_token, config.database_backend()) {
+            (Some(token), _) => token.clone(),
+            (None, BackendKind::Sqlite) => {
+                let token = read_or_create(&path, || crypto::random_token().into())?;
+                tracing::info!(path = %path.display(), "API_TOKEN is not set; the management API token is in this file");
+                token
+            }
+            // A token of each instance's own would have a load balancer refuse most calls.
+            (None, BackendKind::Postgres) => {
+                let token = shared_api_token(store, &cipher).await?;
+                write_copy(&path, &token)?;
+                tracing::info!(
+                    path = %path.display(),
+                    "API_TOKEN is not set; the management API token, the same for every instance on this \
+                     database, is in this file"
+                );
+                token
+            }
+        };
         Ok(Self { api_token, cipher })
     }
+}
+
+/// The API token every instance on the database shares: the one stored, or a new one stored
+/// now by the first instance to start.
+async fn shared_api_token(store: &Store, cipher: &SecretCipher) -> Result<SecretString, SecretsError> {
+    let owner = secret_owner(&SecretRow::ServiceSecret(API_TOKEN_SECRET.to_owned()));
+    let generated = cipher.encrypt(&crypto::random_token(), &owner);
+    let stored = store.service_secret(API_TOKEN_SECRET, &generated).await?;
+    // Not the key it was stored under: say so, as the start-up check does for the other secrets.
+    cipher.decrypt(&stored, &owner).map_err(|_| SecretsError::NotTheStoredSecretsKey)
 }
 
 /// What [`reencrypt_stored_secrets`] did.
@@ -157,7 +185,33 @@ fn secret_owner(row: &SecretRow) -> String {
         SecretRow::UserNotionToken(user) => user.to_string(),
         SecretRow::UserNotionRefreshToken(user) => crate::tokens::refresh_token_owner(*user),
         SecretRow::VerificationToken(_) => VERIFICATION_TOKEN_AAD.to_owned(),
+        SecretRow::ServiceSecret(name) => format!("service-secret:{name}"),
     }
+}
+
+/// Makes the file at `path` hold `secret` (mode 0600): left alone if it already does, else
+/// replaced whole (written and synced under a temporary name, then renamed over it), so a
+/// reader never sees half a token and a copy from an earlier database does not linger.
+fn write_copy(path: &Path, secret: &SecretString) -> Result<(), SecretsError> {
+    use secrecy::ExposeSecret;
+    let io_err = |source| SecretsError::Io { path: path.to_owned(), source };
+    match read_existing(path) {
+        Ok(Some(existing)) if existing.expose_secret() == secret.expose_secret() => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = parent {
+        fs::create_dir_all(dir).map_err(io_err)?;
+        restrict_permissions(dir, 0o700).map_err(io_err)?;
+    }
+    let staging = path.with_extension(format!("new-{}", ulid::Ulid::new()));
+    let placed = write_new(&staging, secret).and_then(|()| fs::rename(&staging, path));
+    let _ = fs::remove_file(&staging);
+    placed.map_err(io_err)?;
+    sync_dir(parent.unwrap_or(Path::new(".")));
+    Ok(())
 }
 
 /// Reads a secret file, or creates it (mode 0600, never overwriting one that a concurrent
@@ -318,6 +372,28 @@ mod tests {
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("api_token")]);
         assert_eq!(fs::read_to_string(&path).unwrap(), "fresh");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_copy_replaces_a_different_secret_whole_and_leaves_the_same_one_alone() {
+        let dir = std::env::temp_dir().join(format!("cognie-secrets-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("api_token");
+        write_copy(&path, &"shared".to_string().into()).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "shared", "made where there was none");
+        fs::write(&path, "from-an-earlier-database\n").unwrap();
+        write_copy(&path, &"shared".to_string().into()).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "shared", "a different one is replaced");
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        write_copy(&path, &"shared".to_string().into()).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified, "the same one is left alone");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("api_token")], "nothing left beside it");
         fs::remove_dir_all(dir).unwrap();
     }
 

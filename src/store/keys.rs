@@ -1,5 +1,6 @@
 //! The encrypted secrets at rest, for moving them to a new `TOKEN_ENCRYPTION_KEY`: users' Notion
-//! tokens (and their OAuth refresh tokens) and the webhook verification tokens. A value is replaced only if it is still what was
+//! tokens (and their OAuth refresh tokens), the webhook verification tokens and the service's own
+//! shared secrets (`service_secrets`). A value is replaced only if it is still what was
 //! read, so several instances re-encrypting at once (or a user reconnecting meanwhile) never
 //! overwrite each other.
 //!
@@ -31,11 +32,17 @@ macro_rules! encrypted_secrets_impl {
                         .bind(limit)
                         .fetch_all(&self.$pool)
                         .await?;
+                let service: Vec<(String, Vec<u8>)> =
+                    sqlx::query_as(r#"select name, ciphertext from service_secrets order by name limit $1"#)
+                        .bind(limit)
+                        .fetch_all(&self.$pool)
+                        .await?;
                 Ok(users
                     .into_iter()
                     .map(|(id, ct)| (SecretRow::UserNotionToken(id), ct))
                     .chain(refresh.into_iter().map(|(id, ct)| (SecretRow::UserNotionRefreshToken(id), ct)))
                     .chain(tokens.into_iter().map(|(id, ct)| (SecretRow::VerificationToken(id), ct)))
+                    .chain(service.into_iter().map(|(name, ct)| (SecretRow::ServiceSecret(name), ct)))
                     .take(usize::try_from(limit).unwrap_or(usize::MAX))
                     .collect())
             }
@@ -47,7 +54,7 @@ macro_rules! encrypted_secrets_impl {
                 old: &[u8],
                 new: &[u8],
             ) -> StoreResult<bool> {
-                let result = match row {
+                let result = match &row {
                     SecretRow::UserNotionToken(id) | SecretRow::UserNotionRefreshToken(id) => {
                         let sql = match row {
                             SecretRow::UserNotionToken(_) => {
@@ -59,14 +66,24 @@ macro_rules! encrypted_secrets_impl {
                                    where id = $1 and notion_refresh_token_ciphertext = $2"#
                             }
                         };
-                        sqlx::query(sql).bind(id).bind(old).bind(new).execute(&self.$pool).await?
+                        sqlx::query(sql).bind(*id).bind(old).bind(new).execute(&self.$pool).await?
+                    }
+                    SecretRow::ServiceSecret(name) => {
+                        sqlx::query(
+                            r#"update service_secrets set ciphertext = $3 where name = $1 and ciphertext = $2"#,
+                        )
+                        .bind(name)
+                        .bind(old)
+                        .bind(new)
+                        .execute(&self.$pool)
+                        .await?
                     }
                     SecretRow::VerificationToken(id) => {
                         sqlx::query(
                             r#"update webhook_verification_tokens set token_ciphertext = $3
                                where id = $1 and token_ciphertext = $2"#,
                         )
-                        .bind(id)
+                        .bind(*id)
                         .bind(old)
                         .bind(new)
                         .execute(&self.$pool)
@@ -74,6 +91,22 @@ macro_rules! encrypted_secrets_impl {
                     }
                 };
                 Ok(result.rows_affected() == 1)
+            }
+
+            /// The service secret `name` as stored: `generated` if none was (it is stored now),
+            /// else the one the first instance stored (a concurrent first start included).
+            pub async fn service_secret(&self, name: &str, generated: &[u8]) -> StoreResult<Vec<u8>> {
+                sqlx::query(r#"insert into service_secrets (name, ciphertext) values ($1, $2) on conflict (name) do nothing"#)
+                    .bind(name)
+                    .bind(generated)
+                    .execute(&self.$pool)
+                    .await?;
+                // A statement of its own: one that started before a concurrent insert committed
+                // would not see its row.
+                Ok(sqlx::query_scalar(r#"select ciphertext from service_secrets where name = $1"#)
+                    .bind(name)
+                    .fetch_one(&self.$pool)
+                    .await?)
             }
         }
     };

@@ -491,6 +491,9 @@ delegate! {
     pub async fn encrypted_secrets(&self, limit: i64) -> StoreResult<Vec<(SecretRow, Vec<u8>)>>;
     /// Replaces one encrypted value, if it is still `old`. `false`: it changed meanwhile.
     pub async fn replace_encrypted_secret(&self, row: SecretRow, old: &[u8], new: &[u8]) -> StoreResult<bool>;
+    /// The service secret `name` (encrypted) as stored: `generated` if none was, which is
+    /// stored now; else the one stored first, also by a concurrent first start.
+    pub async fn service_secret(&self, name: &str, generated: &[u8]) -> StoreResult<Vec<u8>>;
 
     // --- Retention
     /// Deletes job rows that finished more than `grace` ago.

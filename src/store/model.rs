@@ -624,7 +624,7 @@ pub struct Pruned {
 // --- Secrets at rest
 
 /// Where an encrypted value lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRow {
     /// `users.notion_token_ciphertext` (the user id is the associated data).
     UserNotionToken(UserId),
@@ -632,6 +632,8 @@ pub enum SecretRow {
     UserNotionRefreshToken(UserId),
     /// `webhook_verification_tokens.token_ciphertext`.
     VerificationToken(i64),
+    /// `service_secrets.ciphertext` of the secret with this name.
+    ServiceSecret(String),
 }
 
 #[cfg(test)]

@@ -615,8 +615,11 @@ impl Engine {
                 if failures >= policy.max_attempts {
                     return Transition::Fail { failure };
                 }
-                // A server's Retry-After wins over our backoff: never sooner than it asked.
-                let delay = retry_after.unwrap_or_else(|| self.backoff(failures));
+                // Never sooner than a server's Retry-After asked, nor than our backoff: a
+                // server that keeps answering "retry after 1 s" is still asked less and less
+                // often, at jittered times.
+                let backoff = self.backoff(failures);
+                let delay = retry_after.map_or(backoff, |asked| asked.max(backoff));
                 Transition::Wait {
                     at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     error: Some(failure),

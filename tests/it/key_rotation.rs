@@ -22,6 +22,33 @@ fn config(settings: &HashMap<&'static str, String>) -> Config {
     Config::from_lookup(|name| settings.get(name).cloned()).expect("valid settings")
 }
 
+/// An app serving HTTP until stopped.
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn start(app: App) -> Self {
+        let addr = app.local_addr().expect("listens");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("stops")
+            .expect("task")
+            .expect("clean exit");
+    }
+}
+
 fn key_text(key: &SecretString) -> String {
     key.expose_secret().to_owned()
 }
@@ -123,24 +150,15 @@ async fn a_key_rotation_re_encrypts_every_stored_secret_under_the_new_key() {
     // The rotation is done: without the previous key the service reads them through its API.
     settings.remove("TOKEN_ENCRYPTION_KEY_PREVIOUS");
     let app = App::build(config(&settings), Role::Serve).await.expect("starts with the new key only");
-    let addr = app.local_addr().expect("listens");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(app);
     let response = reqwest::Client::new()
-        .get(format!("http://{addr}/api/notion/webhook/verification-token"))
+        .get(format!("http://{}/api/notion/webhook/verification-token", running.addr))
         .bearer_auth(API_TOKEN)
         .send()
         .await
         .expect("GET verification token");
     assert_eq!(expect_json(response, 200).await["verification_token"], "secret_verification");
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("clean exit");
+    running.stop().await;
 }
 }
 
@@ -180,4 +198,75 @@ async fn a_rotation_where_neither_key_opens_the_stored_secrets_is_refused_at_sta
     settings.insert("TOKEN_ENCRYPTION_KEY_PREVIOUS", key_text(&stored_under));
     drop(App::build(config(&settings), Role::Serve).await.expect("a rotation from the key they were stored under starts"));
 }
+}
+
+/// PostgreSQL without `API_TOKEN`: the first instance to start creates the management API
+/// token in the database (encrypted), every instance accepts that one token and copies it
+/// into its own `DATA_DIR/api_token` for ops to read (a stale copy is replaced), and a key
+/// rotation carries it over. Before, start-up refused PostgreSQL without `API_TOKEN`.
+#[tokio::test]
+async fn without_api_token_every_instance_on_one_postgres_shares_the_token_in_its_data_dir() {
+    if !crate::support::db::postgres_or_skip() {
+        return;
+    }
+    let db = TestDb::create_postgres().await;
+    let (old_key, new_key) = (SecretCipher::generate_base64_key(), SecretCipher::generate_base64_key());
+    let dirs = [TempDir::new(), TempDir::new(), TempDir::new()];
+    let file = |dir: &TempDir| std::path::Path::new(dir.path()).join("api_token");
+    std::fs::write(file(&dirs[1]), "a-token-from-an-earlier-database").expect("stale copy");
+    let settings = |dir: &TempDir, key: &SecretString| {
+        let mut settings = base_settings(&db.url, dir.path());
+        settings.remove("API_TOKEN");
+        settings.insert("TOKEN_ENCRYPTION_KEY", key_text(key));
+        settings
+    };
+
+    let first =
+        App::build(config(&settings(&dirs[0], &old_key)), Role::Api).await.expect("starts without API_TOKEN");
+    let second =
+        App::build(config(&settings(&dirs[1], &old_key)), Role::Api).await.expect("a second instance");
+    let token = std::fs::read_to_string(file(&dirs[0])).expect("the token is in the first data dir");
+    assert!(token.len() >= 32, "a real token: {} characters", token.len());
+    assert_eq!(
+        std::fs::read_to_string(file(&dirs[1])).expect("second copy"),
+        token,
+        "one token, the stale copy replaced"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file(&dirs[1])).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "readable by the service's user only");
+    }
+    for app in [first, second] {
+        let running = Running::start(app);
+        let stats = |bearer: String| {
+            reqwest::Client::new()
+                .get(format!("http://{}/api/queue/stats", running.addr))
+                .bearer_auth(bearer)
+                .send()
+        };
+        expect_json(stats(token.clone()).await.expect("GET with the shared token"), 200).await;
+        let refused = stats(API_TOKEN.to_owned()).await.expect("GET with another token");
+        assert_eq!(refused.status(), 401, "never an open API");
+        running.stop().await;
+    }
+
+    // A key rotation moves the stored token to the new key: an instance with the new key alone
+    // afterwards still has the same token.
+    let mut rotating = settings(&dirs[2], &new_key);
+    rotating.insert("TOKEN_ENCRYPTION_KEY_PREVIOUS", key_text(&old_key));
+    drop(App::build(config(&rotating), Role::Api).await.expect("starts during a rotation"));
+    assert_eq!(std::fs::read_to_string(file(&dirs[2])).expect("third copy"), token);
+    std::fs::remove_file(file(&dirs[2])).expect("remove the copy");
+    drop(
+        App::build(config(&settings(&dirs[2], &new_key)), Role::Api)
+            .await
+            .expect("starts with the new key only"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(file(&dirs[2])).expect("copied again"),
+        token,
+        "the same token, under the new key"
+    );
 }

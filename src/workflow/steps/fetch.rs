@@ -249,11 +249,11 @@ async fn slow_down(
 ) -> StepError {
     // At least a second, also for `Retry-After: 0` or a date already past (a skewed clock).
     let wait = e.retry_after().unwrap_or_default().max(std::time::Duration::from_secs(1));
-    let until = match deps.limiter.block(user, wait).await {
-        Ok(until) => until,
+    let (until, blocked) = match deps.limiter.block(user, wait).await {
+        Ok(until) => (until, true),
         Err(block) => {
             tracing::warn!(error = %block, "could not record Notion's Retry-After on the limiter");
-            chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
+            (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(), false)
         }
     };
     tracing::info!(
@@ -264,9 +264,12 @@ async fn slow_down(
         "Notion asked for fewer requests; fetch is retried after its Retry-After"
     );
     // A Retry-After Notion named is waited for in full (until the limiter's block ends, which
-    // another 429 may have made later); a bare 429 is retried after the engine's backoff, and
-    // a retry that comes before the block's end waits for the limiter, spending nothing more.
-    let retry_after = e.retry_after().map(|_| (until - chrono::Utc::now()).to_std().unwrap_or_default());
+    // another 429 may have made later; the engine waits longer if its backoff says so); a bare
+    // 429 is retried after the engine's backoff, and a retry that comes before the block's end
+    // waits for the limiter, spending nothing more. With no block recorded, nothing else holds
+    // the retry off: it waits for the second at least.
+    let retry_after = (e.retry_after().is_some() || !blocked)
+        .then(|| (until - chrono::Utc::now()).to_std().unwrap_or_default());
     StepError::Retryable {
         kind: e.error_kind().to_owned(),
         message: e.to_string(),
