@@ -163,7 +163,7 @@ impl App {
         // in one for that long plus a lease belongs to a worker that hung or was cut off.
         let idle_in_transaction = definitions.longest_timeout() + config.step_lease;
         let store = connect_and_migrate(&config, Some(idle_in_transaction)).await?;
-        let secrets = ServiceSecrets::load(&config, &store).await?;
+        let secrets = ServiceSecrets::load(&config, &store, role.runs_http()).await?;
         if !secrets.cipher.has_previous_key() {
             crate::secrets::check_key_opens_stored_secrets(&store, &secrets.cipher).await?;
         } else {

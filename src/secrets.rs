@@ -60,8 +60,9 @@ const API_TOKEN_SECRET: &str = "api_token";
 
 impl ServiceSecrets {
     /// The secrets from the configuration, else from the data directory (created there the
-    /// first time), else, for the API token on PostgreSQL, from `store`.
-    pub async fn load(config: &Config, store: &Store) -> Result<Self, SecretsError> {
+    /// first time), else, for the API token on PostgreSQL, from `store` (copied into the data
+    /// directory only by a process that `serves_api`: a worker machine has no use for it).
+    pub async fn load(config: &Config, store: &Store, serves_api: bool) -> Result<Self, SecretsError> {
         let key = match &config.token_encryption_key {
             Some(key) => key.clone(),
             // An explicit database is shared by instances that must all use one key, so config
@@ -88,6 +89,9 @@ impl ServiceSecrets {
             // A token of each instance's own would have a load balancer refuse most calls.
             (None, BackendKind::Postgres) => {
                 let token = shared_api_token(store, &cipher).await?;
+                if !serves_api {
+                    return Ok(Self { api_token: token, cipher });
+                }
                 write_copy(&path, &token)?;
                 tracing::info!(
                     path = %path.display(),

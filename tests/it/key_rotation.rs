@@ -259,6 +259,9 @@ async fn without_api_token_every_instance_on_one_postgres_shares_the_token_in_it
     drop(App::build(config(&rotating), Role::Api).await.expect("starts during a rotation"));
     assert_eq!(std::fs::read_to_string(file(&dirs[2])).expect("third copy"), token);
     std::fs::remove_file(file(&dirs[2])).expect("remove the copy");
+    // A worker serves no management API: it leaves no copy of the token on its machine.
+    drop(App::build(config(&settings(&dirs[2], &new_key)), Role::Worker).await.expect("a worker starts"));
+    assert!(!file(&dirs[2]).exists(), "no copy on a worker's machine");
     drop(
         App::build(config(&settings(&dirs[2], &new_key)), Role::Api)
             .await
