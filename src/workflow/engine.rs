@@ -615,11 +615,7 @@ impl Engine {
                 if failures >= policy.max_attempts {
                     return Transition::Fail { failure };
                 }
-                // Never sooner than a server's Retry-After asked, nor than our backoff: a
-                // server that keeps answering "retry after 1 s" is still asked less and less
-                // often, at jittered times.
-                let backoff = self.backoff(failures);
-                let delay = retry_after.map_or(backoff, |asked| asked.max(backoff));
+                let delay = retry_delay(retry_after, self.backoff(failures));
                 Transition::Wait {
                     at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     error: Some(failure),
@@ -641,6 +637,13 @@ impl Engine {
 fn backoff(base: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
     let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     exp.min(max).mul_f64(0.5 + 0.5 * jitter)
+}
+
+/// How long a failed attempt waits: never less than a server's Retry-After asked, nor than
+/// our backoff, so a server that keeps answering "retry after 1 s" is still asked less and less
+/// often, at jittered times.
+fn retry_delay(retry_after: Option<Duration>, backoff: Duration) -> Duration {
+    retry_after.map_or(backoff, |asked| asked.max(backoff))
 }
 
 /// Resolves once the engine's release is set (`true`; `false` only if the engine were gone,
@@ -689,6 +692,18 @@ mod tests {
             );
         }
         assert_eq!(backoff(base, max, u32::MAX, 0.0), max / 2, "no overflow");
+    }
+
+    #[test]
+    fn a_retry_waits_for_the_longer_of_retry_after_and_the_backoff() {
+        let secs = Duration::from_secs;
+        assert_eq!(retry_delay(None, secs(4)), secs(4));
+        assert_eq!(
+            retry_delay(Some(secs(1)), secs(4)),
+            secs(4),
+            "a short Retry-After does not cut the backoff"
+        );
+        assert_eq!(retry_delay(Some(secs(17)), secs(4)), secs(17), "never sooner than the server asked");
     }
 
     #[test]
