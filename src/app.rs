@@ -163,34 +163,9 @@ impl App {
         // in one for that long plus a lease belongs to a worker that hung or was cut off.
         let idle_in_transaction = definitions.longest_timeout() + config.step_lease;
         let store = connect_and_migrate(&config, Some(idle_in_transaction)).await?;
+        // Also checks TOKEN_ENCRYPTION_KEY against the secrets stored (or, during a rotation,
+        // moves them to it) before anything new is stored under it.
         let secrets = ServiceSecrets::load(&config, &store, role.runs_http()).await?;
-        if !secrets.cipher.has_previous_key() {
-            crate::secrets::check_key_opens_stored_secrets(&store, &secrets.cipher).await?;
-        } else {
-            let done = crate::secrets::reencrypt_stored_secrets(&store, &secrets.cipher)
-                .await
-                .context("re-encrypting stored secrets under the new TOKEN_ENCRYPTION_KEY")?;
-            if done.unreadable > 0 && done.moved + done.current == 0 {
-                // Neither key opens anything stored: a wrong key (or a wrong `DATA_DIR` the key
-                // was read from), not a damaged row. Starting would fail every sync.
-                return Err(crate::secrets::SecretsError::NeitherKeyOpensStoredSecrets.into());
-            }
-            if done.unreadable == 0 {
-                tracing::info!(
-                    moved = done.moved,
-                    already_current = done.current,
-                    "key rotation: every stored secret is under TOKEN_ENCRYPTION_KEY; once every instance \
-                     runs with it, TOKEN_ENCRYPTION_KEY_PREVIOUS can be removed"
-                );
-            } else {
-                tracing::warn!(
-                    moved = done.moved,
-                    already_current = done.current,
-                    unreadable = done.unreadable,
-                    "key rotation: some stored secrets open with neither key (see the errors above)"
-                );
-            }
-        }
         if config.oauth_lacks_redirect_uri() {
             tracing::warn!(
                 "NOTION_CLIENT_ID and NOTION_CLIENT_SECRET are set but NOTION_REDIRECT_URI is not: OAuth \

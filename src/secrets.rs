@@ -39,6 +39,14 @@ pub enum SecretsError {
          in the README)"
     )]
     NeitherKeyOpensStoredSecrets,
+    #[error(
+        "the management API token stored in the database (table service_secrets, name 'api_token') does \
+         not open with TOKEN_ENCRYPTION_KEY, though the other stored secrets do: set API_TOKEN, or delete \
+         that row to have every instance share a new one"
+    )]
+    SharedApiTokenUnreadable,
+    #[error("re-encrypting stored secrets under the new TOKEN_ENCRYPTION_KEY: {0}")]
+    Reencrypting(StoreError),
     #[error("{path} is empty: another process is writing it, or it was emptied; delete it and start again")]
     EmptySecretFile { path: PathBuf },
     #[error(transparent)]
@@ -78,6 +86,9 @@ impl ServiceSecrets {
         if let Some(previous) = &config.token_encryption_key_previous {
             cipher = cipher.with_previous_key(previous).map_err(|_| SecretsError::BadPreviousKey)?;
         }
+        // Before anything is stored under the key: a wrong key must be refused, not judged
+        // right by the one secret it just stored itself.
+        check_or_rotate(store, &cipher).await?;
         let path = config.data_dir.join(API_TOKEN_FILE);
         let api_token = match (&config.api_token, config.database_backend()) {
             (Some(token), _) => token.clone(),
@@ -92,12 +103,21 @@ impl ServiceSecrets {
                 if !serves_api {
                     return Ok(Self { api_token: token, cipher });
                 }
-                write_copy(&path, &token)?;
-                tracing::info!(
-                    path = %path.display(),
-                    "API_TOKEN is not set; the management API token, the same for every instance on this \
-                     database, is in this file"
-                );
+                // The copy is for ops to read; the token itself is in the database. A data
+                // directory this process cannot write (a read-only file system) costs the copy
+                // on this machine, not the start.
+                match write_copy(&path, &token) {
+                    Ok(()) => tracing::info!(
+                        path = %path.display(),
+                        "API_TOKEN is not set; the management API token, the same for every instance on \
+                         this database, is in this file"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "API_TOKEN is not set and the shared management API token could not be copied into \
+                         DATA_DIR; read it from another instance's DATA_DIR/api_token, or set API_TOKEN"
+                    ),
+                }
                 token
             }
         };
@@ -111,8 +131,40 @@ async fn shared_api_token(store: &Store, cipher: &SecretCipher) -> Result<Secret
     let owner = secret_owner(&SecretRow::ServiceSecret(API_TOKEN_SECRET.to_owned()));
     let generated = cipher.encrypt(&crypto::random_token(), &owner);
     let stored = store.service_secret(API_TOKEN_SECRET, &generated).await?;
-    // Not the key it was stored under: say so, as the start-up check does for the other secrets.
-    cipher.decrypt(&stored, &owner).map_err(|_| SecretsError::NotTheStoredSecretsKey)
+    // The key check passed, so the key opens the other secrets: this row alone is damaged, or
+    // was stored under a key since lost.
+    cipher.decrypt(&stored, &owner).map_err(|_| SecretsError::SharedApiTokenUnreadable)
+}
+
+/// The start-up check of `TOKEN_ENCRYPTION_KEY` against the secrets already stored: during a
+/// rotation (a previous key set), every stored secret is moved to the new key; otherwise a
+/// sample is opened ([`check_key_opens_stored_secrets`]).
+async fn check_or_rotate(store: &Store, cipher: &SecretCipher) -> Result<(), SecretsError> {
+    if !cipher.has_previous_key() {
+        return check_key_opens_stored_secrets(store, cipher).await;
+    }
+    let done = reencrypt_stored_secrets(store, cipher).await.map_err(SecretsError::Reencrypting)?;
+    if done.unreadable > 0 && done.moved + done.current == 0 {
+        // Neither key opens anything stored: a wrong key (or a wrong `DATA_DIR` the key was
+        // read from), not a damaged row. Starting would fail every sync.
+        return Err(SecretsError::NeitherKeyOpensStoredSecrets);
+    }
+    if done.unreadable == 0 {
+        tracing::info!(
+            moved = done.moved,
+            already_current = done.current,
+            "key rotation: every stored secret is under TOKEN_ENCRYPTION_KEY; once every instance \
+             runs with it, TOKEN_ENCRYPTION_KEY_PREVIOUS can be removed"
+        );
+    } else {
+        tracing::warn!(
+            moved = done.moved,
+            already_current = done.current,
+            unreadable = done.unreadable,
+            "key rotation: some stored secrets open with neither key (see the errors above)"
+        );
+    }
+    Ok(())
 }
 
 /// What [`reencrypt_stored_secrets`] did.

@@ -221,6 +221,32 @@ async fn without_api_token_every_instance_on_one_postgres_shares_the_token_in_it
         settings
     };
 
+    // A user's Notion token stored under the old key: what a wrong key is judged by.
+    connect_and_migrate(&config(&settings(&dirs[0], &old_key)), None).await.expect("migrate");
+    let pool = db.connect().await;
+    let user = uuid::Uuid::now_v7();
+    let old = SecretCipher::from_base64_key(&old_key).expect("old key");
+    sqlx::query("insert into users (id, email, notion_token_ciphertext) values ($1, 'maya@example.com', $2)")
+        .bind(user)
+        .bind(old.encrypt("ntn_user_token", &user.to_string()))
+        .execute(pool.pg())
+        .await
+        .expect("insert user");
+    let shared_rows = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from service_secrets")
+            .fetch_one(pool.pg())
+            .await
+            .expect("count")
+    };
+
+    // A wrong key is refused before anything is stored under it (the token it would store
+    // must not be what makes the key look right).
+    let wrong_key = SecretCipher::generate_base64_key();
+    let refused =
+        App::build(config(&settings(&dirs[0], &wrong_key)), Role::Api).await.err().expect("a wrong key");
+    assert!(format!("{refused:#}").contains("TOKEN_ENCRYPTION_KEY_PREVIOUS"), "{refused:#}");
+    assert_eq!(shared_rows().await, 0, "nothing stored under the wrong key");
+
     let first =
         App::build(config(&settings(&dirs[0], &old_key)), Role::Api).await.expect("starts without API_TOKEN");
     let second =
@@ -272,4 +298,17 @@ async fn without_api_token_every_instance_on_one_postgres_shares_the_token_in_it
         token,
         "the same token, under the new key"
     );
+
+    // A damaged row (or one stored under a key since lost) among secrets the key opens: start-up
+    // names the row and the ways out.
+    let lost = SecretCipher::from_base64_key(&SecretCipher::generate_base64_key()).expect("key");
+    sqlx::query("update service_secrets set ciphertext = $1 where name = 'api_token'")
+        .bind(lost.encrypt("lost", "service-secret:api_token"))
+        .execute(pool.pg())
+        .await
+        .expect("damage the row");
+    let refused =
+        App::build(config(&settings(&dirs[2], &new_key)), Role::Api).await.err().expect("unreadable");
+    let message = format!("{refused:#}");
+    assert!(message.contains("service_secrets") && message.contains("set API_TOKEN"), "{message}");
 }
