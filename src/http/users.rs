@@ -23,9 +23,6 @@ use crate::{
     store::{NotionWorkspace, StoreError, SubscriptionRow, UserError, UserRow},
 };
 
-/// The actor recorded on a sync cancelled because its subscription was deleted.
-const UNSUBSCRIBE_ACTOR: &str = "unsubscribe";
-
 pub struct UsersApi;
 
 #[derive(Debug, Object)]
@@ -493,8 +490,7 @@ impl UsersApi {
         }))
     }
 
-    /// Unsubscribe. The flashcards already made are kept; syncs of the content that the
-    /// subscription started and that have not ended are cancelled (a manual sync goes on).
+    /// Unsubscribe. The flashcards already made are kept.
     #[oai(
         path = "/api/users/:user_id/subscriptions/:notion_id",
         method = "delete",
@@ -516,23 +512,8 @@ impl UsersApi {
                 ));
             }
         };
-        let user = UserId(user_id.0);
-        match state.store.unsubscribe(user, &notion_id).await {
-            Ok(true) => {
-                // The subscription is gone either way; a sync left running writes its cards
-                // once more, which is what happened before this cancel existed.
-                match state.store.cancel_subscription_syncs(user, notion_id.as_str(), UNSUBSCRIBE_ACTOR).await
-                {
-                    Ok(cancelled) if !cancelled.is_empty() => {
-                        tracing::info!(user_id = %user, %notion_id, cancelled = ?cancelled, "unsubscribed; its unfinished syncs were cancelled")
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(user_id = %user, %notion_id, error = %e, "unsubscribed, but its unfinished syncs could not be cancelled")
-                    }
-                }
-                DeleteSubscriptionResponse::NoContent
-            }
+        match state.store.unsubscribe(UserId(user_id.0), &notion_id).await {
+            Ok(true) => DeleteSubscriptionResponse::NoContent,
             Ok(false) => DeleteSubscriptionResponse::NotFound(ErrorBody::new(
                 "subscription_not_found",
                 format!("user {} is not subscribed to {notion_id}", user_id.0),

@@ -273,42 +273,6 @@ impl Store {
         }
     }
 
-    /// Cancels the unfinished syncs of `notion_id` for `user` that its subscription started
-    /// (webhook, reconciliation, the first sync, or an ops retry of one; a manual sync is
-    /// not the subscription's and goes on): once unsubscribed, they would still fetch the
-    /// content and write cards the user no longer follows. The runs cancelled; one that
-    /// ended meanwhile is left as it ended.
-    pub async fn cancel_subscription_syncs(
-        &self,
-        user: UserId,
-        notion_id: &str,
-        actor: &str,
-    ) -> Result<Vec<RunId>, StoreError> {
-        let mut cancelled = Vec::new();
-        for state in ["pending", "waiting", "running"] {
-            let filter = RunFilter {
-                state: Some(state.to_owned()),
-                workflow: Some("notion_sync".to_owned()),
-                user_id: Some(user),
-                notion_id: Some(notion_id.to_owned()),
-                ..RunFilter::default()
-            };
-            // One (user, content) has at most two unfinished syncs (one past debounce, one
-            // collecting events behind it); the limit only bounds a surprise.
-            for run in self.list_runs(&filter, None, 100).await? {
-                if run.trigger == "manual" {
-                    continue;
-                }
-                match self.cancel_run(run.id, actor).await {
-                    Ok(()) => cancelled.push(run.id),
-                    Err(ActionError::Store(e)) => return Err(e),
-                    Err(_) => {} // ended (or cancelled) meanwhile
-                }
-            }
-        }
-        Ok(cancelled)
-    }
-
     /// Cancels a run that has not finished. A waiting run stops at once; a running step's
     /// worker loses its lease, so its result is discarded. A sync waiting behind the cancelled
     /// one is queued to go on now: the workers are woken for it, as after a retry, instead of

@@ -384,15 +384,18 @@ async fn a_sync_whose_blocker_ends_while_its_debounce_decides_is_still_woken_at_
     assert!(due_jobs >= 1, "a job due now takes the woken sync");
 }
 
-/// A service with a 30 s debounce, a user `email` subscribed to the page, and an edit's sync
-/// of it waiting in debounce: the app, the user and the sync.
-async fn an_edits_sync_waiting_in_debounce(email: &str) -> (TestApp, uuid::Uuid, uuid::Uuid) {
+conformance! {
+/// A subscription that joins a sync waiting in debounce makes that sync its own, kind
+/// included: a page unsubscribed and followed again as a database, while an edit's sync of it
+/// waits, is fetched as a database. Before, the joined run kept `page` and read a database id
+/// as a page.
+async fn a_new_subscription_joining_a_debouncing_sync_sets_its_kind() {
     let app = TestApp::spawn_with(|s| {
         s.insert("DEBOUNCE_SECONDS", "30".into());
         s.insert("DEBOUNCE_MAX_WAIT_SECONDS", "60".into());
     })
     .await;
-    let user = app.insert_user(email).await;
+    let user = app.insert_user("kind@example.com").await;
     app.insert_subscription(user, PAGE, "page").await;
     expect_json(app.post_signed(&page_event(1)).await, 200).await;
     let waiting: uuid::Uuid = eventually("the edit's sync to wait in debounce", Duration::from_secs(15), || async {
@@ -404,21 +407,10 @@ async fn an_edits_sync_waiting_in_debounce(email: &str) -> (TestApp, uuid::Uuid,
         .expect("sync")
     })
     .await;
-    (app, user, waiting)
-}
-
-conformance! {
-/// A subscription that joins a sync waiting in debounce makes that sync its own, kind
-/// included: a page whose subscription went (removed behind the API's back: unsubscribing
-/// through the API cancels the sync) and is followed again as a database, while an edit's sync
-/// of it waits, is fetched as a database. Before, the joined run kept `page` and read a
-/// database id as a page.
-async fn a_new_subscription_joining_a_debouncing_sync_sets_its_kind() {
-    let (app, user, waiting) = an_edits_sync_waiting_in_debounce("kind@example.com").await;
 
     let subscriptions = app.url(&format!("/api/users/{user}/subscriptions"));
-    on_db!(app.db, |db| sqlx::query("delete from subscriptions").execute(db).await.map(|done| done.rows_affected()))
-        .expect("delete");
+    let deleted = app.client.delete(format!("{subscriptions}/{PAGE}")).bearer_auth(API_TOKEN).send().await;
+    assert_eq!(deleted.expect("DELETE").status(), 204);
     let body = json!({"notion_id": PAGE, "kind": "database"});
     let created = app.client.post(&subscriptions).bearer_auth(API_TOKEN).json(&body).send().await.expect("POST");
     let created = expect_json(created, 201).await;
@@ -427,28 +419,6 @@ async fn a_new_subscription_joining_a_debouncing_sync_sets_its_kind() {
     let run = expect_json(app.get_authorized(&format!("/api/workflows/{waiting}")).await, 200).await;
     assert_eq!(run["notion_kind"], "database", "{run}");
     assert_eq!(run["trigger"], "subscription", "{run}");
-}
-}
-
-conformance! {
-/// Unsubscribing cancels the syncs the subscription started that have not ended: an edit's
-/// sync waiting in debounce would otherwise still fetch the content and write cards the user
-/// no longer follows. Before, it ran to the end after the 204.
-async fn unsubscribing_cancels_the_subscriptions_unfinished_syncs() {
-    let (app, user, waiting) = an_edits_sync_waiting_in_debounce("leaving@example.com").await;
-
-    let deleted = app
-        .client
-        .delete(app.url(&format!("/api/users/{user}/subscriptions/{PAGE}")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await;
-    assert_eq!(deleted.expect("DELETE").status(), 204);
-
-    let run = expect_json(app.get_authorized(&format!("/api/workflows/{waiting}")).await, 200).await;
-    assert_eq!(run["state"], "cancelled", "{run}");
-    assert_eq!(run["actions"][0]["action"], "cancel", "{run}");
-    assert_eq!(run["actions"][0]["actor"], "unsubscribe", "{run}");
 }
 }
 
