@@ -423,6 +423,43 @@ async fn a_new_subscription_joining_a_debouncing_sync_sets_its_kind() {
 }
 
 conformance! {
+/// A process that died with more steps in flight than one sweep's batch (100) has them all
+/// taken over in one sweep. Before, the sweeper took 100 per interval and the rest waited.
+async fn one_sweep_takes_over_every_expired_lease_however_many() {
+    let db = crate::support::db::TestDb::create().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    let insert = format!(
+        "insert into workflow_runs (id, workflow, state, current_step, trigger, dispatch_seq, attempt,
+             lease_owner, lease_token, lease_expires_at)
+         values ($1, 'notion_event', 'running', 'discover_users', 'webhook', 1, 1, 'dead-worker', $2, {past})",
+        past = pool.shifted_sql(pool.now_sql(), -1)
+    );
+    for _ in 0..250 {
+        on_db!(pool, |db| sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+            .bind(uuid::Uuid::now_v7())
+            .bind(uuid::Uuid::new_v4())
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
+        .expect("insert run");
+    }
+    let metrics = cognie_sync::metrics::Metrics::default();
+
+    assert_eq!(cognie_sync::workflow::sweeper::sweep(&store, &metrics).await, 250);
+
+    let running: i64 =
+        on_db!(pool, |db| sqlx::query_scalar("select count(*) from workflow_runs where state = 'running'")
+            .fetch_one(db)
+            .await)
+        .expect("count");
+    assert_eq!(running, 0, "every one was handed on");
+    assert!(metrics.render(None).contains("cognie_steps_taken_over_total 250"), "{}", metrics.render(None));
+    assert_eq!(cognie_sync::workflow::sweeper::sweep(&store, &metrics).await, 0, "nothing left to take over");
+}
+}
+
+conformance! {
 /// Fencing: a step's result is recorded only under the lease it was claimed with. A worker
 /// whose run was cancelled meanwhile, or whose lease expired and was taken over, comes back
 /// with its result: nothing of it is recorded, and the run goes on as the cancel or the new
