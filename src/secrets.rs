@@ -100,23 +100,22 @@ impl ServiceSecrets {
             // A token of each instance's own would have a load balancer refuse most calls.
             (None, BackendKind::Postgres) => {
                 let token = shared_api_token(store, &cipher).await?;
-                if !serves_api {
-                    return Ok(Self { api_token: token, cipher });
-                }
                 // The copy is for ops to read; the token itself is in the database. A data
                 // directory this process cannot write (a read-only file system) costs the copy
                 // on this machine, not the start.
-                match write_copy(&path, &token) {
-                    Ok(()) => tracing::info!(
-                        path = %path.display(),
-                        "API_TOKEN is not set; the management API token, the same for every instance on \
-                         this database, is in this file"
-                    ),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "API_TOKEN is not set and the shared management API token could not be copied into \
-                         DATA_DIR; read it from another instance's DATA_DIR/api_token, or set API_TOKEN"
-                    ),
+                if serves_api {
+                    match write_copy(&path, &token) {
+                        Ok(()) => tracing::info!(
+                            path = %path.display(),
+                            "API_TOKEN is not set; the management API token, the same for every instance on \
+                             this database, is in this file"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "API_TOKEN is not set and the shared management API token could not be copied \
+                             into DATA_DIR; read it from another instance's DATA_DIR/api_token, or set API_TOKEN"
+                        ),
+                    }
                 }
                 token
             }
@@ -246,8 +245,8 @@ fn secret_owner(row: &SecretRow) -> String {
 }
 
 /// Makes the file at `path` hold `secret` (mode 0600): left alone if it already does, else
-/// replaced whole (written and synced under a temporary name, then renamed over it), so a
-/// reader never sees half a token and a copy from an earlier database does not linger.
+/// replaced whole (renamed over it from its staging file), so a reader never sees half a token
+/// and a copy from an earlier database does not linger.
 fn write_copy(path: &Path, secret: &SecretString) -> Result<(), SecretsError> {
     use secrecy::ExposeSecret;
     let io_err = |source| SecretsError::Io { path: path.to_owned(), source };
@@ -257,15 +256,22 @@ fn write_copy(path: &Path, secret: &SecretString) -> Result<(), SecretsError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
+    place(path, secret, |staging| fs::rename(staging, path)).map_err(io_err)
+}
+
+/// Writes `secret` whole at `path` (mode 0600, in an owner-only directory made if missing):
+/// written and synced under a temporary name that `put` moves into place, then the directory
+/// synced. The temporary file is gone afterwards, whatever `put` did.
+fn place(path: &Path, secret: &SecretString, put: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = parent {
-        fs::create_dir_all(dir).map_err(io_err)?;
-        restrict_permissions(dir, 0o700).map_err(io_err)?;
+        fs::create_dir_all(dir)?;
+        restrict_permissions(dir, 0o700)?;
     }
     let staging = path.with_extension(format!("new-{}", ulid::Ulid::new()));
-    let placed = write_new(&staging, secret).and_then(|()| fs::rename(&staging, path));
+    let placed = write_new(&staging, secret).and_then(|()| put(&staging));
     let _ = fs::remove_file(&staging);
-    placed.map_err(io_err)?;
+    placed?;
     sync_dir(parent.unwrap_or(Path::new(".")));
     Ok(())
 }
@@ -290,30 +296,20 @@ fn read_or_create(
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err(e)),
     };
-    let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = parent {
-        fs::create_dir_all(dir).map_err(io_err)?;
-        restrict_permissions(dir, 0o700).map_err(io_err)?;
-    }
     let secret = generate();
-    let staging = path.with_extension(format!("new-{}", ulid::Ulid::new()));
-    let placed = write_new(&staging, &secret).and_then(|()| {
+    let placed = place(path, &secret, |staging| {
         if empty {
-            fs::rename(&staging, path)
+            fs::rename(staging, path)
         } else {
-            fs::hard_link(&staging, path).or_else(|e| match e.kind() {
+            fs::hard_link(staging, path).or_else(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Err(e),
                 // No hard links here (FAT, some FUSE mounts): create it in place.
                 _ => write_new(path, &secret),
             })
         }
     });
-    let _ = fs::remove_file(&staging);
     match placed {
-        Ok(()) => {
-            sync_dir(parent.unwrap_or(Path::new(".")));
-            Ok(secret)
-        }
+        Ok(()) => Ok(secret),
         // Another process created it between our read and our link: use theirs.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_existing(path)
             .map_err(io_err)?
