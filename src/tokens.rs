@@ -17,7 +17,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use secrecy::{ExposeSecret, SecretString};
@@ -45,6 +45,11 @@ pub struct NotionTokens {
     client: Option<(String, SecretString)>,
     /// One lock per user being refreshed in this process; entries die with their last holder.
     refreshing: Mutex<HashMap<UserId, Weak<tokio::sync::Mutex<()>>>>,
+    /// Until when the token endpoint asked this process to slow down (its 429 or 529 with
+    /// `Retry-After`): refreshers queued behind the one that met it do not ask again before
+    /// then. The endpoint authenticates the integration, not the user, so this is for every
+    /// user's refresh.
+    slowed_until: Mutex<Option<Instant>>,
 }
 
 /// A user's token, opened: the secret to send, and the stored value it came from (to tell
@@ -102,6 +107,9 @@ const STORE_PATIENCE: Duration = Duration::from_secs(300);
 const STORE_FIRST_PAUSE: Duration = Duration::from_millis(200);
 const STORE_MAX_PAUSE: Duration = Duration::from_secs(15);
 
+/// How long the token endpoint is left alone after a 429 or 529 that names no `Retry-After`.
+const MIN_SLOW_DOWN: Duration = Duration::from_secs(1);
+
 impl NotionTokens {
     pub fn new(
         store: Store,
@@ -109,7 +117,7 @@ impl NotionTokens {
         notion: NotionClient,
         client: Option<(String, SecretString)>,
     ) -> Self {
-        Self { store, cipher, notion, client, refreshing: Mutex::default() }
+        Self { store, cipher, notion, client, refreshing: Mutex::default(), slowed_until: Mutex::default() }
     }
 
     /// Opens the user's stored token.
@@ -177,6 +185,9 @@ impl NotionTokens {
             ));
         };
         let refresh = self.cipher.decrypt(&refresh, &refresh_token_owner(user))?;
+        if let Some(left) = self.slowed_for() {
+            return Err(RefreshError::Unavailable(NotionError::still_slowed_down(left)));
+        }
         let (client_id, client_secret) = self.client.as_ref().expect("checked by the caller");
         let answer = self
             .notion
@@ -184,7 +195,12 @@ impl NotionTokens {
             .await;
         let new = match answer {
             Ok(new) => new,
-            Err(e) if e.is_retryable() => return Err(RefreshError::Unavailable(e)),
+            Err(e) if e.is_retryable() => {
+                if e.asks_to_slow_down() {
+                    self.slow_down(e.retry_after().unwrap_or(MIN_SLOW_DOWN).max(MIN_SLOW_DOWN));
+                }
+                return Err(RefreshError::Unavailable(e));
+            }
             Err(e) if e.code() == Some("invalid_grant") => {
                 // A refresher whose lock's session died meanwhile (see `PgTokenRefreshLock`) may
                 // have traded the same refresh token first and stored the new pair: use it.
@@ -240,6 +256,18 @@ impl NotionTokens {
         }
         tracing::info!(user_id = %user, rotated = new_refresh.is_some(), "refreshed the user's Notion token");
         Ok(Refreshed::Token(UserToken { ciphertext, secret: SecretString::from(new.access_token) }))
+    }
+
+    /// How much longer the token endpoint's last request to slow down lasts, if it still does.
+    fn slowed_for(&self) -> Option<Duration> {
+        let until = (*self.slowed_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))?;
+        until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
+    }
+
+    fn slow_down(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut slowed = self.slowed_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slowed = Some(slowed.map_or(until, |before| before.max(until)));
     }
 
     /// This process's lock on refreshing `user`'s token.

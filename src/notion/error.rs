@@ -81,6 +81,22 @@ pub enum NotionError {
 }
 
 impl NotionError {
+    /// Notion's request to slow down, remembered from an earlier answer and still in force for
+    /// `left`: what a caller that did not ask again is told (a 429, so it is handled as one).
+    pub fn still_slowed_down(left: Duration) -> Self {
+        Self::Api {
+            status: 429,
+            code: Some("rate_limited".to_owned()),
+            message: format!(
+                "Notion asked to slow down; not asking again for another {} ms",
+                left.as_millis()
+            ),
+            request_id: None,
+            retry_after: Some(left),
+            additional_data: None,
+        }
+    }
+
     /// The error with every copy of `secret` in Notion's own words (its message, description
     /// or an unreadable body) replaced by `label`: a token endpoint that quotes the request
     /// must not put a code or refresh token into a log line or a run's `last_error`.

@@ -485,6 +485,45 @@ async fn a_token_endpoint_asking_to_slow_down_is_retried_after_its_retry_after()
 }
 
 conformance! {
+async fn refreshes_queued_behind_a_slowed_down_one_wait_out_its_retry_after() {
+    let env = oauth_env(|s| {
+        s.insert("NOTION_MAX_RETRIES", "3".into());
+        s.insert("NOTION_RATE_LIMIT_PER_MINUTE", "1000".into());
+    })
+    .await;
+    let user = create_user(&env.app, "maya@example.com").await;
+    let (token, _) = env.connect(&user, "code-1").await;
+    let pages: Vec<String> = (1..=3).map(|n| serve_page(&env.notion, n, "Notes", OLD_EDIT, &["Question"])).collect();
+    env.notion.revoke_token(&token);
+    // The first refresh is answered slowly, and with a 429: the other syncs' refreshes queue
+    // behind it meanwhile.
+    env.notion.inject(
+        "/v1/oauth/token",
+        Fault::RateLimitedLate { after: Duration::from_millis(600), retry_after_secs: 2 },
+    );
+
+    let mut runs = Vec::new();
+    for page in &pages {
+        runs.push(env.subscribe(&user, page).await);
+    }
+    for run in &runs {
+        let run = env.finished(run).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+
+    assert_eq!(env.notion.refreshes(), 1, "the refresh after the wait served every sync");
+    let asked: Vec<_> = env.notion.requests().into_iter().filter(|r| r.path == "/v1/oauth/token").collect();
+    let slowed = asked.iter().find(|r| r.status == 429).expect("the slow-down was met");
+    // Its answer came 0.6 s after it was asked, saying 2 s: nothing before 2.6 s.
+    let too_soon: Vec<_> = asked
+        .iter()
+        .filter(|r| r.at > slowed.at && r.at.duration_since(slowed.at) < Duration::from_millis(2550))
+        .collect();
+    assert!(too_soon.is_empty(), "queued refreshers asked again inside the Retry-After: {asked:?}");
+}
+}
+
+conformance! {
 async fn a_client_secret_notion_no_longer_accepts_fails_the_sync_naming_the_setting() {
     let env = oauth_env(|_| {}).await;
     let user = create_user(&env.app, "maya@example.com").await;

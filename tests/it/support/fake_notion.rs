@@ -54,6 +54,8 @@ const DATA_SOURCES_VERSION: &str = "2025-09-03";
 pub enum Fault {
     /// 429 `rate_limited` with `Retry-After: N` and the fixture body saying N.
     RateLimited { retry_after_secs: u64 },
+    /// The same 429, answered only after `after` (callers that meet it meanwhile queue up).
+    RateLimitedLate { after: Duration, retry_after_secs: u64 },
     /// This status with Notion's error body for it (500, 502, 503, 504, 529, 404, 403, 409, ...).
     Status(u16),
     /// Wait this long, then answer normally (for client timeouts).
@@ -543,6 +545,10 @@ impl FakeNotion {
                 Response::builder().status(StatusCode::OK).content_type("text/html").body("<html>oops</html>")
             }
             Some(Fault::RateLimited { retry_after_secs }) => rate_limited(*retry_after_secs),
+            Some(Fault::RateLimitedLate { after, retry_after_secs }) => {
+                tokio::time::sleep(*after).await;
+                rate_limited(*retry_after_secs)
+            }
             Some(Fault::Status(status)) => {
                 notion_error(*status, default_code(*status), default_message(*status))
             }
