@@ -264,7 +264,7 @@ impl App {
             if let Some(addr) = socket_addr(&acceptor) {
                 tracing::info!(%addr, "ops endpoints listening (/healthz, /readyz, /metrics)");
             }
-            let state = Arc::new(OpsState { store: self.store.clone(), metrics: metrics.clone() });
+            let state = Arc::new(OpsState::new(self.store.clone(), metrics.clone()));
             tokio::spawn(
                 Server::new_with_acceptor(acceptor)
                     .idle_timeout(HTTP_IDLE_TIMEOUT)

@@ -8,18 +8,46 @@ use poem_openapi::{
     payload::{Json, PlainText},
 };
 
-use super::{ApiTags, error::ErrorBody};
-use crate::{metrics::Metrics, store::Store};
+use super::{ApiTags, error::ErrorBody, recent::Recent};
+use crate::{
+    metrics::Metrics,
+    store::{QueueStats, Store},
+};
 
 /// What the health and metrics endpoints read: they are served with the API, and alone on
-/// `OPS_BIND_ADDR` (see [`super::ops_routes`]).
+/// `OPS_BIND_ADDR` (see [`super::ops_routes`]). They need no token, so what they read from the
+/// database is read at most once per interval (see [`Recent`]).
 pub struct OpsState {
-    pub store: Store,
-    pub metrics: Arc<Metrics>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    readiness: Recent<Readiness>,
+    queue: Recent<Option<QueueStats>>,
+}
+
+impl OpsState {
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            metrics,
+            readiness: Recent::new(READINESS_MAX_AGE),
+            queue: Recent::new(QUEUE_STATS_MAX_AGE),
+        }
+    }
 }
 
 /// How long readiness waits for the database before it says "not ready".
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How old a readiness answer may be (probes come every few seconds).
+const READINESS_MAX_AGE: Duration = Duration::from_secs(1);
+/// How old the queue gauges of `/metrics` may be (scrapes come every 15 s or more).
+const QUEUE_STATS_MAX_AGE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+enum Readiness {
+    Ready,
+    MigrationsPending,
+    Unavailable,
+}
 
 pub struct HealthApi;
 
@@ -51,17 +79,24 @@ impl HealthApi {
     /// route webhooks only to ready instances.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<OpsState>>) -> ReadyResponse {
-        match tokio::time::timeout(READY_TIMEOUT, state.store.is_ready()).await {
-            Ok(Ok(true)) => ReadyResponse::Ready(Json(HealthStatus { status: "ok".into() })),
-            Ok(Ok(false)) => ReadyResponse::NotReady(ErrorBody::new(
+        let check = || async {
+            match tokio::time::timeout(READY_TIMEOUT, state.store.is_ready()).await {
+                Ok(Ok(true)) => Readiness::Ready,
+                Ok(Ok(false)) => Readiness::MigrationsPending,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    Readiness::Unavailable
+                }
+                Err(_) => Readiness::Unavailable,
+            }
+        };
+        match state.readiness.get(check).await {
+            Readiness::Ready => ReadyResponse::Ready(Json(HealthStatus { status: "ok".into() })),
+            Readiness::MigrationsPending => ReadyResponse::NotReady(ErrorBody::new(
                 "migrations_pending",
                 "database migrations are not applied yet",
             )),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "readiness check failed");
-                ReadyResponse::NotReady(ErrorBody::unavailable())
-            }
-            Err(_) => ReadyResponse::NotReady(ErrorBody::unavailable()),
+            Readiness::Unavailable => ReadyResponse::NotReady(ErrorBody::unavailable()),
         }
     }
 
@@ -70,10 +105,9 @@ impl HealthApi {
     /// depth, process metrics.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, state: Data<&Arc<OpsState>>) -> PlainText<String> {
-        let queue = match tokio::time::timeout(READY_TIMEOUT, state.store.queue_stats()).await {
-            Ok(Ok(stats)) => Some(stats),
-            _ => None,
-        };
+        let read =
+            || async { tokio::time::timeout(READY_TIMEOUT, state.store.queue_stats()).await.ok()?.ok() };
+        let queue = state.queue.get(read).await;
         PlainText(state.metrics.render(queue.as_ref()))
     }
 }

@@ -46,6 +46,7 @@ pub mod health;
 pub mod notion;
 pub mod oauth;
 pub mod params;
+mod recent;
 pub mod tls;
 pub mod users;
 pub mod webhook;
@@ -119,7 +120,7 @@ pub fn routes(state: Arc<HttpState>) -> impl Endpoint {
     let api = api_service();
     let spec: serde_json::Value = serde_json::from_str(&api.spec()).expect("the generated spec is JSON");
     let allowed = Arc::new(allow::AllowedMethods::from_spec(&spec));
-    let ops = Arc::new(health::OpsState { store: state.store.clone(), metrics: state.metrics.clone() });
+    let ops = Arc::new(health::OpsState::new(state.store.clone(), state.metrics.clone()));
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
