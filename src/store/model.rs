@@ -552,7 +552,9 @@ pub struct SyncScope {
 #[derive(Debug, Clone, Default)]
 pub struct SyncRecord {
     pub notion_id: String,
-    pub content_hash: String,
+    /// `None`: the cards were not made from the content (it is no longer followed), so the
+    /// next sync must not skip it as unchanged.
+    pub content_hash: Option<String>,
     pub data_source_ids: Vec<String>,
 }
 

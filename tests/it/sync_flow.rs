@@ -1033,6 +1033,74 @@ async fn a_row_moved_out_of_a_followed_database_keeps_its_cards() {
 }
 
 conformance! {
+/// The user follows a database, not its row; the row is edited (its sync waits in debounce)
+/// and then moved out of the database. Before, the row's sync wrote its cards anew with no
+/// database: the database's syncs no longer retire them, later events about the page match
+/// no subscription, and they stayed live and stale for ever. Now that sync finds the page
+/// followed neither way and retires its cards.
+async fn a_row_that_leaves_the_followed_database_while_its_edit_waits_has_its_cards_retired() {
+    let env = setup(|_| {}).await;
+    env.notion.load_fixture_database();
+    env.notion.load_fixture_page();
+    assert_eq!(env.finished(&env.subscribe(ids::DATABASE, "database").await).await["state"], "succeeded");
+    let of_page = |cards: Vec<Value>| cards.into_iter().filter(|c| c["source_page_id"] == ids::PAGE).count();
+    assert!(of_page(env.cards().await) > 0, "the row has cards");
+
+    // The edit's event names the database (its parent when edited); the sync reads the page moved.
+    env.page_edited().await;
+    env.notion.move_page(ids::PAGE, json!({"type": "workspace", "workspace": true}));
+    let runs = env.syncs_settled(2).await;
+    assert!(runs.iter().all(|(_, state)| state == "succeeded"), "{runs:?}");
+
+    assert_eq!(of_page(env.cards().await), 0, "the page's cards are retired");
+    // Followed again, directly: its cards are made again (the retiring sync left no hash to
+    // call the content unchanged).
+    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(run["current_step"], "persist", "{run}");
+    assert!(of_page(env.cards().await) > 0, "the page's cards are back");
+}
+}
+
+conformance! {
+/// A row's cards are written by the row's own syncs and by its database's; each key's content
+/// hash says what that key last wrote. Here the database's sync writes an edit, the edit is
+/// undone in Notion, and the row's own sync reads the page as the row last wrote it. Before,
+/// that sync found its hash unchanged and persisted nothing: the card kept the undone edit
+/// until the page changed again.
+async fn an_edit_a_database_sync_wrote_and_then_undone_is_undone_on_the_cards_by_the_rows_own_sync() {
+    let env = setup(|_| {}).await;
+    env.notion.load_fixture_database();
+    env.notion.load_fixture_page();
+    assert_eq!(env.finished(&env.subscribe(ids::DATABASE, "database").await).await["state"], "succeeded");
+    assert_eq!(env.finished(&env.subscribe(ids::PAGE, "page").await).await["state"], "succeeded");
+    let krebs = |cards: Vec<Value>| {
+        let card = cards.into_iter().find(|c| c["source_block_id"] == ids::T_KREBS).expect("the Krebs card");
+        card["front"].as_str().expect("front").to_owned()
+    };
+    let original = krebs(env.cards().await);
+    let env = &env;
+    let sync = |notion_id: &'static str| async move {
+        let body = json!({"user_id": env.user, "notion_id": notion_id});
+        let started = expect_json(post(&env.app, "/api/notion/sync", body).await, 202).await;
+        let run = env.finished(started["run_id"].as_str().expect("run id")).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        run
+    };
+
+    env.serve_edited_page("1f3c8a2e-4b7d-8999-9999-000000000001", "1f3c8a2e-4b7d-8999-9999-000000000002");
+    sync(ids::DATABASE).await;
+    assert_eq!(krebs(env.cards().await), "Where exactly does the Krebs cycle run?");
+
+    env.notion.load_fixture_page();
+    let run = sync(ids::PAGE).await;
+    assert_eq!(run["current_step"], "persist", "the row's cards were written again: {run}");
+    assert_eq!(krebs(env.cards().await), original, "the edit was undone");
+    let live = env.app.count("select count(*) from flashcards where retired_at is null and source_block_id like '1f3c8a2e-4b7d-8999%'").await;
+    assert_eq!(live, 0, "the undone edit's new toggle is retired");
+}
+}
+
+conformance! {
 /// A sync that finds the content unchanged persists nothing, but it is a sync: its time is the
 /// subscription's `last_synced_at`, and a database's data sources are learned (what
 /// `data_source.*` events are matched by). Before, a database followed again after an

@@ -24,6 +24,13 @@ use crate::{
 /// row moved to another database, or out of one, changes it, so the old database's next sync
 /// does not retire the card as its own.
 ///
+/// The cards of a database's row are written by two keys' syncs: the row's own (its edits) and
+/// the database's. Each key's content hash says what that key last wrote, so when this sync
+/// changes cards another key also writes (a row's, for a database's sync; the database's, for a
+/// row's), that key's hash is cleared: its next sync compares its content with cards it did not
+/// write, and must write them again rather than skip them as unchanged (an edit the database's
+/// sync wrote, then reverted before the row's own sync read it, would otherwise stay on the card).
+///
 /// A card last written by a sync that started reading after this one is left as it is: syncs
 /// of one content run one after another, but a database's sync and a sync of one of its rows
 /// (another content) may overlap, and a taken-over run may persist late; the later reader has
@@ -60,7 +67,7 @@ pub async fn persist_sync(
               and not exists (
                   select 1 from workflow_runs w, me
                   where w.id = flashcards.last_run_id and w.debounce_until > me.debounce_until)
-            returning (xmax = 0) as created
+            returning (xmax = 0) as created, source_page_id, container_id
         ), retired as (
             update flashcards f
             set retired_at = now(), updated_at = now(), last_run_id = $2
@@ -72,7 +79,13 @@ pub async fn persist_sync(
               and not exists (
                   select 1 from workflow_runs w, me where w.id = f.last_run_id and w.debounce_until > me.debounce_until
               )
-            returning 1
+            returning f.source_page_id, f.container_id
+        ), others as (
+            update sync_state s set last_content_hash = null
+            where s.user_id = $1 and s.notion_id <> $12 and s.last_content_hash is not null
+              and s.notion_id in (
+                  select source_page_id from upserted union select container_id from upserted
+                  union select source_page_id from retired union select container_id from retired)
         ), state as (
             insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)
             values ($1, $12, $13, now(), $2)

@@ -1,5 +1,7 @@
 //! Flashcards: the idempotent persist of a sync's cards, and reading them back.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Row, SqliteConnection};
 
@@ -21,7 +23,21 @@ pub async fn persist_sync(
     cards: &[NewCard],
     record: &SyncRecord,
 ) -> StoreResult<PersistCounts> {
-    let counts = persist_cards(conn, user, run_id, scope, cards).await?;
+    let (counts, touched) = persist_cards(conn, user, run_id, scope, cards).await?;
+    // The keys whose cards this sync changed besides its own: their hashes no longer say what
+    // their cards hold (see the PostgreSQL twin).
+    sqlx::query(
+        r#"
+        update sync_state set last_content_hash = null
+        where user_id = $1 and notion_id <> $2 and last_content_hash is not null
+          and notion_id in (select value from json_each($3))
+        "#,
+    )
+    .bind(user)
+    .bind(&record.notion_id)
+    .bind(serde_json::to_string(&touched).expect("strings serialise"))
+    .execute(&mut *conn)
+    .await?;
     record_sync(conn, user, run_id, record).await?;
     Ok(counts)
 }
@@ -32,8 +48,14 @@ async fn persist_cards(
     run_id: RunId,
     scope: &SyncScope,
     cards: &[NewCard],
-) -> StoreResult<PersistCounts> {
+) -> StoreResult<(PersistCounts, BTreeSet<String>)> {
     let now = now();
+    // The pages and databases of the cards written or retired.
+    let mut touched = BTreeSet::new();
+    let mut touch = |page: &str, container: Option<&str>| {
+        touched.insert(page.to_owned());
+        touched.extend(container.map(str::to_owned));
+    };
     // When this sync started reading (at the latest its debounce deadline): a card written by
     // a sync that started later is left as it is.
     let read_from: Option<String> =
@@ -80,6 +102,7 @@ async fn persist_cards(
                 .bind(run_id)
                 .execute(&mut *conn)
                 .await?;
+                touch(&card.source_page_id, card.container_id.as_deref());
                 counts.created += 1;
             }
             Some(row)
@@ -112,13 +135,14 @@ async fn persist_cards(
                 .bind(run_id)
                 .execute(&mut *conn)
                 .await?;
+                touch(&card.source_page_id, card.container_id.as_deref());
                 counts.updated += 1;
             }
         }
     }
     let keep: Vec<[&str; 2]> =
         cards.iter().map(|c| [c.source_block_id.as_str(), c.source_kind.as_str()]).collect();
-    let retired = sqlx::query(
+    let retired: Vec<(String, Option<String>)> = sqlx::query_as(
         r#"
         update flashcards
         set retired_at = $5, updated_at = $5, last_run_id = $6
@@ -133,6 +157,7 @@ async fn persist_cards(
           and not exists (
               select 1 from workflow_runs w where w.id = flashcards.last_run_id and w.debounce_until > $7
           )
+        returning source_page_id, container_id
         "#,
     )
     .bind(user)
@@ -142,10 +167,13 @@ async fn persist_cards(
     .bind(&now)
     .bind(run_id)
     .bind(&read_from)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    counts.retired = retired.rows_affected();
-    Ok(counts)
+    counts.retired = retired.len() as u64;
+    for (page, container) in &retired {
+        touch(page, container.as_deref());
+    }
+    Ok((counts, touched))
 }
 
 /// Records a successful sync: its content hash (to skip unchanged content next time) and time

@@ -119,7 +119,7 @@ fn saved(progress: &PartialCards, advanced: bool) -> Progress {
 
 /// What an unchanged sync records (the hash stays the same).
 fn unchanged_record(notion_id: &str, hash: &str, data_source_ids: Vec<String>) -> SyncRecord {
-    SyncRecord { notion_id: notion_id.to_owned(), content_hash: hash.to_owned(), data_source_ids }
+    SyncRecord { notion_id: notion_id.to_owned(), content_hash: Some(hash.to_owned()), data_source_ids }
 }
 
 /// The early end of a sync whose content is unchanged.

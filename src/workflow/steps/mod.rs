@@ -74,13 +74,14 @@ pub fn log_success(claim: &ClaimedStep, output: &Value) {
     match claim.step.as_str() {
         "persist" => {
             let count = |key: &str| output.get(key).and_then(Value::as_u64).unwrap_or_default();
-            let gone = output.get("gone").and_then(Value::as_bool).unwrap_or_default();
+            let flag = |key: &str| output.get(key).and_then(Value::as_bool).unwrap_or_default();
             tracing::info!(
                 created = count("created"),
                 updated = count("updated"),
                 retired = count("retired"),
                 unchanged = count("unchanged"),
-                gone,
+                gone = flag("gone"),
+                unfollowed = flag("unfollowed"),
                 "Internal sync completed"
             );
         }

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use super::{StepDeps, StepError, StepOutcome, previous_output};
 use crate::{
     flashcards::{Card, CardSource},
-    ids::NotionId,
+    ids::{NotionId, UserId},
     notion::FetchedContent,
-    store::{ClaimedStep, NewCard, StoreTx, SyncRecord, SyncScope},
+    store::{ClaimedStep, EventTarget, NewCard, StoreTx, SyncRecord, SyncScope},
 };
 
 #[derive(Deserialize)]
@@ -28,6 +28,10 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
         previous_output(claim, "generate", "", tx.step_output(claim.run_id, "generate")).await?;
 
     let database = claim.notion_kind.as_deref() == Some("database");
+    // A page synced for a database it has since left (its edit was waiting in debounce when
+    // it moved) is followed neither way any more: its cards are retired, not made anew with no
+    // database, where no sync would ever reach them again.
+    let unfollowed = !database && !fetched.gone && !followed(tx, user, notion_id, &fetched).await?;
     let scope = SyncScope {
         pages: if fetched.gone || !database {
             vec![notion_id.to_owned()]
@@ -38,10 +42,9 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     };
     let containers: std::collections::HashMap<&str, Option<String>> =
         fetched.pages.iter().filter_map(|p| Some((page_id(&p.page)?, database_of(&p.page)))).collect();
+    let made = if unfollowed { &[][..] } else { &generated.cards[..] };
     let cards: Vec<NewCard> = NewCard::one_per_source(
-        generated
-            .cards
-            .iter()
+        made.iter()
             .map(|card| NewCard {
                 source_page_id: card.source_page_id.clone(),
                 source_block_id: card.source_block_id.clone(),
@@ -58,13 +61,46 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     );
 
     let data_source_ids = super::data_source_ids(fetched.database.as_ref());
-    let record =
-        SyncRecord { notion_id: notion_id.to_owned(), content_hash: generated.content_hash, data_source_ids };
+    let content_hash = (!unfollowed).then_some(generated.content_hash);
+    let record = SyncRecord { notion_id: notion_id.to_owned(), content_hash, data_source_ids };
     let counts = tx.persist_sync(user, claim.run_id, &scope, &cards, &record).await?;
     // Announced once committed (`super::log_success`), with these counts.
     let mut output = json!(counts);
     output["gone"] = json!(fetched.gone);
+    if unfollowed {
+        output["unfollowed"] = json!(true);
+    }
     Ok(StepOutcome::Done { output })
+}
+
+/// Whether `user` still follows page `notion_id`, itself or through the database it is in now
+/// (the subscriber match an event about it would make).
+async fn followed(
+    tx: &mut StoreTx,
+    user: UserId,
+    notion_id: &str,
+    fetched: &FetchedContent,
+) -> Result<bool, StepError> {
+    let page =
+        fetched.pages.iter().map(|p| &p.page).find(|p| page_id(p).is_some_and(|id| same_id(id, notion_id)));
+    let Some(page) = page else { return Ok(true) };
+    let target = EventTarget {
+        entity_id: Some(notion_id.to_owned()),
+        entity_kind: Some("page".to_owned()),
+        parent_id: database_of(page),
+        data_source_id: page
+            .pointer("/parent/data_source_id")
+            .and_then(Value::as_str)
+            .and_then(|id| NotionId::parse(id).ok())
+            .map(|id| id.as_str().to_owned()),
+        event_type: String::new(),
+    };
+    let subscribers = tx.subscribers(&target).await?;
+    Ok(subscribers.iter().any(|s| s.user_id == user && s.notion_id == notion_id))
+}
+
+fn same_id(a: &str, b: &str) -> bool {
+    matches!((NotionId::parse(a), NotionId::parse(b)), (Ok(a), Ok(b)) if a == b)
 }
 
 fn page_id(page: &Value) -> Option<&str> {
