@@ -74,6 +74,10 @@ pub enum WebhookResponse {
     /// The body is larger than 1 MiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// A verification handshake beyond this instance's budget (10 a minute; it needs no
+    /// signature, so it is budgeted): not stored. `Retry-After` says when the next minute starts.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// An unexpected failure; it was logged. Notion will redeliver.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -206,6 +210,14 @@ impl WebhookApi {
                     _ => "invalid_signature",
                 };
                 WebhookResponse::Unauthorized(ErrorBody::new(code, e.to_string()))
+            }
+            Err(e @ IntakeError::TooManyHandshakes { retry_after }) => {
+                state.metrics.webhook("rejected", "too_many_handshakes");
+                tracing::warn!(reason = "too_many_handshakes", "Rejected Notion webhook");
+                WebhookResponse::TooManyRequests(
+                    ErrorBody::new("too_many_handshakes", e.to_string()),
+                    retry_after.as_secs(),
+                )
             }
             Err(IntakeError::BadRequest(e)) => {
                 state.metrics.webhook("rejected", "invalid_body");

@@ -621,6 +621,9 @@ pub struct Pruned {
     pub jobs: u64,
     pub runs: u64,
     pub events: u64,
+    /// Handshake tokens last received before the retention (never the first, which signs
+    /// events when no secret is configured, nor the latest, which ops read).
+    pub verification_tokens: u64,
 }
 
 // --- Secrets at rest

@@ -27,6 +27,12 @@ pub const VERIFICATION_TOKEN_AAD: &str = "notion-webhook-verification-token";
 /// every request query the database.
 const MISSING_KEY_RECHECK: Duration = Duration::from_secs(1);
 
+/// Handshakes one process stores per minute. Notion sends one when a subscription is made (and
+/// when ops ask it to resend); the handshake needs no signature, so without a budget anyone
+/// could make every request a database write on the path Notion's deliveries need.
+pub const HANDSHAKES_PER_MINUTE: u32 = 10;
+const HANDSHAKE_WINDOW: Duration = Duration::from_secs(60);
+
 /// What a successful delivery became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntakeResult {
@@ -46,6 +52,37 @@ pub enum IntakeError {
     Store(#[from] StoreError),
     #[error("the stored verification token could not be read: {0}")]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// More handshakes than [`HANDSHAKES_PER_MINUTE`] came this minute; this one was not stored.
+    #[error("more than {HANDSHAKES_PER_MINUTE} verification handshakes this minute; try again in {} s", .retry_after.as_secs())]
+    TooManyHandshakes { retry_after: Duration },
+}
+
+/// The handshakes stored in the current minute.
+#[derive(Default)]
+struct HandshakeBudget {
+    window_start: Option<Instant>,
+    stored: u32,
+}
+
+impl HandshakeBudget {
+    /// Takes one handshake's place in this minute, or says when the next minute starts.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let start = match self.window_start {
+            Some(start) if now.duration_since(start) < HANDSHAKE_WINDOW => start,
+            _ => {
+                self.window_start = Some(now);
+                self.stored = 0;
+                now
+            }
+        };
+        if self.stored >= HANDSHAKES_PER_MINUTE {
+            let left = HANDSHAKE_WINDOW.saturating_sub(now.duration_since(start));
+            // Whole seconds for `Retry-After`, rounded up so a retry is never early.
+            return Err(Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0)));
+        }
+        self.stored += 1;
+        Ok(())
+    }
 }
 
 /// The signing key, when it is learnt from the handshake rather than configured.
@@ -60,11 +97,12 @@ pub struct Intake {
     cipher: SecretCipher,
     configured_secret: Option<SecretString>,
     learnt: Mutex<LearntKey>,
+    handshakes: Mutex<HandshakeBudget>,
 }
 
 impl Intake {
     pub fn new(store: Store, cipher: SecretCipher, configured_secret: Option<SecretString>) -> Self {
-        Self { store, cipher, configured_secret, learnt: Mutex::default() }
+        Self { store, cipher, configured_secret, learnt: Mutex::default(), handshakes: Mutex::default() }
     }
 
     /// Handles one delivery. `Ok` means it is durable (or was a handshake, also stored).
@@ -84,6 +122,12 @@ impl Intake {
             match decide(parsed, body, signature_header, key.as_ref().map(|k| k.expose_secret().as_bytes()))?
             {
                 Decision::Handshake { verification_token } => {
+                    let budget = self
+                        .handshakes
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .take(Instant::now());
+                    budget.map_err(|retry_after| IntakeError::TooManyHandshakes { retry_after })?;
                     self.store_verification_token(&verification_token).await?;
                     return Ok(IntakeResult::VerificationReceived);
                 }
@@ -280,6 +324,18 @@ mod tests {
         key: Option<&[u8]>,
     ) -> Result<Decision<'a>, IntakeError> {
         decide(event::parse(body), body, header, key)
+    }
+
+    #[test]
+    fn the_handshake_budget_refills_each_minute_and_says_when() {
+        let mut budget = HandshakeBudget::default();
+        let start = Instant::now();
+        for _ in 0..HANDSHAKES_PER_MINUTE {
+            assert!(budget.take(start).is_ok());
+        }
+        let later = start + Duration::from_millis(20_500);
+        assert_eq!(budget.take(later), Err(Duration::from_secs(40)), "39.5 s left, rounded up");
+        assert_eq!(budget.take(start + HANDSHAKE_WINDOW), Ok(()), "a new minute");
     }
 
     #[test]

@@ -43,9 +43,12 @@ pub async fn run(store: Store, retention: Duration, shutdown: impl std::future::
                     pruned = store.prune_history(retention) => pruned,
                 };
                 match pruned {
-                    Ok(p) if p.runs + p.events > 0 => {
-                        tracing::info!(runs = p.runs, events = p.events, "pruned history older than RETENTION_DAYS")
-                    }
+                    Ok(p) if p.runs + p.events + p.verification_tokens > 0 => tracing::info!(
+                        runs = p.runs,
+                        events = p.events,
+                        verification_tokens = p.verification_tokens,
+                        "pruned history older than RETENTION_DAYS"
+                    ),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "pruning history failed; will retry"),
                 }

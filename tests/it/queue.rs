@@ -365,3 +365,55 @@ async fn rows_of_workers_gone_for_an_hour_are_pruned_unless_a_job_refers_to_them
     assert_eq!(left, ["alive", "gone-but-locking"]);
 }
 }
+
+conformance! {
+/// Handshake tokens last received before the retention go, but for the first (it signs events
+/// when no secret is configured) and the latest (what ops read): unsigned handshakes are
+/// budgeted, not refused, so without this their rows would only grow.
+async fn old_verification_tokens_are_pruned_but_the_first_and_the_latest() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    let retention = Duration::from_secs(30 * 86_400);
+    add_verification_tokens(&pool, &[(1, 50), (2, 45), (3, 40), (4, 35), (5, 1)]).await;
+    let pruned = store.prune_history(retention).await.expect("prune");
+    assert_eq!(pruned.verification_tokens, 3);
+    assert_eq!(verification_tokens(&pool).await, ["sha-1", "sha-5"], "the first and the latest");
+
+    // With none received lately, the latest is kept however old.
+    on_db!(pool, |db| sqlx::query("delete from webhook_verification_tokens where token_sha256 = 'sha-5'")
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("delete");
+    add_verification_tokens(&pool, &[(6, 42), (7, 41)]).await;
+    store.prune_history(retention).await.expect("prune");
+    assert_eq!(verification_tokens(&pool).await, ["sha-1", "sha-7"]);
+}
+}
+
+/// Stores handshake token `sha-N` for each (N, days since it was last received), in order.
+async fn add_verification_tokens(pool: &Db, tokens: &[(u8, i64)]) {
+    for &(n, days_ago) in tokens {
+        let sql = format!(
+            "insert into webhook_verification_tokens (token_ciphertext, token_sha256, last_received_at) values ($1, $2, {})",
+            pool.shifted_sql(pool.now_sql(), -days_ago * 1_440)
+        );
+        on_db!(pool, |db| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(vec![n])
+            .bind(format!("sha-{n}"))
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))
+        .expect("insert token");
+    }
+}
+
+async fn verification_tokens(pool: &Db) -> Vec<String> {
+    on_db!(pool, |db| sqlx::query_scalar(
+        "select token_sha256 from webhook_verification_tokens order by token_sha256"
+    )
+    .fetch_all(db)
+    .await)
+    .expect("tokens")
+}

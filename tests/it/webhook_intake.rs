@@ -276,6 +276,28 @@ async fn the_handshake_is_stored_encrypted_and_readable_by_ops() {
 }
 
 conformance! {
+/// The handshake needs no signature, so each instance stores at most 10 a minute: a flood of
+/// made-up handshakes cannot make every request a database write (the pool webhook intake
+/// needs) or grow the table without end. Signed events are not budgeted.
+async fn handshakes_beyond_ten_a_minute_are_answered_429_and_not_stored() {
+    let app = TestApp::spawn().await;
+    for n in 0..10 {
+        let body = format!(r#"{{"verification_token":"secret_flood_{n}"}}"#);
+        expect_json(app.post_webhook(body.into_bytes(), None).await, 200).await;
+    }
+    let refused = app.post_webhook(br#"{"verification_token":"secret_flood_10"}"#.to_vec(), None).await;
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().expect("text").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+    expect_error(refused, 429, "too_many_handshakes").await;
+    assert_eq!(app.count("select count(*) from webhook_verification_tokens").await, 10);
+
+    let event = br#"{"id":"evt-after-flood","type":"page.updated","page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#;
+    let signature = app.sign(event);
+    assert_eq!(expect_json(app.post_webhook(event.to_vec(), Some(&signature)).await, 200).await["status"], "accepted");
+}
+}
+
+conformance! {
 async fn without_a_configured_secret_the_first_handshake_token_signs_events() {
     let app = TestApp::spawn_with(|s| {
         s.remove("NOTION_WEBHOOK_SECRET");

@@ -154,6 +154,18 @@ impl PgStore {
                 break;
             }
         }
+        pruned.verification_tokens = sqlx::query(
+            r#"
+            delete from webhook_verification_tokens
+            where last_received_at < now() - make_interval(secs => $1)
+              and id <> (select min(id) from webhook_verification_tokens)
+              and id <> (select id from webhook_verification_tokens order by last_received_at desc, id desc limit 1)
+            "#,
+        )
+        .bind(retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(pruned)
     }
 }

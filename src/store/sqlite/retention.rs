@@ -135,6 +135,18 @@ impl SqliteStore {
                 break;
             }
         }
+        pruned.verification_tokens = sqlx::query(
+            r#"
+            delete from webhook_verification_tokens
+            where last_received_at < $1
+              and id <> (select min(id) from webhook_verification_tokens)
+              and id <> (select id from webhook_verification_tokens order by last_received_at desc, id desc limit 1)
+            "#,
+        )
+        .bind(&cutoff)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
         Ok(pruned)
     }
 }
