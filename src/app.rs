@@ -400,6 +400,10 @@ fn claim_sqlite_file(config: &Config, role: Role) -> anyhow::Result<Option<std::
 
 /// The SQLite file DATABASE_URL names, with its directory created (SQLite creates a missing
 /// file, not a missing directory). `None`: an in-memory database.
+///
+/// What this creates is its owner's only (a directory 0700, an empty database file 0600, from
+/// which SQLite gives its `-wal` and `-shm` files the same mode): the file holds users' emails,
+/// their notes' text and webhook payloads. A directory or file that exists is left as it is.
 fn sqlite_file_with_its_directory(config: &Config) -> anyhow::Result<Option<std::path::PathBuf>> {
     let url = config.database_url();
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose_secret())
@@ -409,7 +413,20 @@ fn sqlite_file_with_its_directory(config: &Config) -> anyhow::Result<Option<std:
         return Ok(None);
     }
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut new_file = std::fs::OpenOptions::new();
+    new_file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut new_file, 0o600);
+    match new_file.open(file) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", file.display())),
     }
     Ok(Some(file.to_path_buf()))
 }

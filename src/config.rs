@@ -106,6 +106,28 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Why an env file could not be read, without the line that could not be parsed: dotenvy's
+/// own message quotes it, value and all, and the value may be a secret (an unclosed quote in
+/// `API_TOKEN="...`). Start-up errors go to stderr, which is often shipped to a log system.
+fn env_file_error(e: dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, at) => {
+            let name = line.split('=').next().map(|n| n.trim().trim_start_matches("export ").trim());
+            let name =
+                name.filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            match name {
+                Some(name) => format!(
+                    "the line setting {name} cannot be parsed (at character {at}; the value is not shown: it may be a secret)"
+                ),
+                None => format!(
+                    "a line cannot be parsed (at character {at}; it is not shown: it may hold a secret)"
+                ),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Config {
     /// The OAuth client is configured but the redirect URI Notion requires is not: the service
     /// runs, with OAuth off (a warning at start-up says so).
@@ -122,14 +144,16 @@ impl Config {
         // Empty counts as unset, as for every setting (`ENV_FILE=` from a compose file's
         // `${ENV_FILE:-}`).
         if let Some(path) = std::env::var("ENV_FILE").ok().filter(|p| !p.trim().is_empty()) {
-            dotenvy::from_path(&path)
-                .map_err(|e| ConfigError { name: "ENV_FILE", reason: format!("cannot read {path}: {e}") })?;
+            dotenvy::from_path(&path).map_err(|e| ConfigError {
+                name: "ENV_FILE",
+                reason: format!("cannot read {path}: {}", env_file_error(e)),
+            })?;
         }
         match dotenvy::dotenv() {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
             Err(e) => {
-                return Err(ConfigError { name: ".env", reason: e.to_string() });
+                return Err(ConfigError { name: ".env", reason: env_file_error(e) });
             }
         }
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -431,6 +455,21 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn an_env_file_line_that_cannot_be_parsed_is_named_but_not_shown() {
+        let parse = |text: &str| {
+            let error =
+                dotenvy::from_read_iter(text.as_bytes()).find_map(Result::err).expect("a parse error");
+            env_file_error(error)
+        };
+        let message = parse("BIND_ADDR=0.0.0.0:8000\nAPI_TOKEN=\"s3cret-token\n");
+        assert!(message.contains("API_TOKEN") && !message.contains("s3cret"), "{message}");
+        let message = parse("export API_TOKEN='s3cret-token\n");
+        assert!(message.contains("API_TOKEN") && !message.contains("s3cret"), "{message}");
+        let message = parse("s3cret-token with no name\n");
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     #[test]

@@ -102,6 +102,9 @@ async fn with_no_database_url_everything_lives_in_a_sqlite_file_under_data() {
 
     let data = dir.join("data");
     assert!(data.join("cognie-sync.db").is_file(), "the database file is in ./data");
+    for file in ["cognie-sync.db", "cognie-sync.db-wal"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file} is owner-only");
+    }
     assert_eq!(mode(&data.join("api_token")), 0o600, "the API token is owner-only");
     assert_eq!(mode(&data.join("token_encryption_key")), 0o600, "the encryption key is owner-only");
     assert!(service.log_contains("SQLite"), "the log says where the data is");
@@ -168,6 +171,15 @@ async fn migrate_on_a_fresh_machine_creates_the_data_directory_and_the_database(
     assert!(ok, "migrate failed: {output}");
     assert!(started.elapsed() < Duration::from_secs(30), "migrate took {:?}: {output}", started.elapsed());
     assert!(dir.join("fresh/data/cognie-sync.db").is_file(), "{output}");
+    // Users' emails and notes: their owner's only.
+    assert_eq!(mode(&dir.join("fresh/data")), 0o700, "the data directory made");
+    assert_eq!(mode(&dir.join("fresh")), 0o700, "and its parent made with it");
+    for file in ["cognie-sync.db", "cognie-sync.db-wal", "cognie-sync.db-shm"] {
+        let path = dir.join("fresh/data").join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
 }
 
 /// A write lock held past the store's 5 s busy timeout (another connection's here; in
