@@ -241,6 +241,7 @@ impl App {
                 debounce,
                 metrics: metrics.clone(),
                 oauth: NotionConnect::new(&self.config, self.notion.clone(), &self.secrets.cipher),
+                rejections: Default::default(),
             });
             let scheme = if self.tls.is_some() { "https" } else { "http" };
             if let Some(addr) = socket_addr(&acceptor) {

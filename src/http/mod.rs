@@ -74,6 +74,8 @@ pub struct HttpState {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// OAuth "Connect Notion".
     pub oauth: oauth::NotionConnect,
+    /// How many rejected deliveries are logged (see [`webhook::RejectionLog`]).
+    pub rejections: webhook::RejectionLog,
 }
 
 /// Groups in the spec and in Swagger UI.

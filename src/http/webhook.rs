@@ -31,6 +31,86 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Notion's redelivery is answered `duplicate`.
 pub const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Lines about rejected deliveries that anyone can cause (unsigned, unreadable, beyond the
+/// handshake budget) logged per second; the rest are counted in `cognie_webhooks_total` and
+/// summed up in one line. A flood of junk must not fill the disk of `LOG_FILE`, nor block the
+/// runtime's threads on a full log buffer.
+const REJECTIONS_LOGGED_PER_SECOND: u32 = 5;
+
+#[derive(Default)]
+pub struct RejectionLog {
+    window: std::sync::Mutex<RejectionWindow>,
+}
+
+#[derive(Default)]
+struct RejectionWindow {
+    start: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RejectionLog {
+    /// Logs "Rejected Notion webhook" with `reason` and `error`, unless this second's share is
+    /// used up.
+    fn warn(&self, reason: &str, error: &str) {
+        let (log, suppressed_before) = self.admit(std::time::Instant::now());
+        if suppressed_before > 0 {
+            tracing::warn!(
+                not_logged = suppressed_before,
+                "more Notion webhooks were rejected than are logged (see cognie_webhooks_total)"
+            );
+        }
+        if log {
+            if error.is_empty() {
+                tracing::warn!(reason, "Rejected Notion webhook");
+            } else {
+                tracing::warn!(reason, error, "Rejected Notion webhook");
+            }
+        }
+    }
+
+    /// Whether a rejection at `now` is logged, and how many went unlogged in the second
+    /// before it, when this one starts a new second (0 otherwise).
+    fn admit(&self, now: std::time::Instant) -> (bool, u64) {
+        let mut w = self.window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut suppressed_before = 0;
+        if w.start.is_none_or(|start| now.duration_since(start) >= std::time::Duration::from_secs(1)) {
+            suppressed_before = w.suppressed;
+            *w = RejectionWindow { start: Some(now), logged: 0, suppressed: 0 };
+        }
+        let log = w.logged < REJECTIONS_LOGGED_PER_SECOND;
+        if log {
+            w.logged += 1;
+        } else {
+            w.suppressed += 1;
+        }
+        (log, suppressed_before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn rejections_beyond_five_a_second_are_counted_then_summed_up() {
+        let log = RejectionLog::default();
+        let start = Instant::now();
+        let admitted: Vec<(bool, u64)> =
+            (0..8).map(|n| log.admit(start + Duration::from_millis(n * 10))).collect();
+        assert_eq!(admitted.iter().filter(|(logged, _)| *logged).count(), 5);
+        assert!(admitted.iter().all(|(_, before)| *before == 0));
+        assert_eq!(
+            log.admit(start + Duration::from_millis(1_000)),
+            (true, 3),
+            "the next second sums up the last"
+        );
+        assert_eq!(log.admit(start + Duration::from_millis(1_010)), (true, 0));
+    }
+}
+
 pub struct WebhookApi;
 
 /// What happened to a delivery.
@@ -178,7 +258,7 @@ impl WebhookApi {
                     }
                 };
                 state.metrics.webhook("rejected", reason);
-                tracing::warn!(reason, error = %message, "Rejected Notion webhook");
+                state.rejections.warn(reason, &message);
                 let body = ErrorBody::new(code, message);
                 return match unread {
                     UnreadBody::TooLarge => WebhookResponse::PayloadTooLarge(body),
@@ -204,7 +284,7 @@ impl WebhookApi {
             }
             Err(IntakeError::Unauthorized(e)) => {
                 state.metrics.webhook("rejected", e.reason());
-                tracing::warn!(reason = e.reason(), "Rejected Notion webhook");
+                state.rejections.warn(e.reason(), "");
                 let code = match e {
                     SignatureError::NoSecret => "no_signing_secret",
                     _ => "invalid_signature",
@@ -213,7 +293,7 @@ impl WebhookApi {
             }
             Err(e @ IntakeError::TooManyHandshakes { retry_after }) => {
                 state.metrics.webhook("rejected", "too_many_handshakes");
-                tracing::warn!(reason = "too_many_handshakes", "Rejected Notion webhook");
+                state.rejections.warn("too_many_handshakes", "");
                 WebhookResponse::TooManyRequests(
                     ErrorBody::new("too_many_handshakes", e.to_string()),
                     retry_after.as_secs(),
