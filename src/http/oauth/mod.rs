@@ -123,11 +123,12 @@ pub enum CallbackResponse {
     #[oai(status = 200)]
     Ok(Json<Connected>),
     /// `missing_parameter` (no `code` or `state`), `invalid_state` (forged, another
-    /// deployment's, expired or already used), `invalid_grant` (Notion refused the code: used
+    /// deployment's, expired or already used; also when the user it was issued to has been
+    /// deleted, which deletes the user's states), `invalid_grant` (Notion refused the code: used
     /// before, expired or revoked) or `authorization_denied` (the user declined in Notion).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// The user the state was issued to no longer exists.
+    /// The user the state was issued to was deleted while the code was being exchanged.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     #[oai(status = 500)]
