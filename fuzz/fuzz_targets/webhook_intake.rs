@@ -43,7 +43,7 @@ fuzz_target!(|input: Input| {
     let verified = key.is_some_and(|k| signature::verify(k, body, header.as_deref()).is_ok());
     let is_handshake = matches!(event::parse(body), Ok(ParsedBody::Handshake { .. }));
 
-    match intake::decide(event::parse(body), body, header.as_deref(), key) {
+    match intake::decide(Some(event::parse(body)), body, header.as_deref(), key) {
         Ok(Decision::Handshake { .. }) => assert!(is_handshake),
         Ok(Decision::Store(event)) => {
             assert!(verified, "only a verified body is stored");

@@ -33,6 +33,10 @@ const MISSING_KEY_RECHECK: Duration = Duration::from_secs(1);
 pub const HANDSHAKES_PER_MINUTE: u32 = 10;
 const HANDSHAKE_WINDOW: Duration = Duration::from_secs(60);
 
+/// The largest body taken for a handshake (`{"verification_token": ...}`, its token at most
+/// [`event::MAX_VERIFICATION_TOKEN_LEN`] bytes) and so parsed before any signature check.
+pub const MAX_HANDSHAKE_BODY: usize = 4096;
+
 /// What a successful delivery became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntakeResult {
@@ -111,11 +115,12 @@ impl Intake {
         body: &[u8],
         signature_header: Option<&str>,
     ) -> Result<IntakeResult, IntakeError> {
-        // The body is parsed before the signature check only to recognise the handshake, which
-        // Notion may send unsigned; nothing from an unverified body is stored or acted on.
-        let parsed = event::parse(body);
+        // A body is parsed before its signature is checked only to recognise the handshake,
+        // which Notion may send unsigned, and only if it is small enough to be one: an unsigned
+        // megabyte costs no parse. Nothing from an unverified body is stored or acted on.
+        let parsed = (body.len() <= MAX_HANDSHAKE_BODY).then(|| event::parse(body));
         let key = match &parsed {
-            Ok(ParsedBody::Handshake { .. }) => None,
+            Some(Ok(ParsedBody::Handshake { .. })) => None,
             _ => self.signing_key().await?,
         };
         let verified =
@@ -274,21 +279,26 @@ impl VerifiedEvent<'_> {
     }
 }
 
-/// The intake decision for `body` (already parsed into `parsed`). `key` is the signing key, if
+/// The intake decision for `body`, already parsed into `parsed` if it was small enough to be a
+/// handshake (`None`: it is parsed once its signature is verified). `key` is the signing key, if
 /// one is known. Only the handshake passes without a valid signature; the signature is checked
 /// before the body's content matters, so an unsigned body learns nothing but 401.
 pub fn decide<'a>(
-    parsed: Result<ParsedBody, BodyError>,
+    parsed: Option<Result<ParsedBody, BodyError>>,
     body: &'a [u8],
     signature_header: Option<&str>,
     key: Option<&[u8]>,
 ) -> Result<Decision<'a>, IntakeError> {
-    if let Ok(ParsedBody::Handshake { verification_token }) = parsed {
+    if let Some(Ok(ParsedBody::Handshake { verification_token })) = parsed {
         return Ok(Decision::Handshake { verification_token });
     }
     let key = key.ok_or(SignatureError::NoSecret)?;
     signature::verify(key, body, signature_header)?;
-    let ParsedBody::Event(event) = parsed? else { unreachable!("handshakes returned above") };
+    let parsed = parsed.unwrap_or_else(|| event::parse(body));
+    let ParsedBody::Event(event) = parsed? else {
+        // A body too large to be taken for a handshake is not one, even with its fields.
+        return Err(BodyError::MissingType.into());
+    };
     let payload = std::str::from_utf8(body).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
     let dedupe_key = event.dedupe_key(body);
     Ok(Decision::Store(VerifiedEvent { event, dedupe_key, payload }))
@@ -323,7 +333,7 @@ mod tests {
         header: Option<&str>,
         key: Option<&[u8]>,
     ) -> Result<Decision<'a>, IntakeError> {
-        decide(event::parse(body), body, header, key)
+        decide(Some(event::parse(body)), body, header, key)
     }
 
     #[test]
@@ -336,6 +346,25 @@ mod tests {
         let later = start + Duration::from_millis(20_500);
         assert_eq!(budget.take(later), Err(Duration::from_secs(40)), "39.5 s left, rounded up");
         assert_eq!(budget.take(start + HANDSHAKE_WINDOW), Ok(()), "a new minute");
+    }
+
+    #[test]
+    fn a_body_too_large_for_a_handshake_is_parsed_only_once_verified() {
+        let mut large = br#"{"verification_token":"secret_abc","padding":""#.to_vec();
+        large.resize(MAX_HANDSHAKE_BODY + 1, b'x');
+        large.extend_from_slice(br#""}"#);
+        assert!(matches!(
+            decide(None, &large, None, Some(KEY)),
+            Err(IntakeError::Unauthorized(SignatureError::Missing))
+        ));
+        let signed = signature::sign(KEY, &large);
+        assert!(matches!(
+            decide(None, &large, Some(&signed), Some(KEY)),
+            Err(IntakeError::BadRequest(BodyError::MissingType))
+        ));
+        let event = br#"{"type":"page.updated","page":{"id":"1f3c8a2e4b7d80a19c5ed2f4a6b8c0e1"}}"#;
+        let signed = signature::sign(KEY, event);
+        assert!(matches!(decide(None, event, Some(&signed), Some(KEY)), Ok(Decision::Store(_))));
     }
 
     #[test]
