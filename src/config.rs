@@ -112,7 +112,8 @@ pub struct ConfigError {
 fn env_file_error(e: dotenvy::Error) -> String {
     match e {
         dotenvy::Error::LineParse(line, at) => {
-            let name = line.split('=').next().map(|n| n.trim().trim_start_matches("export ").trim());
+            // Named only if the line has an `=`: a line without one may be a pasted secret.
+            let name = line.split_once('=').map(|(n, _)| n.trim().trim_start_matches("export ").trim());
             let name =
                 name.filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
             match name {
@@ -469,6 +470,8 @@ mod tests {
         let message = parse("export API_TOKEN='s3cret-token\n");
         assert!(message.contains("API_TOKEN") && !message.contains("s3cret"), "{message}");
         let message = parse("s3cret-token with no name\n");
+        assert!(!message.contains("s3cret"), "{message}");
+        let message = parse("ntn_s3cret_pasted_alone\n");
         assert!(!message.contains("s3cret"), "{message}");
     }
 

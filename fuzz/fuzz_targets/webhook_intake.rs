@@ -41,9 +41,12 @@ fuzz_target!(|input: Input| {
         SignatureChoice::Raw(raw) => Some((*raw).to_owned()),
     };
     let verified = key.is_some_and(|k| signature::verify(k, body, header.as_deref()).is_ok());
-    let is_handshake = matches!(event::parse(body), Ok(ParsedBody::Handshake { .. }));
+    let is_handshake = body.len() <= intake::MAX_HANDSHAKE_BODY
+        && matches!(event::parse(body), Ok(ParsedBody::Handshake { .. }));
 
-    match intake::decide(Some(event::parse(body)), body, header.as_deref(), key) {
+    // As intake does: only a body small enough to be a handshake is parsed before verification.
+    let parsed = (body.len() <= intake::MAX_HANDSHAKE_BODY).then(|| event::parse(body));
+    match intake::decide(parsed, body, header.as_deref(), key) {
         Ok(Decision::Handshake { .. }) => assert!(is_handshake),
         Ok(Decision::Store(event)) => {
             assert!(verified, "only a verified body is stored");

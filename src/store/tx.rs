@@ -353,6 +353,10 @@ delegate_tx! {
     pub async fn sync::event_target(&mut self, event_id: EventId) -> StoreResult<Option<EventTarget>>;
     /// Everyone subscribed to what the event touched, and what each of them must re-sync.
     pub async fn sync::subscribers(&mut self, target: &EventTarget) -> StoreResult<Vec<SyncTarget>>;
+    /// Whether sync run `run_id` of `user` is to write what it read: the user follows what
+    /// `target` names (as an event about it would match), or the run was asked for by hand
+    /// (a manual sync, an ops retry).
+    pub async fn sync::sync_wanted(&mut self, run_id: RunId, user: UserId, target: &EventTarget) -> StoreResult<bool>;
     /// If another sync of the same content is collecting events in debounce, moves this run's
     /// events onto it and returns its id.
     pub async fn sync::merge_into_other_debouncing_sync(&mut self, run_id: RunId) -> StoreResult<Option<RunId>>;

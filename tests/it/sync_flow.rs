@@ -234,6 +234,13 @@ impl Env {
     }
 
     /// Waits until `n` sync runs exist and all have ended.
+    /// Starts a manual sync of `notion_id`; its run id.
+    async fn manual_sync(&self, notion_id: &str) -> String {
+        let body = json!({"user_id": self.user, "notion_id": notion_id});
+        let started = expect_json(post(&self.app, "/api/notion/sync", body).await, 202).await;
+        started["run_id"].as_str().expect("run id").to_owned()
+    }
+
     async fn syncs_settled(&self, n: usize) -> Vec<(uuid::Uuid, String)> {
         eventually(&format!("{n} finished syncs"), Duration::from_secs(30), || async {
             let runs = self.sync_runs().await;
@@ -1033,31 +1040,107 @@ async fn a_row_moved_out_of_a_followed_database_keeps_its_cards() {
 }
 
 conformance! {
-/// The user follows a database, not its row; the row is edited (its sync waits in debounce)
-/// and then moved out of the database. Before, the row's sync wrote its cards anew with no
-/// database: the database's syncs no longer retire them, later events about the page match
-/// no subscription, and they stayed live and stale for ever. Now that sync finds the page
-/// followed neither way and retires its cards.
-async fn a_row_that_leaves_the_followed_database_while_its_edit_waits_has_its_cards_retired() {
+/// A row's sync that read the page before its database's sync did, but persists after it,
+/// leaves the database's newer cards alone (the later reader wins); it must not record its own
+/// content's hash either. Before, it did: when the edit was then undone, the row's next sync
+/// found the content "unchanged" and the cards kept the undone edit.
+async fn a_sync_that_left_a_later_readers_cards_records_no_hash() {
     let env = setup(|_| {}).await;
     env.notion.load_fixture_database();
     env.notion.load_fixture_page();
     assert_eq!(env.finished(&env.subscribe(ids::DATABASE, "database").await).await["state"], "succeeded");
-    let of_page = |cards: Vec<Value>| cards.into_iter().filter(|c| c["source_page_id"] == ids::PAGE).count();
-    assert!(of_page(env.cards().await) > 0, "the row has cards");
+    let krebs = |cards: Vec<Value>| {
+        let card = cards.into_iter().find(|c| c["source_block_id"] == ids::T_KREBS).expect("the Krebs card");
+        card["back"].as_str().expect("back").to_owned()
+    };
+    let original = krebs(env.cards().await);
 
-    // The edit's event names the database (its parent when edited); the sync reads the page moved.
-    env.page_edited().await;
+    // The row's sync reads the Krebs toggle's answer as it is, slowly; meanwhile the answer is
+    // edited and the database's sync reads and persists the edit.
+    let answer = format!("/v1/blocks/{}/children", ids::T_KREBS);
+    env.notion.inject(&answer, Fault::SlowBody { total: Duration::from_secs(3) });
+    let row_sync = env.manual_sync(ids::PAGE).await;
+    eventually("the row's sync to be reading the answer", Duration::from_secs(10), || async {
+        env.notion.requests().iter().any(|r| r.path == answer && r.fault.is_some()).then_some(())
+    })
+    .await;
+    env.notion.set_children(ids::T_KREBS, vec![paragraph("1f3c8a2e-4b7d-8999-9999-000000000003", "In the cytosol?")]);
+    let database_sync = env.manual_sync(ids::DATABASE).await;
+    assert_eq!(env.finished(&database_sync).await["state"], "succeeded");
+    assert_eq!(krebs(env.cards().await), "In the cytosol?");
+    assert_eq!(env.finished(&row_sync).await["state"], "succeeded");
+    assert_eq!(krebs(env.cards().await), "In the cytosol?", "the later reader's, left as it wrote it");
+
+    // Undone in Notion: the row's next sync reads what the row's sync before it read, and
+    // writes it.
+    env.notion.load_fixture_page();
+    let again = env.manual_sync(ids::PAGE).await;
+    assert_eq!(env.finished(&again).await["current_step"], "persist");
+    assert_eq!(krebs(env.cards().await), original, "the edit was undone");
+}
+}
+
+conformance! {
+/// The user follows a database, not its row; the row is moved out of the database and its edit
+/// (sent while it was a row) syncs after. Before, that sync wrote the row's cards anew with no
+/// database: the database's syncs no longer retired them, later events about the page matched
+/// no subscription, and they stayed live and stale for ever. Now a sync of content the user no
+/// longer follows writes nothing: the cards keep their database, whose next sync retires them
+/// as a row gone from it.
+async fn a_row_moved_out_while_its_edit_waits_is_left_for_its_databases_next_sync_to_retire() {
+    let env = setup(|_| {}).await;
+    env.notion.load_fixture_database();
+    env.notion.load_fixture_page();
+    assert_eq!(env.finished(&env.subscribe(ids::DATABASE, "database").await).await["state"], "succeeded");
+    let of_page = |cards: Vec<Value>| -> Vec<Value> {
+        cards.into_iter().filter(|c| c["source_page_id"] == ids::PAGE).collect()
+    };
+    let before = of_page(env.cards_of(ids::DATABASE).await);
+    assert!(!before.is_empty(), "the row has cards");
+
     env.notion.move_page(ids::PAGE, json!({"type": "workspace", "workspace": true}));
+    env.serve_edited_page("1f3c8a2e-4b7d-8999-9999-000000000001", "1f3c8a2e-4b7d-8999-9999-000000000002");
+    env.page_edited().await;
+    let runs = env.syncs_settled(2).await;
+    assert!(runs.iter().all(|(_, state)| state == "succeeded"), "{runs:?}");
+    assert_eq!(of_page(env.cards_of(ids::DATABASE).await), before, "nothing written: still the database's");
+
+    assert_eq!(env.finished(&env.manual_sync(ids::DATABASE).await).await["state"], "succeeded");
+    assert!(of_page(env.cards().await).is_empty(), "retired as a row gone from the database");
+
+    // Followed again, directly: its cards are made again (the sync that wrote nothing left
+    // no hash to call the content unchanged).
+    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
+    assert_eq!(run["current_step"], "persist", "{run}");
+    assert!(!of_page(env.cards().await).is_empty(), "the page's cards are back");
+}
+}
+
+conformance! {
+/// Unsubscribing keeps the cards already made, and makes no more: an edit whose sync waits in
+/// debounce when the user unsubscribes is fetched, but its cards are not written.
+async fn after_an_unsubscribe_a_sync_that_was_waiting_writes_no_cards() {
+    let env = setup(|s| {
+        s.insert("DEBOUNCE_SECONDS", "1".into());
+    })
+    .await;
+    assert_eq!(env.finished(&env.subscribe(ids::PAGE, "page").await).await["state"], "succeeded");
+    let before = env.cards().await;
+
+    env.serve_edited_page("1f3c8a2e-4b7d-8999-9999-000000000001", "1f3c8a2e-4b7d-8999-9999-000000000002");
+    env.page_edited().await;
+    eventually("the edit's sync to wait in debounce", Duration::from_secs(10), || async {
+        let runs = env.sync_runs().await;
+        (runs.len() == 2 && runs[1].1 == "waiting").then_some(())
+    })
+    .await;
+    let path = format!("/api/users/{}/subscriptions/{}", env.user, ids::PAGE);
+    let deleted = env.app.client.delete(env.app.url(&path)).bearer_auth(API_TOKEN).send().await.expect("DELETE");
+    assert_eq!(deleted.status(), 204);
     let runs = env.syncs_settled(2).await;
     assert!(runs.iter().all(|(_, state)| state == "succeeded"), "{runs:?}");
 
-    assert_eq!(of_page(env.cards().await), 0, "the page's cards are retired");
-    // Followed again, directly: its cards are made again (the retiring sync left no hash to
-    // call the content unchanged).
-    let run = env.finished(&env.subscribe(ids::PAGE, "page").await).await;
-    assert_eq!(run["current_step"], "persist", "{run}");
-    assert!(of_page(env.cards().await) > 0, "the page's cards are back");
+    assert_eq!(env.cards().await, before, "the cards made before, untouched");
 }
 }
 
@@ -1080,9 +1163,7 @@ async fn an_edit_a_database_sync_wrote_and_then_undone_is_undone_on_the_cards_by
     let original = krebs(env.cards().await);
     let env = &env;
     let sync = |notion_id: &'static str| async move {
-        let body = json!({"user_id": env.user, "notion_id": notion_id});
-        let started = expect_json(post(&env.app, "/api/notion/sync", body).await, 202).await;
-        let run = env.finished(started["run_id"].as_str().expect("run id")).await;
+        let run = env.finished(&env.manual_sync(notion_id).await).await;
         assert_eq!(run["state"], "succeeded", "{run}");
         run
     };

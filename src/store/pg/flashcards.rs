@@ -25,11 +25,15 @@ use crate::{
 /// does not retire the card as its own.
 ///
 /// The cards of a database's row are written by two keys' syncs: the row's own (its edits) and
-/// the database's. Each key's content hash says what that key last wrote, so when this sync
-/// changes cards another key also writes (a row's, for a database's sync; the database's, for a
-/// row's), that key's hash is cleared: its next sync compares its content with cards it did not
-/// write, and must write them again rather than skip them as unchanged (an edit the database's
-/// sync wrote, then reverted before the row's own sync read it, would otherwise stay on the card).
+/// the database's. Each key's content hash says what that key last wrote, so when a database's
+/// sync changes a row's cards, the row's hash is cleared: the row's next sync compares its
+/// content with cards it did not write, and must write them again rather than skip them as
+/// unchanged (an edit the database's sync wrote, then undone before the row's own sync read
+/// it, would otherwise stay on the card). The other way round is not needed: an undone row edit
+/// is an event of the row's, whose own sync repairs the card (and clearing the database's hash
+/// would make its next sync regenerate every row, paid for with the `openai` generator, whose
+/// text differs run to run). Likewise a sync whose cards were partly left to a later reader
+/// (below) records no hash.
 ///
 /// A card last written by a sync that started reading after this one is left as it is: syncs
 /// of one content run one after another, but a database's sync and a sync of one of its rows
@@ -67,7 +71,7 @@ pub async fn persist_sync(
               and not exists (
                   select 1 from workflow_runs w, me
                   where w.id = flashcards.last_run_id and w.debounce_until > me.debounce_until)
-            returning (xmax = 0) as created, source_page_id, container_id
+            returning (xmax = 0) as created, source_page_id
         ), retired as (
             update flashcards f
             set retired_at = now(), updated_at = now(), last_run_id = $2
@@ -79,16 +83,25 @@ pub async fn persist_sync(
               and not exists (
                   select 1 from workflow_runs w, me where w.id = f.last_run_id and w.debounce_until > me.debounce_until
               )
-            returning f.source_page_id, f.container_id
+            returning f.source_page_id
         ), others as (
             update sync_state s set last_content_hash = null
             where s.user_id = $1 and s.notion_id <> $12 and s.last_content_hash is not null
-              and s.notion_id in (
-                  select source_page_id from upserted union select container_id from upserted
-                  union select source_page_id from retired union select container_id from retired)
+              and s.notion_id in (select source_page_id from upserted union select source_page_id from retired)
+        ), held as (
+            -- Cards of this sync's that a later reader wrote: left as they are, so this sync's
+            -- hash does not say what they hold.
+            select 1 from flashcards f
+            join workflow_runs w on w.id = f.last_run_id
+            cross join me
+            where f.user_id = $1 and w.debounce_until > me.debounce_until
+              and (f.source_page_id = any($3) or ($11::text is not null and f.container_id = $11)
+                   or exists (select 1 from cards k
+                              where k.source_block_id = f.source_block_id and k.source_kind = f.source_kind))
+            limit 1
         ), state as (
             insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)
-            values ($1, $12, $13, now(), $2)
+            select $1, $12, case when exists (select 1 from held) then null else $13 end, now(), $2
             on conflict (user_id, notion_id) do update
             set last_content_hash = excluded.last_content_hash, last_synced_at = now(), last_run_id = excluded.last_run_id
         ), subscription as (

@@ -84,6 +84,34 @@ pub async fn subscribers(conn: &mut PgConnection, target: &EventTarget) -> Store
         .collect())
 }
 
+/// Whether sync run `run_id` of `user` writes what it read (see [`crate::store::StoreTx::sync_wanted`]):
+/// [`subscribers`]'s match, for one user (its subscriptions only, by the unique index).
+pub async fn sync_wanted(
+    conn: &mut PgConnection,
+    run_id: RunId,
+    user: UserId,
+    target: &EventTarget,
+) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar(
+        r#"
+        select exists (
+            select 1 from subscriptions s
+            where s.user_id = $1
+              and (s.notion_id = $2
+                   or (s.kind = 'database'
+                       and (s.notion_id = $3 or s.notion_id = $4 or s.data_source_ids && array[$2, $3, $4]::text[])))
+        ) or exists (select 1 from workflow_runs where id = $5 and trigger in ('manual', 'retry'))
+        "#,
+    )
+    .bind(user)
+    .bind(target.entity_id.as_deref())
+    .bind(target.parent_id.as_deref())
+    .bind(target.data_source_id.as_deref())
+    .bind(run_id)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Starts the sync for `target`, or joins the one already collecting events in debounce for
 /// it, and enqueues its job, on the caller's transaction: a sync that no event caused
 /// (subscription, manual, reconciliation). Returns the run.

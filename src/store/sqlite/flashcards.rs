@@ -23,8 +23,8 @@ pub async fn persist_sync(
     cards: &[NewCard],
     record: &SyncRecord,
 ) -> StoreResult<PersistCounts> {
-    let (counts, touched) = persist_cards(conn, user, run_id, scope, cards).await?;
-    // The keys whose cards this sync changed besides its own: their hashes no longer say what
+    let (counts, touched, held) = persist_cards(conn, user, run_id, scope, cards).await?;
+    // The pages whose cards this sync changed besides its own: their hashes no longer say what
     // their cards hold (see the PostgreSQL twin).
     sqlx::query(
         r#"
@@ -38,7 +38,9 @@ pub async fn persist_sync(
     .bind(serde_json::to_string(&touched).expect("strings serialise"))
     .execute(&mut *conn)
     .await?;
-    record_sync(conn, user, run_id, record).await?;
+    // Cards left to a later reader: this sync's hash would not say what they hold.
+    let record = SyncRecord { content_hash: record.content_hash.clone().filter(|_| !held), ..record.clone() };
+    record_sync(conn, user, run_id, &record).await?;
     Ok(counts)
 }
 
@@ -48,14 +50,11 @@ async fn persist_cards(
     run_id: RunId,
     scope: &SyncScope,
     cards: &[NewCard],
-) -> StoreResult<(PersistCounts, BTreeSet<String>)> {
+) -> StoreResult<(PersistCounts, BTreeSet<String>, bool)> {
     let now = now();
-    // The pages and databases of the cards written or retired.
+    // The pages of the cards written or retired, and whether a later reader's cards were left.
     let mut touched = BTreeSet::new();
-    let mut touch = |page: &str, container: Option<&str>| {
-        touched.insert(page.to_owned());
-        touched.extend(container.map(str::to_owned));
-    };
+    let mut held = false;
     // When this sync started reading (at the latest its debounce deadline): a card written by
     // a sync that started later is left as it is.
     let read_from: Option<String> =
@@ -102,16 +101,19 @@ async fn persist_cards(
                 .bind(run_id)
                 .execute(&mut *conn)
                 .await?;
-                touch(&card.source_page_id, card.container_id.as_deref());
+                touched.insert(card.source_page_id.clone());
                 counts.created += 1;
             }
+            Some(row) if row.get::<bool, _>("newer") => {
+                held = true;
+                counts.unchanged += 1;
+            }
             Some(row)
-                if row.get::<bool, _>("newer")
-                    || (row.get::<String, _>("front") == card.front
-                        && row.get::<String, _>("back") == card.back
-                        && row.get::<String, _>("source_page_id") == card.source_page_id
-                        && row.get::<Option<String>, _>("container_id") == card.container_id
-                        && !row.get::<bool, _>("retired")) =>
+                if (row.get::<String, _>("front") == card.front
+                    && row.get::<String, _>("back") == card.back
+                    && row.get::<String, _>("source_page_id") == card.source_page_id
+                    && row.get::<Option<String>, _>("container_id") == card.container_id
+                    && !row.get::<bool, _>("retired")) =>
             {
                 counts.unchanged += 1;
             }
@@ -135,14 +137,14 @@ async fn persist_cards(
                 .bind(run_id)
                 .execute(&mut *conn)
                 .await?;
-                touch(&card.source_page_id, card.container_id.as_deref());
+                touched.insert(card.source_page_id.clone());
                 counts.updated += 1;
             }
         }
     }
     let keep: Vec<[&str; 2]> =
         cards.iter().map(|c| [c.source_block_id.as_str(), c.source_kind.as_str()]).collect();
-    let retired: Vec<(String, Option<String>)> = sqlx::query_as(
+    let retired: Vec<String> = sqlx::query_scalar(
         r#"
         update flashcards
         set retired_at = $5, updated_at = $5, last_run_id = $6
@@ -157,7 +159,7 @@ async fn persist_cards(
           and not exists (
               select 1 from workflow_runs w where w.id = flashcards.last_run_id and w.debounce_until > $7
           )
-        returning source_page_id, container_id
+        returning source_page_id
         "#,
     )
     .bind(user)
@@ -170,10 +172,24 @@ async fn persist_cards(
     .fetch_all(&mut *conn)
     .await?;
     counts.retired = retired.len() as u64;
-    for (page, container) in &retired {
-        touch(page, container.as_deref());
-    }
-    Ok((counts, touched))
+    touched.extend(retired);
+    // A card of the scope that is gone from this sync's but was written by a later reader.
+    held = held
+        || sqlx::query_scalar::<_, bool>(
+            r#"
+            select exists (
+                select 1 from flashcards f join workflow_runs w on w.id = f.last_run_id
+                where f.user_id = $1 and w.debounce_until > $4
+                  and (f.source_page_id in (select value from json_each($2)) or ($3 is not null and f.container_id = $3)))
+            "#,
+        )
+        .bind(user)
+        .bind(serde_json::to_string(&scope.pages).expect("strings serialise"))
+        .bind(&scope.container)
+        .bind(&read_from)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((counts, touched, held))
 }
 
 /// Records a successful sync: its content hash (to skip unchanged content next time) and time

@@ -70,6 +70,34 @@ pub async fn subscribers(conn: &mut SqliteConnection, target: &EventTarget) -> S
         .collect())
 }
 
+/// Whether sync run `run_id` of `user` writes what it read (see the PostgreSQL twin).
+pub async fn sync_wanted(
+    conn: &mut SqliteConnection,
+    run_id: RunId,
+    user: UserId,
+    target: &EventTarget,
+) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar(
+        r#"
+        select exists (
+            select 1 from subscriptions s
+            where s.user_id = $1
+              and (s.notion_id = $2
+                   or (s.kind = 'database'
+                       and (s.notion_id = $3 or s.notion_id = $4
+                            or exists (select 1 from json_each(s.data_source_ids) d where d.value in ($2, $3, $4)))))
+        ) or exists (select 1 from workflow_runs where id = $5 and trigger in ('manual', 'retry'))
+        "#,
+    )
+    .bind(user)
+    .bind(target.entity_id.as_deref())
+    .bind(target.parent_id.as_deref())
+    .bind(target.data_source_id.as_deref())
+    .bind(run_id)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Starts the sync for `target`, or joins the one already collecting events in debounce for
 /// it, and enqueues its job, on the caller's transaction: a sync that no event caused
 /// (subscription, manual, reconciliation). Returns the run.

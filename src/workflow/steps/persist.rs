@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{StepDeps, StepError, StepOutcome, previous_output};
 use crate::{
     flashcards::{Card, CardSource},
-    ids::{NotionId, UserId},
+    ids::{NotionId, RunId, UserId},
     notion::FetchedContent,
     store::{ClaimedStep, EventTarget, NewCard, StoreTx, SyncRecord, SyncScope},
 };
@@ -28,17 +28,21 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
         previous_output(claim, "generate", "", tx.step_output(claim.run_id, "generate")).await?;
 
     let database = claim.notion_kind.as_deref() == Some("database");
-    // A page synced for a database it has since left (its edit was waiting in debounce when
-    // it moved) is followed neither way any more: its cards are retired, not made anew with no
-    // database, where no sync would ever reach them again.
-    let unfollowed = !database && !fetched.gone && !followed(tx, user, notion_id, &fetched).await?;
+    // Content the user no longer follows (unsubscribed while its sync waited in debounce, or a
+    // row that left the followed database meanwhile) is left as its last sync made it, as
+    // unsubscribing promises: no card is written or retired. (A row that left keeps its
+    // database on its cards, so that database's next sync retires them, as for any row gone
+    // from it; made anew here, with no database, no sync would ever reach them again.)
+    let unfollowed = !followed(tx, claim.run_id, user, notion_id, database, &fetched).await?;
     let scope = SyncScope {
-        pages: if fetched.gone || !database {
+        pages: if unfollowed {
+            Vec::new()
+        } else if fetched.gone || !database {
             vec![notion_id.to_owned()]
         } else {
             fetched.pages.iter().filter_map(|p| page_id(&p.page)).map(str::to_owned).collect()
         },
-        container: database.then(|| notion_id.to_owned()),
+        container: (database && !unfollowed).then(|| notion_id.to_owned()),
     };
     let containers: std::collections::HashMap<&str, Option<String>> =
         fetched.pages.iter().filter_map(|p| Some((page_id(&p.page)?, database_of(&p.page)))).collect();
@@ -73,30 +77,41 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     Ok(StepOutcome::Done { output })
 }
 
-/// Whether `user` still follows page `notion_id`, itself or through the database it is in now
-/// (the subscriber match an event about it would make).
+/// Whether `user` still follows `notion_id`: a database itself, a page itself or through the
+/// database it is in now (the subscriber match an event about it would make); or the run was
+/// asked for by hand (a manual sync of content nobody follows syncs it as a page).
 async fn followed(
     tx: &mut StoreTx,
+    run_id: RunId,
     user: UserId,
     notion_id: &str,
+    database: bool,
     fetched: &FetchedContent,
 ) -> Result<bool, StepError> {
-    let page =
-        fetched.pages.iter().map(|p| &p.page).find(|p| page_id(p).is_some_and(|id| same_id(id, notion_id)));
-    let Some(page) = page else { return Ok(true) };
+    let (kind, page) = if database {
+        ("database", None)
+    } else {
+        let page = fetched
+            .pages
+            .iter()
+            .map(|p| &p.page)
+            .find(|p| page_id(p).is_some_and(|id| same_id(id, notion_id)));
+        // Not found at all: no page to tell where it is, and nothing of it to write.
+        let Some(page) = page else { return Ok(true) };
+        ("page", Some(page))
+    };
     let target = EventTarget {
         entity_id: Some(notion_id.to_owned()),
-        entity_kind: Some("page".to_owned()),
-        parent_id: database_of(page),
+        entity_kind: Some(kind.to_owned()),
+        parent_id: page.and_then(database_of),
         data_source_id: page
-            .pointer("/parent/data_source_id")
+            .and_then(|page| page.pointer("/parent/data_source_id"))
             .and_then(Value::as_str)
             .and_then(|id| NotionId::parse(id).ok())
             .map(|id| id.as_str().to_owned()),
         event_type: String::new(),
     };
-    let subscribers = tx.subscribers(&target).await?;
-    Ok(subscribers.iter().any(|s| s.user_id == user && s.notion_id == notion_id))
+    Ok(tx.sync_wanted(run_id, user, &target).await?)
 }
 
 fn same_id(a: &str, b: &str) -> bool {
