@@ -87,6 +87,11 @@ impl HandshakeBudget {
         self.stored += 1;
         Ok(())
     }
+
+    /// Returns a place taken for a handshake that was not stored after all.
+    fn give_back(&mut self) {
+        self.stored = self.stored.saturating_sub(1);
+    }
 }
 
 /// The signing key, when it is learnt from the handshake rather than configured.
@@ -127,13 +132,13 @@ impl Intake {
             match decide(parsed, body, signature_header, key.as_ref().map(|k| k.expose_secret().as_bytes()))?
             {
                 Decision::Handshake { verification_token } => {
-                    let budget = self
-                        .handshakes
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .take(Instant::now());
-                    budget.map_err(|retry_after| IntakeError::TooManyHandshakes { retry_after })?;
-                    self.store_verification_token(&verification_token).await?;
+                    let taken = self.handshake_budget().take(Instant::now());
+                    taken.map_err(|retry_after| IntakeError::TooManyHandshakes { retry_after })?;
+                    if let Err(e) = self.store_verification_token(&verification_token).await {
+                        // Not stored: Notion's redelivery of it must not find the budget spent.
+                        self.handshake_budget().give_back();
+                        return Err(e);
+                    }
                     return Ok(IntakeResult::VerificationReceived);
                 }
                 Decision::Store(verified) => verified,
@@ -156,6 +161,10 @@ impl Intake {
             "Received Notion webhook"
         );
         Ok(result)
+    }
+
+    fn handshake_budget(&self) -> std::sync::MutexGuard<'_, HandshakeBudget> {
+        self.handshakes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn store_verification_token(&self, token: &str) -> Result<(), IntakeError> {
@@ -346,6 +355,11 @@ mod tests {
         let later = start + Duration::from_millis(20_500);
         assert_eq!(budget.take(later), Err(Duration::from_secs(40)), "39.5 s left, rounded up");
         assert_eq!(budget.take(start + HANDSHAKE_WINDOW), Ok(()), "a new minute");
+        for _ in 1..HANDSHAKES_PER_MINUTE {
+            assert!(budget.take(start + HANDSHAKE_WINDOW).is_ok());
+        }
+        budget.give_back();
+        assert_eq!(budget.take(start + HANDSHAKE_WINDOW), Ok(()), "a place given back is taken again");
     }
 
     #[test]
