@@ -355,8 +355,9 @@ delegate_tx! {
     pub async fn sync::subscribers(&mut self, target: &EventTarget) -> StoreResult<Vec<SyncTarget>>;
     /// Whether sync run `run_id` of `user` is to write what it read: the user follows what
     /// `target` names (as an event about it would match), or the run was asked for by hand
-    /// (a manual sync, an ops retry).
-    pub async fn sync::sync_wanted(&mut self, run_id: RunId, user: UserId, target: &EventTarget) -> StoreResult<bool>;
+    /// (a manual sync, an ops retry). `unread`: the page could not be read, so the database
+    /// it was last in is taken from its cards.
+    pub async fn sync::sync_wanted(&mut self, run_id: RunId, user: UserId, target: &EventTarget, unread: bool) -> StoreResult<bool>;
     /// If another sync of the same content is collecting events in debounce, moves this run's
     /// events onto it and returns its id.
     pub async fn sync::merge_into_other_debouncing_sync(&mut self, run_id: RunId) -> StoreResult<Option<RunId>>;

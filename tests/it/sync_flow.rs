@@ -213,12 +213,7 @@ impl Env {
 
     /// Sends a signed `page.content_updated` for the fixture page.
     async fn page_edited(&self) {
-        let body = json!({
-            "id": format!("evt-{}", uuid::Uuid::new_v4()),
-            "type": "page.content_updated",
-            "entity": {"id": ids::PAGE, "type": "page"},
-            "data": {"parent": {"id": ids::DATABASE, "type": "database", "data_source_id": ids::DATA_SOURCE}}
-        });
+        let body = Self::page_edited_event();
         let ack = expect_json(self.app.post_signed(body.to_string().as_bytes()).await, 200).await;
         assert_eq!(ack["status"], "accepted");
     }
@@ -234,6 +229,32 @@ impl Env {
     }
 
     /// Waits until `n` sync runs exist and all have ended.
+    /// Sends `event`, waits until the sync it causes waits in debounce, and unsubscribes the
+    /// user from `notion_id` meanwhile.
+    async fn unsubscribe_while_a_sync_waits(&self, event: Value, notion_id: &str) {
+        let syncs = self.sync_runs().await.len();
+        expect_json(self.app.post_signed(event.to_string().as_bytes()).await, 200).await;
+        eventually("the sync to wait in debounce", Duration::from_secs(10), || async {
+            let runs = self.sync_runs().await;
+            (runs.len() == syncs + 1 && runs[syncs].1 == "waiting").then_some(())
+        })
+        .await;
+        let path = format!("/api/users/{}/subscriptions/{notion_id}", self.user);
+        let deleted =
+            self.app.client.delete(self.app.url(&path)).bearer_auth(API_TOKEN).send().await.expect("DELETE");
+        assert_eq!(deleted.status(), 204);
+    }
+
+    /// A signed `page.content_updated` for the fixture page (a row of the fixture database).
+    fn page_edited_event() -> Value {
+        json!({
+            "id": format!("evt-{}", uuid::Uuid::new_v4()),
+            "type": "page.content_updated",
+            "entity": {"id": ids::PAGE, "type": "page"},
+            "data": {"parent": {"id": ids::DATABASE, "type": "database", "data_source_id": ids::DATA_SOURCE}}
+        })
+    }
+
     /// Starts a manual sync of `notion_id`; its run id.
     async fn manual_sync(&self, notion_id: &str) -> String {
         let body = json!({"user_id": self.user, "notion_id": notion_id});
@@ -1128,19 +1149,49 @@ async fn after_an_unsubscribe_a_sync_that_was_waiting_writes_no_cards() {
     let before = env.cards().await;
 
     env.serve_edited_page("1f3c8a2e-4b7d-8999-9999-000000000001", "1f3c8a2e-4b7d-8999-9999-000000000002");
-    env.page_edited().await;
-    eventually("the edit's sync to wait in debounce", Duration::from_secs(10), || async {
-        let runs = env.sync_runs().await;
-        (runs.len() == 2 && runs[1].1 == "waiting").then_some(())
-    })
-    .await;
-    let path = format!("/api/users/{}/subscriptions/{}", env.user, ids::PAGE);
-    let deleted = env.app.client.delete(env.app.url(&path)).bearer_auth(API_TOKEN).send().await.expect("DELETE");
-    assert_eq!(deleted.status(), 204);
+    env.unsubscribe_while_a_sync_waits(Env::page_edited_event(), ids::PAGE).await;
     let runs = env.syncs_settled(2).await;
     assert!(runs.iter().all(|(_, state)| state == "succeeded"), "{runs:?}");
-
     assert_eq!(env.cards().await, before, "the cards made before, untouched");
+
+    // Nor are they retired when the page is gone (unshared) by the time such a sync reads it.
+    assert_eq!(env.finished(&env.subscribe(ids::PAGE, "page").await).await["state"], "succeeded");
+    env.unsubscribe_while_a_sync_waits(Env::page_edited_event(), ids::PAGE).await;
+    env.notion.remove_page(ids::PAGE);
+    eventually("the sync to end", Duration::from_secs(30), || async {
+        let runs = env.sync_runs().await;
+        (runs.len() == 4 && runs.iter().all(|(_, s)| s == "succeeded")).then_some(())
+    })
+    .await;
+    assert_eq!(env.cards().await.len(), before.len(), "still live");
+}
+}
+
+conformance! {
+/// A database's sync waiting in debounce when the user unsubscribes ends there: it would read
+/// every row at the user's rate limit for nothing, since it would write no card.
+async fn after_an_unsubscribe_a_database_sync_that_was_waiting_reads_nothing() {
+    let env = setup(|s| {
+        s.insert("DEBOUNCE_SECONDS", "1".into());
+    })
+    .await;
+    env.notion.load_fixture_database();
+    assert_eq!(env.finished(&env.subscribe(ids::DATABASE, "database").await).await["state"], "succeeded");
+    let before = env.cards().await;
+
+    let event = json!({
+        "id": "evt-rows-changed", "type": "data_source.content_updated",
+        "entity": {"id": ids::DATA_SOURCE, "type": "data_source"},
+        "data": {"parent": {"id": ids::DATABASE, "type": "database"}}
+    });
+    let asked = env.notion.requests().len();
+    env.unsubscribe_while_a_sync_waits(event, ids::DATABASE).await;
+
+    let runs = env.syncs_settled(2).await;
+    let run = env.finished(&runs[1].0.to_string()).await;
+    assert_eq!((run["state"].as_str(), run["current_step"].as_str()), (Some("succeeded"), Some("debounce")), "{run}");
+    assert_eq!(env.notion.requests().len(), asked, "Notion was asked nothing more");
+    assert_eq!(env.cards().await, before);
 }
 }
 

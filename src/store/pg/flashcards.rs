@@ -89,15 +89,17 @@ pub async fn persist_sync(
             where s.user_id = $1 and s.notion_id <> $12 and s.last_content_hash is not null
               and s.notion_id in (select source_page_id from upserted union select source_page_id from retired)
         ), held as (
-            -- Cards of this sync's that a later reader wrote: left as they are, so this sync's
-            -- hash does not say what they hold.
-            select 1 from flashcards f
+            -- Cards of this sync's scope (every card it writes is in it) that a later reader
+            -- wrote: left as they are, so this sync's hash does not say what they hold. Two
+            -- arms, each on its index, rather than one `or` that would read all the user's cards.
+            select 1 from (
+                select f.last_run_id from flashcards f where f.source_page_id = any($3) and f.user_id = $1
+                union all
+                select f.last_run_id from flashcards f where f.container_id = $11 and f.user_id = $1
+            ) f
             join workflow_runs w on w.id = f.last_run_id
             cross join me
-            where f.user_id = $1 and w.debounce_until > me.debounce_until
-              and (f.source_page_id = any($3) or ($11::text is not null and f.container_id = $11)
-                   or exists (select 1 from cards k
-                              where k.source_block_id = f.source_block_id and k.source_kind = f.source_kind))
+            where w.debounce_until > me.debounce_until
             limit 1
         ), state as (
             insert into sync_state (user_id, notion_id, last_content_hash, last_synced_at, last_run_id)

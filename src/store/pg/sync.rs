@@ -91,15 +91,23 @@ pub async fn sync_wanted(
     run_id: RunId,
     user: UserId,
     target: &EventTarget,
+    unread: bool,
 ) -> StoreResult<bool> {
     Ok(sqlx::query_scalar(
         r#"
+        with parent as (
+            select coalesce($3, case when $6 then (
+                select f.container_id from flashcards f
+                where f.source_page_id = $2 and f.user_id = $1 and f.container_id is not null
+                limit 1) end) as id
+        )
         select exists (
-            select 1 from subscriptions s
+            select 1 from subscriptions s, parent
             where s.user_id = $1
               and (s.notion_id = $2
                    or (s.kind = 'database'
-                       and (s.notion_id = $3 or s.notion_id = $4 or s.data_source_ids && array[$2, $3, $4]::text[])))
+                       and (s.notion_id = parent.id or s.notion_id = $4
+                            or s.data_source_ids && array[$2, parent.id, $4]::text[])))
         ) or exists (select 1 from workflow_runs where id = $5 and trigger in ('manual', 'retry'))
         "#,
     )
@@ -108,6 +116,7 @@ pub async fn sync_wanted(
     .bind(target.parent_id.as_deref())
     .bind(target.data_source_id.as_deref())
     .bind(run_id)
+    .bind(unread)
     .fetch_one(conn)
     .await?)
 }

@@ -76,16 +76,24 @@ pub async fn sync_wanted(
     run_id: RunId,
     user: UserId,
     target: &EventTarget,
+    unread: bool,
 ) -> StoreResult<bool> {
     Ok(sqlx::query_scalar(
         r#"
+        with parent as (
+            select coalesce($3, case when $6 then (
+                select f.container_id from flashcards f
+                where f.user_id = $1 and f.source_page_id = $2 and f.container_id is not null
+                limit 1) end) as id
+        )
         select exists (
-            select 1 from subscriptions s
+            select 1 from subscriptions s, parent
             where s.user_id = $1
               and (s.notion_id = $2
                    or (s.kind = 'database'
-                       and (s.notion_id = $3 or s.notion_id = $4
-                            or exists (select 1 from json_each(s.data_source_ids) d where d.value in ($2, $3, $4)))))
+                       and (s.notion_id = parent.id or s.notion_id = $4
+                            or exists (select 1 from json_each(s.data_source_ids) d
+                                       where d.value in ($2, parent.id, $4)))))
         ) or exists (select 1 from workflow_runs where id = $5 and trigger in ('manual', 'retry'))
         "#,
     )
@@ -94,6 +102,7 @@ pub async fn sync_wanted(
     .bind(target.parent_id.as_deref())
     .bind(target.data_source_id.as_deref())
     .bind(run_id)
+    .bind(unread)
     .fetch_one(conn)
     .await?)
 }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{StepDeps, StepError, StepOutcome};
-use crate::store::{ClaimedStep, DebounceState, StoreTx};
+use crate::store::{ClaimedStep, DebounceState, EventTarget, StoreTx};
 
 /// How often a sync blocked behind an earlier one looks again, as a backstop: the earlier
 /// one wakes it when it ends.
@@ -23,6 +23,11 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
         _ => None,
     };
     let Some(until) = wait_until else {
+        if !wanted(tx, claim).await? {
+            return Ok(StepOutcome::Finish {
+                output: json!({ "coalesced_events": events, "unfollowed": true }),
+            });
+        }
         return Ok(StepOutcome::Done { output: json!({ "coalesced_events": events }) });
     };
     // While this step ran, new events could not join this run and may have started another
@@ -31,4 +36,24 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
         return Ok(StepOutcome::Finish { output: json!({ "merged_into": other }) });
     }
     Ok(StepOutcome::Wait { until, progress: None })
+}
+
+/// Whether a database's sync is still wanted before it reads the whole database: the user
+/// follows it (unsubscribed while the sync waited, it would cost a crawl of every row, at the
+/// user's rate limit, for nothing: persist writes nothing for content nobody follows), or it
+/// was asked for by hand. A page's sync is judged at persist, where the page read says which
+/// database it is in now.
+async fn wanted(tx: &mut StoreTx, claim: &ClaimedStep) -> Result<bool, StepError> {
+    if claim.notion_kind.as_deref() != Some("database") {
+        return Ok(true);
+    }
+    let (user, notion_id) = super::sync_key(claim)?;
+    let target = EventTarget {
+        entity_id: Some(notion_id.to_owned()),
+        entity_kind: Some("database".to_owned()),
+        parent_id: None,
+        data_source_id: None,
+        event_type: String::new(),
+    };
+    Ok(tx.sync_wanted(claim.run_id, user, &target, false).await?)
 }

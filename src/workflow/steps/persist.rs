@@ -88,18 +88,15 @@ async fn followed(
     database: bool,
     fetched: &FetchedContent,
 ) -> Result<bool, StepError> {
-    let (kind, page) = if database {
-        ("database", None)
+    let page = if database {
+        None
     } else {
-        let page = fetched
-            .pages
-            .iter()
-            .map(|p| &p.page)
-            .find(|p| page_id(p).is_some_and(|id| same_id(id, notion_id)));
-        // Not found at all: no page to tell where it is, and nothing of it to write.
-        let Some(page) = page else { return Ok(true) };
-        ("page", Some(page))
+        fetched.pages.iter().map(|p| &p.page).find(|p| page_id(p).is_some_and(|id| same_id(id, notion_id)))
     };
+    // A page not found at all tells nothing of where it is: the database it was last in is
+    // taken from its cards.
+    let unread = !database && page.is_none();
+    let kind = if database { "database" } else { "page" };
     let target = EventTarget {
         entity_id: Some(notion_id.to_owned()),
         entity_kind: Some(kind.to_owned()),
@@ -111,7 +108,7 @@ async fn followed(
             .map(|id| id.as_str().to_owned()),
         event_type: String::new(),
     };
-    Ok(tx.sync_wanted(run_id, user, &target).await?)
+    Ok(tx.sync_wanted(run_id, user, &target, unread).await?)
 }
 
 fn same_id(a: &str, b: &str) -> bool {
