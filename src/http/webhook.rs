@@ -197,6 +197,11 @@ pub struct VerificationToken {
     /// (a subscription made again sends a new one): then set `NOTION_WEBHOOK_SECRET` to the
     /// token Notion's subscription shows, or its events are refused 401.
     pub verifies_events: bool,
+    /// How many distinct handshake tokens are stored (those last received more than
+    /// `RETENTION_DAYS` ago are pruned, but the first). More than one: a handshake needs no
+    /// signature, so the latest may be anyone's; compare it with the token Notion's settings
+    /// show before you paste it or set `NOTION_WEBHOOK_SECRET` to it.
+    pub tokens_received: i64,
 }
 
 #[derive(ApiResponse)]
@@ -349,14 +354,13 @@ impl WebhookApi {
         state: Data<&Arc<HttpState>>,
     ) -> VerificationTokenResponse {
         match state.intake.latest_verification_token().await {
-            Ok(Some((token, received_at, verifies_events))) => {
-                VerificationTokenResponse::Ok(Json(VerificationToken {
-                    verification_token: token.expose_secret().to_owned(),
-                    received_at,
-                    signing_secret_configured: state.intake.uses_configured_secret(),
-                    verifies_events,
-                }))
-            }
+            Ok(Some(latest)) => VerificationTokenResponse::Ok(Json(VerificationToken {
+                verification_token: latest.token.expose_secret().to_owned(),
+                received_at: latest.received_at,
+                signing_secret_configured: state.intake.uses_configured_secret(),
+                verifies_events: latest.verifies_events,
+                tokens_received: latest.tokens,
+            })),
             Ok(None) => VerificationTokenResponse::NotFound(ErrorBody::new(
                 "no_verification_token",
                 "no verification handshake has been received yet",

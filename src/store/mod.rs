@@ -405,8 +405,9 @@ delegate! {
     pub async fn record_verification_token(&self, ciphertext: &[u8], token_sha256: &str) -> StoreResult<()>;
     /// The first token ever received: the signing key when none is configured.
     pub async fn first_verification_token(&self) -> StoreResult<Option<Vec<u8>>>;
-    /// The most recently received token (what ops paste into Notion's UI), with when.
-    pub async fn latest_verification_token(&self) -> StoreResult<Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>>;
+    /// The most recently received token (what ops paste into Notion's UI), with when, and how
+    /// many distinct tokens are stored.
+    pub async fn latest_verification_token(&self) -> StoreResult<Option<(Vec<u8>, chrono::DateTime<chrono::Utc>, i64)>>;
 
     // --- Runs and step attempts
     /// Claims the current step of the job's run, if the job is still current (its `seq`

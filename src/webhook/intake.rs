@@ -37,6 +37,16 @@ const HANDSHAKE_WINDOW: Duration = Duration::from_secs(60);
 /// [`event::MAX_VERIFICATION_TOKEN_LEN`] bytes) and so parsed before any signature check.
 pub const MAX_HANDSHAKE_BODY: usize = 4096;
 
+/// The latest handshake's token, for ops to paste into Notion.
+pub struct LatestVerificationToken {
+    pub token: SecretString,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// Whether events are verified with it (no `NOTION_WEBHOOK_SECRET`, and it is the first).
+    pub verifies_events: bool,
+    /// Distinct tokens stored: more than one, and the latest may be anyone's.
+    pub tokens: i64,
+}
+
 /// What a successful delivery became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntakeResult {
@@ -217,15 +227,15 @@ impl Intake {
     /// The latest verification token received, decrypted, with when it arrived and whether
     /// events are verified with it (not when `NOTION_WEBHOOK_SECRET` is set, nor when an
     /// earlier handshake's token is the one learnt).
-    pub async fn latest_verification_token(
-        &self,
-    ) -> Result<Option<(SecretString, chrono::DateTime<chrono::Utc>, bool)>, IntakeError> {
-        let Some((ct, at)) = self.store.latest_verification_token().await? else { return Ok(None) };
+    pub async fn latest_verification_token(&self) -> Result<Option<LatestVerificationToken>, IntakeError> {
+        let Some((ct, received_at, tokens)) = self.store.latest_verification_token().await? else {
+            return Ok(None);
+        };
         let token = self.cipher.decrypt(&ct, VERIFICATION_TOKEN_AAD)?;
         // Best effort too: ops must see the latest token even if the learnt one cannot be read.
-        let verifies = self.configured_secret.is_none()
+        let verifies_events = self.configured_secret.is_none()
             && matches!(self.signing_key().await, Ok(Some(key)) if same_secret(key.expose_secret(), token.expose_secret()));
-        Ok(Some((token, at, verifies)))
+        Ok(Some(LatestVerificationToken { token, received_at, verifies_events, tokens }))
     }
 
     /// Whether events are verified with `NOTION_WEBHOOK_SECRET` (else with the first handshake).

@@ -272,6 +272,7 @@ async fn the_handshake_is_stored_encrypted_and_readable_by_ops() {
     assert_eq!(body["signing_secret_configured"], true);
     assert_eq!(body["verifies_events"], false, "NOTION_WEBHOOK_SECRET does");
     assert!(body["received_at"].is_string());
+    assert_eq!(body["tokens_received"], 1);
 }
 }
 
@@ -338,6 +339,7 @@ async fn without_a_configured_secret_the_first_handshake_token_signs_events() {
     assert_eq!(body["verification_token"], "secret_attacker");
     assert_eq!(body["signing_secret_configured"], false);
     assert_eq!(body["verifies_events"], false, "ops see the token shown is not the one in use");
+    assert_eq!(body["tokens_received"], 2, "and that more than one came");
 }
 }
 

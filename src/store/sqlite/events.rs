@@ -107,10 +107,10 @@ impl SqliteStore {
         .await?)
     }
 
-    pub async fn latest_verification_token(&self) -> StoreResult<Option<(Vec<u8>, DateTime<Utc>)>> {
+    pub async fn latest_verification_token(&self) -> StoreResult<Option<(Vec<u8>, DateTime<Utc>, i64)>> {
         Ok(sqlx::query_as(
             r#"
-            select token_ciphertext, last_received_at
+            select token_ciphertext, last_received_at, count(*) over () as tokens
             from webhook_verification_tokens
             order by last_received_at desc, id desc
             limit 1
