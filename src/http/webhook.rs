@@ -198,7 +198,7 @@ pub struct VerificationToken {
     /// token Notion's subscription shows, or its events are refused 401.
     pub verifies_events: bool,
     /// How many distinct handshake tokens are stored (those last received more than
-    /// `RETENTION_DAYS` ago are pruned, but the first). More than one: a handshake needs no
+    /// `RETENTION_DAYS` ago are pruned, but the first and the latest). More than one: a handshake needs no
     /// signature, so the latest may be anyone's; compare it with the token Notion's settings
     /// show before you paste it or set `NOTION_WEBHOOK_SECRET` to it.
     pub tokens_received: i64,

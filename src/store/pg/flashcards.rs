@@ -89,13 +89,18 @@ pub async fn persist_sync(
             where s.user_id = $1 and s.notion_id <> $12 and s.last_content_hash is not null
               and s.notion_id in (select source_page_id from upserted union select source_page_id from retired)
         ), held as (
-            -- Cards of this sync's scope (every card it writes is in it) that a later reader
-            -- wrote: left as they are, so this sync's hash does not say what they hold. Two
-            -- arms, each on its index, rather than one `or` that would read all the user's cards.
+            -- Cards of this sync's scope, or stored under the keys of the cards it writes (one
+            -- that moved from another page is found by its key), that a later reader wrote:
+            -- left as they are, so this sync's hash does not say what they hold. Three arms,
+            -- each on its index, rather than one `or` that would read all the user's cards.
             select 1 from (
                 select f.last_run_id from flashcards f where f.source_page_id = any($3) and f.user_id = $1
                 union all
                 select f.last_run_id from flashcards f where f.container_id = $11 and f.user_id = $1
+                union all
+                select f.last_run_id from flashcards f
+                join cards k on k.source_block_id = f.source_block_id and k.source_kind = f.source_kind
+                where f.user_id = $1
             ) f
             join workflow_runs w on w.id = f.last_run_id
             cross join me

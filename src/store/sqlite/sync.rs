@@ -84,6 +84,8 @@ pub async fn sync_wanted(
             select coalesce($3, case when $6 then (
                 select f.container_id from flashcards f
                 where f.user_id = $1 and f.source_page_id = $2 and f.container_id is not null
+                -- Its live cards name where it is; retired ones may name an older database.
+                order by f.retired_at is null desc
                 limit 1) end) as id
         )
         select exists (
