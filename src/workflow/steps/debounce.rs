@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{StepDeps, StepError, StepOutcome};
-use crate::store::{ClaimedStep, DebounceState, EventTarget, StoreTx};
+use crate::store::{ClaimedStep, DebounceState, StoreTx};
 
 /// How often a sync blocked behind an earlier one looks again, as a backstop: the earlier
 /// one wakes it when it ends.
@@ -38,22 +38,13 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     Ok(StepOutcome::Wait { until, progress: None })
 }
 
-/// Whether a database's sync is still wanted before it reads the whole database: the user
-/// follows it (unsubscribed while the sync waited, it would cost a crawl of every row, at the
-/// user's rate limit, for nothing: persist writes nothing for content nobody follows), or it
-/// was asked for by hand. A page's sync is judged at persist, where the page read says which
-/// database it is in now.
+/// Whether a sync is still wanted before it fetches: a database's is read whole, so one the
+/// user unsubscribed from while it waited would cost a crawl of every row, at the user's rate
+/// limit, for nothing (persist writes nothing for content nobody follows). A page's sync is
+/// judged at persist, where the page read says which database it is in now.
 async fn wanted(tx: &mut StoreTx, claim: &ClaimedStep) -> Result<bool, StepError> {
     if claim.notion_kind.as_deref() != Some("database") {
         return Ok(true);
     }
-    let (user, notion_id) = super::sync_key(claim)?;
-    let target = EventTarget {
-        entity_id: Some(notion_id.to_owned()),
-        entity_kind: Some("database".to_owned()),
-        parent_id: None,
-        data_source_id: None,
-        event_type: String::new(),
-    };
-    Ok(tx.sync_wanted(claim.run_id, user, &target, false).await?)
+    super::persist::followed(tx, claim, None).await
 }

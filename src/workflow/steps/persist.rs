@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{StepDeps, StepError, StepOutcome, previous_output};
 use crate::{
     flashcards::{Card, CardSource},
-    ids::{NotionId, RunId, UserId},
+    ids::NotionId,
     notion::FetchedContent,
     store::{ClaimedStep, EventTarget, NewCard, StoreTx, SyncRecord, SyncScope},
 };
@@ -33,7 +33,7 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     // unsubscribing promises: no card is written or retired. (A row that left keeps its
     // database on its cards, so that database's next sync retires them, as for any row gone
     // from it; made anew here, with no database, no sync would ever reach them again.)
-    let unfollowed = !followed(tx, claim.run_id, user, notion_id, database, &fetched).await?;
+    let unfollowed = !followed(tx, claim, Some(&fetched)).await?;
     let scope = SyncScope {
         pages: if unfollowed {
             Vec::new()
@@ -77,21 +77,24 @@ pub async fn run(tx: &mut StoreTx, claim: &ClaimedStep, _deps: &StepDeps) -> Res
     Ok(StepOutcome::Done { output })
 }
 
-/// Whether `user` still follows `notion_id`: a database itself, a page itself or through the
-/// database it is in now (the subscriber match an event about it would make); or the run was
-/// asked for by hand (a manual sync of content nobody follows syncs it as a page).
-async fn followed(
+/// Whether the sync's user still follows its content: a database itself, a page itself or
+/// through the database it is in now, as `fetched` says (the subscriber match an event about it
+/// would make); or the run was asked for by hand (a manual sync of content nobody follows syncs
+/// it as a page). Also asked by `debounce`, before anything is fetched, of a database's sync.
+pub(super) async fn followed(
     tx: &mut StoreTx,
-    run_id: RunId,
-    user: UserId,
-    notion_id: &str,
-    database: bool,
-    fetched: &FetchedContent,
+    claim: &ClaimedStep,
+    fetched: Option<&FetchedContent>,
 ) -> Result<bool, StepError> {
-    let page = if database {
-        None
-    } else {
-        fetched.pages.iter().map(|p| &p.page).find(|p| page_id(p).is_some_and(|id| same_id(id, notion_id)))
+    let (user, notion_id) = super::sync_key(claim)?;
+    let database = claim.notion_kind.as_deref() == Some("database");
+    let page = match fetched {
+        Some(fetched) if !database => fetched
+            .pages
+            .iter()
+            .map(|p| &p.page)
+            .find(|p| page_id(p).is_some_and(|id| same_id(id, notion_id))),
+        _ => None,
     };
     // A page not found at all tells nothing of where it is: the database it was last in is
     // taken from its cards.
@@ -108,7 +111,7 @@ async fn followed(
             .map(|id| id.as_str().to_owned()),
         event_type: String::new(),
     };
-    Ok(tx.sync_wanted(run_id, user, &target, unread).await?)
+    Ok(tx.sync_wanted(claim.run_id, user, &target, unread).await?)
 }
 
 fn same_id(a: &str, b: &str) -> bool {
