@@ -9,6 +9,7 @@
 //! | `notion_unauthorized` | HTTP 401 (`unauthorized`: token invalid, revoked or expired) | no |
 //! | `notion_forbidden` | HTTP 403 (`restricted_resource`: missing capability or a workspace limit) | no |
 //! | `notion_not_found` | HTTP 404 (`object_not_found`: deleted, or not shared with the integration) | no |
+//! | `notion_unconfirmed_not_found` | HTTP 404 whose body is not Notion's (a proxy's, a wrong `NOTION_API_BASE_URL`): not taken to mean the content is gone | yes |
 //! | `notion_conflict` | HTTP 409 (`conflict_error`) | yes |
 //! | `notion_rate_limited` | HTTP 429 (`rate_limited`), after [`NotionError::retry_after`] | yes |
 //! | `notion_request_blocked` | HTTP 429 with `rate_limit_reason: public_api_request_blocked` ("retrying won't help") | no |
@@ -126,7 +127,8 @@ impl NotionError {
                 400 => "notion_invalid_request",
                 401 => "notion_unauthorized",
                 403 => "notion_forbidden",
-                404 => "notion_not_found",
+                404 if self.is_not_found() => "notion_not_found",
+                404 => "notion_unconfirmed_not_found",
                 409 => "notion_conflict",
                 429 if self.is_request_blocked() => "notion_request_blocked",
                 429 => "notion_rate_limited",
@@ -153,6 +155,7 @@ impl NotionError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api { status, .. } => match status {
+                404 => !self.is_not_found(),
                 409 | 529 => true,
                 429 => !self.is_request_blocked(),
                 500..=599 => true,
@@ -196,9 +199,24 @@ impl NotionError {
         matches!(self, Self::Api { status: 401, .. })
     }
 
-    /// True for a 404: the object was deleted or is no longer shared with the integration.
+    /// True for Notion's own 404 (`object_not_found`): the object was deleted or is no longer
+    /// shared with the integration. A 404 without Notion's error body came from something else
+    /// on the way (a proxy, a wrong base URL) and says nothing about the content: taken as
+    /// "gone", it would retire the cards of every page read while it lasts.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Api { status: 404, .. })
+        matches!(self, Self::Api { status: 404, code: Some(code), .. } if code == "object_not_found")
+    }
+
+    /// Notion no longer accepts the `start_cursor` of a list's next page (400
+    /// `validation_error`, "The start_cursor provided is invalid: ..."): cursors are only good
+    /// for a while, and a block list's cursor is the id of its next block, which may have been
+    /// deleted since. The list must be read again without it.
+    pub fn is_cursor_rejected(&self) -> bool {
+        matches!(
+            self,
+            Self::Api { status: 400, code: Some(code), message, .. }
+                if code == "validation_error" && message.contains("start_cursor")
+        )
     }
 
     /// Notion asks for fewer requests: a 429 (other than a blocked request), or a 529, which

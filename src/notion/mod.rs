@@ -18,6 +18,6 @@ pub use client::{
     DEFAULT_BASE_URL, DEFAULT_NOTION_VERSION, LEGACY_NOTION_VERSION, ListPage, NotionClient,
     NotionClientConfig, PAGE_SIZE,
 };
-pub use crawl::{ApiFlavor, Crawl, CrawlError, CrawlRequest, FetchedContent, FetchedPage};
+pub use crawl::{ApiFlavor, Crawl, CrawlError, CrawlRequest, FetchedContent, FetchedPage, Restart};
 pub use error::NotionError;
 pub use oauth::{OAuthToken, RefreshedToken};

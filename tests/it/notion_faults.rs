@@ -179,12 +179,17 @@ async fn setup(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Env {
 impl Env {
     /// Subscribes to the fixture page and waits for its first sync to end.
     async fn sync_fixture_page(&self) -> Value {
+        self.subscribe_and_sync(ids::PAGE, "page").await
+    }
+
+    /// Subscribes to `notion_id` and waits for its first sync to end.
+    async fn subscribe_and_sync(&self, notion_id: &str, kind: &str) -> Value {
         let created = expect_json(
             self.app
                 .client
                 .post(self.app.url(&format!("/api/users/{}/subscriptions", self.user)))
                 .bearer_auth(API_TOKEN)
-                .json(&json!({"notion_id": ids::PAGE, "kind": "page"}))
+                .json(&json!({"notion_id": notion_id, "kind": kind}))
                 .send()
                 .await
                 .expect("subscribe"),
@@ -461,4 +466,124 @@ async fn a_notion_request_slower_than_notion_timeout_seconds_times_out_and_is_re
     .await)
     .expect("attempts");
     assert_eq!(kinds, [Some("notion_timeout".to_owned()), None], "{run}");
+}
+
+// ----- lists whose cursor Notion no longer takes -----
+
+/// Requests to `path` answered `status`, split by whether they carried a `start_cursor`.
+fn list_requests(env: &Env, path: &str, status: u16) -> (usize, usize) {
+    let requests = env.notion.requests();
+    let matching = requests.iter().filter(|r| r.path == path && r.status == status);
+    let (next_pages, first_pages): (Vec<_>, Vec<_>) = matching.partition(|r| {
+        r.query.as_deref().is_some_and(|q| q.contains("start_cursor"))
+            || r.body.as_ref().is_some_and(|b| b["start_cursor"].is_string())
+    });
+    (first_pages.len(), next_pages.len())
+}
+
+/// Notion stops taking a cursor after a while, and a block list's cursor is its next block,
+/// which may be deleted between two pages of the list: the list is read again from its start
+/// (a 404 on a next page means the same), no block twice, no attempt spent, nothing retired.
+#[tokio::test]
+async fn a_list_whose_next_cursor_notion_refuses_is_read_again_and_every_card_is_written() {
+    let env = setup(|_| {}).await;
+    env.notion.inject_on_cursor("/v1/blocks/", Fault::CursorRejected, 1);
+    env.notion.inject_on_cursor("/v1/blocks/", Fault::Status(404), 1);
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(env.live_cards().await, 4, "the page's four cards, once");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 1, "reading a list again spends no attempt: {run}");
+    let page_list = format!("/v1/blocks/{}/children", ids::PAGE);
+    assert_eq!(list_requests(&env, &page_list, 400), (0, 1), "the refused cursor");
+    assert_eq!(list_requests(&env, &page_list, 404), (0, 1), "the next page not found");
+    assert_eq!(list_requests(&env, &page_list, 200), (3, 1), "the first page three times, the second once");
+    for toggle in [ids::T_GLYCO, ids::T_KREBS, ids::T_EQ, ids::H3_ETC] {
+        let list = format!("/v1/blocks/{toggle}/children");
+        assert_eq!(list_requests(&env, &list, 200), (1, 0), "{toggle}'s children are read once");
+    }
+}
+
+/// A Notion that never takes a cursor ends the run after its attempts, each reading the list
+/// again a bounded number of times: no endless re-reading of first pages.
+#[tokio::test]
+async fn cursors_notion_never_takes_fail_the_run_after_its_attempts() {
+    let env = setup(|s| {
+        s.insert("NOTION_MAX_RETRIES", "1".into());
+    })
+    .await;
+    env.notion.inject_on_cursor("/v1/blocks/", Fault::CursorRejected, 1000);
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["error_kind"], "notion_cursor_rejected", "{run}");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 2, "NOTION_MAX_RETRIES=1: two attempts: {run}");
+    let page_list = format!("/v1/blocks/{}/children", ids::PAGE);
+    assert_eq!(
+        list_requests(&env, &page_list, 400),
+        (0, 8),
+        "each attempt reads the list again three times, then gives up on the fourth refusal"
+    );
+    assert_eq!(env.live_cards().await, 0, "nothing written from a list read in part");
+}
+
+/// A database query's refused cursor goes on as a new window from the last row read (queries
+/// are sorted by creation time), without reading the rows before it again.
+#[tokio::test]
+async fn a_query_whose_next_cursor_notion_refuses_goes_on_from_its_last_row() {
+    let env = setup(|_| {}).await;
+    env.notion.load_fixture_database();
+    env.notion.load_fixture_page();
+    env.notion.set_page_size_cap(1);
+    env.notion.inject_on_cursor("/v1/data_sources/", Fault::CursorRejected, 1);
+
+    let run = env.subscribe_and_sync(ids::DATABASE, "database").await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 1, "{run}");
+    let query = format!("/v1/data_sources/{}/query", ids::DATA_SOURCE);
+    let bodies: Vec<Value> = env
+        .notion
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == query)
+        .map(|r| r.body.expect("a query has a body"))
+        .collect();
+    assert!(bodies.len() >= 3, "first page, refused next page, new window: {bodies:?}");
+    assert!(bodies[1]["start_cursor"].is_string(), "{bodies:?}");
+    let first_row = "2026-05-04T09:12:00.000Z";
+    assert_eq!(bodies[2]["start_cursor"], Value::Null, "the new window starts without a cursor: {bodies:?}");
+    assert_eq!(
+        bodies[2]["filter"]["created_time"]["on_or_after"], first_row,
+        "from the last row read: {bodies:?}"
+    );
+    for row in [ids::PAGE, ids::PHOTOSYNTHESIS] {
+        let list = format!("/v1/blocks/{row}/children");
+        let (first_pages, _) = list_requests(&env, &list, 200);
+        assert_eq!(first_pages, 1, "row {row}'s blocks are read once");
+    }
+}
+
+/// A 404 whose body is not Notion's (a proxy's, a wrong `NOTION_API_BASE_URL`) says nothing
+/// about the page: it is retried, not taken to mean the page is gone (which would retire its
+/// cards).
+#[tokio::test]
+async fn a_404_that_is_not_notions_is_retried_not_taken_for_a_page_gone() {
+    let env = setup(|_| {}).await;
+    env.notion.inject("/v1/pages/", Fault::NotNotions(404));
+
+    let run = env.sync_fixture_page().await;
+
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(env.live_cards().await, 4, "{run}");
+    assert_eq!(run_step(&run, "fetch")["attempts"], 2, "{run}");
+    let kinds: Vec<String> = on_db!(env.app.db, |db| sqlx::query_scalar(
+        "select error_kind from workflow_step_attempts where step = 'fetch' and error_kind is not null",
+    )
+    .fetch_all(db)
+    .await)
+    .expect("attempts");
+    assert_eq!(kinds, ["notion_unconfirmed_not_found"]);
 }

@@ -85,6 +85,28 @@ pub enum CrawlRequest {
     },
 }
 
+impl CrawlRequest {
+    /// The cursor of a list's next page; `None` for a list's first page and for objects.
+    pub fn cursor(&self) -> Option<&str> {
+        match self {
+            Self::ListChildren { cursor, .. }
+            | Self::QueryDataSource { cursor, .. }
+            | Self::QueryDatabase { cursor, .. } => cursor.as_deref(),
+            Self::RetrievePage { .. } | Self::RetrieveDatabase { .. } => None,
+        }
+    }
+}
+
+/// How [`Crawl::restart_list`] goes on with a list whose cursor Notion refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// From the list's first page: what was read of it before is read again.
+    FromTheStart,
+    /// From the last row read (a query, sorted by creation): nothing is read again but the
+    /// rows created in that same minute, which are skipped as seen.
+    FromTheLastRow,
+}
+
 /// Everything a finished crawl read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FetchedContent {
@@ -350,11 +372,9 @@ impl Crawl {
             Target::RootPage | Target::Database | Target::Rows { root: true } => self.end_as_gone(),
             Target::Rows { root: false } => {
                 // A data source that vanished partway through its query takes the rows already
-                // read from it along, as when its first page is not found: otherwise those rows
-                // would keep their cards and the ones not reached would lose theirs.
-                if let CrawlRequest::QueryDataSource { id, cursor, created_from } = request
-                    && (cursor.is_some() || created_from.is_some())
-                {
+                // read from it along (if any: none when its first page is not found): otherwise
+                // those rows would keep their cards and the ones not reached would lose theirs.
+                if let CrawlRequest::QueryDataSource { id, .. } = request {
                     self.drop_rows_of(id);
                 }
             }
@@ -376,6 +396,85 @@ impl Crawl {
             }
         }
         Ok(())
+    }
+
+    /// Notion refused the cursor of `request`, the current one, a list's next page (see
+    /// [`super::NotionError::is_cursor_rejected`]; a 404 on a next page means the same: the
+    /// block the cursor names is gone, not the list). The list is read again without it: a
+    /// block list from its first page, the blocks read from it before left out with everything
+    /// queued under them; a query as a new window from the last row read (queries are sorted
+    /// by creation time, see the module notes), or from its window's start when no row read
+    /// moves it on.
+    pub fn restart_list(&mut self, request: &CrawlRequest) -> Result<Restart, CrawlError> {
+        let task = self.current(request)?;
+        let misuse = || CrawlError::OutOfStep { expected: None, given: Box::new(request.clone()) };
+        if request.cursor().is_none() {
+            return Err(misuse());
+        }
+        let (again, restart) = match (request.clone(), task.into) {
+            (CrawlRequest::ListChildren { block_id, .. }, Target::Children { page, parent }) => {
+                self.forget_list(page, parent);
+                (CrawlRequest::ListChildren { block_id, cursor: None }, Restart::FromTheStart)
+            }
+            (CrawlRequest::QueryDataSource { id, created_from, .. }, Target::Rows { root }) => {
+                let rows_of_source = |page: &Value| {
+                    root || page.pointer("/parent/data_source_id").and_then(Value::as_str).map(id_key)
+                        == Some(id_key(&id))
+                };
+                let (created_from, restart) = self.resume_window(created_from, rows_of_source);
+                (CrawlRequest::QueryDataSource { id, cursor: None, created_from }, restart)
+            }
+            (CrawlRequest::QueryDatabase { id, created_from, .. }, Target::Rows { .. }) => {
+                // A legacy crawl queries one database: every row read is one of its rows.
+                let (created_from, restart) = self.resume_window(created_from, |_| true);
+                (CrawlRequest::QueryDatabase { id, cursor: None, created_from }, restart)
+            }
+            _ => return Err(misuse()),
+        };
+        if let Some(current) = self.todo.last_mut() {
+            current.request = again;
+        }
+        Ok(restart)
+    }
+
+    /// Leaves out every block read from the list of page `page` under `parent`, and drops the
+    /// lists queued under them (none of which was read: a list's next page comes first).
+    fn forget_list(&mut self, page: usize, parent: Option<usize>) {
+        let listed: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].page == page && self.nodes[n].parent == parent)
+            .collect();
+        for &node in &listed {
+            self.nodes[node].dropped = true;
+        }
+        let nodes = &self.nodes;
+        self.todo.retain(|t| match t.into {
+            Target::Children { parent: Some(p), .. } => !listed.iter().any(|&node| is_within(nodes, p, node)),
+            _ => true,
+        });
+    }
+
+    /// Where a query read again goes on from: the latest `created_time` among the rows read
+    /// (those `of_query` says it returned) when it is later than the window's start.
+    fn resume_window(
+        &self,
+        window_start: Option<String>,
+        of_query: impl Fn(&Value) -> bool,
+    ) -> (Option<String>, Restart) {
+        let parse = |time: &str| chrono::DateTime::parse_from_rfc3339(time).ok();
+        let latest = self
+            .pages
+            .iter()
+            .filter(|state| of_query(&state.page))
+            .filter_map(|state| state.page.get("created_time").and_then(Value::as_str))
+            .filter_map(|time| parse(time).map(|parsed| (parsed, time)))
+            .max_by_key(|(parsed, _)| *parsed);
+        let start = window_start.as_deref().and_then(parse);
+        match latest {
+            Some((last, text)) if start.is_none_or(|start| last > start) => {
+                (Some(text.to_owned()), Restart::FromTheLastRow)
+            }
+            _ => (window_start, Restart::FromTheStart),
+        }
     }
 
     /// The content read, once [`Self::next_request`] is `None`.

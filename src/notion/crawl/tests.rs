@@ -711,3 +711,81 @@ fn crawl_requests_serialise_with_a_readable_tag() {
     let value = serde_json::to_value(children("b", Some("c"))).unwrap();
     assert_eq!(value, json!({"call": "list_children", "block_id": "b", "cursor": "c"}));
 }
+
+#[test]
+fn a_block_list_whose_cursor_is_refused_is_read_again_from_its_start_and_each_block_appears_once() {
+    let (expected, _) = drive(Crawl::page(PAGE), fixture_answer);
+    let mut crawl = Crawl::page(PAGE);
+    let mut made = Vec::new();
+    let mut refused = false;
+    while let Some(request) = crawl.next_request() {
+        assert!(made.len() < 100, "the crawl does not end: {made:?}");
+        if request == children(PAGE, Some(PAGE_2_CURSOR)) && !refused {
+            refused = true;
+            assert_eq!(crawl.restart_list(&request), Ok(Restart::FromTheStart));
+            assert_eq!(crawl.next_request(), Some(children(PAGE, None)), "the list again, from its start");
+            continue;
+        }
+        crawl.apply(&request, fixture_answer(&request)).expect("accepted");
+        made.push(request);
+    }
+    assert!(refused);
+    let content = crawl.finish().expect("finished");
+    assert_eq!(content, expected, "the same content as a crawl whose cursor was taken");
+    let first_pages = made.iter().filter(|r| **r == children(PAGE, None)).count();
+    assert_eq!(first_pages, 2, "the first page read twice: {made:?}");
+    for toggle in [T_GLYCO, T_KREBS, T_EQ, H3_ETC] {
+        let reads = made.iter().filter(|r| **r == children(toggle, None)).count();
+        assert_eq!(reads, 1, "{toggle}'s children are read once, under the blocks read again");
+    }
+}
+
+#[test]
+fn a_query_whose_cursor_is_refused_goes_on_from_its_last_row_read() {
+    let times = ["2026-01-01T10:00:00.000Z", "2026-01-01T10:01:00.000Z", "2026-01-01T10:02:00.000Z"];
+    let rows: Vec<Value> = times.iter().enumerate().map(|(n, t)| row(n, t)).collect();
+    let mut crawl = Crawl::data_source(DATA_SOURCE);
+    let first = query(DATA_SOURCE, None, None);
+    crawl.apply(&first, rows_page(&rows[0..2], Some("p2"), false)).unwrap();
+    let refused = query(DATA_SOURCE, Some("p2"), None);
+    assert_eq!(crawl.next_request(), Some(refused.clone()));
+
+    assert_eq!(crawl.restart_list(&refused), Ok(Restart::FromTheLastRow));
+    let window = query(DATA_SOURCE, None, Some(times[1]));
+    assert_eq!(crawl.next_request(), Some(window.clone()), "a new window from the last row read");
+    // Notion answers it from row 1 (created at that minute) on: row 1 is not read twice.
+    crawl.apply(&window, rows_page(&rows[1..3], None, false)).unwrap();
+    while let Some(request) = crawl.next_request() {
+        assert!(matches!(request, CrawlRequest::ListChildren { cursor: None, .. }), "{request:?}");
+        crawl.apply(&request, list(vec![], None)).unwrap();
+    }
+    let content = crawl.finish().unwrap();
+    let read: Vec<&Value> = content.pages.iter().map(|p| &p.page["id"]).collect();
+    let expected: Vec<&Value> = rows.iter().map(|r| &r["id"]).collect();
+    assert_eq!(read, expected, "every row once, in order");
+}
+
+#[test]
+fn a_query_whose_rows_read_do_not_move_its_window_on_is_read_again_from_the_windows_start() {
+    let start = "2026-01-01T10:00:00.000Z";
+    let rows: Vec<Value> = (0..2).map(|n| row(n, start)).collect();
+    let mut crawl = Crawl::data_source(DATA_SOURCE);
+    let windowed = query(DATA_SOURCE, None, Some(start));
+    // As if a capped window had already moved the query on to `start`.
+    crawl.todo[0].request = windowed.clone();
+    crawl.apply(&windowed, rows_page(&rows, Some("p2"), false)).unwrap();
+    let refused = query(DATA_SOURCE, Some("p2"), Some(start));
+    assert_eq!(crawl.restart_list(&refused), Ok(Restart::FromTheStart));
+    assert_eq!(crawl.next_request(), Some(windowed));
+}
+
+#[test]
+fn only_a_lists_next_page_can_be_read_again_from_its_start() {
+    let mut crawl = Crawl::page(PAGE);
+    let retrieve = CrawlRequest::RetrievePage { page_id: PAGE.to_owned() };
+    assert!(crawl.restart_list(&retrieve).is_err());
+    crawl.apply(&retrieve, fixture_answer(&retrieve)).unwrap();
+    assert!(crawl.restart_list(&children(PAGE, None)).is_err(), "a first page has no cursor to refuse");
+    assert!(crawl.restart_list(&children(PAGE, Some("elsewhere"))).is_err(), "not the current request");
+    assert_eq!(crawl.next_request(), Some(children(PAGE, None)), "nothing changed");
+}

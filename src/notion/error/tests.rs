@@ -221,3 +221,26 @@ fn a_secret_quoted_by_notion_is_blanked_out_of_every_message() {
         assert_eq!(clean.error_kind(), kind, "the class is kept");
     }
 }
+
+#[test]
+fn a_404_whose_body_is_not_notions_is_retried_and_not_taken_for_gone() {
+    let err = NotionError::from_api_response(404, None, b"<html><body>404 Not Found</body></html>");
+    assert!(!err.is_not_found(), "a proxy's 404 says nothing about the page");
+    assert_eq!(err.error_kind(), "notion_unconfirmed_not_found");
+    assert!(err.is_retryable());
+}
+
+#[test]
+fn a_rejected_start_cursor_is_told_apart_from_other_validation_errors() {
+    let body = serde_json::json!({
+        "object": "error", "status": 400, "code": "validation_error",
+        "message": "The start_cursor provided is invalid: 393abc1e-edcd-817b-a1c5-00aa0b6d6f2e",
+    });
+    let rejected = NotionError::from_api_response(400, None, body.to_string().as_bytes());
+    assert!(rejected.is_cursor_rejected());
+    assert_eq!(rejected.error_kind(), "notion_invalid_request", "classified as before when not handled");
+
+    let other = NotionError::from_api_response(400, None, fixture!("error_400_multiple_data_sources.json"));
+    assert!(!other.is_cursor_rejected());
+    assert!(!api_error(404, "object_not_found").is_cursor_rejected());
+}

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::{Progress, StepDeps, StepError, StepOutcome};
 use crate::{
-    notion::{ApiFlavor, Crawl, CrawlError, LEGACY_NOTION_VERSION, NotionError},
+    notion::{ApiFlavor, Crawl, CrawlError, LEGACY_NOTION_VERSION, NotionError, Restart},
     ratelimit::Grant,
     store::ClaimedStep,
     tokens::{RefreshError, Refreshed, UserToken},
@@ -28,6 +28,12 @@ use crate::{
 /// another, each costs no round trip to the limiter of its own; a slot not used (the request
 /// failed and the step must wait) stays counted, so few are taken.
 const SLOTS_AT_ONCE: usize = 4;
+
+/// How many times one attempt reads a list again from its start after Notion refused the
+/// cursor of its next page (see [`Crawl::restart_list`]). A list whose cursors keep being
+/// refused fails the attempt instead, so a Notion that never accepts them ends the run after
+/// its attempts, rather than re-reading the same first pages for ever.
+const LIST_RESTARTS_PER_ATTEMPT: u32 = 3;
 
 /// How long a slot taken ahead may wait for its request. The limiter counts a request from its
 /// grant, and its window is a second longer than Notion's so that a request granted late in
@@ -74,7 +80,10 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
     // Requests past this count are progress (`Progress::advanced`): none in an attempt that
     // started over, so workers of two versions that cannot read each other's saved crawls do
     // not keep restarting it without ever running out of attempts.
-    let counted_from = if restarted { u64::MAX } else { applied_before };
+    let mut counted_from = if restarted { u64::MAX } else { applied_before };
+    let mut list_restarts = 0;
+    // A list read again changes the crawl without applying an answer.
+    let mut reshaped = false;
     let mut slots = Some((first, asked));
     // The first grant's first slot serves the request that follows the call, however long the
     // call took; only slots taken ahead of their request age.
@@ -113,7 +122,7 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 // run that comes back at its turn and finds its slot taken (by a request that
                 // came first) is refused again; it does not rewrite its crawl (megabytes for a
                 // large database) as it was.
-                let unchanged = !restarted && crawl.requests_applied() == applied_before;
+                let unchanged = !restarted && !reshaped && crawl.requests_applied() == applied_before;
                 let progress = (!unchanged).then(|| progress(&crawl, counted_from));
                 return Ok(StepOutcome::Wait { until, progress });
             }
@@ -125,6 +134,30 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         });
         match answer {
             Ok(answer) => crawl.apply(&request, answer).map_err(|e| crawl_error(e, &crawl, counted_from))?,
+            // Notion no longer takes the cursor of a list's next page (it expired, or names a
+            // block deleted since; a 404 there says the same): read the list again without it.
+            Err(e) if request.cursor().is_some() && (e.is_cursor_rejected() || e.is_not_found()) => {
+                let restart =
+                    crawl.restart_list(&request).map_err(|e| crawl_error(e, &crawl, counted_from))?;
+                reshaped = true;
+                tracing::info!(error = %e, ?restart, requests = crawl.requests_applied(), "Notion refused a list's cursor; the list is read again without it");
+                if restart == Restart::FromTheStart {
+                    // Reading again is not progress: this attempt's failures count as if it
+                    // had made none (see `counted_from` above).
+                    counted_from = u64::MAX;
+                    list_restarts += 1;
+                    if list_restarts > LIST_RESTARTS_PER_ATTEMPT {
+                        return Err(StepError::Retryable {
+                            kind: "notion_cursor_rejected".to_owned(),
+                            message: format!(
+                                "Notion refused the cursor of a list's next page {list_restarts} times in one attempt; last: {e}"
+                            ),
+                            retry_after: None,
+                            progress: Some(progress(&crawl, counted_from)),
+                        });
+                    }
+                }
+            }
             // Gone: the root ends the crawl as "gone" (its cards are retired); a nested block
             // deleted meanwhile is left out.
             Err(e) if e.is_not_found() => {

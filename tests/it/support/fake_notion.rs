@@ -77,6 +77,11 @@ pub enum Fault {
     /// This status with Notion's error body, plus `Retry-After` (header and
     /// `additional_data.retry_after`), as Notion sends with 529 and sometimes 503.
     StatusRetryAfter { status: u16, retry_after_secs: u64 },
+    /// 400 `validation_error` "The start_cursor provided is invalid: ...", as Notion answers a
+    /// cursor it no longer takes (see [`FakeNotion::inject_on_cursor`]).
+    CursorRejected,
+    /// This status with an HTML body: something on the way answered, not Notion.
+    NotNotions(u16),
 }
 
 /// Faults drawn at random for every request that no queued or "always" fault matches, from a
@@ -184,6 +189,8 @@ struct State {
     refresh_tokens: HashSet<String>,
     faults_once: VecDeque<(String, Fault)>,
     faults_always: Vec<(String, Fault)>,
+    /// Like `faults_once`, for requests of a list's next page (with a `start_cursor`) only.
+    faults_on_cursor: VecDeque<(String, Fault)>,
     random_faults: Option<(RandomFaults, Rng)>,
     random_counts: RandomFaultCounts,
     log: Vec<RecordedRequest>,
@@ -412,6 +419,15 @@ impl FakeNotion {
         }
     }
 
+    /// The next `times` matching requests that carry a `start_cursor` (a list's next page, in
+    /// the query string or the body) get `fault`; first pages are answered as usual.
+    pub fn inject_on_cursor(&self, path_prefix: &str, fault: Fault, times: usize) {
+        let mut state = self.state();
+        for _ in 0..times {
+            state.faults_on_cursor.push_back((path_prefix.to_owned(), fault.clone()));
+        }
+    }
+
     /// Every matching request gets `fault` until [`Self::clear_faults`].
     pub fn inject_always(&self, path_prefix: &str, fault: Fault) {
         self.state().faults_always.push((path_prefix.to_owned(), fault));
@@ -421,6 +437,7 @@ impl FakeNotion {
         let mut state = self.state();
         state.faults_once.clear();
         state.faults_always.clear();
+        state.faults_on_cursor.clear();
         state.random_faults = None;
     }
 
@@ -503,7 +520,9 @@ impl FakeNotion {
                 dropped: false,
                 fault: None,
             });
-            let fault = state.take_fault(&incoming.path);
+            let has_cursor = query_param(incoming.query.as_deref(), "start_cursor").is_some()
+                || incoming.body.as_ref().is_some_and(|b| b["start_cursor"].is_string());
+            let fault = state.take_fault(&incoming.path, has_cursor);
             let index = state.log.len() - 1;
             state.log[index].fault = fault.clone();
             (index, fault)
@@ -541,6 +560,22 @@ impl FakeNotion {
                 response.headers_mut().insert("retry-after", (*retry_after_secs).into());
                 response
             }
+            Some(Fault::CursorRejected) => {
+                let cursor = query_param(incoming.query.as_deref(), "start_cursor")
+                    .or_else(|| {
+                        incoming.body.as_ref().and_then(|b| b["start_cursor"].as_str().map(str::to_owned))
+                    })
+                    .unwrap_or_default();
+                notion_error(
+                    400,
+                    "validation_error",
+                    &format!("The start_cursor provided is invalid: {cursor}"),
+                )
+            }
+            Some(Fault::NotNotions(status)) => Response::builder()
+                .status(StatusCode::from_u16(*status).expect("a status"))
+                .content_type("text/html")
+                .body("<html><body><h1>Not Found</h1></body></html>"),
             Some(Fault::Garbage) => {
                 Response::builder().status(StatusCode::OK).content_type("text/html").body("<html>oops</html>")
             }
@@ -695,7 +730,13 @@ fn issue_token(state: &mut State) -> Response {
 }
 
 impl State {
-    fn take_fault(&mut self, path: &str) -> Option<Fault> {
+    fn take_fault(&mut self, path: &str, has_cursor: bool) -> Option<Fault> {
+        if has_cursor
+            && let Some(position) =
+                self.faults_on_cursor.iter().position(|(prefix, _)| path.starts_with(prefix.as_str()))
+        {
+            return self.faults_on_cursor.remove(position).map(|(_, fault)| fault);
+        }
         if let Some(position) =
             self.faults_once.iter().position(|(prefix, _)| path.starts_with(prefix.as_str()))
         {
