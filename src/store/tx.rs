@@ -355,7 +355,8 @@ delegate_tx! {
     pub async fn sync::subscribers(&mut self, target: &EventTarget) -> StoreResult<Vec<SyncTarget>>;
     /// Whether sync run `run_id` of `user` is to write what it read: the user follows what
     /// `target` names (as an event about it would match), or the run was asked for by hand
-    /// (a manual sync, an ops retry). `unread`: the page could not be read, so the database
+    /// (a manual sync, or an ops retry of one; a retry of any other sync is judged like the sync
+    /// it retries, by the user's subscriptions as they are now). `unread`: the page could not be read, so the database
     /// it was last in is taken from its cards.
     pub async fn sync::sync_wanted(&mut self, run_id: RunId, user: UserId, target: &EventTarget, unread: bool) -> StoreResult<bool>;
     /// If another sync of the same content is collecting events in debounce, moves this run's

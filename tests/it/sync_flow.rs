@@ -262,6 +262,12 @@ impl Env {
         started["run_id"].as_str().expect("run id").to_owned()
     }
 
+    /// Retries run `run_id` through the ops API and waits for it to end.
+    async fn retried(&self, run_id: &str) -> Value {
+        expect_json(post(&self.app, &format!("/api/workflows/{run_id}/retry"), json!({})).await, 202).await;
+        self.finished(run_id).await
+    }
+
     async fn syncs_settled(&self, n: usize) -> Vec<(uuid::Uuid, String)> {
         eventually(&format!("{n} finished syncs"), Duration::from_secs(30), || async {
             let runs = self.sync_runs().await;
@@ -1363,4 +1369,40 @@ fn serve_database_too_large_for_one_request(notion: &FakeNotion) {
         let id = format!("2c000000-0000-4000-8000-{n:012}");
         notion.set_children(row, vec![paragraph(&id, &"Notes on respiration. ".repeat(1_500))]);
     }
+}
+
+conformance! {
+/// An ops retry of a sync that failed is judged like the sync it retries: once the user has
+/// unsubscribed, it writes no card (nothing would ever update or retire cards nobody follows).
+/// A manual sync retried still writes, as the manual sync would have.
+async fn a_retried_sync_of_content_unsubscribed_since_it_failed_writes_no_cards() {
+    let env = setup(|_| {}).await;
+    assert_eq!(env.finished(&env.subscribe(ids::PAGE, "page").await).await["state"], "succeeded");
+    let before = env.cards().await;
+
+    // The page is edited, but Notion refuses the sync that follows (403: fails at once).
+    env.serve_edited_page("1f3c8a2e-4b7d-8999-9999-000000000011", "1f3c8a2e-4b7d-8999-9999-000000000012");
+    env.notion.inject_always("/v1/pages/", Fault::Status(403));
+    env.page_edited().await;
+    let runs = env.syncs_settled(2).await;
+    assert_eq!(runs[1].1, "failed", "{runs:?}");
+    let path = format!("/api/users/{}/subscriptions/{}", env.user, ids::PAGE);
+    let deleted = env.app.client.delete(env.app.url(&path)).bearer_auth(API_TOKEN).send().await.expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+
+    env.notion.clear_faults();
+    let retried = env.retried(&runs[1].0.to_string()).await;
+    assert_eq!(retried["state"], "succeeded", "{retried}");
+    assert_eq!(retried["trigger"], "retry");
+    assert_eq!(env.cards().await, before, "the unfollowed page's cards as they were");
+
+    // A manual sync that failed, retried after the same unsubscribe, writes the edit.
+    env.notion.inject_always("/v1/pages/", Fault::Status(403));
+    let manual = env.manual_sync(ids::PAGE).await;
+    assert_eq!(env.finished(&manual).await["state"], "failed");
+    env.notion.clear_faults();
+    assert_eq!(env.retried(&manual).await["state"], "succeeded");
+    let fronts: Vec<String> = env.cards().await.iter().map(|c| c["front"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(fronts.iter().any(|f| f.contains("NADH")), "the edit is written: {fronts:?}");
+}
 }

@@ -325,3 +325,64 @@ async fn the_card_list_never_pages_past_a_card_still_being_created() {
     })
     .await;
 }
+
+/// A sync's persist that found the subscription (`sync_wanted`, in its transaction) holds it
+/// until that transaction ends: an unsubscribe committing meanwhile would answer 204 and the
+/// sync would still write its cards after it. So the DELETE waits for the persist (PostgreSQL;
+/// on SQLite both go through the one writer).
+#[tokio::test]
+async fn an_unsubscribe_waits_for_a_persist_that_found_the_subscription() {
+    use cognie_sync::{ids::UserId, store::model::EventTarget};
+    use sqlx::{Connection, Row};
+    if !crate::support::db::postgres_or_skip() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let user = app.insert_user("held@example.com").await;
+    let page = "1f3c8a2e-4b7d-80a1-9c5e-d2f4a6b8c0e1";
+    sqlx::query("insert into subscriptions (id, user_id, notion_id, kind) values ($1, $2, $3, 'page')")
+        .bind(uuid::Uuid::now_v7())
+        .bind(user)
+        .bind(page)
+        .execute(app.db.pg())
+        .await
+        .expect("subscription");
+
+    let mut persisting =
+        sqlx::PgConnection::connect_with(&app.db.pg().connect_options()).await.expect("connect");
+    let mut tx = persisting.begin().await.expect("begin");
+    let target = EventTarget {
+        entity_id: Some(page.to_owned()),
+        entity_kind: Some("page".to_owned()),
+        parent_id: None,
+        data_source_id: None,
+        event_type: "page.content_updated".to_owned(),
+    };
+    let run = cognie_sync::ids::RunId::new();
+    let wanted = cognie_sync::store::pg::sync::sync_wanted(&mut tx, run, UserId(user), &target, false)
+        .await
+        .expect("sync_wanted");
+    assert!(wanted, "the user follows the page");
+
+    let path = format!("/api/users/{user}/subscriptions/{page}");
+    let client = app.client.clone();
+    let url = app.url(&path);
+    let unsubscribe = tokio::spawn(async move { client.delete(url).bearer_auth(API_TOKEN).send().await });
+    eventually("the DELETE waits for the persist's lock", Duration::from_secs(10), || async {
+        let waiting = sqlx::query(
+            "select count(*) as n from pg_stat_activity
+             where wait_event_type = 'Lock' and query ilike '%delete from subscriptions%'",
+        )
+        .fetch_one(app.db.pg())
+        .await
+        .expect("activity")
+        .get::<i64, _>("n");
+        (waiting == 1).then_some(())
+    })
+    .await;
+    assert!(!unsubscribe.is_finished(), "no 204 while the persist that found the subscription is open");
+
+    tx.commit().await.expect("the persist commits");
+    let response = unsubscribe.await.expect("task").expect("DELETE");
+    assert_eq!(response.status(), 204, "the unsubscribe goes through after it");
+}

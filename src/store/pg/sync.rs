@@ -110,7 +110,12 @@ pub async fn sync_wanted(
                    or (s.kind = 'database'
                        and (s.notion_id = parent.id or s.notion_id = $4
                             or s.data_source_ids && array[$2, parent.id, $4]::text[])))
-        ) or exists (select 1 from workflow_runs where id = $5 and trigger in ('manual', 'retry'))
+            -- Held until the persist commits, so an unsubscribe does not answer 204 before
+            -- the cards it lets this sync write. KEY SHARE only conflicts with the DELETE
+            -- (FOR SHARE would also block the subscription's updates, and could deadlock).
+            for key share of s
+        ) or exists (select 1 from workflow_runs where id = $5
+                   and (trigger = 'manual' or (trigger = 'retry' and retried_from = 'manual')))
         "#,
     )
     .bind(user)

@@ -96,7 +96,8 @@ pub async fn sync_wanted(
                        and (s.notion_id = parent.id or s.notion_id = $4
                             or exists (select 1 from json_each(s.data_source_ids) d
                                        where d.value in ($2, parent.id, $4)))))
-        ) or exists (select 1 from workflow_runs where id = $5 and trigger in ('manual', 'retry'))
+        ) or exists (select 1 from workflow_runs where id = $5
+                   and (trigger = 'manual' or (trigger = 'retry' and retried_from = 'manual')))
         "#,
     )
     .bind(user)
