@@ -269,6 +269,58 @@ async fn the_latest_sync_that_read_each_content_is_kept_however_old() {
 }
 }
 
+conformance! {
+/// Runs are pruned a batch at a time, oldest first, each batch starting after the last run the
+/// one before looked at (so the syncs kept for ever are looked at once a sweep): across batches
+/// of either backend, with kept and prunable runs interleaved and runs created at the same
+/// instant in pairs, every prunable run goes and every kept one stays.
+async fn pruning_in_batches_misses_no_run_between_kept_ones() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    let pool = db.connect().await;
+    let user = uuid::Uuid::now_v7();
+    // 6,000 runs 40 days old, more than a batch of either backend, created in pairs at one
+    // instant; every other pair event runs (pruned, and at each batch's last place: the 1,000th
+    // and 5,000th oldest), the rest each the latest sync that read its page (kept).
+    let (runs, steps) = match &pool {
+        Db::Pg(_) => (
+            "insert into workflow_runs (id, workflow, state, trigger, user_id, notion_id, created_at, finished_at)
+             select gen_random_uuid(), case when (i / 2) % 2 = 0 then 'notion_event' else 'notion_sync' end,
+                    'succeeded', 'webhook', $1, 'page-' || i,
+                    now() - interval '40 days' - make_interval(secs => i / 2), now() - interval '40 days'
+             from generate_series(0, 5999) i",
+            "insert into workflow_steps (run_id, name, state, attempts)
+             select id, 'fetch', 'succeeded', 1 from workflow_runs where workflow = 'notion_sync'",
+        ),
+        Db::Sqlite(_) => (
+            "with recursive n(i) as (select 0 union all select i + 1 from n where i < 5999)
+             insert into workflow_runs (id, workflow, state, trigger, user_id, notion_id, created_at, finished_at)
+             select randomblob(16), case when (i / 2) % 2 = 0 then 'notion_event' else 'notion_sync' end,
+                    'succeeded', 'webhook', $1, 'page-' || i,
+                    strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', '-40 days', '-' || (i / 2) || ' seconds'),
+                    strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', '-40 days')
+             from n",
+            "insert into workflow_steps (run_id, name, state, attempts)
+             select id, 'fetch', 'succeeded', 1 from workflow_runs where workflow = 'notion_sync'",
+        ),
+    };
+    on_db!(pool, |db| sqlx::query(runs).bind(user).execute(db).await.map(|done| done.rows_affected()))
+        .expect("runs");
+    on_db!(pool, |db| sqlx::query(steps).execute(db).await.map(|done| done.rows_affected())).expect("steps");
+
+    let pruned = store.prune_history(Duration::from_secs(30 * 86_400)).await.expect("prune");
+
+    assert_eq!(pruned.runs, 3_000, "every event run");
+    let left: Vec<(String, i64)> = on_db!(pool, |db| sqlx::query_as(
+        "select workflow, count(*) from workflow_runs group by workflow order by workflow"
+    )
+    .fetch_all(db)
+    .await)
+    .expect("runs");
+    assert_eq!(left, [("notion_sync".to_owned(), 3_000)], "every kept sync, and nothing else");
+}
+}
+
 /// An event older than the retention is kept while a run that stands for it is kept: a
 /// failed event run finished yesterday can still be retried, and its step reads its event.
 /// Before, the event went once no run of it was in flight, and the retry failed

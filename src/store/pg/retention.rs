@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use super::PgStore;
 use crate::store::{Pruned, StoreResult};
 
@@ -58,7 +61,28 @@ impl PgStore {
     /// than `retention`; an event only once no run that stands for it is left.
     pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned> {
         let mut pruned = Pruned::default();
+        // Runs are looked at oldest first, a batch of them at a time, each batch after the last
+        // run the batch before it looked at: the syncs kept for ever (below) lie among the
+        // oldest, and are looked at once a sweep, not again by every batch that follows.
+        let mut after: (DateTime<Utc>, Uuid) = (DateTime::UNIX_EPOCH, Uuid::nil());
         loop {
+            let end: Option<(DateTime<Utc>, Uuid)> = sqlx::query_as(
+                r#"
+                select created_at, id from workflow_runs
+                where state in ('succeeded', 'failed', 'cancelled')
+                  and finished_at < now() - make_interval(secs => $1)
+                  and created_at < now() - make_interval(secs => $1)
+                  and (created_at, id) > ($2, $3)
+                order by created_at, id
+                offset $4 limit 1
+                "#,
+            )
+            .bind(retention.as_secs_f64())
+            .bind(after.0)
+            .bind(after.1)
+            .bind(BATCH - 1)
+            .fetch_optional(&self.pool)
+            .await?;
             // Steps and attempts have no foreign key to their run (it cost every transition
             // two checks): they go with it here.
             let deleted: i64 = sqlx::query_scalar(
@@ -70,8 +94,10 @@ impl PgStore {
                         where state in ('succeeded', 'failed', 'cancelled')
                           and finished_at < now() - make_interval(secs => $1)
                           -- Implied (a run finishes after it starts), but indexed: the scan
-                          -- starts at the oldest runs instead of walking every recent one.
+                          -- starts at the batch instead of walking every recent run.
                           and created_at < now() - make_interval(secs => $1)
+                          and (created_at, id) > ($2, $3)
+                          and ($4::timestamptz is null or (created_at, id) <= ($4, $5))
                         -- The latest sync of each piece of content that read it is kept, however old:
                         -- it is reconciliation's record of when the content was last read
                         -- (`last_read_at`); without it, content nobody edited would be synced whole
@@ -86,7 +112,6 @@ impl PgStore {
                                 where n.workflow = 'notion_sync' and n.user_id = r.user_id
                                   and n.notion_id = r.notion_id and n.state = 'succeeded'
                                   and n.created_at > r.created_at))
-                        limit $2
                         for update skip locked
                     )
                     returning id
@@ -99,13 +124,16 @@ impl PgStore {
                 "#,
             )
             .bind(retention.as_secs_f64())
-            .bind(BATCH)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(end.map(|(at, _)| at))
+            .bind(end.map(|(_, id)| id))
             .fetch_one(&self.pool)
             .await?;
-            let deleted = deleted as u64;
-            pruned.runs += deleted;
-            if deleted < BATCH as u64 {
-                break;
+            pruned.runs += deleted as u64;
+            match end {
+                Some(end) => after = end,
+                None => break,
             }
         }
         // What is left of the finished syncs past the retention is the latest one of each

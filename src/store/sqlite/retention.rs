@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use uuid::Uuid;
+
 use super::{SqliteStore, ago};
 use crate::store::{Pruned, StoreResult};
 
@@ -55,7 +57,26 @@ impl SqliteStore {
     pub async fn prune_history(&self, retention: Duration) -> StoreResult<Pruned> {
         let cutoff = ago(retention);
         let mut pruned = Pruned::default();
+        // Runs are looked at oldest first, a batch at a time, each batch after the last run the
+        // one before it looked at (see PostgreSQL's twin): the syncs kept for ever are looked
+        // at once a sweep, not again by every batch, each holding the write lock.
+        let mut after: (String, Uuid) = (String::new(), Uuid::nil());
         loop {
+            let end: Option<(String, Uuid)> = sqlx::query_as(
+                r#"
+                select created_at, id from workflow_runs
+                where state in ('succeeded', 'failed', 'cancelled') and finished_at < $1 and created_at < $1
+                  and (created_at, id) > ($2, $3)
+                order by created_at, id
+                limit 1 offset $4
+                "#,
+            )
+            .bind(&cutoff)
+            .bind(&after.0)
+            .bind(after.1)
+            .bind(BATCH - 1)
+            .fetch_optional(&self.pool)
+            .await?;
             let deleted = sqlx::query(
                 r#"
                 delete from workflow_runs
@@ -63,8 +84,10 @@ impl SqliteStore {
                     select id from workflow_runs r
                     where state in ('succeeded', 'failed', 'cancelled') and finished_at < $1
                     -- Implied (a run finishes after it starts), but indexed: the scan starts at
-                    -- the oldest runs instead of walking every recent one.
+                    -- the batch instead of walking every recent run.
                     and created_at < $1
+                    and (created_at, id) > ($2, $3)
+                    and ($4 is null or (created_at, id) <= ($4, $5))
                     -- The latest sync of each piece of content that read it is kept, however old:
                     -- it is reconciliation's record of when the content was last read
                     -- (`last_read_at`); without it, content nobody edited would be synced whole
@@ -79,18 +102,21 @@ impl SqliteStore {
                             where n.workflow = 'notion_sync' and n.user_id = r.user_id
                               and n.notion_id = r.notion_id and n.state = 'succeeded'
                               and n.created_at > r.created_at))
-                    limit $2
                 )
                 "#,
             )
             .bind(&cutoff)
-            .bind(BATCH)
+            .bind(&after.0)
+            .bind(after.1)
+            .bind(end.as_ref().map(|(at, _)| at.clone()))
+            .bind(end.as_ref().map(|(_, id)| *id))
             .execute(&self.writer)
             .await?
             .rows_affected();
             pruned.runs += deleted;
-            if deleted < BATCH as u64 {
-                break;
+            match end {
+                Some(end) => after = end,
+                None => break,
             }
         }
         // What is left of the finished syncs past the retention is the latest one of each
