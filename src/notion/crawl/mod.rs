@@ -187,6 +187,11 @@ pub struct Crawl {
     /// can repeat one, and its blocks must still be read only once.
     seen_rows: BTreeSet<String>,
     requests_applied: u64,
+    /// Lists read again from their start since Notion last took a next page's cursor (see
+    /// [`Crawl::restart_list`]); saved with the crawl, so waiting for the rate limiter between
+    /// refusals does not start the count over.
+    #[serde(default)]
+    restarts_in_a_row: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +276,7 @@ impl Crawl {
             nodes: Vec::new(),
             seen_rows: BTreeSet::new(),
             requests_applied: 0,
+            restarts_in_a_row: 0,
         }
     }
 
@@ -296,6 +302,12 @@ impl Crawl {
     /// How many answers were recorded so far (for logs and progress).
     pub fn requests_applied(&self) -> u64 {
         self.requests_applied
+    }
+
+    /// How many lists were read again from their start ([`Restart::FromTheStart`]) since Notion
+    /// last took the cursor of a list's next page.
+    pub fn restarts_in_a_row(&self) -> u32 {
+        self.restarts_in_a_row
     }
 
     /// Records Notion's answer to `request`, which must be the current [`Self::next_request`].
@@ -434,6 +446,9 @@ impl Crawl {
         if let Some(current) = self.todo.last_mut() {
             current.request = again;
         }
+        if restart == Restart::FromTheStart {
+            self.restarts_in_a_row += 1;
+        }
         Ok(restart)
     }
 
@@ -496,7 +511,12 @@ impl Crawl {
     }
 
     fn finish_task(&mut self) {
-        self.todo.pop();
+        if let Some(task) = self.todo.pop()
+            && task.request.cursor().is_some()
+        {
+            // Notion took a next page's cursor: the lists read again got somewhere.
+            self.restarts_in_a_row = 0;
+        }
         self.requests_applied += 1;
     }
 

@@ -723,6 +723,7 @@ fn a_block_list_whose_cursor_is_refused_is_read_again_from_its_start_and_each_bl
         if request == children(PAGE, Some(PAGE_2_CURSOR)) && !refused {
             refused = true;
             assert_eq!(crawl.restart_list(&request), Ok(Restart::FromTheStart));
+            assert_eq!(crawl.restarts_in_a_row(), 1);
             assert_eq!(crawl.next_request(), Some(children(PAGE, None)), "the list again, from its start");
             continue;
         }
@@ -730,6 +731,7 @@ fn a_block_list_whose_cursor_is_refused_is_read_again_from_its_start_and_each_bl
         made.push(request);
     }
     assert!(refused);
+    assert_eq!(crawl.restarts_in_a_row(), 0, "Notion took the next page's cursor the second time");
     let content = crawl.finish().expect("finished");
     assert_eq!(content, expected, "the same content as a crawl whose cursor was taken");
     let first_pages = made.iter().filter(|r| **r == children(PAGE, None)).count();
@@ -777,6 +779,7 @@ fn a_query_whose_rows_read_do_not_move_its_window_on_is_read_again_from_the_wind
     let refused = query(DATA_SOURCE, Some("p2"), Some(start));
     assert_eq!(crawl.restart_list(&refused), Ok(Restart::FromTheStart));
     assert_eq!(crawl.next_request(), Some(windowed));
+    assert_eq!(crawl.restarts_in_a_row(), 1, "counted: the window's rows are read again");
 }
 
 #[test]

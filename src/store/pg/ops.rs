@@ -377,7 +377,7 @@ async fn retry_in(conn: &mut PgConnection, id: RunId, actor: &str) -> Result<(),
     let row = sqlx::query(
         r#"
         update workflow_runs
-        set state = 'pending', retried_from = coalesce(retried_from, trigger), trigger = 'retry', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = now(),
+        set state = 'pending', retried_from = case when trigger = 'retry' then retried_from else trigger end, trigger = 'retry', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = now(),
             finished_at = null, updated_at = now()
         where id = $1 and state in ('failed', 'cancelled')
         returning dispatch_seq, current_step

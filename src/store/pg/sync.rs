@@ -115,7 +115,7 @@ pub async fn sync_wanted(
             -- (FOR SHARE would also block the subscription's updates, and could deadlock).
             for key share of s
         ) or exists (select 1 from workflow_runs where id = $5
-                   and (trigger = 'manual' or (trigger = 'retry' and retried_from = 'manual')))
+                   and (trigger = 'manual' or (trigger = 'retry' and coalesce(retried_from, 'manual') = 'manual')))
         "#,
     )
     .bind(user)

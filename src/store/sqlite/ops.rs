@@ -233,7 +233,7 @@ async fn retry_in(conn: &mut SqliteConnection, id: RunId, actor: &str) -> Result
     let row = sqlx::query(
         r#"
         update workflow_runs
-        set state = 'pending', retried_from = coalesce(retried_from, trigger), trigger = 'retry', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = $2,
+        set state = 'pending', retried_from = case when trigger = 'retry' then retried_from else trigger end, trigger = 'retry', attempt = 0, dispatch_seq = dispatch_seq + 1, next_run_at = $2,
             finished_at = null, updated_at = $2
         where id = $1 and state in ('failed', 'cancelled')
         returning dispatch_seq, current_step

@@ -97,7 +97,7 @@ pub async fn sync_wanted(
                             or exists (select 1 from json_each(s.data_source_ids) d
                                        where d.value in ($2, parent.id, $4)))))
         ) or exists (select 1 from workflow_runs where id = $5
-                   and (trigger = 'manual' or (trigger = 'retry' and retried_from = 'manual')))
+                   and (trigger = 'manual' or (trigger = 'retry' and coalesce(retried_from, 'manual') = 'manual')))
         "#,
     )
     .bind(user)

@@ -29,11 +29,11 @@ use crate::{
 /// failed and the step must wait) stays counted, so few are taken.
 const SLOTS_AT_ONCE: usize = 4;
 
-/// How many times one attempt reads a list again from its start after Notion refused the
-/// cursor of its next page (see [`Crawl::restart_list`]). A list whose cursors keep being
-/// refused fails the attempt instead, so a Notion that never accepts them ends the run after
-/// its attempts, rather than re-reading the same first pages for ever.
-const LIST_RESTARTS_PER_ATTEMPT: u32 = 3;
+/// How many times in a row a crawl reads a list again from its start after Notion refused the
+/// cursor of its next page (see [`Crawl::restart_list`]; a next page Notion takes starts the
+/// count over). The next refusal fails the attempt instead, so a Notion that never takes a
+/// cursor ends the run after its attempts, rather than re-reading the same first pages for ever.
+const LIST_RESTARTS_IN_A_ROW: u32 = 3;
 
 /// How long a slot taken ahead may wait for its request. The limiter counts a request from its
 /// grant, and its window is a second longer than Notion's so that a request granted late in
@@ -81,7 +81,6 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
     // started over, so workers of two versions that cannot read each other's saved crawls do
     // not keep restarting it without ever running out of attempts.
     let mut counted_from = if restarted { u64::MAX } else { applied_before };
-    let mut list_restarts = 0;
     // A list read again changes the crawl without applying an answer.
     let mut reshaped = false;
     let mut slots = Some((first, asked));
@@ -142,15 +141,14 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 reshaped = true;
                 tracing::info!(error = %e, ?restart, requests = crawl.requests_applied(), "Notion refused a list's cursor; the list is read again without it");
                 if restart == Restart::FromTheStart {
-                    // Reading again is not progress: this attempt's failures count as if it
-                    // had made none (see `counted_from` above).
-                    counted_from = u64::MAX;
-                    list_restarts += 1;
-                    if list_restarts > LIST_RESTARTS_PER_ATTEMPT {
+                    // Pages read again are not progress: only requests past this point count.
+                    counted_from = counted_from.max(crawl.requests_applied());
+                    let restarts = crawl.restarts_in_a_row();
+                    if restarts > LIST_RESTARTS_IN_A_ROW {
                         return Err(StepError::Retryable {
                             kind: "notion_cursor_rejected".to_owned(),
                             message: format!(
-                                "Notion refused the cursor of a list's next page {list_restarts} times in one attempt; last: {e}"
+                                "Notion refused the cursor of a list's next page {restarts} times in a row; last: {e}"
                             ),
                             retry_after: None,
                             progress: Some(progress(&crawl, counted_from)),
