@@ -792,3 +792,101 @@ fn only_a_lists_next_page_can_be_read_again_from_its_start() {
     assert!(crawl.restart_list(&children(PAGE, Some("elsewhere"))).is_err(), "not the current request");
     assert_eq!(crawl.next_request(), Some(children(PAGE, None)), "nothing changed");
 }
+
+/// A page of 25 blocks listed 4 at a time, three of them toggles whose 9 children are listed 4
+/// at a time too (cursor: the next block's position), crawled while Notion refuses cursors at
+/// random: whatever it refuses, the content is the same as when it refuses none, every block
+/// once and in order.
+#[test]
+fn whatever_cursors_notion_refuses_each_block_is_read_once_and_in_order() {
+    const TOGGLES: [usize; 3] = [3, 10, 17];
+    let block = |id: String, children: bool| json!({"object": "block", "id": id, "type": if children { "toggle" } else { "paragraph" }, "has_children": children});
+    let list_of = |ids: Vec<(String, bool)>, cursor: Option<&str>| {
+        let start: usize = cursor.map_or(0, |c| c.parse().expect("a position"));
+        let end = (start + 4).min(ids.len());
+        let next = (end < ids.len()).then(|| end.to_string());
+        let blocks = ids[start..end].iter().map(|(id, kids)| block(id.clone(), *kids)).collect();
+        list(blocks, next.as_deref())
+    };
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::RetrievePage { .. } => json!({"object": "page", "id": "p"}),
+        CrawlRequest::ListChildren { block_id, cursor } if block_id == "p" => {
+            let top = (0..25).map(|n| (format!("b{n}"), TOGGLES.contains(&n))).collect();
+            list_of(top, cursor.as_deref())
+        }
+        CrawlRequest::ListChildren { block_id, cursor } => {
+            let kids = (0..9).map(|n| (format!("{block_id}.{n}"), false)).collect();
+            list_of(kids, cursor.as_deref())
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    let (expected, _) = drive(Crawl::page("p"), answer);
+    let mut all = Vec::new();
+    all_block_ids(&expected.pages[0].blocks, &mut all);
+    assert_eq!(all.len(), 25 + 3 * 9);
+
+    for seed in 1..=40u64 {
+        let mut state = seed;
+        let mut refuse = || {
+            // A small LCG: a third of the cursors refused, differently for every seed.
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % 3 == 0
+        };
+        let mut crawl = Crawl::page("p");
+        let mut steps = 0;
+        while let Some(request) = crawl.next_request() {
+            steps += 1;
+            assert!(steps < 2_000, "seed {seed}: the crawl does not end");
+            if request.cursor().is_some() && refuse() {
+                assert_eq!(crawl.restart_list(&request), Ok(Restart::FromTheStart), "seed {seed}");
+                continue;
+            }
+            crawl.apply(&request, answer(&request)).expect("accepted");
+        }
+        assert_eq!(crawl.finish().expect("finished"), expected, "seed {seed}");
+    }
+}
+
+/// Rows created a minute apart, two a minute, queried 3 at a time while Notion refuses cursors
+/// at random: each refusal goes on from the last row read, and every row is read once, in order.
+#[test]
+fn whatever_query_cursors_notion_refuses_each_row_is_read_once_and_in_order() {
+    let rows: Vec<Value> = (0..20).map(|n| row(n, &format!("2026-01-01T10:{:02}:00.000Z", n / 2))).collect();
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::QueryDataSource { cursor, created_from, .. } => {
+            // As Notion answers: the window's rows oldest first, 3 a page.
+            let from = created_from.as_deref().unwrap_or("");
+            let window: Vec<Value> =
+                rows.iter().filter(|r| r["created_time"].as_str().unwrap_or("") >= from).cloned().collect();
+            let start: usize = cursor.as_deref().map_or(0, |c| c.parse().expect("a position"));
+            let end = (start + 3).min(window.len());
+            let next = (end < window.len()).then(|| end.to_string());
+            rows_page(&window[start..end], next.as_deref(), false)
+        }
+        CrawlRequest::ListChildren { cursor: None, .. } => list(vec![], None),
+        other => panic!("unexpected {other:?}"),
+    };
+    let expected: Vec<&Value> = rows.iter().map(|r| &r["id"]).collect();
+    for seed in 1..=40u64 {
+        let mut state = seed;
+        let mut refuse = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % 3 == 0
+        };
+        let mut crawl = Crawl::data_source(DATA_SOURCE);
+        let mut steps = 0;
+        while let Some(request) = crawl.next_request() {
+            steps += 1;
+            assert!(steps < 2_000, "seed {seed}: the crawl does not end");
+            if request.cursor().is_some() && refuse() {
+                crawl.restart_list(&request).expect("a query's next page");
+                continue;
+            }
+            crawl.apply(&request, answer(&request)).expect("accepted");
+        }
+        let content = crawl.finish().expect("finished");
+        let read: Vec<&Value> = content.pages.iter().map(|p| &p.page["id"]).collect();
+        assert_eq!(read, expected, "seed {seed}");
+        assert!(content.pages.iter().all(|p| !p.gone), "seed {seed}");
+    }
+}
