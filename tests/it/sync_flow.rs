@@ -1406,3 +1406,28 @@ async fn a_retried_sync_of_content_unsubscribed_since_it_failed_writes_no_cards(
     assert!(fronts.iter().any(|f| f.contains("NADH")), "the edit is written: {fronts:?}");
 }
 }
+
+conformance! {
+/// With the `openai` generator, a sync of content the user unsubscribed from while it waited
+/// in debounce sends nothing to the model (it is paid for, and persist would write none of its
+/// cards): the run ends at generate and the cards stay as they were.
+async fn with_the_openai_generator_a_sync_of_unfollowed_content_asks_the_model_nothing() {
+    use crate::support::fake_openai::{FakeOpenAi, Reply};
+    let openai = FakeOpenAi::start().await;
+    openai.push(Reply::Cards(json!([
+        {"front": "Where does the Krebs cycle take place?", "back": "In the mitochondrial matrix.", "source_block_id": ids::T_KREBS}
+    ])));
+    let env = setup_with_openai(&openai).await;
+    assert_eq!(env.finished(&env.subscribe(ids::PAGE, "page").await).await["state"], "succeeded");
+    assert_eq!(openai.requests().len(), 1);
+    let before = env.cards().await;
+
+    env.serve_edited_page("1f3c8a2e-4b7d-8999-9999-000000000021", "1f3c8a2e-4b7d-8999-9999-000000000022");
+    env.unsubscribe_while_a_sync_waits(Env::page_edited_event(), ids::PAGE).await;
+    let runs = env.syncs_settled(2).await;
+    let run = env.finished(&runs[1].0.to_string()).await;
+    assert_eq!((run["state"].as_str(), run["current_step"].as_str()), (Some("succeeded"), Some("generate")), "{run}");
+    assert_eq!(openai.requests().len(), 1, "the model was asked nothing more");
+    assert_eq!(env.cards().await, before);
+}
+}

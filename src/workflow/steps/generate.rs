@@ -11,6 +11,7 @@ use serde_json::json;
 use super::{Progress, StepDeps, StepError, StepOutcome, fetched_content};
 use crate::{
     flashcards::{self, Content, GenerateError, PartialCards},
+    notion::FetchedContent,
     store::{ClaimedStep, StoreTx, SyncRecord},
 };
 
@@ -19,6 +20,10 @@ use crate::{
 /// done and goes on at once in a new attempt, spending none, as `fetch` does.
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
+    if !still_followed(claim, deps).await? {
+        // A model's generation is paid for; persist would write none of its cards.
+        return Ok(StepOutcome::Finish { output: json!({ "unfollowed": true }) });
+    }
     let (content, sources) = fetched_content(claim, deps.store.step_output(claim.run_id, "fetch")).await?;
     let saved =
         super::step_output(claim, "generate", deps.store.step_output(claim.run_id, "generate")).await?;
@@ -33,17 +38,28 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
         Generated::Unchanged(hash) => {
             // Under the claim's lease, as every write of a step: an attempt whose lease was
             // taken over while it ran must not record an older hash over a newer sync's.
-            let Some(mut tx) = deps.store.begin_fenced(claim).await? else {
-                return Err(StepError::retryable(
-                    "lease_lost",
-                    "the step's lease was lost; nothing recorded",
-                ));
-            };
+            let Some(mut tx) = deps.store.begin_fenced(claim).await? else { return Err(lease_lost()) };
             tx.record_sync(user, claim.run_id, &unchanged_record(notion_id, &hash, sources)).await?;
             tx.commit().await?;
             Ok(unchanged(hash))
         }
     }
+}
+
+/// Whether the user still follows what the sync read, asked as persist asks it (see
+/// [`super::persist::followed`]), under the claim's lease, in a transaction that writes
+/// nothing. Content nobody follows any more (unsubscribed while its sync waited) is not sent
+/// to the model. A re-subscribe after this answer starts a sync of its own, which generates.
+async fn still_followed(claim: &ClaimedStep, deps: &StepDeps) -> Result<bool, StepError> {
+    let fetched: FetchedContent =
+        super::previous_output(claim, "fetch", "content", deps.store.step_output(claim.run_id, "fetch"))
+            .await?;
+    let Some(mut tx) = deps.store.begin_fenced(claim).await? else { return Err(lease_lost()) };
+    super::persist::followed(&mut tx, claim, Some(&fetched)).await
+}
+
+fn lease_lost() -> StepError {
+    StepError::retryable("lease_lost", "the step's lease was lost; nothing recorded")
 }
 
 /// With the local generator: in the transaction that records the outcome (nothing is called

@@ -88,7 +88,7 @@ pub fn log_success(claim: &ClaimedStep, output: &Value) {
         "generate" if output.get("skipped").and_then(Value::as_str) == Some("unchanged") => {
             tracing::info!(content_unchanged = true, "Internal sync completed");
         }
-        "debounce" if output.get("unfollowed").and_then(Value::as_bool) == Some(true) => {
+        "debounce" | "generate" if output.get("unfollowed").and_then(Value::as_bool) == Some(true) => {
             tracing::info!(unfollowed = true, "Internal sync completed");
         }
         _ => {}
