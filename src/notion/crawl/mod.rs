@@ -187,9 +187,9 @@ pub struct Crawl {
     /// can repeat one, and its blocks must still be read only once.
     seen_rows: BTreeSet<String>,
     requests_applied: u64,
-    /// Lists read again from their start since Notion last took a next page's cursor (see
-    /// [`Crawl::restart_list`]); saved with the crawl, so waiting for the rate limiter between
-    /// refusals does not start the count over.
+    /// Lists read again from their start (see [`Crawl::restart_list`]) since a list was last
+    /// read to its end; saved with the crawl, so waiting for the rate limiter between refusals
+    /// does not start the count over.
     #[serde(default)]
     restarts_in_a_row: u32,
 }
@@ -304,8 +304,8 @@ impl Crawl {
         self.requests_applied
     }
 
-    /// How many lists were read again from their start ([`Restart::FromTheStart`]) since Notion
-    /// last took the cursor of a list's next page.
+    /// How many lists were read again from their start ([`Restart::FromTheStart`]) since a list
+    /// was last read to its end: while not 0, the crawl is reading again what it had read.
     pub fn restarts_in_a_row(&self) -> u32 {
         self.restarts_in_a_row
     }
@@ -346,6 +346,7 @@ impl Crawl {
                     None => None,
                 };
                 self.finish_task();
+                self.list_ended(&list);
                 // The rows' block lists go under the query's next page, so the whole query is
                 // read before any row's blocks: its cursor is used seconds after Notion gave it,
                 // not after a hundred rows' blocks (hours at a low rate limit), by when Notion
@@ -360,6 +361,7 @@ impl Crawl {
             Target::Children { page, parent } => {
                 let mut list = read_list(response, "block").map_err(malformed)?;
                 self.finish_task();
+                self.list_ended(&list);
                 // The list's next page goes above its blocks' own lists, as a query's does: its
                 // cursor (the next block's id) is used right away, not after every subtree of
                 // this page (minutes at a low rate limit), by when that block may be gone.
@@ -511,13 +513,17 @@ impl Crawl {
     }
 
     fn finish_task(&mut self) {
-        if let Some(task) = self.todo.pop()
-            && task.request.cursor().is_some()
-        {
-            // Notion took a next page's cursor: the lists read again got somewhere.
+        self.todo.pop();
+        self.requests_applied += 1;
+    }
+
+    /// A list's last page was read. A list read again from its start comes before anything
+    /// queued since (its next page is always on top), so this is it, read to the end: past
+    /// every cursor refused before.
+    fn list_ended(&mut self, list: &ListPage) {
+        if !list.has_more {
             self.restarts_in_a_row = 0;
         }
-        self.requests_applied += 1;
     }
 
     fn push(&mut self, request: CrawlRequest, into: Target) {

@@ -731,7 +731,7 @@ fn a_block_list_whose_cursor_is_refused_is_read_again_from_its_start_and_each_bl
         made.push(request);
     }
     assert!(refused);
-    assert_eq!(crawl.restarts_in_a_row(), 0, "Notion took the next page's cursor the second time");
+    assert_eq!(crawl.restarts_in_a_row(), 0, "the list was read to its end the second time");
     let content = crawl.finish().expect("finished");
     assert_eq!(content, expected, "the same content as a crawl whose cursor was taken");
     let first_pages = made.iter().filter(|r| **r == children(PAGE, None)).count();
@@ -888,5 +888,32 @@ fn whatever_query_cursors_notion_refuses_each_row_is_read_once_and_in_order() {
         let read: Vec<&Value> = content.pages.iter().map(|p| &p.page["id"]).collect();
         assert_eq!(read, expected, "seed {seed}");
         assert!(content.pages.iter().all(|p| !p.gone), "seed {seed}");
+    }
+}
+
+/// A cursor refused at the same depth every time (the first next page taken, the second not)
+/// keeps counting: taking an earlier cursor again is no way past the refusal.
+#[test]
+fn a_cursor_refused_at_the_same_depth_every_time_keeps_counting() {
+    let block = |id: &str| json!({"object": "block", "id": id, "type": "paragraph", "has_children": false});
+    let answer = |request: &CrawlRequest| match request {
+        CrawlRequest::RetrievePage { .. } => json!({"object": "page", "id": "p"}),
+        CrawlRequest::ListChildren { cursor: None, .. } => list(vec![block("a"), block("b")], Some("c")),
+        CrawlRequest::ListChildren { cursor: Some(c), .. } if c == "c" => {
+            list(vec![block("c"), block("d")], Some("e"))
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    let mut crawl = Crawl::page("p");
+    let mut refusals = 0;
+    while refusals < 5 {
+        let request = crawl.next_request().expect("more to read");
+        if request.cursor() == Some("e") {
+            crawl.restart_list(&request).expect("a next page");
+            refusals += 1;
+            assert_eq!(crawl.restarts_in_a_row(), refusals, "after page 2 was taken again");
+        } else {
+            crawl.apply(&request, answer(&request)).expect("accepted");
+        }
     }
 }

@@ -93,11 +93,11 @@ impl PgStore {
                         select id from workflow_runs r
                         where state in ('succeeded', 'failed', 'cancelled')
                           and finished_at < now() - make_interval(secs => $1)
-                          -- Implied (a run finishes after it starts), but indexed: the scan
-                          -- starts at the batch instead of walking every recent run.
-                          and created_at < now() - make_interval(secs => $1)
+                          -- The batch (before the cutoff, as a run finishes after it starts);
+                          -- `created_at <= $4` bounds the index scan at its end.
                           and (created_at, id) > ($2, $3)
-                          and ($4::timestamptz is null or (created_at, id) <= ($4, $5))
+                          and created_at <= $4
+                          and (created_at, id) <= ($4, $5)
                         -- The latest sync of each piece of content that read it is kept, however old:
                         -- it is reconciliation's record of when the content was last read
                         -- (`last_read_at`); without it, content nobody edited would be synced whole
@@ -126,8 +126,9 @@ impl PgStore {
             .bind(retention.as_secs_f64())
             .bind(after.0)
             .bind(after.1)
-            .bind(end.map(|(at, _)| at))
-            .bind(end.map(|(_, id)| id))
+            // The last batch runs to the end: no run past the retention was created now.
+            .bind(end.map_or_else(Utc::now, |(at, _)| at))
+            .bind(end.map_or(Uuid::max(), |(_, id)| id))
             .fetch_one(&self.pool)
             .await?;
             pruned.runs += deleted as u64;

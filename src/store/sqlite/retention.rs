@@ -65,7 +65,9 @@ impl SqliteStore {
             let end: Option<(String, Uuid)> = sqlx::query_as(
                 r#"
                 select created_at, id from workflow_runs
-                where state in ('succeeded', 'failed', 'cancelled') and finished_at < $1 and created_at < $1
+                -- `+state`: walked in order on the (created_at, id) index, not gathered from the
+                -- state index and sorted (every remaining run past the retention, each batch).
+                where +state in ('succeeded', 'failed', 'cancelled') and finished_at < $1 and created_at < $1
                   and (created_at, id) > ($2, $3)
                 order by created_at, id
                 limit 1 offset $4
@@ -83,11 +85,12 @@ impl SqliteStore {
                 where id in (
                     select id from workflow_runs r
                     where state in ('succeeded', 'failed', 'cancelled') and finished_at < $1
-                    -- Implied (a run finishes after it starts), but indexed: the scan starts at
-                    -- the batch instead of walking every recent run.
-                    and created_at < $1
+                    -- The batch: `created_at <= $4` bounds the index scan at its end (SQLite bounds
+                    -- a range by one row value only); before the cutoff, as a run finishes after
+                    -- it starts.
                     and (created_at, id) > ($2, $3)
-                    and ($4 is null or (created_at, id) <= ($4, $5))
+                    and created_at <= $4
+                    and (created_at, id) <= ($4, $5)
                     -- The latest sync of each piece of content that read it is kept, however old:
                     -- it is reconciliation's record of when the content was last read
                     -- (`last_read_at`); without it, content nobody edited would be synced whole
@@ -108,8 +111,9 @@ impl SqliteStore {
             .bind(&cutoff)
             .bind(&after.0)
             .bind(after.1)
-            .bind(end.as_ref().map(|(at, _)| at.clone()))
-            .bind(end.as_ref().map(|(_, id)| *id))
+            // The last batch runs to the cutoff, which no run it prunes reaches.
+            .bind(end.as_ref().map_or(&cutoff, |(at, _)| at))
+            .bind(end.as_ref().map_or(Uuid::max(), |(_, id)| *id))
             .execute(&self.writer)
             .await?
             .rows_affected();

@@ -30,9 +30,9 @@ use crate::{
 const SLOTS_AT_ONCE: usize = 4;
 
 /// How many times in a row a crawl reads a list again from its start after Notion refused the
-/// cursor of its next page (see [`Crawl::restart_list`]; a next page Notion takes starts the
-/// count over). The next refusal fails the attempt instead, so a Notion that never takes a
-/// cursor ends the run after its attempts, rather than re-reading the same first pages for ever.
+/// cursor of its next page (see [`Crawl::restart_list`]; a list read to its end starts the
+/// count over). The next refusal fails the attempt instead, so a Notion that keeps refusing a
+/// cursor ends the run after its attempts, rather than re-reading the same pages for ever.
 const LIST_RESTARTS_IN_A_ROW: u32 = 3;
 
 /// How long a slot taken ahead may wait for its request. The limiter counts a request from its
@@ -80,7 +80,7 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
     // Requests past this count are progress (`Progress::advanced`): none in an attempt that
     // started over, so workers of two versions that cannot read each other's saved crawls do
     // not keep restarting it without ever running out of attempts.
-    let mut counted_from = if restarted { u64::MAX } else { applied_before };
+    let counted_from = if restarted { u64::MAX } else { applied_before };
     // A list read again changes the crawl without applying an answer.
     let mut reshaped = false;
     let mut slots = Some((first, asked));
@@ -141,8 +141,6 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
                 reshaped = true;
                 tracing::info!(error = %e, ?restart, requests = crawl.requests_applied(), "Notion refused a list's cursor; the list is read again without it");
                 if restart == Restart::FromTheStart {
-                    // Pages read again are not progress: only requests past this point count.
-                    counted_from = counted_from.max(crawl.requests_applied());
                     let restarts = crawl.restarts_in_a_row();
                     if restarts > LIST_RESTARTS_IN_A_ROW {
                         return Err(StepError::Retryable {
@@ -194,9 +192,11 @@ fn flavor(deps: &StepDeps) -> ApiFlavor {
     }
 }
 
-/// The crawl as the step saves it; it advanced if it applied more than `counted_from` requests.
+/// The crawl as the step saves it; it advanced if it applied more than `counted_from` requests
+/// and is not reading again what a list refused made it read once already.
 fn progress(crawl: &Crawl, counted_from: u64) -> Progress {
-    Progress { saved: json!({ "progress": crawl }), advanced: crawl.requests_applied() > counted_from }
+    let advanced = crawl.requests_applied() > counted_from && crawl.restarts_in_a_row() == 0;
+    Progress { saved: json!({ "progress": crawl }), advanced }
 }
 
 fn crawl_error(e: CrawlError, crawl: &Crawl, counted_from: u64) -> StepError {

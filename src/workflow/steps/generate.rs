@@ -20,11 +20,12 @@ use crate::{
 /// done and goes on at once in a new attempt, spending none, as `fetch` does.
 pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, StepError> {
     let (user, notion_id) = super::sync_key(claim)?;
-    if !still_followed(claim, deps).await? {
+    let fetch = super::required_output(claim, "fetch", deps.store.step_output(claim.run_id, "fetch")).await?;
+    if !still_followed(claim, deps, super::read_field(&fetch, "fetch", "content")?).await? {
         // A model's generation is paid for; persist would write none of its cards.
         return Ok(StepOutcome::Finish { output: json!({ "unfollowed": true }) });
     }
-    let (content, sources) = fetched_content(claim, deps.store.step_output(claim.run_id, "fetch")).await?;
+    let (content, sources) = super::content_of(&fetch)?;
     let saved =
         super::step_output(claim, "generate", deps.store.step_output(claim.run_id, "generate")).await?;
     let mut progress = saved
@@ -50,12 +51,16 @@ pub async fn run(claim: &ClaimedStep, deps: &StepDeps) -> Result<StepOutcome, St
 /// [`super::persist::followed`]), under the claim's lease, in a transaction that writes
 /// nothing. Content nobody follows any more (unsubscribed while its sync waited) is not sent
 /// to the model. A re-subscribe after this answer starts a sync of its own, which generates.
-async fn still_followed(claim: &ClaimedStep, deps: &StepDeps) -> Result<bool, StepError> {
-    let fetched: FetchedContent =
-        super::previous_output(claim, "fetch", "content", deps.store.step_output(claim.run_id, "fetch"))
-            .await?;
+async fn still_followed(
+    claim: &ClaimedStep,
+    deps: &StepDeps,
+    fetched: FetchedContent,
+) -> Result<bool, StepError> {
     let Some(mut tx) = deps.store.begin_fenced(claim).await? else { return Err(lease_lost()) };
-    super::persist::followed(&mut tx, claim, Some(&fetched)).await
+    let followed = super::persist::followed(&mut tx, claim, Some(&fetched)).await?;
+    // Nothing was written: undone, which releases the run's row and the subscription.
+    drop(tx);
+    Ok(followed)
 }
 
 fn lease_lost() -> StepError {

@@ -246,8 +246,12 @@ async fn fetched_content(
     claim: &ClaimedStep,
     read: impl Future<Output = StoreResult<Option<Value>>>,
 ) -> Result<(Content, Vec<String>), StepError> {
-    let output = required_output(claim, "fetch", read).await?;
-    let content = read_field(&output, "fetch", "content")?;
+    content_of(&*required_output(claim, "fetch", read).await?)
+}
+
+/// [`fetched_content`], of the fetch step's `output` at hand.
+fn content_of(output: &Value) -> Result<(Content, Vec<String>), StepError> {
+    let content = read_field(output, "fetch", "content")?;
     let sources = data_source_ids(output.get("content").and_then(|c| c.get("database")));
     Ok((content, sources))
 }
