@@ -383,10 +383,10 @@ fn a_query_is_read_whole_before_any_rows_blocks() {
     assert_eq!(read, ["r1", "r2", "r3", "r4"], "rows in query order");
 }
 
-#[test]
-fn a_long_child_list_is_followed_cursor_by_cursor_in_order() {
+/// Page "p" with five blocks listed a, b | c, d | e (each cursor: the next block's id).
+fn five_blocks_in_three_pages(request: &CrawlRequest) -> Value {
     let block = |id: &str| json!({"object": "block", "id": id, "type": "paragraph", "has_children": false});
-    let answer = |request: &CrawlRequest| match request {
+    match request {
         CrawlRequest::RetrievePage { .. } => json!({"object": "page", "id": "p"}),
         CrawlRequest::ListChildren { cursor: None, .. } => list(vec![block("a"), block("b")], Some("c")),
         CrawlRequest::ListChildren { cursor: Some(c), .. } if c == "c" => {
@@ -394,8 +394,12 @@ fn a_long_child_list_is_followed_cursor_by_cursor_in_order() {
         }
         CrawlRequest::ListChildren { cursor: Some(c), .. } if c == "e" => list(vec![block("e")], None),
         other => panic!("unexpected {other:?}"),
-    };
-    let (content, made) = drive(Crawl::page("p"), answer);
+    }
+}
+
+#[test]
+fn a_long_child_list_is_followed_cursor_by_cursor_in_order() {
+    let (content, made) = drive(Crawl::page("p"), five_blocks_in_three_pages);
     assert_eq!(made.len(), 4);
     assert_eq!(ids(&content.pages[0].blocks), ["a", "b", "c", "d", "e"]);
 }
@@ -895,15 +899,6 @@ fn whatever_query_cursors_notion_refuses_each_row_is_read_once_and_in_order() {
 /// keeps counting: taking an earlier cursor again is no way past the refusal.
 #[test]
 fn a_cursor_refused_at_the_same_depth_every_time_keeps_counting() {
-    let block = |id: &str| json!({"object": "block", "id": id, "type": "paragraph", "has_children": false});
-    let answer = |request: &CrawlRequest| match request {
-        CrawlRequest::RetrievePage { .. } => json!({"object": "page", "id": "p"}),
-        CrawlRequest::ListChildren { cursor: None, .. } => list(vec![block("a"), block("b")], Some("c")),
-        CrawlRequest::ListChildren { cursor: Some(c), .. } if c == "c" => {
-            list(vec![block("c"), block("d")], Some("e"))
-        }
-        other => panic!("unexpected {other:?}"),
-    };
     let mut crawl = Crawl::page("p");
     let mut refusals = 0;
     while refusals < 5 {
@@ -913,7 +908,7 @@ fn a_cursor_refused_at_the_same_depth_every_time_keeps_counting() {
             refusals += 1;
             assert_eq!(crawl.restarts_in_a_row(), refusals, "after page 2 was taken again");
         } else {
-            crawl.apply(&request, answer(&request)).expect("accepted");
+            crawl.apply(&request, five_blocks_in_three_pages(&request)).expect("accepted");
         }
     }
 }
